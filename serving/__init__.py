@@ -1,0 +1,1 @@
+"""Triton export, the generic python-backend model, server control and the gRPC client."""

@@ -1,0 +1,40 @@
+"""The zoo command line, run as a user runs it (a subprocess)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def zoo_cli(*args):
+    return subprocess.run([sys.executable, "-m", "zoo.cli", *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_list_and_info():
+    out = zoo_cli("list", "--modality", "text")
+    assert out.returncode == 0
+    line = next(x for x in out.stdout.splitlines() if x.startswith("sentence-transformers/all-MiniLM-L6-v2"))
+    assert "384" in line and "apache-2.0" in line and line.split()[-1] == "yes"
+    info = json.loads(zoo_cli("info", "sentence-transformers/all-MiniLM-L6-v2", "--json").stdout)
+    assert info["dim"] == 384 and info["available_offline"] is True
+
+
+def test_encode_json():
+    out = zoo_cli("encode", "sentence-transformers/all-MiniLM-L6-v2", "--modality", "text", "a cat", "a dog",
+                  "--dimensions", "64", "--precision", "int8", "--json")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    assert doc["shape"] == [2, 64] and all(isinstance(v, int) for v in doc["embeddings"][0])
+
+
+@pytest.mark.parametrize(("args", "match"), [
+    (["info", "sentence-transformers/all-MiniLM"], "unknown model"),
+    (["encode", "sentence-transformers/all-MiniLM-L6-v2", "x", "--modality", "image"], "does not embed"),
+    (["encode", "sentence-transformers/all-MiniLM-L6-v2", "x", "--dimensions", "999"], "outside 1..384"),
+])
+def test_errors_exit_nonzero_without_traceback(args, match):
+    out = zoo_cli(*args)
+    assert out.returncode == 2
+    assert match in out.stderr and "Traceback" not in out.stderr

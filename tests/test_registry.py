@@ -1,0 +1,72 @@
+"""Registry and specs, parametrized over every registered model."""
+
+import pytest
+
+import zoo
+from zoo import Modality, UnknownModelError, UnsupportedModalityError
+from zoo.registry import family_of
+from zoo.weights import available_offline, resolve
+
+
+@pytest.mark.parametrize("name", zoo.list_models())
+def test_every_spec_is_complete(name):
+    spec = zoo.get_spec(name)
+    assert spec.name == name and spec.dim > 0 and spec.modalities and spec.license and spec.source
+    assert family_of(spec).family == spec.family
+    assert all(d <= spec.dim for d in spec.matryoshka_dims)
+    if spec.default_prompt_name:
+        assert spec.default_prompt_name in spec.prompts
+    assert zoo.get_spec(name).to_dict()["name"] == name
+
+
+def test_list_filters():
+    text = zoo.list_models(modality="text")
+    assert "sentence-transformers/all-MiniLM-L6-v2" in text
+    assert zoo.list_models(pattern="*minilm*") == ["sentence-transformers/all-MiniLM-L6-v2"]
+    for m in Modality:
+        assert all(zoo.get_spec(n).supports(m) for n in zoo.list_models(modality=m))
+    with pytest.raises(UnsupportedModalityError, match="choose one of"):
+        zoo.list_models(modality="smell")
+
+
+def test_unknown_model_suggests_close_names():
+    with pytest.raises(UnknownModelError, match="all-MiniLM-L6-v2"):
+        zoo.get_spec("sentence-transformers/all-MiniLM-L6")
+    with pytest.raises(UnknownModelError, match="zoo list"):
+        zoo.create("no-such-model-anywhere")
+
+
+def test_default_weights_ship_offline():
+    spec = zoo.get_spec("sentence-transformers/all-MiniLM-L6-v2")
+    assert available_offline(spec)
+    assert (resolve(spec) / "model.safetensors").is_file()
+
+
+def test_unreachable_weights_say_where_they_looked(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty cache
+    monkeypatch.setenv("ZOO_MODELS_DIR", str(tmp_path / "models"))
+    spec = zoo.get_spec("BAAI/bge-small-en-v1.5")
+    assert not available_offline(spec)
+    with pytest.raises(zoo.WeightsUnavailableError) as err:
+        zoo.create(spec.name)
+    msg = str(err.value)
+    assert "ZOO_MODELS_DIR" in msg and "Hugging Face cache" in msg and "download skipped" in msg
+
+
+def test_models_dir_override(monkeypatch, tmp_path, minilm_dir):
+    (tmp_path / "BAAI").mkdir()
+    (tmp_path / "BAAI" / "bge-small-en-v1.5").symlink_to(minilm_dir)
+    monkeypatch.setenv("ZOO_MODELS_DIR", str(tmp_path))
+    assert resolve(zoo.get_spec("BAAI/bge-small-en-v1.5")) == tmp_path / "BAAI" / "bge-small-en-v1.5"
+
+
+def test_folder_spec(minilm_dir):
+    spec = zoo.get_spec(str(minilm_dir))
+    assert spec.family == "text" and spec.dim == 384 and spec.max_length == 256
+    assert spec.options["pooling"] == "mean"
+
+
+def test_folder_that_is_no_model(tmp_path):
+    with pytest.raises(zoo.InvalidArgumentError, match="config.json"):
+        zoo.get_spec(str(tmp_path))

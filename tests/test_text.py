@@ -1,0 +1,107 @@
+"""Text family: parity with sentence-transformers, batching, prompts, truncation, errors."""
+
+import warnings
+
+import numpy as np
+import pytest
+
+import zoo
+from zoo.families.text import TruncationWarning
+
+from .conftest import make_tiny_text_folder
+
+VARIED = [
+    "a cat on a sofa",
+    "A",
+    "",  # empty and whitespace-only: embedded as the bare special tokens, like sentence-transformers
+    "   \t\n ",
+    "naïve café — Ünïcödé, 日本語のテキスト, Ελληνικά, русский текст",
+    "emoji 🐱🚀🎉👩‍👩‍👧 and symbols ∑∫√",
+    " ".join(f"word{i}" for i in range(400)),  # > 256 tokens: truncated
+    "The quick brown fox jumps over the lazy dog. " * 20,
+    "short",
+    "retrieval of images and sounds with text queries",
+]
+
+
+@pytest.fixture(scope="module")
+def st_reference(minilm_dir):
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(str(minilm_dir), device="cpu")
+
+
+def test_parity_with_sentence_transformers(minilm, st_reference):
+    with warnings.catch_warnings(record=True):
+        ours = minilm.encode(VARIED, "text", batch_size=3)
+    ref = st_reference.encode(VARIED, normalize_embeddings=True, batch_size=3)
+    cos = (ours * ref).sum(1)
+    assert cos.min() >= 0.9999, cos
+
+
+def test_truncation_warns_with_count(minilm):
+    with pytest.warns(TruncationWarning, match=r"^2 of 3 inputs exceed 256 tokens"):
+        minilm.encode(["x " * 300, "y " * 600, "z"], "text")
+
+
+def test_order_restored_whatever_the_batching(minilm):
+    texts = VARIED[:2] + VARIED[4:6] + VARIED[7:]
+    one_by_one = np.concatenate([minilm.encode([t], "text") for t in texts])
+    batched = minilm.encode(texts, "text", batch_size=2)
+    assert np.allclose(one_by_one, batched, atol=1e-5)
+
+
+def test_dimensions_and_precision(minilm):
+    full = minilm.encode(["hello"], "text")
+    cut = minilm.encode(["hello"], "text", dimensions=128)
+    assert cut.shape == (1, 128) and np.isclose(np.linalg.norm(cut), 1, atol=1e-5)
+    assert np.allclose(cut, full[:, :128] / np.linalg.norm(full[:, :128]), atol=1e-6)
+    raw = minilm.encode(["hello"], "text", normalize=False)
+    assert not np.isclose(np.linalg.norm(raw), 1)
+    b = minilm.encode(["hello", "world"], "text", precision="ubinary")
+    assert b.dtype == np.uint8 and b.shape == (2, 48)
+
+
+def test_bytes_input_is_utf8(minilm):
+    assert np.allclose(minilm.encode(["café".encode()], "text"), minilm.encode(["café"], "text"))
+    with pytest.raises(zoo.InputError, match="input 1: text is not valid UTF-8"):
+        minilm.encode(["ok", b"\xff\xfe"], "text")
+
+
+@pytest.mark.parametrize(("kwargs", "error", "match"), [
+    ({"inputs": []}, zoo.InvalidArgumentError, "empty"),
+    ({"inputs": "a string"}, zoo.InvalidArgumentError, "list"),
+    ({"modality": "image"}, zoo.UnsupportedModalityError, "supports 'text'"),
+    ({"precision": "int4"}, zoo.InvalidArgumentError, "float32"),
+    ({"dimensions": 1000}, zoo.InvalidArgumentError, "1..384"),
+    ({"prompt_name": "query"}, zoo.InvalidArgumentError, "no prompts"),
+    ({"batch_size": 0}, zoo.InvalidArgumentError, "batch_size"),
+    ({"inputs": ["ok", 3]}, zoo.InputError, "input 1"),
+])
+def test_errors_are_clear(minilm, kwargs, error, match):
+    call = {"inputs": ["hello"], "modality": "text"} | kwargs
+    with pytest.raises(error, match=match):
+        minilm.encode(call.pop("inputs"), **call)
+
+
+@pytest.mark.parametrize("pooling", ["mean", "cls", "max", "last"])
+def test_tiny_folder_pooling_matches_reference(tmp_path, pooling):
+    """A random model saved to a folder: the same loading path as a hub checkpoint."""
+    from sentence_transformers import SentenceTransformer
+
+    folder = make_tiny_text_folder(tmp_path / "tiny", pooling=pooling)
+    model = zoo.create(str(folder), device="cpu")
+    assert model.spec.dim == 32 and model.pooling == pooling
+    texts = ["one", "two words", "a somewhat longer sentence here", "é 🐱"]
+    ref = SentenceTransformer(str(folder), device="cpu").encode(texts, normalize_embeddings=True)
+    assert ((model.encode(texts, "text") * ref).sum(1)).min() >= 0.9999
+
+
+def test_folder_prompts(tmp_path):
+    folder = make_tiny_text_folder(tmp_path / "p", prompts={"query": "query: ", "document": "passage: "})
+    model = zoo.create(str(folder), device="cpu")
+    assert set(model.spec.prompts) == {"query", "document"}
+    assert np.allclose(model.encode(["cats"], "text", prompt_name="query"),
+                       model.encode(["query: cats"], "text"), atol=1e-6)
+    with pytest.raises(zoo.InvalidArgumentError, match="'document', 'query'|'query', 'document'"):
+        model.encode(["cats"], "text", prompt_name="passage")

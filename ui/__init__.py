@@ -1,0 +1,1 @@
+"""Gradio cross-modal retrieval demo."""

@@ -1,0 +1,37 @@
+"""`zoo`: text, image, audio and interleaved embedders behind one ``encode()``.
+
+>>> import zoo
+>>> m = zoo.create("sentence-transformers/all-MiniLM-L6-v2")
+>>> m.encode(["a cat on a sofa"], modality="text").shape
+(1, 384)
+"""
+
+from .errors import (
+    InputError,
+    InvalidArgumentError,
+    ServerError,
+    UnknownModelError,
+    UnsupportedModalityError,
+    WeightsUnavailableError,
+    ZooError,
+)
+from .registry import create, get_spec, list_models, register_family, register_model
+from .spec import EmbedderSpec, Modality
+
+__all__ = [
+    "EmbedderSpec",
+    "InputError",
+    "InvalidArgumentError",
+    "Modality",
+    "ServerError",
+    "UnknownModelError",
+    "UnsupportedModalityError",
+    "WeightsUnavailableError",
+    "ZooError",
+    "create",
+    "get_spec",
+    "list_models",
+    "register_family",
+    "register_model",
+]
+__version__ = "0.1.0"

@@ -1,0 +1,177 @@
+"""The one ``encode()`` every family shares: validation, prompts, length-sorted batching, order."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from . import inputs as _inputs
+from . import postprocess as pp
+from .errors import InvalidArgumentError, UnsupportedModalityError, choices
+from .spec import EmbedderSpec, Modality
+
+LARGE_INPUT = 1000  # a progress bar appears by itself from this many items on
+
+
+def pick_device(device: str | None = None) -> str:
+    """``device`` if given, else ``"cuda"`` when a GPU is visible, else ``"cpu"``."""
+    if device:
+        return device
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@dataclass(frozen=True)
+class EncodeOptions:
+    """Validated per-call output controls; hashable so the server can group requests by them."""
+
+    normalize: bool = True
+    dimensions: int | None = None
+    precision: str = "float32"
+    prompt: str | None = None  # the resolved prompt text, not its name
+
+
+class Embedder(ABC):
+    """Base class of every model: subclasses implement :meth:`_embed` (and maybe :meth:`_lengths`)."""
+
+    spec: EmbedderSpec
+    device: str
+
+    def __init__(self, spec: EmbedderSpec, device: str | None = None) -> None:
+        self.spec = spec
+        self.device = pick_device(device)
+
+    # ---- what families implement -------------------------------------------------------------
+    @abstractmethod
+    def _embed(self, batch: list[Any], modality: Modality, prompt: str | None) -> np.ndarray:
+        """Float32 ``[len(batch), spec.dim]`` raw embeddings of decoded items."""
+
+    def _lengths(self, items: list[Any], modality: Modality, prompt: str | None) -> list[int]:
+        """Sort keys for length-sorted batching (longest first); the default keeps the order."""
+        return [len(x) if isinstance(x, str) else 0 for x in items]
+
+    @property
+    def sample_rate(self) -> int:
+        """Audio rate the model expects (only meaningful for audio models)."""
+        return int(self.spec.options.get("sample_rate", 16000))
+
+    # ---- shared machinery ----------------------------------------------------------------------
+    def check_modality(self, modality: Modality | str) -> Modality:
+        """Return ``modality`` as an enum if this model embeds it, else raise."""
+        try:
+            mod = Modality(modality)
+        except ValueError:
+            mod = None
+        if mod is None or mod not in self.spec.modalities:
+            raise UnsupportedModalityError(
+                f"model {self.spec.name!r} does not embed modality {str(modality)!r}; it supports "
+                f"{choices(m.value for m in self.spec.modalities)}"
+            )
+        return mod
+
+    def options(
+        self,
+        *,
+        normalize: bool = True,
+        dimensions: int | None = None,
+        precision: str = "float32",
+        prompt_name: str | None = None,
+    ) -> EncodeOptions:
+        """Validate output controls once, before any work is done."""
+        pp.check_precision(precision)
+        if not isinstance(normalize, (bool, np.bool_)):
+            raise InvalidArgumentError(f"normalize must be true or false, got {normalize!r}")
+        dims = pp.check_dimensions(dimensions, self.spec.dim, precision)
+        pp.check_calibration(precision, bool(normalize))
+        name = prompt_name if prompt_name is not None else self.spec.default_prompt_name
+        if name is not None and name not in self.spec.prompts:
+            known = choices(self.spec.prompts) if self.spec.prompts else "none (this model has no prompts)"
+            raise InvalidArgumentError(f"unknown prompt_name {name!r} for {self.spec.name!r}; valid: {known}")
+        return EncodeOptions(
+            normalize=bool(normalize),
+            dimensions=None if dims == self.spec.dim else dims,
+            precision=precision,
+            prompt=self.spec.prompts[name] if name is not None else None,
+        )
+
+    def decode(self, items: Sequence[Any], modality: Modality | str) -> list[Any]:
+        """Decode raw inputs; raises :class:`InputError` naming the first bad item's index."""
+        mod = self.check_modality(modality)
+        if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
+            raise InvalidArgumentError(
+                f"inputs must be a list of items, got {type(items).__name__}; wrap a single item in a list"
+            )
+        if len(items) == 0:
+            raise InvalidArgumentError("inputs is empty: pass at least one item")
+        return [_inputs.decode(x, i, mod, self.sample_rate) for i, x in enumerate(items)]
+
+    def embed_decoded(
+        self,
+        items: list[Any],
+        modality: Modality,
+        opts: EncodeOptions,
+        *,
+        batch_size: int | None = None,
+        show_progress: bool = False,
+    ) -> np.ndarray:
+        """Embed already-decoded items with length-sorted batches, then post-process."""
+        if batch_size is None:
+            batch_size = int(self.spec.options.get("batch_size", 32))
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InvalidArgumentError(f"batch_size must be a positive integer, got {batch_size!r}")
+        lengths = self._lengths(items, modality, opts.prompt)
+        order = np.argsort([-n for n in lengths], kind="stable")
+        out = np.empty((len(items), self.spec.dim), dtype=np.float32)
+        starts = range(0, len(items), batch_size)
+        if show_progress or len(items) >= LARGE_INPUT:
+            from tqdm.auto import tqdm
+
+            starts = tqdm(starts, desc=f"encode {modality.value}", unit="batch")
+        for start in starts:
+            idx = order[start : start + batch_size]
+            out[idx] = self._embed([items[i] for i in idx], modality, opts.prompt)
+        return pp.postprocess(
+            out, normalize_output=opts.normalize, dimensions=opts.dimensions, precision=opts.precision
+        )
+
+    def encode(
+        self,
+        inputs: Sequence[Any],
+        modality: Modality | str,
+        *,
+        batch_size: int | None = None,
+        normalize: bool = True,
+        dimensions: int | None = None,
+        precision: str = "float32",
+        prompt_name: str | None = None,
+        show_progress: bool = False,
+    ) -> np.ndarray:
+        """Embed ``inputs`` of one ``modality`` into an ``[N, d]`` numpy array.
+
+        Args:
+            inputs: items of the modality (see :mod:`zoo.inputs` for accepted forms).
+            modality: ``"text"``, ``"image"``, ``"audio"`` or ``"interleaved"``.
+            batch_size: items per forward pass (default from the spec).
+            normalize: L2-normalize (after Matryoshka truncation).
+            dimensions: keep the first ``dimensions`` components (Matryoshka).
+            precision: output encoding, see :mod:`zoo.postprocess`.
+            prompt_name: a key of ``spec.prompts`` (e.g. ``"query"``); default ``spec.default_prompt_name``.
+            show_progress: show a progress bar (shown anyway for large inputs).
+
+        Returns:
+            ``[len(inputs), d]`` array; dtype and ``d`` follow ``precision`` (packed for binary).
+        """
+        opts = self.options(
+            normalize=normalize, dimensions=dimensions, precision=precision, prompt_name=prompt_name
+        )
+        mod = self.check_modality(modality)
+        items = self.decode(inputs, mod)
+        return self.embed_decoded(items, mod, opts, batch_size=batch_size, show_progress=show_progress)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.spec.name!r}, device={self.device!r})"

@@ -1,0 +1,130 @@
+"""The ``zoo`` command line: list, info, encode (and export / serve / demo from the other packages)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Callable, Sequence
+
+import numpy as np
+
+from .errors import ZooError
+
+Command = Callable[[argparse.Namespace], int]
+# Other packages add their sub-commands here (name → (add_arguments, run)) without zoo importing them.
+EXTENSIONS = ("serving.cli", "ui.cli")
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from .registry import get_spec, list_models
+    from .weights import available_offline
+
+    rows = [("NAME", "FAMILY", "MODALITIES", "DIM", "LICENSE", "OFFLINE")]
+    for name in list_models(modality=args.modality, pattern=args.pattern):
+        s = get_spec(name)
+        mods = ",".join(m.value for m in s.modalities)
+        rows.append((name, s.family, mods, str(s.dim), s.license, "yes" if available_offline(s) else "no"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    return 0
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from .registry import get_spec
+    from .weights import available_offline
+
+    spec = get_spec(args.name)
+    info = spec.to_dict() | {"available_offline": available_offline(spec)}
+    if args.json:
+        print(json.dumps(info, indent=2))
+    else:
+        for key, value in info.items():
+            print(f"{key:20} {value}")
+    return 0
+
+
+def _cmd_encode(args: argparse.Namespace) -> int:
+    from . import postprocess as pp
+    from .registry import create
+
+    model = create(args.name, device=args.device)
+    emb = model.encode(
+        args.inputs,
+        modality=args.modality,
+        dimensions=args.dimensions,
+        precision=args.precision,
+        prompt_name=args.prompt_name,
+        normalize=not args.no_normalize,
+    )
+    if args.json:
+        values = emb.astype(np.float32) if emb.dtype == pp.FLOAT8 else emb
+        print(json.dumps({"model": model.spec.name, "precision": args.precision, "shape": list(emb.shape),
+                          "embeddings": values.tolist()}))
+    else:
+        with np.printoptions(precision=4, threshold=12, edgeitems=4):
+            for item, row in zip(args.inputs, emb):
+                print(f"{item[:40]!r}: {row}")
+        print(f"shape={emb.shape} dtype={emb.dtype}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, with every sub-command the installed packages provide."""
+    from .postprocess import PRECISIONS
+    from .spec import Modality
+
+    parser = argparse.ArgumentParser(prog="zoo", description="Multimodal embedding model zoo and server")
+    sub = parser.add_subparsers(dest="command", required=True)
+    modalities = [m.value for m in Modality]
+
+    p = sub.add_parser("list", help="list registered models")
+    p.add_argument("--modality", choices=modalities)
+    p.add_argument("--pattern", help="wildcard filter on names, e.g. '*MiniLM*'")
+    p.set_defaults(run=_cmd_list)
+
+    p = sub.add_parser("info", help="show one model's spec")
+    p.add_argument("name")
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(run=_cmd_info)
+
+    p = sub.add_parser("encode", help="embed inputs given on the command line")
+    p.add_argument("name", help="registry name or local model folder")
+    p.add_argument("inputs", nargs="+", help="texts, or file paths for image/audio")
+    p.add_argument("--modality", choices=modalities, default="text")
+    p.add_argument("--dimensions", type=int)
+    p.add_argument("--precision", choices=list(PRECISIONS), default="float32")
+    p.add_argument("--prompt-name")
+    p.add_argument("--no-normalize", action="store_true")
+    p.add_argument("--device")
+    p.add_argument("--json", action="store_true", help="print one JSON object")
+    p.set_defaults(run=_cmd_encode)
+
+    import importlib
+
+    for mod in EXTENSIONS:
+        try:
+            ext = importlib.import_module(mod)
+        except ModuleNotFoundError as err:
+            if err.name not in (mod, mod.split(".")[0]):
+                raise
+            continue
+        ext.add_commands(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``zoo`` console script; errors print one line and exit 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.run(args) or 0)
+    except ZooError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,19 @@
+"""Which registered model serves each modality when nobody names one (CLI, server, UI)."""
+
+from __future__ import annotations
+
+from .spec import Modality
+
+DEFAULT_MODELS: dict[Modality, str] = {
+    Modality.TEXT: "sentence-transformers/all-MiniLM-L6-v2",
+}
+
+
+def default_model(modality: Modality | str = Modality.TEXT) -> str:
+    """The registry name of the default model for ``modality``."""
+    return DEFAULT_MODELS.get(Modality(modality), DEFAULT_MODELS[Modality.TEXT])
+
+
+def default_model_names() -> list[str]:
+    """Each default model once, in a stable order (the set `zoo export` writes by default)."""
+    return list(dict.fromkeys(DEFAULT_MODELS.values()))

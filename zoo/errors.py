@@ -1,0 +1,98 @@
+"""One small exception hierarchy for everything `zoo` raises on purpose.
+
+Every message names the valid choices or the fix. The server sends these over the wire as
+``"[ClassName] message"`` so that the client can raise the same class again (see
+:func:`to_wire` / :func:`from_wire`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from collections.abc import Iterable
+
+
+class ZooError(Exception):
+    """Base class of every error `zoo` raises deliberately."""
+
+
+class UnknownModelError(ZooError, KeyError):
+    """A name is neither a registered model nor a local model folder."""
+
+    def __init__(self, name: str, known: Iterable[str]) -> None:
+        close = difflib.get_close_matches(name, list(known), n=5, cutoff=0.4)
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        super().__init__(
+            f"unknown model {name!r}.{hint} See `zoo list` for registered names, or pass a local "
+            "model folder path."
+        )
+
+    def __str__(self) -> str:  # KeyError would otherwise quote the message
+        return str(self.args[0])
+
+
+class UnsupportedModalityError(ZooError, ValueError):
+    """The model has no tower for the requested modality."""
+
+
+class InvalidArgumentError(ZooError, ValueError):
+    """A call argument (precision, dimensions, prompt name, batch size, inputs) is not valid."""
+
+
+class InputError(ZooError, ValueError):
+    """One input item could not be decoded or used; ``index`` is its position in the call."""
+
+    def __init__(self, index: int, message: str) -> None:
+        self.index = index
+        self.reason = message
+        super().__init__(f"input {index}: {message}")
+
+    def __reduce__(self):  # keeps pickling (e.g. across processes) working with two args
+        return (type(self), (self.index, self.reason))
+
+
+class WeightsUnavailableError(ZooError, OSError):
+    """The weights of a registered model cannot be found locally or downloaded."""
+
+
+class ServerError(ZooError, RuntimeError):
+    """The inference server failed in a way that maps to no more specific `zoo` error."""
+
+
+def choices(values: Iterable[object]) -> str:
+    """Format valid choices for an error message."""
+    return ", ".join(repr(v) for v in values)
+
+
+_WIRE = re.compile(r"\[(?P<cls>[A-Za-z]+Error)\] (?P<msg>.*)", re.S)
+
+
+def to_wire(err: BaseException) -> str:
+    """Encode an exception as a message a remote peer can turn back into the same class."""
+    name = type(err).__name__ if isinstance(err, ZooError) else "ServerError"
+    return f"[{name}] {err}"
+
+
+def from_wire(message: str) -> ZooError:
+    """Rebuild the `zoo` error that :func:`to_wire` encoded inside ``message`` (or a ServerError)."""
+    match = _WIRE.search(message)
+    if not match:
+        return ServerError(message)
+    cls = {c.__name__: c for c in _all_subclasses(ZooError)}.get(match["cls"], ServerError)
+    text = match["msg"]
+    if cls is InputError:
+        m = re.match(r"input (\d+): (.*)", text, re.S)
+        return InputError(int(m[1]), m[2]) if m else ServerError(text)
+    if cls is UnknownModelError:
+        err = ZooError.__new__(UnknownModelError)
+        Exception.__init__(err, text)
+        return err
+    return cls(text)
+
+
+def _all_subclasses(cls: type) -> list[type]:
+    out = []
+    for sub in cls.__subclasses__():
+        out.append(sub)
+        out.extend(_all_subclasses(sub))
+    return out

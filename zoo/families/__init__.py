@@ -1,0 +1,1 @@
+"""One module per model family; each registers itself and its known checkpoints on import."""

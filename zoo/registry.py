@@ -1,0 +1,133 @@
+"""The registry: model specs by name, families by key, and ``create()`` for names or folders.
+
+A family registers itself with :func:`register_family`; it registers its known checkpoints with
+:func:`register_model`. Both happen in the family's own file under ``zoo/families``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import importlib
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+from .errors import InvalidArgumentError, UnknownModelError, UnsupportedModalityError, choices
+from .spec import EmbedderSpec, Modality
+
+if TYPE_CHECKING:
+    from .base import Embedder
+
+_MODELS: dict[str, EmbedderSpec] = {}
+_FAMILIES: dict[str, type[Family]] = {}
+_FAMILY_MODULES = ("text",)  # imported lazily so `import zoo` stays light
+
+
+class Family(Protocol):
+    """What a family class provides to the registry."""
+
+    #: folders are offered to families in ascending priority order; the first claim wins
+    folder_priority: int
+
+    @classmethod
+    def spec_from_folder(cls, path: Path) -> EmbedderSpec | None:
+        """Describe a local model folder this family can load, or return None."""
+
+    @classmethod
+    def load(cls, spec: EmbedderSpec, path: Path, device: str | None) -> Embedder:
+        """Build the embedder from weights found at ``path``."""
+
+
+F = TypeVar("F", bound=type)
+
+
+def register_family(key: str) -> Callable[[F], F]:
+    """Class decorator: make ``key`` a family name that specs can point at."""
+
+    def deco(cls: F) -> F:
+        _FAMILIES[key] = cls
+        cls.family = key
+        return cls
+
+    return deco
+
+
+def register_model(spec: EmbedderSpec) -> EmbedderSpec:
+    """Add a known checkpoint to the registry (its family must be registered by the same file)."""
+    if spec.name in _MODELS and _MODELS[spec.name] != spec:
+        raise ValueError(f"model {spec.name!r} is registered twice with different specs")
+    _MODELS[spec.name] = spec
+    return spec
+
+
+def _load_families() -> None:
+    for mod in _FAMILY_MODULES:
+        importlib.import_module(f"zoo.families.{mod}")
+
+
+def list_models(
+    modality: Modality | str | None = None, pattern: str | None = None, family: str | None = None
+) -> list[str]:
+    """Registered model names, optionally filtered by modality, wildcard ``pattern`` and family."""
+    _load_families()
+    if modality is not None:
+        modality = _modality(modality)
+    out = []
+    for name, spec in _MODELS.items():
+        if modality is not None and modality not in spec.modalities:
+            continue
+        if pattern and not fnmatch.fnmatch(name.lower(), pattern.lower()):
+            continue
+        if family and spec.family != family:
+            continue
+        out.append(name)
+    return sorted(out)
+
+
+def _modality(value: Modality | str) -> Modality:
+    try:
+        return Modality(value)
+    except ValueError:
+        raise UnsupportedModalityError(
+            f"unknown modality {value!r}; choose one of {choices(m.value for m in Modality)}"
+        ) from None
+
+
+def get_spec(name: str) -> EmbedderSpec:
+    """The spec of a registered model, or of a local model folder."""
+    _load_families()
+    if name in _MODELS:
+        return _MODELS[name]
+    if os.path.isdir(name):
+        return _spec_for_folder(Path(name))
+    raise UnknownModelError(name, _MODELS)
+
+
+def _spec_for_folder(path: Path) -> EmbedderSpec:
+    for family in sorted(_FAMILIES.values(), key=lambda f: f.folder_priority):
+        spec = family.spec_from_folder(path)
+        if spec is not None:
+            return spec
+    raise InvalidArgumentError(
+        f"no family can load the folder {path}: expected a Hugging Face model folder "
+        "(config.json with a supported model_type)"
+    )
+
+
+def family_of(spec: EmbedderSpec) -> type[Family]:
+    """The family class that builds ``spec``."""
+    _load_families()
+    try:
+        return _FAMILIES[spec.family]
+    except KeyError:
+        raise UnknownModelError(spec.family, _FAMILIES) from None
+
+
+def create(name_or_path: str, device: str | None = None) -> Embedder:
+    """Load a model by registry name (hub id) or local folder; ``device`` defaults to CUDA if present."""
+    from .weights import resolve
+
+    spec = get_spec(name_or_path)
+    path = Path(name_or_path) if os.path.isdir(name_or_path) else resolve(spec)
+    return family_of(spec).load(spec, path, device)

