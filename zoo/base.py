@@ -26,6 +26,16 @@ def pick_device(device: str | None = None) -> str:
     return "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def check_items(items: Any) -> None:
+    """Refuse anything but a non-empty sequence of items (a bare string is one item, not a list)."""
+    if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
+        raise InvalidArgumentError(
+            f"inputs must be a list of items, got {type(items).__name__}; wrap a single item in a list"
+        )
+    if len(items) == 0:
+        raise InvalidArgumentError("inputs is empty: pass at least one item")
+
+
 @dataclass(frozen=True)
 class EncodeOptions:
     """Validated per-call output controls; hashable so the server can group requests by them."""
@@ -33,7 +43,8 @@ class EncodeOptions:
     normalize: bool = True
     dimensions: int | None = None
     precision: str = "float32"
-    prompt: str | None = None  # the resolved prompt text, not its name
+    prompt_name: str | None = None  # as asked for (the server needs the name)
+    prompt: str | None = None  # the resolved prompt text the model sees
 
 
 class Embedder(ABC):
@@ -96,18 +107,14 @@ class Embedder(ABC):
             normalize=bool(normalize),
             dimensions=None if dims == self.spec.dim else dims,
             precision=precision,
+            prompt_name=name,
             prompt=self.spec.prompts[name] if name is not None else None,
         )
 
     def decode(self, items: Sequence[Any], modality: Modality | str) -> list[Any]:
         """Decode raw inputs; raises :class:`InputError` naming the first bad item's index."""
         mod = self.check_modality(modality)
-        if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
-            raise InvalidArgumentError(
-                f"inputs must be a list of items, got {type(items).__name__}; wrap a single item in a list"
-            )
-        if len(items) == 0:
-            raise InvalidArgumentError("inputs is empty: pass at least one item")
+        check_items(items)
         return [_inputs.decode(x, i, mod, self.sample_rate) for i, x in enumerate(items)]
 
     def embed_decoded(

@@ -1,0 +1,193 @@
+"""The serving contract: the one place tensor names, wire dtypes, request parameters and the model-name
+rule are written. The exporter, the python-backend model, the clients and the README all read it.
+
+Per model (see ``config.pbtxt``):
+
+- one ``BYTES`` input per modality the model embeds, shape ``[batch, 1]``, all optional (a request sends
+  exactly one): ``TEXT`` (UTF-8), ``IMAGE`` (an encoded image file), ``AUDIO`` (an encoded audio file),
+  ``INTERLEAVED`` (UTF-8 JSON: a list of parts ``{"text": "..."}`` or ``{"image": "data:image/...;base64,..."}``);
+- one output ``EMBEDDING``, shape ``[batch, d]``. ``config.pbtxt`` declares ``TYPE_FP32`` (the default
+  precision); the python backend returns the dtype of the requested ``precision`` (table below), which
+  Triton passes through and clients read from the response's ``datatype``;
+- request parameters ``dimensions`` (int), ``normalize`` (bool), ``precision`` (str), ``prompt_name``
+  (str), with the same meaning and defaults as ``encode()``; any other parameter is refused.
+
+Model names: a registry name maps to a Triton model name by replacing ``/`` with ``--``
+(``sentence-transformers/all-MiniLM-L6-v2`` → ``sentence-transformers--all-MiniLM-L6-v2``) and back.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from typing import Any
+
+import numpy as np
+
+from zoo import postprocess as pp
+from zoo.errors import InputError, InvalidArgumentError, choices
+from zoo.spec import Modality
+
+INPUTS: dict[Modality, str] = {
+    Modality.TEXT: "TEXT",
+    Modality.IMAGE: "IMAGE",
+    Modality.AUDIO: "AUDIO",
+    Modality.INTERLEAVED: "INTERLEAVED",
+}
+MODALITY_OF_INPUT = {v: k for k, v in INPUTS.items()}
+INPUT_DATATYPE = "BYTES"  # KServe v2 name; TYPE_STRING in config.pbtxt
+OUTPUT = "EMBEDDING"
+DECLARED_OUTPUT_PRECISION = "float32"
+
+#: precision → KServe v2 datatype of the EMBEDDING tensor on the wire (float8 travels as its bits)
+WIRE_DATATYPES: dict[str, str] = {
+    "float32": "FP32",
+    "float16": "FP16",
+    "float8": "UINT8",
+    "int8": "INT8",
+    "uint8": "UINT8",
+    "binary": "INT8",
+    "ubinary": "UINT8",
+}
+assert set(WIRE_DATATYPES) == set(pp.PRECISIONS), "every precision needs a wire datatype"
+
+#: request parameter → type it is coerced to (the defaults are encode()'s own)
+PARAMETERS: dict[str, type] = {"dimensions": int, "normalize": bool, "precision": str, "prompt_name": str}
+SEPARATOR = "--"  # replaces "/" in Triton model names
+CONFIG_MODEL_KEY = "zoo_model"  # config.pbtxt parameter: registry name or folder to load
+CONFIG_SPEC_KEY = "zoo_spec"  # config.pbtxt parameter: the spec as JSON, for clients
+
+
+def model_name(registry_name: str) -> str:
+    """Triton model name of a registry name (reversible, see :func:`registry_name`)."""
+    if SEPARATOR in registry_name:
+        raise InvalidArgumentError(f"registry name {registry_name!r} contains {SEPARATOR!r}; cannot map it")
+    return registry_name.replace("/", SEPARATOR)
+
+
+def registry_name(triton_name: str) -> str:
+    """Registry name of a Triton model name."""
+    return triton_name.replace(SEPARATOR, "/")
+
+
+def parse_parameters(params: dict[str, Any]) -> dict[str, Any]:
+    """Turn request parameters into ``Embedder.options()`` keyword arguments, refusing unknown ones."""
+    out: dict[str, Any] = {}
+    for key, value in params.items():
+        if key not in PARAMETERS:
+            raise InvalidArgumentError(f"unknown request parameter {key!r}; valid: {choices(PARAMETERS)}")
+        kind = PARAMETERS[key]
+        if kind is bool:
+            if isinstance(value, str) and value.lower() in ("true", "false"):
+                value = value.lower() == "true"
+            if not isinstance(value, bool):
+                raise InvalidArgumentError(f"parameter {key!r} must be true or false, got {value!r}")
+        elif kind is int:
+            if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).isdigit():
+                raise InvalidArgumentError(f"parameter {key!r} must be a positive integer, got {value!r}")
+            value = int(value)
+        elif not isinstance(value, str):
+            raise InvalidArgumentError(f"parameter {key!r} must be a string, got {value!r}")
+        out[key] = value
+    return out
+
+
+def request_parameters(
+    *, normalize: bool, dimensions: int | None, precision: str, prompt_name: str | None
+) -> dict[str, Any]:
+    """The request parameters a client sends for ``encode()`` arguments (defaults left out)."""
+    params: dict[str, Any] = {"normalize": bool(normalize), "precision": precision}
+    if dimensions is not None:
+        params["dimensions"] = int(dimensions)
+    if prompt_name is not None:
+        params["prompt_name"] = prompt_name
+    return params
+
+
+# ---- items on the wire ---------------------------------------------------------------------------
+def _image_bytes(item: Any, index: int) -> bytes:
+    from zoo.inputs import decode_image
+
+    if isinstance(item, (bytes, bytearray)):
+        return bytes(item)
+    if isinstance(item, str) and not item.startswith("data:"):
+        try:
+            with open(item, "rb") as fh:
+                return fh.read()
+        except OSError as err:
+            raise InputError(index, f"cannot read image file {item}: {err.strerror}") from None
+    buf = io.BytesIO()
+    decode_image(item, index).save(buf, format="PNG")  # lossless, so served == in-process
+    return buf.getvalue()
+
+
+def _audio_bytes(item: Any, index: int) -> bytes:
+    if isinstance(item, tuple) and len(item) == 2:
+        import soundfile
+
+        samples, rate = np.asarray(item[0], dtype=np.float32), int(item[1])
+        if samples.ndim == 2 and samples.shape[0] < samples.shape[1]:
+            samples = samples.T  # soundfile wants (time, channels)
+        buf = io.BytesIO()
+        try:
+            soundfile.write(buf, samples, rate, format="WAV", subtype="FLOAT")
+        except (ValueError, RuntimeError, TypeError) as err:
+            raise InputError(index, f"cannot encode audio array: {err}") from None
+        return buf.getvalue()
+    if isinstance(item, (bytes, bytearray)):
+        return bytes(item)
+    if isinstance(item, str):
+        try:
+            with open(item, "rb") as fh:
+                return fh.read()
+        except OSError as err:
+            raise InputError(index, f"cannot read audio file {item}: {err.strerror}") from None
+    raise InputError(index, f"unsupported audio input type {type(item).__name__}")
+
+
+def encode_item(modality: Modality, item: Any, index: int) -> bytes:
+    """Serialize one client-side input item to the bytes its modality's input tensor carries."""
+    from zoo.inputs import decode_text
+
+    if modality is Modality.TEXT:
+        return decode_text(item, index).encode("utf-8")
+    if modality is Modality.IMAGE:
+        return _image_bytes(item, index)
+    if modality is Modality.AUDIO:
+        return _audio_bytes(item, index)
+    if isinstance(item, (str, bytes)) or not hasattr(item, "__iter__"):
+        raise InputError(index, "interleaved input must be a list of text and image parts")
+    parts = []
+    for part in item:
+        if isinstance(part, dict) and set(part) == {"text"}:
+            part = part["text"]
+        if isinstance(part, str) and not part.startswith("data:image"):
+            parts.append({"text": part})
+        else:
+            raw = _image_bytes(part["image"] if isinstance(part, dict) else part, index)
+            parts.append({"image": "data:image;base64," + base64.b64encode(raw).decode()})
+    return json.dumps(parts).encode("utf-8")
+
+
+def decode_item(modality: Modality, raw: bytes, index: int) -> Any:
+    """Turn one input tensor element back into something ``Embedder.decode`` accepts."""
+    if modality is Modality.INTERLEAVED:
+        try:
+            parts = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise InputError(index, f"INTERLEAVED element is not UTF-8 JSON: {err}") from None
+        if not isinstance(parts, list):
+            raise InputError(index, "INTERLEAVED JSON must be a list of parts")
+        return parts
+    return raw
+
+
+def to_wire(emb: np.ndarray, precision: str) -> np.ndarray:
+    """The array the server puts in the EMBEDDING tensor (float8 as its uint8 bits)."""
+    return emb.view(np.uint8) if precision == "float8" else emb
+
+
+def from_wire(arr: np.ndarray, precision: str) -> np.ndarray:
+    """Undo :func:`to_wire` so the client returns exactly what in-process ``encode()`` returns."""
+    return arr.view(pp.FLOAT8) if precision == "float8" else arr.astype(pp.PRECISIONS[precision], copy=False)

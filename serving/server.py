@@ -1,0 +1,220 @@
+"""Find, start, wait for and stop a real ``tritonserver``.
+
+A ``tritonserver`` on PATH (e.g. the NGC container's) is preferred; otherwise the one inside the
+``nvidia-pytriton`` wheel is used, with a backend folder assembled from the wheel's python backend and
+the stub built for this interpreter's Python version. The stub embeds the ``libpython`` it finds at run
+time and takes its packages from the ``python3`` on PATH, so both are pointed at this interpreter:
+its ``bin`` first on PATH and its ``LIBDIR`` first on LD_LIBRARY_PATH (otherwise a stub linked against
+another Python 3.11 crashes importing ``ssl``).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from zoo.errors import ServerError
+
+
+@dataclass(frozen=True)
+class Ports:
+    """The three ports tritonserver listens on."""
+
+    grpc: int = 8001
+    http: int = 8000
+    metrics: int = 8002
+
+
+def free_ports(host: str = "127.0.0.1") -> Ports:
+    """Three currently free ports on ``host`` (for tests and parallel servers)."""
+    socks = []
+    try:
+        for _ in range(3):
+            s = socket.socket()
+            s.bind((host, 0))
+            socks.append(s)
+        return Ports(*(s.getsockname()[1] for s in socks))
+    finally:
+        for s in socks:
+            s.close()
+
+
+def _wheel_root() -> Path | None:
+    try:
+        import pytriton
+    except ImportError:
+        return None
+    root = Path(pytriton.__file__).parent / "tritonserver"
+    return root if (root / "bin" / "tritonserver").is_file() else None
+
+
+def find_tritonserver() -> tuple[Path, Path | None]:
+    """``(binary, backend_dir)``: PATH first (its own backends), else the nvidia-pytriton wheel's."""
+    on_path = shutil.which("tritonserver")
+    if on_path:
+        return Path(on_path), None
+    root = _wheel_root()
+    if root is None:
+        raise ServerError(
+            "no tritonserver found: install one on PATH (e.g. run inside the NGC Triton container) or "
+            "`pip install nvidia-pytriton`, which ships one"
+        )
+    return root / "bin" / "tritonserver", _wheel_backends(root)
+
+
+def _wheel_backends(root: Path) -> Path:
+    """A backend folder with the wheel's python backend and the stub for this Python version."""
+    version = f"{sys.version_info.major}.{sys.version_info.minor}"
+    stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
+    if not stub.is_file():
+        raise ServerError(f"the nvidia-pytriton wheel has no python-backend stub for Python {version}")
+    dest = Path(tempfile.gettempdir()) / f"zoo-triton-backends-{os.getuid()}-py{version}"
+    python = dest / "python"
+    python.mkdir(parents=True, exist_ok=True)
+    for src in [stub, *(root / "backends" / "python").glob("*.*")]:
+        target = python / src.name
+        if not target.exists() or target.stat().st_size != src.stat().st_size:
+            shutil.copy2(src, target)
+    return dest
+
+
+def server_env() -> dict[str, str]:
+    """Environment that makes the python-backend stub use this interpreter and its packages."""
+    env = dict(os.environ)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    libs = [sysconfig.get_config_var("LIBDIR") or ""]
+    root = _wheel_root()
+    if root is not None:
+        libs.append(str(root.parent.parent / "nvidia_pytriton.libs"))
+    env["LD_LIBRARY_PATH"] = os.pathsep.join([*filter(None, libs), env.get("LD_LIBRARY_PATH", "")])
+    env.setdefault("HF_HUB_OFFLINE", "1")  # the server never downloads while loading
+    return env
+
+
+@dataclass
+class TritonServer:
+    """A running tritonserver process (its own process group, so stubs go down with it)."""
+
+    repository: Path
+    host: str = "127.0.0.1"
+    ports: Ports = field(default_factory=Ports)
+    log_path: Path | None = None
+    process: subprocess.Popen | None = None
+
+    @property
+    def grpc_url(self) -> str:
+        """``host:port`` of the gRPC endpoint."""
+        return f"{self.host}:{self.ports.grpc}"
+
+    @property
+    def http_url(self) -> str:
+        """``http://host:port`` of the KServe v2 HTTP endpoint."""
+        return f"http://{self.host}:{self.ports.http}"
+
+    @property
+    def metrics_url(self) -> str:
+        """Prometheus metrics address."""
+        return f"http://{self.host}:{self.ports.metrics}/metrics"
+
+    def start(self, timeout: float = 300.0) -> TritonServer:
+        """Launch tritonserver and wait until it and all its models are ready."""
+        binary, backends = find_tritonserver()
+        cmd = [
+            str(binary),
+            f"--model-repository={Path(self.repository).resolve()}",
+            f"--grpc-address={self.host}", f"--grpc-port={self.ports.grpc}",
+            f"--http-address={self.host}", f"--http-port={self.ports.http}",
+            f"--metrics-address={self.host}", f"--metrics-port={self.ports.metrics}",
+            "--allow-metrics=true", "--allow-gpu-metrics=false",
+            "--exit-on-error=true", "--strict-readiness=true",
+        ]
+        if backends is not None:
+            cmd.append(f"--backend-directory={backends}")
+        if self.log_path is None:
+            fd, name = tempfile.mkstemp(prefix="tritonserver-", suffix=".log")
+            os.close(fd)
+            self.log_path = Path(name)
+        log = open(self.log_path, "wb")  # noqa: SIM115 - the child keeps writing to it
+        self.process = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env=server_env(), start_new_session=True,
+        )
+        log.close()
+        try:
+            self.wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def log_tail(self, lines: int = 30) -> str:
+        """The last lines the server wrote (for error messages)."""
+        if not self.log_path or not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+    def wait_ready(self, timeout: float) -> None:
+        """Block until the server reports ready; raise with its log if it exits or times out."""
+        import tritonclient.grpc as grpcclient
+
+        client = grpcclient.InferenceServerClient(self.grpc_url)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise ServerError(f"tritonserver exited with code {self.process.returncode}:\n{self.log_tail()}")
+            try:
+                if client.is_server_ready():
+                    return
+            except Exception:  # not listening yet
+                pass
+            time.sleep(0.5)
+        raise ServerError(f"tritonserver not ready after {timeout:.0f}s:\n{self.log_tail()}")
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM the whole process group, SIGKILL what is left after ``timeout``."""
+        if self.process is None or self.process.poll() is not None and not _group_alive(self.process.pid):
+            return
+        pgid = self.process.pid
+        _signal_group(pgid, signal.SIGTERM)
+        try:
+            self.process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            pass
+        deadline = time.monotonic() + 10
+        while _group_alive(pgid) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        _signal_group(pgid, signal.SIGKILL)
+        try:
+            self.process.wait(5)
+        except subprocess.TimeoutExpired:
+            pass
+
+    def __enter__(self) -> TritonServer:
+        return self.start() if self.process is None else self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    try:
+        os.killpg(pgid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except (ProcessLookupError, PermissionError):
+        return False

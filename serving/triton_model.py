@@ -1,0 +1,125 @@
+"""The one generic Triton python-backend model: loads any `zoo` model named in its config.
+
+Batching: all requests of one dynamic batch that share a modality and output options are embedded by
+ONE ``embed_decoded()`` call and the rows are split back. Every request gets exactly one response, in
+order. A request whose item cannot be decoded, or whose parameters are invalid, gets an error response
+naming the problem (and the item index); the others in the batch are unaffected.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from zoo.base import EncodeOptions
+from zoo.errors import ZooError, to_wire
+from zoo.spec import Modality
+
+from . import contract
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Request:
+    """What the model needs of one Triton request, independent of pb_utils (so it is unit-testable)."""
+
+    inputs: dict[str, list[bytes]]  # input tensor name → its elements
+    parameters: dict[str, Any]
+
+
+@dataclass
+class _Prepared:
+    modality: Modality
+    opts: EncodeOptions
+    items: list[Any]
+
+
+def _prepare(embedder, req: Request) -> _Prepared:
+    """Validate one request and decode its items; raises a ZooError for the caller to report."""
+    from zoo.errors import InvalidArgumentError
+
+    present = [name for name in req.inputs if name in contract.MODALITY_OF_INPUT]
+    if len(present) != 1:
+        expected = [contract.INPUTS[m] for m in embedder.spec.modalities]
+        raise InvalidArgumentError(f"a request must carry exactly one input of {expected}, got {present}")
+    modality = embedder.check_modality(contract.MODALITY_OF_INPUT[present[0]])
+    opts = embedder.options(**contract.parse_parameters(req.parameters))
+    raw = [contract.decode_item(modality, x, i) for i, x in enumerate(req.inputs[present[0]])]
+    return _Prepared(modality, opts, embedder.decode(raw, modality))
+
+
+def handle(embedder, requests: list[Request]) -> list[np.ndarray | ZooError | Exception]:
+    """One result per request, in order: the wire array, or the error that request gets."""
+    results: list[Any] = [None] * len(requests)
+    groups: dict[tuple[Modality, EncodeOptions], list[tuple[int, _Prepared]]] = defaultdict(list)
+    for i, req in enumerate(requests):
+        try:
+            prep = _prepare(embedder, req)
+        except ZooError as err:
+            results[i] = err
+            continue
+        groups[(prep.modality, prep.opts)].append((i, prep))
+    for (modality, opts), members in groups.items():
+        items = [x for _, prep in members for x in prep.items]
+        try:
+            emb = embedder.embed_decoded(items, modality, opts)
+        except Exception:
+            # something in the joint batch failed: retry each request alone so only the culprit fails
+            for i, prep in members:
+                try:
+                    results[i] = contract.to_wire(embedder.embed_decoded(prep.items, modality, opts), opts.precision)
+                except Exception as err:  # reported to that request only; the model stays up
+                    log.exception("request %d failed", i)
+                    results[i] = err
+            continue
+        start = 0
+        for i, prep in members:
+            results[i] = contract.to_wire(emb[start : start + len(prep.items)], opts.precision)
+            start += len(prep.items)
+    return results
+
+
+class TritonPythonModel:
+    """Triton's entry points; everything model-specific comes from config parameters."""
+
+    def initialize(self, args: dict[str, str]) -> None:
+        """Load the `zoo` model named in ``config.pbtxt`` on this instance's device."""
+        import zoo
+
+        config = json.loads(args["model_config"])
+        source = config["parameters"][contract.CONFIG_MODEL_KEY]["string_value"]
+        device = None  # CUDA when visible, else CPU
+        if args.get("model_instance_kind") == "GPU":
+            device = f"cuda:{args.get('model_instance_device_id', 0)}"
+        self.embedder = zoo.create(source, device=device)
+
+    def execute(self, requests: list) -> list:
+        """Answer a dynamic batch: exactly one response per request, in order."""
+        import triton_python_backend_utils as pb_utils
+
+        parsed = []
+        for r in requests:
+            inputs = {}
+            for name in contract.MODALITY_OF_INPUT:
+                tensor = pb_utils.get_input_tensor_by_name(r, name)
+                if tensor is not None:
+                    inputs[name] = [bytes(x) for x in tensor.as_numpy().reshape(-1)]
+            parsed.append(Request(inputs=inputs, parameters=json.loads(r.parameters() or "{}")))
+        responses = []
+        for result in handle(self.embedder, parsed):
+            if isinstance(result, np.ndarray):
+                out = pb_utils.Tensor(contract.OUTPUT, np.ascontiguousarray(result))
+                responses.append(pb_utils.InferenceResponse(output_tensors=[out]))
+            else:
+                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(to_wire(result))))
+        return responses
+
+    def finalize(self) -> None:
+        """Release the model."""
+        self.embedder = None
