@@ -12,8 +12,13 @@ fi
 want="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$VENV/.zoo-installed" 2>/dev/null || true)" != "$want" ]; then
   echo "installing embedding-zoo and its dependencies into $VENV (first run takes a few minutes)" >&2
-  "$VENV/bin/python" -m pip install --quiet --upgrade pip
-  "$VENV/bin/python" -m pip install --quiet -e "$ROOT[dev]"
+  log="$VENV/pip-install.log"
+  if ! { "$VENV/bin/python" -m pip install --upgrade pip && "$VENV/bin/python" -m pip install -e "$ROOT[dev]"; } \
+      > "$log" 2>&1; then
+    tail -n 40 "$log" >&2
+    echo "installation failed; full log: $log" >&2
+    exit 1
+  fi
   echo "$want" > "$VENV/.zoo-installed"
 fi
 export PATH="$VENV/bin:$PATH"

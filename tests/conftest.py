@@ -57,3 +57,6 @@ def make_tiny_text_folder(dest: Path, *, pooling: str | None = None, prompts: di
         (dest / "config_sentence_transformers.json").write_text(
             json.dumps({"prompts": prompts, "default_prompt_name": None}))
     return dest
+
+
+from tests.serving_fixtures import triton  # noqa: E402,F401  (session fixture for serving tests)

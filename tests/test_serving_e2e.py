@@ -1,0 +1,230 @@
+"""End to end against a real tritonserver (started by the session fixture on free loopback ports)."""
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+
+import zoo
+from serving import contract
+from serving.client import AsyncTritonEmbedder, TritonEmbedder
+from serving.server import free_ports
+from zoo import postprocess as pp
+
+pytestmark = pytest.mark.server
+
+TEXTS = ["a red circle", "two blue squares on the left", "héllo wörld 🐱", "", "long " * 300, "x"]
+
+
+@pytest.fixture(scope="module")
+def local_models(triton):
+    _, models = triton
+    return {t: zoo.create(src, device="cpu") for t, src in models.items()}
+
+
+def sample_inputs(spec):
+    """Inputs of each modality the model embeds (every family's exported model is covered)."""
+    return {m: TEXTS for m in spec.modalities if m is zoo.Modality.TEXT}
+
+
+def test_parity_every_served_model(triton, local_models):
+    server, _ = triton
+    for tname, local in local_models.items():
+        remote = TritonEmbedder(tname, server.grpc_url)
+        assert remote.spec == local.spec
+        for modality, items in sample_inputs(local.spec).items():
+            cos = (remote.encode(items, modality) * local.encode(items, modality)).sum(1)
+            assert cos.min() >= 0.9999, (tname, modality, cos)
+
+
+@pytest.mark.parametrize("precision", sorted(pp.PRECISIONS))
+def test_parameters_honored(triton, local_models, precision):
+    server, _ = triton
+    tname = next(iter(local_models))
+    remote, local = TritonEmbedder(tname, server.grpc_url), local_models[tname]
+    got = remote.encode(TEXTS, "text", dimensions=128, precision=precision)
+    want = local.encode(TEXTS, "text", dimensions=128, precision=precision)
+    assert got.dtype == want.dtype and got.shape == want.shape
+    assert np.allclose(pp.dequantize(got, precision), pp.dequantize(want, precision), atol=0.02)
+    raw = remote.encode(TEXTS[:2], "text", normalize=False)
+    assert np.allclose(raw, local.encode(TEXTS[:2], "text", normalize=False), rtol=1e-4, atol=1e-4)
+
+
+def test_prompt_names_served(triton, local_models):
+    server, models = triton
+    tname = next(t for t, src in models.items() if os.path.isdir(src))
+    remote = TritonEmbedder(tname, server.grpc_url)
+    assert set(remote.spec.prompts) == {"query", "document"}
+    q = remote.encode(["cats"], "text", prompt_name="query")
+    assert np.allclose(q, local_models[tname].encode(["query: cats"], "text"), atol=1e-5)
+    with pytest.raises(zoo.InvalidArgumentError, match="prompt_name"):
+        remote.encode(["cats"], "text", prompt_name="nope")
+
+
+def test_chunking_keeps_order_and_error_indexes(triton, local_models):
+    server, _ = triton
+    tname = next(iter(local_models))
+    remote = TritonEmbedder(tname, server.grpc_url)
+    items = [f"sentence number {i}" for i in range(11)]
+    assert np.allclose(remote.encode(items, "text", batch_size=2), local_models[tname].encode(items, "text"),
+                       atol=1e-5)
+    items[7] = b"\xc3\x28"  # invalid UTF-8, in the fourth chunk
+    with pytest.raises(zoo.InputError) as err:
+        remote.encode(items, "text", batch_size=2)
+    assert err.value.index == 7
+
+
+def test_many_threads_each_get_their_own_result(triton, local_models):
+    server, _ = triton
+    tname = next(iter(local_models))
+    remote = TritonEmbedder(tname, server.grpc_url)
+    texts = [f"caller {i} asks about topic {i * 7 % 13}" for i in range(48)]
+    expected = local_models[tname].encode(texts, "text")
+    results, errors = {}, []
+
+    def call(i):
+        try:
+            for _ in range(3):
+                results[i] = remote.encode([texts[i]], "text")
+        except Exception as e:  # collected and asserted below
+            errors.append(e)
+
+    threads = [threading.Thread(target=call, args=(i,)) for i in range(len(texts))]
+    stats_before = _stats(server, tname)
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert not errors
+    for i in range(len(texts)):
+        assert np.allclose(results[i][0], expected[i], atol=1e-5), i
+    after = _stats(server, tname)
+    requests = after["inference_count"] - stats_before["inference_count"]
+    executions = after["execution_count"] - stats_before["execution_count"]
+    assert requests == 3 * len(texts)
+    assert executions < requests  # the dynamic batcher really grouped requests into shared executions
+
+
+def _stats(server, tname):
+    stats = grpcclient.InferenceServerClient(server.grpc_url).get_inference_statistics(tname, as_json=True)
+    s = stats["model_stats"][0]
+    return {"inference_count": int(s.get("inference_count", 0)), "execution_count": int(s.get("execution_count", 0))}
+
+
+def test_bad_request_among_good_fails_alone(triton, local_models):
+    server, _ = triton
+    tname = next(iter(local_models))
+    remote = TritonEmbedder(tname, server.grpc_url)
+    good = [f"good request {i}" for i in range(12)]
+    outcomes = {}
+
+    def run(key, items, **kw):
+        try:
+            outcomes[key] = remote.encode(items, "text", **kw)
+        except zoo.ZooError as e:
+            outcomes[key] = e
+
+    threads = [threading.Thread(target=run, args=(i, [g])) for i, g in enumerate(good)]
+    threads.append(threading.Thread(target=run, args=("bad", ["fine", "fine", b"\xff"])))
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    tensor = grpcclient.InferInput("TEXT", [1, 1], "BYTES")
+    tensor.set_data_from_numpy(np.array([[b"x"]], dtype=object))
+    for t in threads:
+        t.start()
+    with pytest.raises(Exception, match="unknown request parameter 'colour'"):
+        client.infer(tname, [tensor], parameters={"colour": "blue"})
+    for t in threads:
+        t.join(120)
+    assert isinstance(outcomes["bad"], zoo.InputError) and outcomes["bad"].index == 2
+    expected = local_models[tname].encode(good, "text")
+    for i in range(len(good)):
+        assert np.allclose(outcomes[i][0], expected[i], atol=1e-5)
+    assert client.is_model_ready(tname)
+
+
+def test_async_client(triton, local_models):
+    server, _ = triton
+    tname = next(iter(local_models))
+
+    async def main():
+        remote = AsyncTritonEmbedder(tname, server.grpc_url)
+        try:
+            results = await asyncio.gather(*(remote.encode([t], "text", precision="int8") for t in TEXTS[:4]))
+            chunked = await remote.encode(TEXTS, "text", batch_size=2)
+            with pytest.raises(zoo.InputError, match="input 1"):
+                await remote.encode(["ok", b"\xff"], "text")
+        finally:
+            await remote.close()
+        return results, chunked
+
+    results, chunked = asyncio.run(main())
+    local = local_models[tname]
+    for t, r in zip(TEXTS[:4], results):
+        assert np.array_equal(r, local.encode([t], "text", precision="int8"))
+    assert np.allclose(chunked, local.encode(TEXTS, "text"), atol=1e-5)
+
+
+def test_plain_tritonclient_and_kserve_http(triton, local_models):
+    """What the README shows: plain tritonclient over gRPC, and KServe v2 JSON over HTTP (curl)."""
+    server, _ = triton
+    tname = next(iter(local_models))
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    tensor = grpcclient.InferInput("TEXT", [2, 1], "BYTES")
+    tensor.set_data_from_numpy(np.array([[b"a cat"], [b"a dog"]], dtype=object))
+    result = client.infer(tname, [tensor], parameters={"dimensions": 64, "precision": "float16"})
+    assert result.as_numpy("EMBEDDING").shape == (2, 64) and result.as_numpy("EMBEDDING").dtype == np.float16
+
+    body = {"inputs": [{"name": "TEXT", "shape": [1, 1], "datatype": "BYTES", "data": ["a cat"]}],
+            "parameters": {"dimensions": 8}}
+    request = urllib.request.Request(f"{server.http_url}/v2/models/{tname}/infer",
+                                     data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    reply = json.load(urllib.request.urlopen(request, timeout=60))
+    out = reply["outputs"][0]
+    assert out["name"] == contract.OUTPUT and out["shape"] == [1, 8] and out["datatype"] == "FP32"
+    want = local_models[tname].encode(["a cat"], "text", dimensions=8)[0]
+    assert np.allclose(out["data"], want, atol=1e-5)
+
+
+def test_metrics_endpoint(triton):
+    server, _ = triton
+    text = urllib.request.urlopen(server.metrics_url, timeout=30).read().decode()
+    assert "nv_inference_request_success" in text
+
+
+def test_zoo_serve_command_starts_and_stops_cleanly(tmp_path):
+    """`zoo serve` on free ports: prints where it listens, then SIGTERM leaves no process behind."""
+    ports = free_ports()
+    repo = tmp_path / "repo"
+    subprocess.run([sys.executable, "-m", "zoo.cli", "export", "--out", str(repo)], check=True, timeout=300)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "zoo.cli", "serve", "--repository", str(repo), "--grpc-port", str(ports.grpc),
+         "--http-port", str(ports.http), "--metrics-port", str(ports.metrics)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+    )
+    try:
+        lines, deadline = [], time.monotonic() + 300
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            lines.append(line)
+            if line.startswith("ready:") or proc.poll() is not None:
+                break
+        assert lines[-1].startswith("ready:"), "".join(lines)
+        assert f"127.0.0.1:{ports.grpc}" in lines[-1] and f":{ports.metrics}/metrics" in lines[-1]
+        assert grpcclient.InferenceServerClient(f"127.0.0.1:{ports.grpc}").is_server_ready()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(60) == 0
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    time.sleep(1)
+    leftovers = subprocess.run(["pgrep", "-f", str(repo)], capture_output=True, text=True).stdout.split()
+    assert not leftovers, f"processes outlived zoo serve: {leftovers}"

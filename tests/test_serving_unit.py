@@ -1,0 +1,114 @@
+"""Serving pieces that need no server: contract, export, and the backend's batch handling."""
+
+import filecmp
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from google.protobuf import text_format
+from tritonclient.grpc import model_config_pb2 as mc
+
+import zoo
+from serving import contract
+from serving.export import export
+from serving.triton_model import Request, handle
+from zoo import postprocess as pp
+from zoo.defaults import default_model_names
+
+
+@pytest.mark.parametrize("name", zoo.list_models())
+def test_model_name_rule_is_reversible(name):
+    assert contract.registry_name(contract.model_name(name)) == name
+    assert "/" not in contract.model_name(name)
+
+
+def test_committed_model_repository_is_current(tmp_path):
+    """CI fails when model_repository/ is stale: regenerate it with `zoo export --out model_repository`."""
+    export(default_model_names(), tmp_path)
+    committed = Path(__file__).parent.parent / "model_repository"
+    cmp = filecmp.dircmp(tmp_path, committed, ignore=[".gitkeep", "__pycache__"])
+
+    def diffs(c):
+        out = c.left_only + c.right_only + c.diff_files
+        return out + [d for sub in c.subdirs.values() for d in diffs(sub)]
+
+    assert not diffs(cmp), f"model_repository/ is stale: {diffs(cmp)}; run `zoo export --out model_repository`"
+
+
+@pytest.mark.parametrize("name", zoo.list_models())
+def test_config_comes_from_spec(tmp_path, name):
+    spec = zoo.get_spec(name)
+    folder = export([name], tmp_path, instances=3)[0]
+    cfg = text_format.Parse((folder / "config.pbtxt").read_text(), mc.ModelConfig())
+    assert cfg.name == contract.model_name(name) and cfg.backend == "python"
+    assert cfg.max_batch_size == spec.max_batch_size
+    assert cfg.dynamic_batching.max_queue_delay_microseconds == spec.queue_delay_us
+    assert cfg.instance_group[0].count == 3
+    assert [i.name for i in cfg.input] == [contract.INPUTS[m] for m in spec.modalities]
+    assert all(i.data_type == mc.TYPE_STRING and i.optional for i in cfg.input)
+    assert [o.name for o in cfg.output] == [contract.OUTPUT]
+    assert json.loads(cfg.parameters[contract.CONFIG_SPEC_KEY].string_value) == spec.to_dict()
+    assert (folder / "1" / "model.py").read_text() == (tmp_path / folder.name / "1" / "model.py").read_text()
+
+
+class Counting:
+    """Wraps an embedder and counts embed_decoded calls (each is one encode of a group)."""
+
+    def __init__(self, inner):
+        self.inner, self.calls = inner, []
+
+    def __getattr__(self, name):
+        return getattr(self.inner, name)
+
+    def embed_decoded(self, items, modality, opts, **kw):
+        self.calls.append(len(items))
+        return self.inner.embed_decoded(items, modality, opts, **kw)
+
+
+def req(texts, **params):
+    return Request(inputs={"TEXT": [t if isinstance(t, bytes) else t.encode() for t in texts]},
+                   parameters=params)
+
+
+def test_batch_grouping_one_call_per_group(minilm):
+    m = Counting(minilm)
+    requests = [req(["a", "b"]), req(["c"]), req(["d"], dimensions=64), req(["e", "f", "g"]),
+                req(["h"], dimensions=64)]
+    results = handle(m, requests)
+    assert sorted(m.calls) == [2, 6]  # two option groups → two encode calls
+    for r, res in zip(requests, results):
+        texts = [t.decode() for t in r.inputs["TEXT"]]
+        expected = minilm.encode(texts, "text", **{k: v for k, v in r.parameters.items()})
+        assert np.allclose(res, expected, atol=1e-5)
+
+
+def test_bad_requests_fail_alone(minilm):
+    requests = [req(["good one"]), req(["fine", b"\xff\xfe"]), req(["x"], precision="int4"),
+                req(["y"], colour="blue"), Request(inputs={"IMAGE": [b"x"]}, parameters={}),
+                req(["also good"], precision="float8")]
+    results = handle(minilm, requests)
+    assert isinstance(results[1], zoo.InputError) and results[1].index == 1
+    assert "precision" in str(results[2]) and "colour" in str(results[3])
+    assert isinstance(results[4], zoo.UnsupportedModalityError)
+    assert np.allclose(results[0], minilm.encode(["good one"], "text"), atol=1e-5)
+    assert results[5].dtype == np.uint8  # float8 travels as its bits
+    assert np.array_equal(contract.from_wire(results[5], "float8"),
+                          minilm.encode(["also good"], "text", precision="float8"))
+
+
+@pytest.mark.parametrize(("params", "match"), [
+    ({"dimensions": "abc"}, "positive integer"), ({"normalize": "maybe"}, "true or false"),
+    ({"precision": 8}, "string"), ({"seed": 1}, "unknown request parameter"),
+])
+def test_parameter_parsing(params, match):
+    with pytest.raises(zoo.InvalidArgumentError, match=match):
+        contract.parse_parameters(params)
+
+
+def test_every_precision_has_a_wire_type():
+    for precision, dtype in pp.PRECISIONS.items():
+        wire = contract.to_wire(pp.quantize(np.ones((1, 16), np.float32) / 4, precision), precision)
+        assert wire.dtype.name == {"FP32": "float32", "FP16": "float16", "INT8": "int8",
+                                   "UINT8": "uint8"}[contract.WIRE_DATATYPES[precision]]
+        assert contract.from_wire(wire, precision).dtype == dtype
