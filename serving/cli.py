@@ -84,4 +84,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--timeout", type=float, default=600, help="seconds to wait for READY")
     p.add_argument("--log", help="write the server log here")
     p.add_argument("--ui", action="store_true", help="also start the Gradio demo on the served models")
+    try:
+        from ui.cli import add_ui_arguments
+
+        add_ui_arguments(p, "--ui-host", "--ui-port")
+    except ImportError:  # serving without the ui package
+        pass
     p.set_defaults(run=_cmd_serve)

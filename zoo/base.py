@@ -11,7 +11,7 @@ import numpy as np
 
 from . import inputs as _inputs
 from . import postprocess as pp
-from .errors import InvalidArgumentError, UnsupportedModalityError, choices
+from .errors import InputError, InvalidArgumentError, UnsupportedModalityError, choices
 from .spec import EmbedderSpec, Modality
 
 LARGE_INPUT = 1000  # a progress bar appears by itself from this many items on
@@ -179,6 +179,37 @@ class Embedder(ABC):
         mod = self.check_modality(modality)
         items = self.decode(inputs, mod)
         return self.embed_decoded(items, mod, opts, batch_size=batch_size, show_progress=show_progress)
+
+    def encode_per_item(
+        self,
+        inputs: Sequence[Any],
+        modality: Modality | str,
+        *,
+        batch_size: int | None = None,
+        normalize: bool = True,
+        dimensions: int | None = None,
+        precision: str = "float32",
+        prompt_name: str | None = None,
+    ) -> list[np.ndarray | InputError]:
+        """Like :meth:`encode`, but a bad item becomes its :class:`InputError` in the result list instead of
+        failing the call: every good item still gets its embedding row (one batched pass for all of them)."""
+        opts = self.options(
+            normalize=normalize, dimensions=dimensions, precision=precision, prompt_name=prompt_name
+        )
+        mod = self.check_modality(modality)
+        check_items(inputs)
+        results: list[Any] = [None] * len(inputs)
+        good: list[tuple[int, Any]] = []
+        for i, item in enumerate(inputs):
+            try:
+                good.append((i, _inputs.decode(item, i, mod, self.sample_rate)))
+            except InputError as err:
+                results[i] = err
+        if good:
+            rows = self.embed_decoded([d for _, d in good], mod, opts, batch_size=batch_size)
+            for (i, _), row in zip(good, rows):
+                results[i] = row
+        return results
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.spec.name!r}, device={self.device!r})"

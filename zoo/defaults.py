@@ -4,14 +4,18 @@ from __future__ import annotations
 
 from .spec import Modality
 
+_ALIGNED = "zoo/shapes-aligned-minilm"  # small offline model: MiniLM text + towers trained on shapes
 DEFAULT_MODELS: dict[Modality, str] = {
     Modality.TEXT: "sentence-transformers/all-MiniLM-L6-v2",
+    Modality.IMAGE: _ALIGNED,
+    Modality.AUDIO: _ALIGNED,
+    Modality.INTERLEAVED: _ALIGNED,
 }
 
 
 def default_model(modality: Modality | str = Modality.TEXT) -> str:
     """The registry name of the default model for ``modality``."""
-    return DEFAULT_MODELS.get(Modality(modality), DEFAULT_MODELS[Modality.TEXT])
+    return DEFAULT_MODELS[Modality(modality)]
 
 
 def default_model_names() -> list[str]:

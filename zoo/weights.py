@@ -35,8 +35,9 @@ def _package_dir(source: str) -> Path | None:
 
 
 def _hub_id(spec: EmbedderSpec) -> str | None:
-    if spec.source.startswith(PACKAGE_PREFIX):
-        return None if "/" not in spec.name else spec.name
+    """Hub repository to look for; package- and folder-sourced weights have none."""
+    if spec.source.startswith(PACKAGE_PREFIX) or os.path.isabs(spec.source) or spec.source.startswith("."):
+        return None
     return spec.source
 
 
@@ -47,7 +48,9 @@ def _local_candidates(spec: EmbedderSpec) -> list[tuple[str, Path | None]]:
         path = Path(root) / spec.name
         found.append((f"$ZOO_MODELS_DIR/{spec.name} ({path})", path if path.is_dir() else None))
     if spec.source.startswith(PACKAGE_PREFIX):
-        found.append((f"installed package ({spec.source})", _package_dir(spec.source)))
+        module = spec.source[len(PACKAGE_PREFIX) :].partition("/")[0]
+        found.append((f"the installed package {module!r} (pip install {module.replace('_', '-')})",
+                      _package_dir(spec.source)))
     elif os.path.isabs(spec.source) or spec.source.startswith("."):
         path = Path(spec.source)
         found.append((f"folder {path}", path if path.is_dir() else None))

@@ -1,0 +1,92 @@
+"""Image–text family: parity with open_clip and transformers on the same random weights."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import zoo
+from scripts import shapes as S
+from zoo.postprocess import normalize
+
+from .tiny_models import make_hf_clip, make_open_clip
+
+TEXTS = ["a red circle", "two blue squares on a dark background", "héllo 🐱", ""]
+
+
+def images(n=4, seed=0):
+    rng = np.random.default_rng(seed)
+    return [S.render(S.sample_training_scene(rng), rng) for _ in range(n)]
+
+
+def cosines(a, b):
+    return (normalize(a) * normalize(b)).sum(1)
+
+
+def test_open_clip_parity(tmp_path):
+    import open_clip
+    import torch
+
+    folder = make_open_clip(tmp_path / "oc")
+    model = zoo.create(str(folder), device="cpu")
+    assert model.spec.family == "open_clip" and model.spec.dim == 32
+    ref, _, preprocess = open_clip.create_model_and_transforms(f"local-dir:{folder}")
+    ref.eval()
+    tok = open_clip.get_tokenizer(f"local-dir:{folder}")
+    imgs = images()
+    with torch.no_grad():
+        want_t = ref.encode_text(tok(TEXTS)).numpy()
+        want_i = ref.encode_image(torch.stack([preprocess(im) for im in imgs])).numpy()
+    assert cosines(model.encode(TEXTS, "text"), want_t).min() >= 0.9999
+    assert cosines(model.encode(imgs, "image"), want_i).min() >= 0.9999
+
+
+@pytest.mark.parametrize("kind", ["clip", "siglip"])
+def test_transformers_parity(tmp_path, kind):
+    import torch
+    from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
+
+    folder = make_hf_clip(tmp_path / kind, kind)
+    model = zoo.create(str(folder), device="cpu")
+    assert model.spec.family == "hf_clip"
+    ref = AutoModel.from_pretrained(folder).eval()
+    tok, proc = AutoTokenizer.from_pretrained(folder), AutoImageProcessor.from_pretrained(folder)
+    imgs = images()
+    with torch.no_grad():
+        if kind == "siglip":  # SigLIP's documented use: pad to max length, input_ids only
+            t = tok(TEXTS, padding="max_length", max_length=64, return_tensors="pt")
+            text_out = ref.get_text_features(input_ids=t["input_ids"])
+        else:
+            text_out = ref.get_text_features(**tok(TEXTS, padding=True, return_tensors="pt"))
+        image_out = ref.get_image_features(pixel_values=proc(images=imgs, return_tensors="pt")["pixel_values"])
+    want_t = getattr(text_out, "pooler_output", text_out).numpy()
+    want_i = getattr(image_out, "pooler_output", image_out).numpy()
+    assert model.spec.dim == want_t.shape[1]
+    assert cosines(model.encode(TEXTS, "text"), want_t).min() >= 0.9999
+    assert cosines(model.encode(imgs, "image"), want_i).min() >= 0.9999
+
+
+def test_image_input_forms_agree(tmp_path):
+    """Path, bytes, data: URI, PIL and numpy array of the same picture embed identically."""
+    import base64
+    import io
+
+    model = zoo.create(str(make_open_clip(tmp_path / "oc")), device="cpu")
+    img = images(1)[0]
+    path = tmp_path / "x.png"
+    img.save(path)
+    data = path.read_bytes()
+    forms = [str(path), path, data, "data:image/png;base64," + base64.b64encode(data).decode(), img, np.asarray(img)]
+    out = model.encode(forms, "image")
+    assert np.allclose(out, out[0], atol=1e-5)
+    buf = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buf, "PNG")
+    assert model.encode([buf.getvalue()], "image").shape == (1, 32)
+
+
+@pytest.mark.parametrize("name", zoo.list_models(family="open_clip") + zoo.list_models(family="hf_clip"))
+def test_registered_checkpoints_say_where_to_put_weights(name, monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HOME", str(tmp_path))
+    spec = zoo.get_spec(name)
+    assert set(spec.modalities) == {zoo.Modality.TEXT, zoo.Modality.IMAGE}
+    with pytest.raises(zoo.WeightsUnavailableError, match="ZOO_MODELS_DIR"):
+        zoo.create(name)

@@ -1,0 +1,173 @@
+"""The demo: corpus, FAISS index, named API endpoints, file-serving limits, and a real browser."""
+
+import json
+import shutil
+import threading
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import zoo
+from scripts import shapes as S
+from serving.server import free_ports
+from ui import corpus as C
+from ui.app import Searcher, build_app
+from ui.backend import LocalBackend, TritonBackend
+from ui.index import ModelIndex
+from zoo.defaults import default_model
+
+ALIGNED = default_model("image")
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return C.build_default(tmp_path_factory.mktemp("data") / "corpus", scenes=36, spoken=2)
+
+
+@pytest.fixture(scope="module")
+def searcher(corpus, tmp_path_factory):
+    return Searcher(LocalBackend("cpu"), corpus, tmp_path_factory.mktemp("index"))
+
+
+def test_default_corpus_is_offline_and_varied(corpus):
+    mods = {i.modality for i in corpus.items}
+    assert mods == {"text", "image", "audio"}
+    labels = [i.label for i in corpus.items]
+    assert "photo: astronaut" in labels and "photo: chelsea" in labels  # scikit-image's own photos
+    assert any(lbl.startswith("sound: ") for lbl in labels)  # pygame's shipped sounds
+    assert any(lbl.startswith("spoken: ") for lbl in labels)  # espeak-ng spoken captions
+    assert all(corpus.file(i).is_file() for i in corpus.items if i.path)
+    assert C.Corpus(corpus.root).fingerprint == corpus.fingerprint  # manifest reloads identically
+
+
+def test_upload_limits_and_bad_files(tmp_path, monkeypatch):
+    corpus = C.Corpus(tmp_path / "c")
+    good = tmp_path / "ok.png"
+    S.render(S.sample_scene(np.random.default_rng(0)), np.random.default_rng(0)).save(good)
+    corrupt = tmp_path / "bad.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\n" + b"garbage" * 10)
+    weird = tmp_path / "notes.exe"
+    weird.write_bytes(b"MZ")
+    empty = tmp_path / "empty.wav"
+    empty.write_bytes(b"")
+    added, errors = corpus.add_files([good, corrupt, weird, empty])
+    assert [i.label for i in added] == ["ok.png"]
+    assert len(errors) == 3 and "bad.png" in errors[0] and "unsupported file type" in errors[1]
+    monkeypatch.setattr(C, "MAX_UPLOAD_BYTES", 10)
+    assert "limit" in corpus.add_files([good])[1][0]
+    with pytest.raises(zoo.InvalidArgumentError, match="over the limit"):
+        corpus.add_files([good] * (C.MAX_UPLOAD_FILES + 1))
+
+
+def test_text_to_image_and_persistence(searcher, corpus):
+    gallery, results, latency = searcher.search(ALIGNED, "a picture of a yellow star", zoo.Modality.TEXT,
+                                                "image", 3, 0, "float32")
+    assert "yellow star" in results[0]["label"] and results[0]["score"] >= results[1]["score"]
+    assert gallery[0][0].startswith(str(corpus.root)) and "ms" in latency
+    index = searcher.indexes[ALIGNED]
+    reloaded = ModelIndex(index.folder, index.spec)  # what a restart sees: no re-embedding needed
+    assert reloaded.ids == index.ids and np.array_equal(reloaded.vectors, index.vectors)
+    assert reloaded.update(corpus, lambda *_: pytest.fail("re-embedded on restart")) == 0
+
+
+@pytest.mark.parametrize("precision", ["float32", "int8", "float8", "ubinary", "binary"])
+def test_dimensions_and_precision_views(searcher, precision):
+    _, results, _ = searcher.search(ALIGNED, "a picture of a red circle", zoo.Modality.TEXT, "image", 5, 128,
+                                    precision)
+    assert len(results) == 5
+    assert all(-1.01 <= r["score"] <= 1.01 for r in results)
+
+
+def test_approximate_index_agrees_on_top_hit(searcher, corpus, tmp_path):
+    exact = searcher.indexes.get(ALIGNED) or searcher.index(ALIGNED)
+    approx = ModelIndex(tmp_path, exact.spec, approximate=True)
+    approx.ids, approx.vectors = list(exact.ids), exact.vectors.copy()
+    q = exact.vectors[0]
+    target = next(i for i in corpus.items if i.id == exact.ids[0]).modality
+    assert approx.search(q, corpus, target, 1)[0].item.id == exact.search(q, corpus, target, 1)[0].item.id
+
+
+@pytest.fixture(scope="module")
+def app_url(searcher, corpus, tmp_path_factory):
+    uploads = tmp_path_factory.mktemp("uploads")
+    demo = build_app(searcher)
+    port = free_ports().grpc
+    demo.queue().launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True, quiet=True,
+                        allowed_paths=[str(corpus.root), str(uploads)])
+    yield f"http://127.0.0.1:{port}/"
+    demo.close()
+
+
+def test_named_endpoints_with_the_query_alone(app_url, corpus):
+    from gradio_client import Client, handle_file
+
+    client = Client(app_url, verbose=False)
+    names = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
+    assert {"/search_text", "/search_image", "/search_audio", "/search_interleaved"} <= names
+    _, results, latency = client.predict("a picture of a blue square", api_name="/search_text")
+    assert "blue square" in results[0]["label"] and "ms" in latency
+    scene = next(i for i in corpus.items if i.modality == "image" and i.label.startswith("a picture of a green"))
+    _, results, _ = client.predict(handle_file(str(corpus.file(scene))), api_name="/search_image")
+    assert results[0]["id"] == scene.id and results[0]["score"] > 0.99
+    spoken = next(i for i in corpus.items if i.modality == "audio" and i.label.startswith("spoken"))
+    _, results, _ = client.predict(handle_file(str(corpus.file(spoken))), api_name="/search_audio")
+    assert len(results) == 8
+    _, results, _ = client.predict(handle_file(str(corpus.file(scene))), "", api_name="/search_interleaved")
+    assert results[0]["id"] == scene.id
+
+
+def test_only_corpus_and_uploads_are_served(app_url, corpus):
+    item = next(i for i in corpus.items if i.path)
+    ok = urllib.request.urlopen(f"{app_url}gradio_api/file={corpus.file(item)}", timeout=30)
+    assert ok.status == 200
+    for path in ("/etc/passwd", str(Path(__file__).resolve()), str(Path(zoo.__file__).resolve())):
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(f"{app_url}gradio_api/file={path}", timeout=30)
+        assert err.value.code in (403, 404)
+
+
+def test_triton_backend_matches_local(triton, corpus, tmp_path):
+    server, models = triton
+    backend = TritonBackend(server.grpc_url)
+    assert ALIGNED in backend.models()
+    remote = Searcher(backend, corpus, tmp_path)
+    _, results, latency = remote.search(ALIGNED, "a picture of a yellow star", zoo.Modality.TEXT, "image", 3, 0,
+                                        "float32")
+    assert "yellow star" in results[0]["label"] and "triton backend" in latency
+
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def test_real_browser_text_and_image_queries(app_url, corpus, tmp_path):
+    """Headless Chromium (Debian package) driven by Playwright: a text query and an image query."""
+    assert CHROMIUM, "chromium is not installed: ./scripts/test.sh installs it (apt-get install chromium)"
+    from playwright.sync_api import sync_playwright
+
+    flags = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+             "--no-first-run", "--disable-sync", "--disable-quic"]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=flags, headless=True)
+        page = browser.new_page(viewport={"width": 1280, "height": 1100})
+        page.goto(app_url, timeout=60_000)
+        page.locator("#text-query textarea").fill("a picture of a red triangle")
+        page.locator("#btn-search_text").click()
+        page.locator("#latency").get_by_text("ms").wait_for(timeout=60_000)
+        top = page.locator("#results-gallery img").first
+        top.wait_for(timeout=30_000)
+        json_text = page.locator("#results-json").inner_text()
+        assert "red triangle" in json_text.split("label")[1].split("\n")[0], json_text[:400]
+        page.screenshot(path=str(tmp_path / "text.png"), full_page=True)
+
+        scene = next(i for i in corpus.items if i.modality == "image" and "purple circle" in i.label)
+        page.get_by_role("tab", name="Image → image / text").click()
+        page.locator("#image-query input[type=file]").set_input_files(str(corpus.file(scene)))
+        page.locator("#latency").evaluate("el => el.innerText = ''")
+        page.locator("#btn-search_image").click()
+        page.locator("#latency").get_by_text("ms").wait_for(timeout=60_000)
+        json_text = page.locator("#results-json").inner_text()
+        assert scene.label in json_text.split("label")[1].split("\n")[0], json_text[:400]
+        browser.close()

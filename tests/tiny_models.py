@@ -1,0 +1,128 @@
+"""Tiny random-weight models saved to folders in each family's real layout (loaded like hub checkpoints)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import zoo
+from zoo.defaults import default_model
+from zoo.weights import resolve
+
+BERT_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
+
+
+def copy_bert_tokenizer(dest: Path) -> None:
+    """The real MiniLM (BERT WordPiece) tokenizer: a shipped, offline tokenizer for tiny text towers."""
+    src = resolve(zoo.get_spec(default_model("text")))
+    for name in BERT_TOKENIZER_FILES:
+        shutil.copy(src / name, dest / name)
+
+
+def make_open_clip(dest: Path) -> Path:
+    """open_clip hub layout: open_clip_config.json + open_clip_model.safetensors (random ViT)."""
+    import open_clip
+    import torch
+    from safetensors.torch import save_file
+
+    dest.mkdir(parents=True, exist_ok=True)
+    cfg = {
+        "model_cfg": {
+            "embed_dim": 32,
+            "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "patch_size": 8, "head_width": 32},
+            "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+        },
+        "preprocess_cfg": {"mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711]},
+    }
+    (dest / "open_clip_config.json").write_text(json.dumps(cfg))
+    torch.manual_seed(0)
+    model = open_clip.create_model(f"local-dir:{dest}")
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, dest / "open_clip_model.safetensors")
+    return dest
+
+
+def make_hf_clip(dest: Path, kind: str = "clip") -> Path:
+    """A transformers CLIPModel or SiglipModel folder with a BERT tokenizer and the family's image processor."""
+    import torch
+
+    dest.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    text = dict(vocab_size=30522, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                num_attention_heads=2, max_position_embeddings=64)
+    vision = dict(image_size=32, patch_size=8, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                  num_attention_heads=2)
+    if kind == "clip":
+        from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+        CLIPModel(CLIPConfig(text_config=text | {"eos_token_id": 102, "pad_token_id": 0}, vision_config=vision,
+                             projection_dim=24)).save_pretrained(dest)
+        CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(dest)
+    else:
+        from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel
+
+        SiglipModel(SiglipConfig(text_config=text, vision_config=vision)).save_pretrained(dest)
+        SiglipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(dest)
+    copy_bert_tokenizer(dest)
+    return dest
+
+
+def make_clap(dest: Path) -> Path:
+    """A transformers ClapModel folder: tiny RoBERTa-style text tower, tiny HTSAT audio tower."""
+    import torch
+    from transformers import ClapConfig, ClapFeatureExtractor, ClapModel
+
+    dest.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    text = dict(vocab_size=30522, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                max_position_embeddings=130, pad_token_id=0)
+    audio = dict(patch_embeds_hidden_size=16, hidden_size=32, depths=[1, 1], num_attention_heads=[1, 2],
+                 window_size=8, num_mel_bins=64, spec_size=256)
+    ClapModel(ClapConfig(text_config=text, audio_config=audio, projection_dim=24)).save_pretrained(dest)
+    ClapFeatureExtractor(truncation="rand_trunc").save_pretrained(dest)  # as the unfused LAION checkpoints
+    copy_bert_tokenizer(dest)
+    return dest
+
+
+QWEN_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
+                "<|image_pad|>", "<|video_pad|>"]
+
+
+def make_qwen2_vl(dest: Path) -> Path:
+    """A tiny Qwen2-VL folder: byte-level BPE trained offline with Qwen's special tokens, real processor."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import (Qwen2Tokenizer, Qwen2VLConfig, Qwen2VLImageProcessor, Qwen2VLModel, Qwen2VLProcessor,
+                              Qwen2VLVideoProcessor)
+
+    from scripts import shapes as S
+
+    dest.mkdir(parents=True, exist_ok=True)
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    corpus = [t.format(color=c, shape=s, size="small", where="on the left", tone="dark")
+              for t in S.TRAIN_TEMPLATES for c in S.COLORS for s in S.SHAPES]
+    corpus += ["system user assistant You are a helpful assistant. Find an image that matches the given text."] * 5
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=QWEN_SPECIAL,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    bpe.train_from_iterator(corpus, trainer)
+    tokenizer = Qwen2Tokenizer(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                               unk_token=None, extra_special_tokens={"image_token": "<|image_pad|>"})
+    ids = {t: bpe.token_to_id(t) for t in QWEN_SPECIAL}
+    torch.manual_seed(0)
+    config = Qwen2VLConfig(
+        text_config=dict(vocab_size=bpe.get_vocab_size(), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024,
+                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 2, 2]},
+                         pad_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], bos_token_id=None),
+        vision_config=dict(depth=1, embed_dim=32, hidden_size=32, num_heads=2, patch_size=14, spatial_merge_size=2,
+                           temporal_patch_size=2),
+        image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
+    )
+    Qwen2VLModel(config).save_pretrained(dest)
+    pixels = dict(min_pixels=56 * 56, max_pixels=112 * 112)
+    Qwen2VLProcessor(image_processor=Qwen2VLImageProcessor(**pixels), tokenizer=tokenizer,
+                     video_processor=Qwen2VLVideoProcessor(**pixels)).save_pretrained(dest)
+    return dest

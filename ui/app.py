@@ -1,0 +1,214 @@
+"""The Gradio Blocks app: cross-modal search over the corpus, with named API endpoints.
+
+Endpoints (usable from ``gradio_client``; every argument but the query has a default):
+``/search_text``, ``/search_image``, ``/search_audio``, ``/search_interleaved``. Each returns
+``(gallery, results, latency)``; ``results`` is the ranked list ``[{"rank", "score", "label", "modality",
+"id"}, …]``.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import gradio as gr
+
+from zoo import postprocess as pp
+from zoo.defaults import default_model
+from zoo.errors import ZooError
+from zoo.spec import Modality
+
+from .backend import Backend, full_vectors, supporting
+from .corpus import AUDIO_EXT, IMAGE_EXT, MAX_UPLOAD_FILES, TEXT_EXT, Corpus
+from .index import ModelIndex
+
+TARGETS = {  # query modality → the corpus modalities it can search
+    Modality.TEXT: (Modality.IMAGE, Modality.AUDIO, Modality.TEXT),
+    Modality.IMAGE: (Modality.IMAGE, Modality.TEXT),
+    Modality.AUDIO: (Modality.IMAGE, Modality.TEXT),
+    Modality.INTERLEAVED: (Modality.IMAGE,),
+}
+
+
+class Searcher:
+    """Holds the corpus and one index per model; thread-safe indexing."""
+
+    def __init__(self, backend: Backend, corpus: Corpus, index_root: Path, approximate: bool = False) -> None:
+        self.backend, self.corpus = backend, corpus
+        self.index_root, self.approximate = Path(index_root), approximate
+        self.indexes: dict[str, ModelIndex] = {}
+        self._lock = threading.Lock()
+
+    def index(self, model: str, progress=None) -> ModelIndex:
+        """The model's index, extended with any corpus items it has not embedded yet."""
+        with self._lock:
+            embedder = self.backend.embedder(model)
+            if model not in self.indexes:
+                folder = self.index_root / model.replace("/", "--").strip("-.")
+                self.indexes[model] = ModelIndex(folder, embedder.spec, self.approximate)
+            self.indexes[model].update(self.corpus, lambda x, m: full_vectors(embedder, x, m), progress)
+            return self.indexes[model]
+
+    def search(self, model: str, query: Any, modality: Modality, target: str, k: int, dimensions: int,
+               precision: str, progress=None) -> tuple[list, list[dict], str]:
+        """Run one query; returns gallery entries, ranked results and a latency line."""
+        index = self.index(model, progress)
+        t0 = time.perf_counter()
+        vector = full_vectors(self.backend.embedder(model), [query], modality.value)[0]
+        t1 = time.perf_counter()
+        hits = index.search(vector, self.corpus, target, int(k), dimensions=int(dimensions) or None,
+                            precision=precision)
+        t2 = time.perf_counter()
+        results = [{"rank": r + 1, "score": round(h.score, 4), "label": h.item.label, "modality": h.item.modality,
+                    "id": h.item.id} for r, h in enumerate(hits)]
+        gallery = [(str(self.corpus.file(h.item)), f"{h.score:.3f}  {h.item.label}") for h in hits
+                   if h.item.modality == Modality.IMAGE.value]
+        latency = (f"query embedding {1000 * (t1 - t0):.1f} ms · search {1000 * (t2 - t1):.1f} ms · "
+                   f"{len(index.ids)} items indexed · {self.backend.kind} backend · {model}")
+        return gallery, results, latency
+
+
+def _guard(fn):
+    """Turn `zoo` errors into a message on the page (the app keeps working)."""
+
+    def wrapped(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ZooError as err:
+            raise gr.Error(str(err)) from None
+
+    wrapped.__name__ = fn.__name__
+    wrapped.__doc__ = fn.__doc__
+    return wrapped
+
+
+def build_app(searcher: Searcher, title: str = "embedding-zoo · cross-modal retrieval") -> gr.Blocks:
+    """The Blocks page; every search button is also a named API endpoint."""
+    backend = searcher.backend
+    precisions = list(pp.PRECISIONS)
+
+    def models_for(query: Modality, target: str) -> list[str]:
+        return supporting(backend, (query, Modality(target)))
+
+    def pick(query: Modality, target: str) -> str | None:
+        names = models_for(query, target)
+        preferred = default_model(Modality(target) if target != Modality.TEXT.value else query)
+        return preferred if preferred in names else (names[0] if names else None)
+
+    with gr.Blocks(title=title) as demo:
+        gr.Markdown(f"# {title}\nBackend: **{backend.kind}**"
+                    + (f" at `{backend.url}`" if hasattr(backend, "url") else " (in-process `zoo`)")
+                    + f" · corpus: {len(searcher.corpus.items)} items in `{searcher.corpus.root}`")
+        with gr.Row():
+            dims = gr.Number(value=0, precision=0, label="dimensions (0 = full)", minimum=0)
+            precision = gr.Dropdown(precisions, value="float32", label="precision")
+            k = gr.Slider(1, 24, value=8, step=1, label="results")
+        gallery = gr.Gallery(label="results", columns=6, height="auto", elem_id="results-gallery", render=False)
+        latency = gr.Markdown(elem_id="latency", render=False)
+        results = gr.JSON(label="ranked results", elem_id="results-json", render=False)
+
+        def tab(query_mod: Modality, label: str, query_component, endpoint: str, extra=None):
+            targets = [t.value for t in TARGETS[query_mod]]
+            with gr.Tab(label):
+                with gr.Row():
+                    target = gr.Radio(targets, value=targets[0], label="search for")
+                    model = gr.Dropdown(models_for(query_mod, targets[0]), value=pick(query_mod, targets[0]),
+                                        label="model", elem_id=f"model-{endpoint}")
+                query_component.render()
+                if extra is not None:
+                    extra.render()
+                button = gr.Button("Search", variant="primary", elem_id=f"btn-{endpoint}")
+            target.change(lambda t: gr.update(choices=models_for(query_mod, t), value=pick(query_mod, t)),
+                          target, model, api_visibility="private")
+            return target, model, button
+
+        text_q = gr.Textbox(label="text query", value="", elem_id="text-query", render=False)
+        t_target, t_model, t_btn = tab(Modality.TEXT, "Text → image / audio / text", text_q, "search_text")
+        image_q = gr.Image(type="filepath", label="image query", elem_id="image-query", render=False)
+        i_target, i_model, i_btn = tab(Modality.IMAGE, "Image → image / text", image_q, "search_image")
+        audio_q = gr.Audio(type="filepath", label="audio query", elem_id="audio-query", render=False)
+        a_target, a_model, a_btn = tab(Modality.AUDIO, "Audio → image / text", audio_q, "search_audio")
+        mix_img = gr.Image(type="filepath", label="image", render=False)
+        mix_txt = gr.Textbox(label="text modifier, e.g. 'blue'", render=False)
+        m_target, m_model, m_btn = tab(Modality.INTERLEAVED, "Image + text → image", mix_img, "search_interleaved",
+                                       mix_txt)
+
+        with gr.Tab("Corpus"):
+            kinds = sorted(IMAGE_EXT | AUDIO_EXT | TEXT_EXT)
+            gr.Markdown(f"Add up to {MAX_UPLOAD_FILES} files at a time ({', '.join(kinds)}); they are copied "
+                        "into the corpus folder and indexed for every model in use.")
+            upload = gr.File(file_count="multiple", file_types=kinds, label="upload files", elem_id="upload")
+            folder = gr.Textbox(label="or a folder on the server to import (copied, not recursive)")
+            add = gr.Button("Add to corpus", elem_id="btn-add")
+            added = gr.Markdown(elem_id="corpus-status")
+
+            def add_files(files, folder_path, progress=gr.Progress()):
+                """Add uploaded files and/or a folder's files to the corpus, then index them."""
+                try:
+                    items, errors = searcher.corpus.add_files([Path(f) for f in files or []])
+                    if folder_path and folder_path.strip():
+                        more, errs = searcher.corpus.add_folder(Path(folder_path.strip()))
+                        items, errors = items + more, errors + errs
+                except ZooError as err:
+                    raise gr.Error(str(err)) from None
+                for model in list(searcher.indexes):
+                    searcher.index(model, progress)
+                for e in errors:
+                    gr.Warning(e)
+                return f"added {len(items)} item(s); rejected {len(errors)}" + "".join(f"\n- {e}" for e in errors)
+
+            add.click(add_files, [upload, folder], added, api_name="add_files")
+
+        latency.render()
+        gallery.render()
+        results.render()
+
+        def runner(query_mod: Modality, default_target: str):
+            def run(query, target=default_target, model=None, dimensions=0, precision="float32", k=8,
+                    progress=gr.Progress()):
+                if query is None or (isinstance(query, str) and not query.strip()):
+                    raise gr.Error("enter a query first")
+                model = model or pick(query_mod, target)
+                if model is None:
+                    raise gr.Error(f"no available model embeds both {query_mod.value} and {target}")
+                return searcher.search(model, query, query_mod, target, k, dimensions or 0, precision, progress)
+
+            return _guard(run)
+
+        outs = [gallery, results, latency]
+        settings = [dims, precision, k]
+
+        def search_text(query: str, target: str = "image", model: str | None = None, dimensions: int = 0,
+                        precision: str = "float32", k: int = 8, progress=gr.Progress()):
+            """Text query → ranked corpus items of ``target`` modality."""
+            return runner(Modality.TEXT, "image")(query, target, model, dimensions, precision, k, progress)
+
+        def search_image(query: str, target: str = "image", model: str | None = None, dimensions: int = 0,
+                         precision: str = "float32", k: int = 8, progress=gr.Progress()):
+            """Image query (file path or upload) → ranked corpus items."""
+            return runner(Modality.IMAGE, "image")(query, target, model, dimensions, precision, k, progress)
+
+        def search_audio(query: str, target: str = "image", model: str | None = None, dimensions: int = 0,
+                         precision: str = "float32", k: int = 8, progress=gr.Progress()):
+            """Audio query (file path or recording) → ranked corpus items."""
+            return runner(Modality.AUDIO, "image")(query, target, model, dimensions, precision, k, progress)
+
+        def search_interleaved(image: str, text: str = "", target: str = "image", model: str | None = None,
+                               dimensions: int = 0, precision: str = "float32", k: int = 8,
+                               progress=gr.Progress()):
+            """An image plus a text modifier → ranked images."""
+            if not image:
+                raise gr.Error("choose an image first")
+            parts = [image] + ([text] if text and text.strip() else [])
+            return runner(Modality.INTERLEAVED, "image")(parts, target, model, dimensions, precision, k, progress)
+
+        t_btn.click(search_text, [text_q, t_target, t_model, *settings], outs, api_name="search_text")
+        text_q.submit(search_text, [text_q, t_target, t_model, *settings], outs, api_visibility="private")
+        i_btn.click(search_image, [image_q, i_target, i_model, *settings], outs, api_name="search_image")
+        a_btn.click(search_audio, [audio_q, a_target, a_model, *settings], outs, api_name="search_audio")
+        m_btn.click(search_interleaved, [mix_img, mix_txt, m_target, m_model, *settings], outs,
+                    api_name="search_interleaved")
+
+    return demo

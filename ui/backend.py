@@ -1,0 +1,95 @@
+"""Where the demo's embeddings come from: the Triton client (default) or in-process `zoo`."""
+
+from __future__ import annotations
+
+import threading
+from typing import Protocol
+
+import numpy as np
+
+from zoo.base import Embedder
+from zoo.spec import EmbedderSpec, Modality
+
+
+class Backend(Protocol):
+    """What the app needs: which models exist, and an embedder for one of them."""
+
+    kind: str
+
+    def models(self) -> list[str]:
+        """Names of the models this backend can use right now."""
+
+    def embedder(self, name: str) -> Embedder:
+        """An object with zoo's ``encode()`` and ``spec`` for ``name``."""
+
+
+class LocalBackend:
+    """In-process `zoo`: registered models whose weights are available offline."""
+
+    kind = "local"
+
+    def __init__(self, device: str | None = None) -> None:
+        self.device = device
+        self._cache: dict[str, Embedder] = {}
+        self._lock = threading.Lock()
+
+    def models(self) -> list[str]:
+        """Registered models with weights on this machine."""
+        import zoo
+        from zoo.weights import available_offline
+
+        return [n for n in zoo.list_models() if available_offline(zoo.get_spec(n))]
+
+    def embedder(self, name: str) -> Embedder:
+        """Load once, then reuse."""
+        import zoo
+
+        with self._lock:
+            if name not in self._cache:
+                self._cache[name] = zoo.create(name, device=self.device)
+            return self._cache[name]
+
+
+class TritonBackend:
+    """Models served by a tritonserver, through :class:`serving.client.TritonEmbedder`."""
+
+    kind = "triton"
+
+    def __init__(self, url: str = "127.0.0.1:8001") -> None:
+        import tritonclient.grpc as grpcclient
+
+        self.url = url
+        self._client = grpcclient.InferenceServerClient(url)
+        self._cache: dict[str, Embedder] = {}
+        self._lock = threading.Lock()
+
+    def models(self) -> list[str]:
+        """Registry names of the READY models on the server."""
+        from serving.client import fetch_spec
+
+        index = self._client.get_model_repository_index(as_json=True).get("models", [])
+        return [fetch_spec(self._client, m["name"]).name for m in index if m.get("state") == "READY"]
+
+    def embedder(self, name: str) -> Embedder:
+        """A client for one served model (specs come from the server)."""
+        from serving.client import TritonEmbedder
+
+        with self._lock:
+            if name not in self._cache:
+                self._cache[name] = TritonEmbedder(name, self.url)
+            return self._cache[name]
+
+
+def supporting(backend: Backend, modalities: tuple[Modality, ...]) -> list[str]:
+    """Models of ``backend`` that embed every one of ``modalities``."""
+    out = []
+    for name in backend.models():
+        spec: EmbedderSpec = backend.embedder(name).spec
+        if all(spec.supports(m) for m in modalities):
+            out.append(name)
+    return out
+
+
+def full_vectors(embedder: Embedder, inputs: list, modality: str) -> np.ndarray:
+    """Full-width normalized float32 vectors (the index applies dimensions/precision itself)."""
+    return embedder.encode(inputs, modality, normalize=True, precision="float32")

@@ -1,0 +1,79 @@
+"""``zoo demo`` (and the UI half of ``zoo serve --ui``)."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from zoo.defaults import DEFAULT_MODELS
+
+DEFAULT_DATA_DIR = Path(os.environ.get("ZOO_DATA_DIR", Path.home() / ".cache" / "embedding-zoo"))
+
+
+def build(backend_kind: str, url: str, data_dir: Path, approximate: bool = False, device: str | None = None):
+    """Backend, corpus (built offline on first start) and pre-built indexes of the default models."""
+    from .backend import LocalBackend, TritonBackend
+    from .corpus import build_default
+
+    data_dir = Path(data_dir).resolve()
+    uploads = data_dir / "uploads"
+    uploads.mkdir(parents=True, exist_ok=True)
+    os.environ["GRADIO_TEMP_DIR"] = str(uploads)  # uploads land here, the other folder Gradio may serve
+    from .app import Searcher
+
+    backend = TritonBackend(url) if backend_kind == "triton" else LocalBackend(device)
+    print(f"corpus: {data_dir / 'corpus'}", flush=True)
+    corpus = build_default(data_dir / "corpus")
+    searcher = Searcher(backend, corpus, data_dir / "index" / backend_kind, approximate)
+    available = set(backend.models())
+    from tqdm.auto import tqdm
+
+    for model in dict.fromkeys(DEFAULT_MODELS.values()):
+        if model in available:
+            with tqdm(total=100, desc=f"indexing for {model}", unit="%") as bar:
+                searcher.index(model, lambda frac, _msg: bar.update(round(100 * frac) - bar.n))
+    return searcher, uploads
+
+
+def launch(searcher, uploads: Path, host: str, port: int, block: bool = True):
+    """Start the Gradio server; only the corpus and upload folders are served."""
+    from .app import build_app
+    from .corpus import MAX_UPLOAD_BYTES
+
+    demo = build_app(searcher)
+    demo.queue(default_concurrency_limit=4)
+    demo.launch(server_name=host, server_port=port, allowed_paths=[str(searcher.corpus.root), str(uploads)],
+                max_file_size=MAX_UPLOAD_BYTES, prevent_thread_lock=not block, show_error=True, quiet=True)
+    print(f"demo: http://{host}:{port}", flush=True)
+    return demo
+
+
+def launch_with_server(server, args: argparse.Namespace):
+    """Used by ``zoo serve --ui``: the demo on the Triton backend of ``server``."""
+    searcher, uploads = build("triton", server.grpc_url, Path(args.data_dir))
+    return launch(searcher, uploads, args.ui_host, args.ui_port, block=False)
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    searcher, uploads = build(args.backend, args.url, Path(args.data_dir), args.approximate, args.device)
+    launch(searcher, uploads, args.host, args.port, block=True)
+    return 0
+
+
+def add_ui_arguments(p: argparse.ArgumentParser, host_flag: str = "--host", port_flag: str = "--port") -> None:
+    """Options the demo needs, shared by ``zoo demo`` and ``zoo serve --ui``."""
+    p.add_argument(host_flag, default="127.0.0.1", help="address the web page binds to")
+    p.add_argument(port_flag, type=int, default=7860)
+    p.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="corpus, uploads and indexes live here")
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:
+    """Register ``demo`` on the zoo CLI."""
+    p = sub.add_parser("demo", help="Gradio cross-modal retrieval demo")
+    p.add_argument("--backend", choices=["triton", "local"], default="triton")
+    p.add_argument("--url", default="127.0.0.1:8001", help="tritonserver gRPC address (triton backend)")
+    p.add_argument("--approximate", action="store_true", help="HNSW index instead of exact search")
+    p.add_argument("--device", help="local backend: torch device")
+    add_ui_arguments(p)
+    p.set_defaults(run=_cmd_demo)

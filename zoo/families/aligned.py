@@ -1,0 +1,250 @@
+"""Locked-text aligned towers: a frozen text model plus small image and audio towers trained (LiT-style)
+to map into its embedding space. The shipped instance, ``zoo/shapes-aligned-minilm``, is trained by
+``scripts/train_aligned.py`` on generated shapes and spoken captions: a small model for offline demos and
+tests, not a general-purpose image or audio encoder.
+
+Folder layout: ``config.json`` (tower sizes, text model, fusion weights), ``model.safetensors`` (image
+and audio towers only; the text tower is the registered text model, unchanged) and ``card.json``.
+
+Interleaved input is a documented fusion of its parts: each text part is embedded by the text tower and
+each image part by the image tower, each is L2-normalized, and the result is their weighted sum
+``text_weight * Σ text + image_weight * Σ image`` (normalized afterwards when ``normalize=True``), so
+``[image of a red circle, "blue"]`` lands between the two, near a blue circle.
+
+Audio longer than ``max_seconds`` is truncated to its first ``max_seconds`` (counted in one
+``AudioTruncationWarning`` per call).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..base import Embedder
+from ..registry import create, register_family, register_model
+from ..spec import EmbedderSpec, Modality
+from .text import DEFAULT_TEXT
+
+IMAGE_SIZE = 64
+IMAGE_MEAN, IMAGE_STD = 0.5, 0.25
+
+
+class AudioTruncationWarning(UserWarning):
+    """Some audio inputs were longer than the model's max duration and were truncated."""
+
+
+def build_image_tower(dim: int, width: int = 32):
+    """CNN from a 64×64 RGB image to a ``dim`` vector (keeps a 4×4 map so position survives)."""
+    from torch import nn
+
+    def block(cin: int, cout: int, stride: int) -> list:
+        return [nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+
+    w = width
+    return nn.Sequential(
+        *block(3, w, 2), *block(w, w, 1),  # 32×32: a strided stem keeps full-resolution work small
+        *block(w, 2 * w, 2), *block(2 * w, 2 * w, 1),  # 16
+        *block(2 * w, 4 * w, 2), *block(4 * w, 4 * w, 1),  # 8
+        *block(4 * w, 4 * w, 2),  # 4
+        nn.Flatten(), nn.Linear(4 * w * 16, 512), nn.ReLU(inplace=True), nn.Linear(512, dim),
+    )
+
+
+def _audio_tower_cls():
+    import torch
+    from torch import nn
+
+    class AudioTower(nn.Module):
+        """Log-mel frames → strided 1-D convolutions → masked mean+max pooling → ``dim`` vector."""
+
+        def __init__(self, dim: int, sample_rate: int = 16000, n_mels: int = 64, width: int = 128) -> None:
+            super().__init__()
+            import torchaudio
+
+            self.hop = 160
+            self.mel = torchaudio.transforms.MelSpectrogram(sample_rate, n_fft=400, hop_length=self.hop,
+                                                            n_mels=n_mels)
+            chans = [n_mels, width, width, int(1.5 * width), 2 * width]
+            layers = []
+            for i, (cin, cout) in enumerate(zip(chans[:-1], chans[1:])):
+                stride = 1 if i == 0 else 2
+                layers += [nn.Conv1d(cin, cout, 5, stride, 2, bias=False), nn.BatchNorm1d(cout), nn.ReLU(True)]
+            self.convs = nn.Sequential(*layers)
+            self.strides = 8
+            self.head = nn.Sequential(nn.Linear(4 * width, 512), nn.ReLU(True), nn.Linear(512, dim))
+
+        def features(self, wave: torch.Tensor) -> torch.Tensor:
+            """Per-utterance normalized log-mel ``[B, n_mels, T]``."""
+            spec = torch.log(self.mel(wave) + 1e-6)
+            return (spec - spec.mean(dim=(1, 2), keepdim=True)) / (spec.std(dim=(1, 2), keepdim=True) + 1e-5)
+
+        def forward(self, wave: torch.Tensor, lengths: torch.Tensor, spec_hook=None) -> torch.Tensor:
+            """``wave`` ``[B, S]`` zero-padded, ``lengths`` real sample counts → ``[B, dim]``."""
+            feats = self.features(wave)
+            if spec_hook is not None:  # training-time SpecAugment
+                feats = spec_hook(feats)
+            h = self.convs(feats)
+            frames = torch.div(lengths, self.hop * self.strides, rounding_mode="floor") + 1
+            mask = torch.arange(h.shape[-1], device=h.device)[None, :] < frames.clamp(max=h.shape[-1])[:, None]
+            m = mask[:, None, :].to(h.dtype)
+            mean = (h * m).sum(-1) / m.sum(-1).clamp(min=1)
+            peak = h.masked_fill(m == 0, -1e4).max(-1).values
+            return self.head(torch.cat([mean, peak], dim=1))
+
+    return AudioTower
+
+
+def build_audio_tower(dim: int, **kw):
+    """The audio tower module (torchaudio's mel frontend + convolutions)."""
+    return _audio_tower_cls()(dim, **kw)
+
+
+def image_pixels(image) -> np.ndarray:
+    """A PIL image as the tower sees it: squashed to 64×64 RGB uint8 (training stores exactly this)."""
+    from PIL import Image
+
+    return np.asarray(image.convert("RGB").resize((IMAGE_SIZE, IMAGE_SIZE), Image.BILINEAR), dtype=np.uint8)
+
+
+def pixels_to_tensor(pixels: np.ndarray) -> Any:
+    """``[B, 64, 64, 3]`` uint8 → normalized ``[B, 3, 64, 64]`` float tensor."""
+    import torch
+
+    return (torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255.0 - IMAGE_MEAN) / IMAGE_STD
+
+
+def image_batch(images: list) -> Any:
+    """PIL images → the normalized tensor the image tower takes."""
+    return pixels_to_tensor(np.stack([image_pixels(im) for im in images]))
+
+
+def audio_batch(waves: list[np.ndarray]) -> tuple[Any, Any]:
+    """Mono waveforms → zero-padded ``[B, S]`` tensor and lengths."""
+    import torch
+
+    lengths = torch.tensor([len(w) for w in waves])
+    out = torch.zeros(len(waves), int(lengths.max()))
+    for i, w in enumerate(waves):
+        out[i, : len(w)] = torch.from_numpy(np.asarray(w, dtype=np.float32))
+    return out, lengths
+
+
+@register_family("aligned")
+class AlignedEmbedder(Embedder):
+    """Frozen text model + trained image/audio towers in its space; interleaved = fusion of parts."""
+
+    folder_priority = 10
+
+    def __init__(self, spec: EmbedderSpec, path: Path, device: str | None = None) -> None:
+        super().__init__(spec, device)
+        import torch
+        from safetensors.torch import load_file
+
+        cfg = json.loads((path / "config.json").read_text())
+        self.config = cfg
+        self.text = create(cfg["text_model"], device=self.device)
+        dim = self.text.spec.dim
+        state = load_file(path / "model.safetensors")
+        self.image_tower = build_image_tower(dim, cfg["image_width"])
+        self.audio_tower = build_audio_tower(dim, sample_rate=cfg["sample_rate"], width=cfg["audio_width"])
+        self.image_tower.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("image.")})
+        self.audio_tower.load_state_dict({k[6:]: v for k, v in state.items() if k.startswith("audio.")},
+                                         strict=False)  # the mel filterbank is rebuilt, not stored
+        self.image_tower.to(self.device).eval()
+        self.audio_tower.to(self.device).eval()
+        self.max_samples = int(cfg["max_seconds"] * cfg["sample_rate"])
+        self._torch = torch
+
+    @classmethod
+    def load(cls, spec: EmbedderSpec, path: Path, device: str | None) -> AlignedEmbedder:
+        """Load towers from ``path`` and the text model from the registry."""
+        return cls(spec, path, device)
+
+    @classmethod
+    def spec_from_folder(cls, path: Path) -> EmbedderSpec | None:
+        """A folder written by ``scripts/train_aligned.py``."""
+        cfg_path = path / "config.json"
+        if not cfg_path.is_file():
+            return None
+        cfg = json.loads(cfg_path.read_text())
+        if cfg.get("model_type") != "zoo-aligned":
+            return None
+        return _spec(str(path), str(path), cfg)
+
+    def _lengths(self, items: list[Any], modality: Modality, prompt: str | None) -> list[int]:
+        if modality is Modality.AUDIO:
+            over = sum(len(w) > self.max_samples for w in items)
+            if over:
+                warnings.warn(f"{over} of {len(items)} audio inputs exceed {self.config['max_seconds']} s and "
+                              "were truncated", AudioTruncationWarning, stacklevel=4)
+            return [len(w) for w in items]
+        return super()._lengths(items, modality, prompt)
+
+    def embed_images(self, images: list) -> np.ndarray:
+        """Raw image-tower embeddings of PIL images."""
+        with self._torch.inference_mode():
+            return self.image_tower(image_batch(images).to(self.device)).float().cpu().numpy()
+
+    def embed_audio(self, waves: list[np.ndarray]) -> np.ndarray:
+        """Raw audio-tower embeddings of mono waveforms at the model's rate."""
+        wave, lengths = audio_batch([w[: self.max_samples] for w in waves])
+        with self._torch.inference_mode():
+            return self.audio_tower(wave.to(self.device), lengths.to(self.device)).float().cpu().numpy()
+
+    def _embed_text(self, texts: list[str], prompt: str | None) -> np.ndarray:
+        return self.text._embed(texts, Modality.TEXT, prompt)
+
+    def _fuse(self, parts: list) -> np.ndarray:
+        from ..postprocess import normalize
+
+        texts = [p for p in parts if isinstance(p, str)]
+        images = [p for p in parts if not isinstance(p, str)]
+        total = np.zeros(self.spec.dim, dtype=np.float32)
+        if texts:
+            total += self.config["text_weight"] * normalize(self._embed_text(texts, None)).sum(0)
+        if images:
+            total += self.config["image_weight"] * normalize(self.embed_images(images)).sum(0)
+        return total
+
+    def _embed(self, batch: list[Any], modality: Modality, prompt: str | None) -> np.ndarray:
+        if modality is Modality.TEXT:
+            return self._embed_text(batch, prompt)
+        if modality is Modality.IMAGE:
+            return self.embed_images(batch)
+        if modality is Modality.AUDIO:
+            return self.embed_audio(batch)
+        return np.stack([self._fuse(parts) for parts in batch])
+
+
+def _spec(name: str, source: str, cfg: dict) -> EmbedderSpec:
+    return EmbedderSpec(
+        name=name,
+        family="aligned",
+        modalities=(Modality.TEXT, Modality.IMAGE, Modality.AUDIO, Modality.INTERLEAVED),
+        dim=int(cfg["dim"]),
+        license="apache-2.0",
+        source=source,
+        max_length=int(cfg.get("max_length", 256)),
+        description=cfg.get("description", "text model with aligned image and audio towers"),
+        max_batch_size=32,
+        options={"sample_rate": int(cfg["sample_rate"]), "batch_size": 32},
+    )
+
+
+SHAPES_ALIGNED = register_model(
+    _spec(
+        "zoo/shapes-aligned-minilm",
+        "package:zoo/models/shapes-aligned-minilm",
+        {
+            "dim": DEFAULT_TEXT.dim,
+            "sample_rate": 16000,
+            "max_length": DEFAULT_TEXT.max_length,
+            "description": "MiniLM text + image/audio towers trained on generated shapes and spoken captions "
+            "(offline demo model)",
+        },
+    )
+)

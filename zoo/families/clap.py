@@ -1,0 +1,98 @@
+"""CLAP (transformers ``ClapModel``): text and audio in one space.
+
+Audio is resampled to the feature extractor's rate (48 kHz for LAION CLAP) and cut to its window
+(``max_length_s``, 10 s) before feature extraction: the extractor would otherwise crop longer input at
+random, and embeddings must be deterministic (counted in one ``AudioTruncationWarning`` per call).
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..base import Embedder
+from ..registry import register_family, register_model
+from ..spec import EmbedderSpec, Modality
+from .aligned import AudioTruncationWarning
+from .clip import _features
+
+TEXT_AUDIO = (Modality.TEXT, Modality.AUDIO)
+
+
+@register_family("clap")
+class ClapEmbedder(Embedder):
+    """``get_text_features`` / ``get_audio_features`` with the folder's tokenizer and feature extractor."""
+
+    folder_priority = 20
+
+    def __init__(self, spec: EmbedderSpec, path: Path, device: str | None = None) -> None:
+        super().__init__(spec, device)
+        from transformers import AutoFeatureExtractor, AutoTokenizer, ClapModel
+
+        self.model = ClapModel.from_pretrained(path).to(self.device).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.features = AutoFeatureExtractor.from_pretrained(path)
+        self.rate = int(self.features.sampling_rate)
+        self.max_samples = int(self.features.nb_max_samples)
+
+    @property
+    def sample_rate(self) -> int:
+        """The feature extractor's rate: inputs are resampled to it."""
+        return self.rate
+
+    @classmethod
+    def load(cls, spec: EmbedderSpec, path: Path, device: str | None) -> ClapEmbedder:
+        """Load model, tokenizer and feature extractor from a folder."""
+        return cls(spec, path, device)
+
+    @classmethod
+    def spec_from_folder(cls, path: Path) -> EmbedderSpec | None:
+        """A transformers CLAP folder."""
+        cfg_path = path / "config.json"
+        if not cfg_path.is_file():
+            return None
+        cfg = json.loads(cfg_path.read_text())
+        if cfg.get("model_type") != "clap":
+            return None
+        pre = path / "preprocessor_config.json"
+        rate = json.loads(pre.read_text()).get("sampling_rate", 48000) if pre.is_file() else 48000
+        return EmbedderSpec(
+            name=str(path), family="clap", modalities=TEXT_AUDIO, dim=int(cfg.get("projection_dim", 512)),
+            license="see the folder's model card", source=str(path),
+            max_length=int(cfg.get("text_config", {}).get("max_position_embeddings", 514)) - 2,
+            description="local transformers CLAP model", options={"sample_rate": int(rate)},
+        )
+
+    def _lengths(self, items: list[Any], modality: Modality, prompt: str | None) -> list[int]:
+        if modality is Modality.AUDIO:
+            over = sum(len(w) > self.max_samples for w in items)
+            if over:
+                warnings.warn(f"{over} of {len(items)} audio inputs exceed the {self.max_samples / self.rate:g} s "
+                              "window and were truncated", AudioTruncationWarning, stacklevel=4)
+            return [len(w) for w in items]
+        return super()._lengths(items, modality, prompt)
+
+    def _embed(self, batch: list[Any], modality: Modality, prompt: str | None) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            if modality is Modality.TEXT:
+                tokens = self.tokenizer([(prompt or "") + t for t in batch], padding=True, truncation=True,
+                                        max_length=self.spec.max_length, return_tensors="pt").to(self.device)
+                out = _features(self.model.get_text_features(**tokens))
+            else:
+                feats = self.features([w[: self.max_samples] for w in batch], sampling_rate=self.rate,
+                                      return_tensors="pt").to(self.device)
+                out = _features(self.model.get_audio_features(**feats))
+        return out.float().cpu().numpy()
+
+
+for _name, _desc in (("laion/clap-htsat-unfused", "LAION CLAP HTSAT (unfused)"),
+                     ("laion/larger_clap_general", "LAION larger CLAP, general audio")):
+    register_model(EmbedderSpec(name=_name, family="clap", modalities=TEXT_AUDIO, dim=512, license="apache-2.0",
+                                source=_name, max_length=512, description=_desc, max_batch_size=16,
+                                options={"sample_rate": 48000, "batch_size": 8}))

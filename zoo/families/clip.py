@@ -1,0 +1,150 @@
+"""Image–text contrastive models: open_clip checkpoints and transformers CLIP / SigLIP folders.
+
+- ``open_clip``: any folder in open_clip's hub layout (``open_clip_config.json`` + weights), loaded by
+  open_clip's own factory (``local-dir:``) with the model's own preprocessing transform and tokenizer.
+  Registered checkpoints are the open_clip hub repositories, resolved like every other model (local
+  override, HF cache, hub).
+- ``hf_clip``: ``CLIPModel`` / ``SiglipModel`` folders or hub ids, with the folder's tokenizer and image
+  processor. SigLIP text is padded to its fixed length, as SigLIP was trained.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..base import Embedder
+from ..registry import register_family, register_model
+from ..spec import EmbedderSpec, Modality
+
+TEXT_IMAGE = (Modality.TEXT, Modality.IMAGE)
+HF_TYPES = {"clip", "siglip"}
+
+
+def _features(out: Any):
+    """transformers ≥ 5 returns an output whose pooler_output is the projected feature; older, a tensor."""
+    return getattr(out, "pooler_output", out)
+
+
+@register_family("open_clip")
+class OpenClipEmbedder(Embedder):
+    """open_clip model: ``encode_text`` / ``encode_image`` with its own tokenizer and transform."""
+
+    folder_priority = 20
+
+    def __init__(self, spec: EmbedderSpec, path: Path, device: str | None = None) -> None:
+        super().__init__(spec, device)
+        import open_clip
+
+        name = f"local-dir:{path}"
+        self.model, _, self.preprocess = open_clip.create_model_and_transforms(name, device=self.device)
+        self.model.eval()
+        self.tokenizer = open_clip.get_tokenizer(name)
+
+    @classmethod
+    def load(cls, spec: EmbedderSpec, path: Path, device: str | None) -> OpenClipEmbedder:
+        """Load through open_clip's factory."""
+        return cls(spec, path, device)
+
+    @classmethod
+    def spec_from_folder(cls, path: Path) -> EmbedderSpec | None:
+        """A folder with ``open_clip_config.json``."""
+        cfg_path = path / "open_clip_config.json"
+        if not cfg_path.is_file():
+            return None
+        cfg = json.loads(cfg_path.read_text())
+        model_cfg = cfg.get("model_cfg", cfg)
+        return EmbedderSpec(
+            name=str(path), family="open_clip", modalities=TEXT_IMAGE, dim=int(model_cfg["embed_dim"]),
+            license="see the folder's model card", source=str(path),
+            max_length=int(model_cfg.get("text_cfg", {}).get("context_length", 77)),
+            description="local open_clip model",
+        )
+
+    def _embed(self, batch: list[Any], modality: Modality, prompt: str | None) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            if modality is Modality.TEXT:
+                tokens = self.tokenizer([(prompt or "") + t for t in batch]).to(self.device)
+                out = self.model.encode_text(tokens)
+            else:
+                pixels = torch.stack([self.preprocess(im) for im in batch]).to(self.device)
+                out = self.model.encode_image(pixels)
+        return out.float().cpu().numpy()
+
+
+@register_family("hf_clip")
+class HFClipEmbedder(Embedder):
+    """transformers ``CLIPModel`` / ``SiglipModel``: ``get_text_features`` / ``get_image_features``."""
+
+    folder_priority = 20
+
+    def __init__(self, spec: EmbedderSpec, path: Path, device: str | None = None) -> None:
+        super().__init__(spec, device)
+        from transformers import AutoImageProcessor, AutoModel, AutoTokenizer
+
+        self.model = AutoModel.from_pretrained(path).to(self.device).eval()
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.image_processor = AutoImageProcessor.from_pretrained(path)
+        self.siglip = self.model.config.model_type.startswith("siglip")
+        self.max_length = int(self.model.config.text_config.max_position_embeddings)
+
+    @classmethod
+    def load(cls, spec: EmbedderSpec, path: Path, device: str | None) -> HFClipEmbedder:
+        """Load model, tokenizer and image processor from a folder."""
+        return cls(spec, path, device)
+
+    @classmethod
+    def spec_from_folder(cls, path: Path) -> EmbedderSpec | None:
+        """A transformers CLIP or SigLIP folder."""
+        cfg_path = path / "config.json"
+        if not cfg_path.is_file():
+            return None
+        cfg = json.loads(cfg_path.read_text())
+        if cfg.get("model_type") not in HF_TYPES:
+            return None
+        text = cfg.get("text_config", {})
+        dim = cfg.get("projection_dim") if cfg["model_type"] == "clip" else text.get("projection_size")
+        dim = dim or text.get("hidden_size") or cfg.get("vision_config", {}).get("hidden_size")
+        return EmbedderSpec(
+            name=str(path), family="hf_clip", modalities=TEXT_IMAGE, dim=int(dim),
+            license="see the folder's model card", source=str(path),
+            max_length=int(text.get("max_position_embeddings", 77)),
+            description=f"local transformers {cfg['model_type']} model",
+        )
+
+    def _embed(self, batch: list[Any], modality: Modality, prompt: str | None) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            if modality is Modality.TEXT:
+                tokens = self.tokenizer(
+                    [(prompt or "") + t for t in batch], truncation=True, max_length=self.max_length,
+                    padding="max_length" if self.siglip else True, return_tensors="pt",
+                ).to(self.device)
+                if self.siglip:
+                    tokens.pop("attention_mask", None)  # SigLIP attends over its fixed-length padding
+                out = _features(self.model.get_text_features(**tokens))
+            else:
+                pixels = self.image_processor(images=batch, return_tensors="pt")["pixel_values"].to(self.device)
+                out = _features(self.model.get_image_features(pixel_values=pixels))
+        return out.float().cpu().numpy()
+
+
+def _entry(name: str, family: str, dim: int, license: str, description: str, max_length: int = 77) -> None:
+    register_model(EmbedderSpec(name=name, family=family, modalities=TEXT_IMAGE, dim=dim, license=license,
+                                source=name, max_length=max_length, description=description,
+                                max_batch_size=32))
+
+
+_entry("laion/CLIP-ViT-B-32-laion2B-s34B-b79K", "open_clip", 512, "mit", "open_clip ViT-B-32, LAION-2B")
+_entry("laion/CLIP-ViT-L-14-laion2B-s32B-b82K", "open_clip", 768, "mit", "open_clip ViT-L-14, LAION-2B")
+_entry("timm/vit_large_patch14_clip_224.openai", "open_clip", 768, "mit", "OpenAI CLIP ViT-L-14 via open_clip")
+_entry("timm/ViT-B-16-SigLIP", "open_clip", 768, "apache-2.0", "SigLIP ViT-B-16 (WebLI) via open_clip", 64)
+_entry("apple/MobileCLIP-S2-OpenCLIP", "open_clip", 512, "apple-amlr", "MobileCLIP-S2 (DataCompDR) via open_clip")
+_entry("openai/clip-vit-base-patch32", "hf_clip", 512, "mit", "OpenAI CLIP ViT-B/32 (transformers CLIPModel)")
+_entry("google/siglip-base-patch16-224", "hf_clip", 768, "apache-2.0", "SigLIP base (transformers SiglipModel)", 64)
