@@ -40,8 +40,9 @@ def evaluate(model, seed: int = 20261122, galleries: int = 4, speech: bool = Tru
         for t in range(len(S.EVAL_TEMPLATES)):
             t2i = (txt[:, t] @ img.T).argmax(1) == np.arange(n)
             i2t = (img @ txt[:, t].T).argmax(1) == np.arange(n)
-            hits["t2i"] += list(t2i[seen]); probe["t2i"] += list(t2i[~seen])
-            hits["i2t"] += list(i2t[seen]); probe["i2t"] += list(i2t[~seen])
+            for key, hit in (("t2i", t2i), ("i2t", i2t)):
+                hits[key] += list(hit[seen])
+                probe[key] += list(hit[~seen])
         if speech:
             voices = [P.sample_voice(rng, P.HELDOUT_VOICES) for _ in range(n)]
             texts = [cs[int(rng.integers(len(cs)))] for cs in caps]
@@ -51,7 +52,8 @@ def evaluate(model, seed: int = 20261122, galleries: int = 4, speech: bool = Tru
                                       zip(texts, voices, seeds)))
             aud = model.encode([(w, P.SAMPLE_RATE) for w in waves], "audio")
             a2i = (aud @ img.T).argmax(1) == np.arange(n)
-            hits["a2i"] += list(a2i[seen]); probe["a2i"] += list(a2i[~seen])
+            hits["a2i"] += list(a2i[seen])
+            probe["a2i"] += list(a2i[~seen])
     result = {
         "text_to_image_R@1": float(np.mean(hits["t2i"])),
         "image_to_text_R@1": float(np.mean(hits["i2t"])),

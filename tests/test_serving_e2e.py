@@ -19,6 +19,7 @@ from serving import contract
 from serving.client import AsyncTritonEmbedder, TritonEmbedder
 from serving.server import free_ports
 from zoo import postprocess as pp
+from zoo.defaults import default_model
 
 pytestmark = pytest.mark.server
 
@@ -33,23 +34,41 @@ def local_models(triton):
 
 def sample_inputs(spec):
     """Inputs of each modality the model embeds (every family's exported model is covered)."""
-    return {m: TEXTS for m in spec.modalities if m is zoo.Modality.TEXT}
+    from scripts import shapes as S
+    from scripts import speech as P
+
+    rng = np.random.default_rng(3)
+    images = [S.render(S.sample_training_scene(rng), rng) for _ in range(3)]
+    speech = [(P.speak(t, P.sample_voice(rng), rng), P.SAMPLE_RATE) for t in ("a red circle", "two blue squares")]
+    noise = (np.random.default_rng(4).standard_normal(24000).astype(np.float32) * 0.1, 24000)
+    samples = {
+        zoo.Modality.TEXT: TEXTS,
+        zoo.Modality.IMAGE: images,
+        zoo.Modality.AUDIO: [*speech, noise],
+        zoo.Modality.INTERLEAVED: [[images[0], "but blue"], ["a", images[1]], [images[2]]],
+    }
+    return {m: samples[m] for m in spec.modalities}
 
 
 def test_parity_every_served_model(triton, local_models):
     server, _ = triton
+    seen = set()
     for tname, local in local_models.items():
         remote = TritonEmbedder(tname, server.grpc_url)
         assert remote.spec == local.spec
+        seen.add(local.spec.family)
         for modality, items in sample_inputs(local.spec).items():
             cos = (remote.encode(items, modality) * local.encode(items, modality)).sum(1)
             assert cos.min() >= 0.9999, (tname, modality, cos)
+    from zoo.registry import list_families
+
+    assert seen == set(list_families()), f"families not served in this test: {set(list_families()) - seen}"
 
 
 @pytest.mark.parametrize("precision", sorted(pp.PRECISIONS))
 def test_parameters_honored(triton, local_models, precision):
     server, _ = triton
-    tname = next(iter(local_models))
+    tname = contract.model_name(default_model("text"))
     remote, local = TritonEmbedder(tname, server.grpc_url), local_models[tname]
     got = remote.encode(TEXTS, "text", dimensions=128, precision=precision)
     want = local.encode(TEXTS, "text", dimensions=128, precision=precision)
@@ -72,7 +91,7 @@ def test_prompt_names_served(triton, local_models):
 
 def test_chunking_keeps_order_and_error_indexes(triton, local_models):
     server, _ = triton
-    tname = next(iter(local_models))
+    tname = contract.model_name(default_model("text"))
     remote = TritonEmbedder(tname, server.grpc_url)
     items = [f"sentence number {i}" for i in range(11)]
     assert np.allclose(remote.encode(items, "text", batch_size=2), local_models[tname].encode(items, "text"),
@@ -85,7 +104,7 @@ def test_chunking_keeps_order_and_error_indexes(triton, local_models):
 
 def test_many_threads_each_get_their_own_result(triton, local_models):
     server, _ = triton
-    tname = next(iter(local_models))
+    tname = contract.model_name(default_model("text"))
     remote = TritonEmbedder(tname, server.grpc_url)
     texts = [f"caller {i} asks about topic {i * 7 % 13}" for i in range(48)]
     expected = local_models[tname].encode(texts, "text")
@@ -122,7 +141,7 @@ def _stats(server, tname):
 
 def test_bad_request_among_good_fails_alone(triton, local_models):
     server, _ = triton
-    tname = next(iter(local_models))
+    tname = contract.model_name(default_model("text"))
     remote = TritonEmbedder(tname, server.grpc_url)
     good = [f"good request {i}" for i in range(12)]
     outcomes = {}
@@ -153,7 +172,7 @@ def test_bad_request_among_good_fails_alone(triton, local_models):
 
 def test_async_client(triton, local_models):
     server, _ = triton
-    tname = next(iter(local_models))
+    tname = contract.model_name(default_model("text"))
 
     async def main():
         remote = AsyncTritonEmbedder(tname, server.grpc_url)
@@ -176,7 +195,7 @@ def test_async_client(triton, local_models):
 def test_plain_tritonclient_and_kserve_http(triton, local_models):
     """What the README shows: plain tritonclient over gRPC, and KServe v2 JSON over HTTP (curl)."""
     server, _ = triton
-    tname = next(iter(local_models))
+    tname = contract.model_name(default_model("text"))
     client = grpcclient.InferenceServerClient(server.grpc_url)
     tensor = grpcclient.InferInput("TEXT", [2, 1], "BYTES")
     tensor.set_data_from_numpy(np.array([[b"a cat"], [b"a dog"]], dtype=object))

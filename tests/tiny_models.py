@@ -92,8 +92,14 @@ def make_qwen2_vl(dest: Path) -> Path:
     """A tiny Qwen2-VL folder: byte-level BPE trained offline with Qwen's special tokens, real processor."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import (Qwen2Tokenizer, Qwen2VLConfig, Qwen2VLImageProcessor, Qwen2VLModel, Qwen2VLProcessor,
-                              Qwen2VLVideoProcessor)
+    from transformers import (
+        Qwen2Tokenizer,
+        Qwen2VLConfig,
+        Qwen2VLImageProcessor,
+        Qwen2VLModel,
+        Qwen2VLProcessor,
+        Qwen2VLVideoProcessor,
+    )
 
     from scripts import shapes as S
 

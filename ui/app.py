@@ -126,11 +126,12 @@ def build_app(searcher: Searcher, title: str = "embedding-zoo · cross-modal ret
 
         text_q = gr.Textbox(label="text query", value="", elem_id="text-query", render=False)
         t_target, t_model, t_btn = tab(Modality.TEXT, "Text → image / audio / text", text_q, "search_text")
-        image_q = gr.Image(type="filepath", label="image query", elem_id="image-query", render=False)
+        # PNG keeps an uploaded query lossless (Gradio's default re-encodes to lossy WebP)
+        image_q = gr.Image(type="filepath", format="png", label="image query", elem_id="image-query", render=False)
         i_target, i_model, i_btn = tab(Modality.IMAGE, "Image → image / text", image_q, "search_image")
         audio_q = gr.Audio(type="filepath", label="audio query", elem_id="audio-query", render=False)
         a_target, a_model, a_btn = tab(Modality.AUDIO, "Audio → image / text", audio_q, "search_audio")
-        mix_img = gr.Image(type="filepath", label="image", render=False)
+        mix_img = gr.Image(type="filepath", format="png", label="image", render=False)
         mix_txt = gr.Textbox(label="text modifier, e.g. 'blue'", render=False)
         m_target, m_model, m_btn = tab(Modality.INTERLEAVED, "Image + text → image", mix_img, "search_interleaved",
                                        mix_txt)
@@ -201,7 +202,7 @@ def build_app(searcher: Searcher, title: str = "embedding-zoo · cross-modal ret
             """An image plus a text modifier → ranked images."""
             if not image:
                 raise gr.Error("choose an image first")
-            parts = [image] + ([text] if text and text.strip() else [])
+            parts = [{"image": image}] + ([text] if text and text.strip() else [])  # a bare str part is text
             return runner(Modality.INTERLEAVED, "image")(parts, target, model, dimensions, precision, k, progress)
 
         t_btn.click(search_text, [text_q, t_target, t_model, *settings], outs, api_name="search_text")

@@ -118,7 +118,8 @@ class Corpus:
         folder = Path(folder).expanduser()
         if not folder.is_dir():
             raise InvalidArgumentError(f"not a folder: {folder}")
-        files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXT | AUDIO_EXT | TEXT_EXT)
+        kinds = IMAGE_EXT | AUDIO_EXT | TEXT_EXT
+        files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in kinds)
         return self.add_files(files[:MAX_UPLOAD_FILES])
 
 

@@ -61,6 +61,12 @@ def register_model(spec: EmbedderSpec) -> EmbedderSpec:
     return spec
 
 
+def list_families() -> list[str]:
+    """Keys of every registered family."""
+    _load_families()
+    return sorted(_FAMILIES)
+
+
 def _load_families() -> None:
     for mod in _FAMILY_MODULES:
         importlib.import_module(f"zoo.families.{mod}")
