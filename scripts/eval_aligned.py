@@ -8,7 +8,11 @@ voices are new); pairs held out of training entirely are reported separately (co
 staying in the gallery as distractors.
 - text→image R@1: each EVAL_TEMPLATES caption of a pair retrieves among the 32 images;
 - image→text R@1: each image retrieves among the 32 captions of one template (every template in turn);
-- speech→image R@1: a caption spoken by a held-out voice retrieves among the 32 images.
+- speech→image R@1: a caption spoken by a held-out voice retrieves among the 32 images;
+- composed (interleaved) R@1: ``[image, "but <colour>"]`` must retrieve the same shape in the new colour
+  among the 32 images (the query image itself stays in the gallery).
+
+    python -m scripts.eval_aligned --write-card   # also store the figures in the model's card.json
 """
 
 from __future__ import annotations
@@ -30,6 +34,10 @@ def evaluate(model, seed: int = 20261122, galleries: int = 4, speech: bool = Tru
     hits = {k: [] for k in ("t2i", "i2t", "a2i")}
     probe = {k: [] for k in ("t2i", "i2t", "a2i")}
     n = len(S.ALL_COMBOS)
+    # (query image index, target index, modifier): every pair recoloured into each other colour
+    composed = [(i, S.ALL_COMBOS.index((new, shape)), f"but {new}")
+                for i, (color, shape) in enumerate(S.ALL_COMBOS) for new in S.COLORS if new != color]
+    composed_hits: list[bool] = []
     for _ in range(galleries):
         scenes = S.single_object_gallery(rng, S.HELDOUT_RENDER)
         images = [S.render(sc, rng, S.HELDOUT_RENDER) for sc in scenes]
@@ -54,6 +62,8 @@ def evaluate(model, seed: int = 20261122, galleries: int = 4, speech: bool = Tru
             a2i = (aud @ img.T).argmax(1) == np.arange(n)
             hits["a2i"] += list(a2i[seen])
             probe["a2i"] += list(a2i[~seen])
+        queries = model.encode([[{"image": images[i]}, text] for i, _, text in composed], "interleaved")
+        composed_hits += list((queries @ img.T).argmax(1) == np.array([j for _, j, _ in composed]))
     result = {
         "text_to_image_R@1": float(np.mean(hits["t2i"])),
         "image_to_text_R@1": float(np.mean(hits["i2t"])),
@@ -62,6 +72,7 @@ def evaluate(model, seed: int = 20261122, galleries: int = 4, speech: bool = Tru
         "heldout_combos_image_to_text_R@1": float(np.mean(probe["i2t"])),
         "gallery": f"{n} single-object images (all colour x shape pairs), {galleries} galleries, seed {seed}",
     }
+    result["composed_image_plus_colour_R@1"] = float(np.mean(composed_hits))
     if speech:
         result["speech_to_image_R@1"] = float(np.mean(hits["a2i"]))
         result["heldout_combos_speech_to_image_R@1"] = float(np.mean(probe["a2i"]))
@@ -76,8 +87,19 @@ def main() -> None:
     parser.add_argument("model", nargs="?", default="zoo/shapes-aligned-minilm")
     parser.add_argument("--seed", type=int, default=20261122)
     parser.add_argument("--galleries", type=int, default=4)
+    parser.add_argument("--write-card", action="store_true", help="store the figures in the model's card.json")
     args = parser.parse_args()
-    print(json.dumps(evaluate(zoo.create(args.model), args.seed, args.galleries), indent=2))
+    figures = evaluate(zoo.create(args.model), args.seed, args.galleries)
+    print(json.dumps(figures, indent=2))
+    if args.write_card:
+        from pathlib import Path
+
+        from zoo.weights import resolve
+
+        folder = Path(args.model) if Path(args.model).is_dir() else resolve(zoo.get_spec(args.model))
+        card = json.loads((folder / "card.json").read_text())
+        card["heldout_eval"] = figures
+        (folder / "card.json").write_text(json.dumps(card, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -75,7 +75,20 @@ def test_fresh_speech_to_image(aligned, gallery):
 
 def test_interleaved_is_the_documented_fusion(aligned, gallery):
     _, images = gallery
-    fused = aligned.encode([[images[0], "blue"]], "interleaved", normalize=False)
-    parts = normalize(aligned.encode([images[0]], "image", normalize=False)) + normalize(
-        aligned.encode(["blue"], "text", normalize=False))
+    fused = aligned.encode([[{"image": images[0]}, "blue", "large"]], "interleaved", normalize=False)
+    parts = aligned.config["image_weight"] * normalize(aligned.encode([images[0]], "image", normalize=False))
+    words = normalize(aligned.encode(["blue", "large"], "text", normalize=False))
+    parts += aligned.config["text_weight"] * words.sum(0)
     assert np.allclose(fused, parts, atol=1e-5)
+
+
+def test_this_image_but_another_colour(aligned, gallery):
+    scenes, images = gallery
+    img = aligned.encode(images, "image")
+    combos = [(sc.objects[0].color, sc.objects[0].shape) for sc in scenes]
+    rng = np.random.default_rng(7)
+    cases = [(i, str(rng.choice([c for c in S.COLORS if c != combos[i][0]]))) for i in range(len(scenes))]
+    queries = aligned.encode([[{"image": images[i]}, f"but {new}"] for i, new in cases], "interleaved")
+    want = np.array([combos.index((new, combos[i][1])) for i, new in cases])
+    hits = (queries @ img.T).argmax(1) == want
+    assert hits.mean() >= 0.6, hits

@@ -38,3 +38,19 @@ def test_errors_exit_nonzero_without_traceback(args, match):
     out = zoo_cli(*args)
     assert out.returncode == 2
     assert match in out.stderr and "Traceback" not in out.stderr
+
+
+def test_encode_default_model_for_images_and_interleaved(tmp_path):
+    import numpy as np
+
+    from scripts import shapes as S
+
+    rng = np.random.default_rng(0)
+    path = tmp_path / "scene.png"
+    S.render(S.sample_scene(rng), rng).save(path)
+    out = zoo_cli("encode", "default", "--modality", "image", str(path), "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["model"] == "zoo/shapes-aligned-minilm"
+    out = zoo_cli("encode", "default", "--modality", "interleaved", str(path), "but blue", "--json")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout)["shape"] == [1, 384]

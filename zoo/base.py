@@ -66,6 +66,11 @@ class Embedder(ABC):
         """Sort keys for length-sorted batching (longest first); the default keeps the order."""
         return [len(x) if isinstance(x, str) else 0 for x in items]
 
+    @classmethod
+    def load(cls, spec: EmbedderSpec, path: Any, device: str | None) -> Embedder:
+        """Build the embedder from weights in folder ``path`` (families take ``(spec, path, device)``)."""
+        return cls(spec, path, device)
+
     @property
     def sample_rate(self) -> int:
         """Audio rate the model expects (only meaningful for audio models)."""
@@ -110,6 +115,11 @@ class Embedder(ABC):
             prompt_name=name,
             prompt=self.spec.prompts[name] if name is not None else None,
         )
+
+    def _call(self, modality, normalize, dimensions, precision, prompt_name) -> tuple[EncodeOptions, Modality]:
+        """Validate everything about a call but its inputs, before any work is done."""
+        opts = self.options(normalize=normalize, dimensions=dimensions, precision=precision, prompt_name=prompt_name)
+        return opts, self.check_modality(modality)
 
     def decode(self, items: Sequence[Any], modality: Modality | str) -> list[Any]:
         """Decode raw inputs; raises :class:`InputError` naming the first bad item's index."""
@@ -173,10 +183,7 @@ class Embedder(ABC):
         Returns:
             ``[len(inputs), d]`` array; dtype and ``d`` follow ``precision`` (packed for binary).
         """
-        opts = self.options(
-            normalize=normalize, dimensions=dimensions, precision=precision, prompt_name=prompt_name
-        )
-        mod = self.check_modality(modality)
+        opts, mod = self._call(modality, normalize, dimensions, precision, prompt_name)
         items = self.decode(inputs, mod)
         return self.embed_decoded(items, mod, opts, batch_size=batch_size, show_progress=show_progress)
 
@@ -193,10 +200,7 @@ class Embedder(ABC):
     ) -> list[np.ndarray | InputError]:
         """Like :meth:`encode`, but a bad item becomes its :class:`InputError` in the result list instead of
         failing the call: every good item still gets its embedding row (one batched pass for all of them)."""
-        opts = self.options(
-            normalize=normalize, dimensions=dimensions, precision=precision, prompt_name=prompt_name
-        )
-        mod = self.check_modality(modality)
+        opts, mod = self._call(modality, normalize, dimensions, precision, prompt_name)
         check_items(inputs)
         results: list[Any] = [None] * len(inputs)
         good: list[tuple[int, Any]] = []

@@ -47,11 +47,18 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 def _cmd_encode(args: argparse.Namespace) -> int:
     from . import postprocess as pp
+    from .defaults import default_model
     from .registry import create
 
-    model = create(args.name, device=args.device)
+    name = default_model(args.modality) if args.name == "default" else args.name
+    model = create(name, device=args.device)
+    inputs = args.inputs
+    if args.modality == "interleaved":  # the arguments are the parts of one item; files are images
+        from pathlib import Path
+
+        inputs = [[{"image": p} if Path(p).is_file() else p for p in args.inputs]]
     emb = model.encode(
-        args.inputs,
+        inputs,
         modality=args.modality,
         dimensions=args.dimensions,
         precision=args.precision,
@@ -64,7 +71,7 @@ def _cmd_encode(args: argparse.Namespace) -> int:
                           "embeddings": values.tolist()}))
     else:
         with np.printoptions(precision=4, threshold=12, edgeitems=4):
-            for item, row in zip(args.inputs, emb):
+            for item, row in zip([" ".join(args.inputs)] if len(emb) == 1 else args.inputs, emb):
                 print(f"{item[:40]!r}: {row}")
         print(f"shape={emb.shape} dtype={emb.dtype}")
     return 0
@@ -90,8 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_cmd_info)
 
     p = sub.add_parser("encode", help="embed inputs given on the command line")
-    p.add_argument("name", help="registry name or local model folder")
-    p.add_argument("inputs", nargs="+", help="texts, or file paths for image/audio")
+    p.add_argument("name", help="registry name, local model folder, or 'default' (the modality's default model)")
+    p.add_argument("inputs", nargs="+", help="texts, or file paths for image/audio; for interleaved, the parts "
+                   "of one item (existing files are images)")
     p.add_argument("--modality", choices=modalities, default="text")
     p.add_argument("--dimensions", type=int)
     p.add_argument("--precision", choices=list(PRECISIONS), default="float32")

@@ -8,8 +8,9 @@ and audio towers only; the text tower is the registered text model, unchanged) a
 
 Interleaved input is a documented fusion of its parts: each text part is embedded by the text tower and
 each image part by the image tower, each is L2-normalized, and the result is their weighted sum
-``text_weight * Σ text + image_weight * Σ image`` (normalized afterwards when ``normalize=True``), so
-``[image of a red circle, "blue"]`` lands between the two, near a blue circle.
+``text_weight * Σ text + image_weight * Σ image`` (normalized afterwards when ``normalize=True``), weights
+from ``config.json`` (2.5 and 1 for the shipped model), so ``[image of a red circle, "but blue"]`` lands
+near a blue circle.
 
 Audio longer than ``max_seconds`` is truncated to its first ``max_seconds`` (counted in one
 ``AudioTruncationWarning`` per call).
@@ -27,6 +28,7 @@ import numpy as np
 from ..base import Embedder
 from ..registry import create, register_family, register_model
 from ..spec import EmbedderSpec, Modality
+from .common import folder_config
 from .text import DEFAULT_TEXT
 
 IMAGE_SIZE = 64
@@ -159,19 +161,12 @@ class AlignedEmbedder(Embedder):
         self.max_samples = int(cfg["max_seconds"] * cfg["sample_rate"])
         self._torch = torch
 
-    @classmethod
-    def load(cls, spec: EmbedderSpec, path: Path, device: str | None) -> AlignedEmbedder:
-        """Load towers from ``path`` and the text model from the registry."""
-        return cls(spec, path, device)
 
     @classmethod
     def spec_from_folder(cls, path: Path) -> EmbedderSpec | None:
         """A folder written by ``scripts/train_aligned.py``."""
-        cfg_path = path / "config.json"
-        if not cfg_path.is_file():
-            return None
-        cfg = json.loads(cfg_path.read_text())
-        if cfg.get("model_type") != "zoo-aligned":
+        cfg = folder_config(path, {"zoo-aligned"})
+        if cfg is None:
             return None
         return _spec(str(path), str(path), cfg)
 

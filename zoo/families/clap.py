@@ -7,7 +7,6 @@ random, and embeddings must be deterministic (counted in one ``AudioTruncationWa
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -19,6 +18,7 @@ from ..registry import register_family, register_model
 from ..spec import EmbedderSpec, Modality
 from .aligned import AudioTruncationWarning
 from .clip import _features
+from .common import folder_config, read_json
 
 TEXT_AUDIO = (Modality.TEXT, Modality.AUDIO)
 
@@ -44,22 +44,14 @@ class ClapEmbedder(Embedder):
         """The feature extractor's rate: inputs are resampled to it."""
         return self.rate
 
-    @classmethod
-    def load(cls, spec: EmbedderSpec, path: Path, device: str | None) -> ClapEmbedder:
-        """Load model, tokenizer and feature extractor from a folder."""
-        return cls(spec, path, device)
 
     @classmethod
     def spec_from_folder(cls, path: Path) -> EmbedderSpec | None:
         """A transformers CLAP folder."""
-        cfg_path = path / "config.json"
-        if not cfg_path.is_file():
+        cfg = folder_config(path, {"clap"})
+        if cfg is None:
             return None
-        cfg = json.loads(cfg_path.read_text())
-        if cfg.get("model_type") != "clap":
-            return None
-        pre = path / "preprocessor_config.json"
-        rate = json.loads(pre.read_text()).get("sampling_rate", 48000) if pre.is_file() else 48000
+        rate = (read_json(path / "preprocessor_config.json") or {}).get("sampling_rate", 48000)
         return EmbedderSpec(
             name=str(path), family="clap", modalities=TEXT_AUDIO, dim=int(cfg.get("projection_dim", 512)),
             license="see the folder's model card", source=str(path),

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ import numpy as np
 from ..base import Embedder
 from ..registry import register_family, register_model
 from ..spec import EmbedderSpec, Modality
+from .common import folder_config, read_json
 
 TEXT_IMAGE = (Modality.TEXT, Modality.IMAGE)
 HF_TYPES = {"clip", "siglip"}
@@ -44,18 +44,13 @@ class OpenClipEmbedder(Embedder):
         self.model.eval()
         self.tokenizer = open_clip.get_tokenizer(name)
 
-    @classmethod
-    def load(cls, spec: EmbedderSpec, path: Path, device: str | None) -> OpenClipEmbedder:
-        """Load through open_clip's factory."""
-        return cls(spec, path, device)
 
     @classmethod
     def spec_from_folder(cls, path: Path) -> EmbedderSpec | None:
         """A folder with ``open_clip_config.json``."""
-        cfg_path = path / "open_clip_config.json"
-        if not cfg_path.is_file():
+        cfg = read_json(path / "open_clip_config.json")
+        if cfg is None:
             return None
-        cfg = json.loads(cfg_path.read_text())
         model_cfg = cfg.get("model_cfg", cfg)
         return EmbedderSpec(
             name=str(path), family="open_clip", modalities=TEXT_IMAGE, dim=int(model_cfg["embed_dim"]),
@@ -93,19 +88,12 @@ class HFClipEmbedder(Embedder):
         self.siglip = self.model.config.model_type.startswith("siglip")
         self.max_length = int(self.model.config.text_config.max_position_embeddings)
 
-    @classmethod
-    def load(cls, spec: EmbedderSpec, path: Path, device: str | None) -> HFClipEmbedder:
-        """Load model, tokenizer and image processor from a folder."""
-        return cls(spec, path, device)
 
     @classmethod
     def spec_from_folder(cls, path: Path) -> EmbedderSpec | None:
         """A transformers CLIP or SigLIP folder."""
-        cfg_path = path / "config.json"
-        if not cfg_path.is_file():
-            return None
-        cfg = json.loads(cfg_path.read_text())
-        if cfg.get("model_type") not in HF_TYPES:
+        cfg = folder_config(path, HF_TYPES)
+        if cfg is None:
             return None
         text = cfg.get("text_config", {})
         dim = cfg.get("projection_dim") if cfg["model_type"] == "clip" else text.get("projection_size")

@@ -78,10 +78,6 @@ class SpeakerEmbedder(Embedder):
         )
         self._torch = torch
 
-    @classmethod
-    def load(cls, spec: EmbedderSpec, path: Path, device: str | None) -> SpeakerEmbedder:
-        """Load ``pretrained.pt`` from the folder."""
-        return cls(spec, path, device)
 
     @classmethod
     def spec_from_folder(cls, path: Path) -> EmbedderSpec | None:

