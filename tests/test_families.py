@@ -184,3 +184,12 @@ def test_cli_lists_families_per_modality(modality):
     assert rows and all(modality in r.split()[2] for r in rows)
     assert any(r.split()[-1] == "yes" for r in rows)  # the offline aligned model covers every modality
     assert all(r.split()[-1] in ("yes", "no") for r in rows)
+
+
+def test_long_audio_is_truncated_with_one_warning(speaker):
+    from zoo.families.common import AudioTruncationWarning
+
+    long = (np.random.default_rng(0).standard_normal(61 * P.SAMPLE_RATE).astype(np.float32) * 0.1, P.SAMPLE_RATE)
+    with pytest.warns(AudioTruncationWarning, match="1 of 2 audio inputs exceed 60 s"):
+        out = speaker.encode([long, (long[0][:16000], P.SAMPLE_RATE)], "audio")
+    assert out.shape == (2, 256) and np.isfinite(out).all()

@@ -19,7 +19,6 @@ Audio longer than ``max_seconds`` is truncated to its first ``max_seconds`` (cou
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +27,11 @@ import numpy as np
 from ..base import Embedder
 from ..registry import create, register_family, register_model
 from ..spec import EmbedderSpec, Modality
-from .common import folder_config
+from .common import audio_lengths, folder_config
 from .text import DEFAULT_TEXT
 
 IMAGE_SIZE = 64
 IMAGE_MEAN, IMAGE_STD = 0.5, 0.25
-
-
-class AudioTruncationWarning(UserWarning):
-    """Some audio inputs were longer than the model's max duration and were truncated."""
 
 
 def build_image_tower(dim: int, width: int = 32):
@@ -172,11 +167,7 @@ class AlignedEmbedder(Embedder):
 
     def _lengths(self, items: list[Any], modality: Modality, prompt: str | None) -> list[int]:
         if modality is Modality.AUDIO:
-            over = sum(len(w) > self.max_samples for w in items)
-            if over:
-                warnings.warn(f"{over} of {len(items)} audio inputs exceed {self.config['max_seconds']} s and "
-                              "were truncated", AudioTruncationWarning, stacklevel=4)
-            return [len(w) for w in items]
+            return audio_lengths(items, self.max_samples, self.sample_rate)
         return super()._lengths(items, modality, prompt)
 
     def embed_images(self, images: list) -> np.ndarray:

@@ -7,7 +7,6 @@ random, and embeddings must be deterministic (counted in one ``AudioTruncationWa
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -16,9 +15,8 @@ import numpy as np
 from ..base import Embedder
 from ..registry import register_family, register_model
 from ..spec import EmbedderSpec, Modality
-from .aligned import AudioTruncationWarning
 from .clip import _features
-from .common import folder_config, read_json
+from .common import audio_lengths, folder_config, read_json
 
 TEXT_AUDIO = (Modality.TEXT, Modality.AUDIO)
 
@@ -61,11 +59,7 @@ class ClapEmbedder(Embedder):
 
     def _lengths(self, items: list[Any], modality: Modality, prompt: str | None) -> list[int]:
         if modality is Modality.AUDIO:
-            over = sum(len(w) > self.max_samples for w in items)
-            if over:
-                warnings.warn(f"{over} of {len(items)} audio inputs exceed the {self.max_samples / self.rate:g} s "
-                              "window and were truncated", AudioTruncationWarning, stacklevel=4)
-            return [len(w) for w in items]
+            return audio_lengths(items, self.max_samples, self.rate)
         return super()._lengths(items, modality, prompt)
 
     def _embed(self, batch: list[Any], modality: Modality, prompt: str | None) -> np.ndarray:

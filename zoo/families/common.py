@@ -16,3 +16,18 @@ def folder_config(path: Path, model_types: set[str] | frozenset[str]) -> dict[st
     """A folder's ``config.json`` if its ``model_type`` is one of ``model_types``, else None."""
     cfg = read_json(path / "config.json")
     return cfg if cfg and cfg.get("model_type") in model_types else None
+
+
+class AudioTruncationWarning(UserWarning):
+    """Some audio inputs were longer than the model's window and were truncated."""
+
+
+def audio_lengths(waves: list, max_samples: int, rate: int) -> list[int]:
+    """Sort keys of audio items, warning once per call about items longer than ``max_samples``."""
+    import warnings
+
+    over = sum(len(w) > max_samples for w in waves)
+    if over:
+        warnings.warn(f"{over} of {len(waves)} audio inputs exceed {max_samples / rate:g} s and were truncated",
+                      AudioTruncationWarning, stacklevel=5)
+    return [len(w) for w in waves]

@@ -11,7 +11,6 @@ truncated (counted in one ``AudioTruncationWarning`` per call).
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ import numpy as np
 from ..base import Embedder
 from ..registry import register_family, register_model
 from ..spec import EmbedderSpec, Modality
-from .aligned import AudioTruncationWarning
+from .common import audio_lengths
 
 SAMPLE_RATE = 16000
 N_MELS, HOP, N_FFT = 40, 160, 400  # 40 bands, 10 ms step, 25 ms window
@@ -87,11 +86,7 @@ class SpeakerEmbedder(Embedder):
         return _spec(str(path), str(path))
 
     def _lengths(self, items: list[Any], modality: Modality, prompt: str | None) -> list[int]:
-        over = sum(len(w) > MAX_SECONDS * SAMPLE_RATE for w in items)
-        if over:
-            warnings.warn(f"{over} of {len(items)} audio inputs exceed {MAX_SECONDS} s and were truncated",
-                          AudioTruncationWarning, stacklevel=4)
-        return [len(w) for w in items]
+        return audio_lengths(items, MAX_SECONDS * SAMPLE_RATE, SAMPLE_RATE)
 
     def embed_one(self, wav: np.ndarray) -> np.ndarray:
         """Utterance embedding: mean of the partial-window embeddings, re-normalized."""
