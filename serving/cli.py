@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import atexit
+import shutil
 import signal
 import sys
 import tempfile
@@ -29,8 +31,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     if args.repository:
         repo = Path(args.repository)
-    else:
+    else:  # a throw-away export, removed when the server stops
         repo = Path(tempfile.mkdtemp(prefix="zoo-repository-"))
+        atexit.register(shutil.rmtree, repo, True)
         export(args.names or default_model_names(), repo, instances=args.instances, kind=args.instance_kind)
     server = TritonServer(repo, host=args.host, ports=Ports(args.grpc_port, args.http_port, args.metrics_port),
                           log_path=Path(args.log) if args.log else None)
