@@ -90,3 +90,48 @@ def test_registered_checkpoints_say_where_to_put_weights(name, monkeypatch, tmp_
     assert set(spec.modalities) == {zoo.Modality.TEXT, zoo.Modality.IMAGE}
     with pytest.raises(zoo.WeightsUnavailableError, match="ZOO_MODELS_DIR"):
         zoo.create(name)
+
+
+def test_registered_arch_tags_exist_in_open_clip():
+    import open_clip
+
+    known = set(open_clip.list_pretrained())
+    for name in zoo.list_models(family="open_clip"):
+        opts = zoo.get_spec(name).options
+        assert (opts["arch"], opts["tag"]) in known, name
+
+
+def test_open_clip_bare_checkpoint_file(tmp_path, monkeypatch):
+    """A registered open_clip model whose folder holds only a checkpoint file (as OpenAI ships ViT-L-14.pt)."""
+    import json
+
+    import open_clip
+    import torch
+
+    from zoo import registry
+
+    cfg_dir = tmp_path / "configs"
+    cfg_dir.mkdir()
+    arch_cfg = json.loads((make_open_clip(tmp_path / "oc") / "open_clip_config.json").read_text())["model_cfg"]
+    (cfg_dir / "zoo-tiny-test.json").write_text(json.dumps(arch_cfg))
+    open_clip.add_model_config(cfg_dir)
+    torch.manual_seed(1)
+    weights = tmp_path / "models" / "test" / "tiny-clip-file"
+    weights.mkdir(parents=True)
+    torch.save(open_clip.create_model("zoo-tiny-test").state_dict(), weights / "tiny.pt")
+    spec = zoo.EmbedderSpec(name="test/tiny-clip-file", family="open_clip", modalities=("text", "image"), dim=32,
+                            license="mit", source="test/tiny-clip-file", options={"arch": "zoo-tiny-test"})
+    monkeypatch.setitem(registry._MODELS, spec.name, spec)
+    monkeypatch.setenv("ZOO_MODELS_DIR", str(tmp_path / "models"))
+    model = zoo.create(spec.name, device="cpu")
+    ref, _, preprocess = open_clip.create_model_and_transforms("zoo-tiny-test", pretrained=str(weights / "tiny.pt"))
+    ref.eval()
+    imgs = images(2)
+    with torch.no_grad():
+        want_i = ref.encode_image(torch.stack([preprocess(im) for im in imgs])).numpy()
+        want_t = ref.encode_text(open_clip.get_tokenizer("zoo-tiny-test")(TEXTS)).numpy()
+    assert cosines(model.encode(imgs, "image"), want_i).min() >= 0.9999
+    assert cosines(model.encode(TEXTS, "text"), want_t).min() >= 0.9999
+    (weights / "second.pt").write_bytes(b"")
+    with pytest.raises(zoo.WeightsUnavailableError, match="exactly one"):
+        zoo.create(spec.name, device="cpu")

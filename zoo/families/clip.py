@@ -3,7 +3,9 @@
 - ``open_clip``: any folder in open_clip's hub layout (``open_clip_config.json`` + weights), loaded by
   open_clip's own factory (``local-dir:``) with the model's own preprocessing transform and tokenizer.
   Registered checkpoints are the open_clip hub repositories, resolved like every other model (local
-  override, HF cache, hub).
+  override, HF cache, hub); they also record open_clip's ``(arch, tag)``, so a folder holding just a
+  checkpoint file (e.g. OpenAI's ``ViT-L-14.pt`` in ``$ZOO_MODELS_DIR/<name>/``) loads as
+  ``create_model_and_transforms(arch, pretrained=file)`` with that tag's preprocessing.
 - ``hf_clip``: ``CLIPModel`` / ``SiglipModel`` folders or hub ids, with the folder's tokenizer and image
   processor. SigLIP text is padded to its fixed length, as SigLIP was trained.
 """
@@ -39,8 +41,11 @@ class OpenClipEmbedder(Embedder):
         super().__init__(spec, device)
         import open_clip
 
-        name = f"local-dir:{path}"
-        self.model, _, self.preprocess = open_clip.create_model_and_transforms(name, device=self.device)
+        if (path / "open_clip_config.json").is_file():
+            name, kwargs = f"local-dir:{path}", {}
+        else:
+            name, kwargs = _checkpoint_file_args(spec, path)
+        self.model, _, self.preprocess = open_clip.create_model_and_transforms(name, device=self.device, **kwargs)
         self.model.eval()
         self.tokenizer = open_clip.get_tokenizer(name)
 
@@ -70,6 +75,34 @@ class OpenClipEmbedder(Embedder):
                 pixels = torch.stack([self.preprocess(im) for im in batch]).to(self.device)
                 out = self.model.encode_image(pixels)
         return out.float().cpu().numpy()
+
+
+CHECKPOINT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
+
+
+def _checkpoint_file_args(spec: EmbedderSpec, path: Path) -> tuple[str, dict[str, Any]]:
+    """open_clip arguments for a folder that holds one checkpoint file of a registered (arch, tag)."""
+    import open_clip
+
+    from ..errors import WeightsUnavailableError
+
+    arch = spec.options.get("arch")
+    files = sorted(p for p in path.iterdir() if p.suffix in CHECKPOINT_SUFFIXES)
+    if not arch or len(files) != 1:
+        raise WeightsUnavailableError(
+            f"{path} has no open_clip_config.json; a folder with a bare checkpoint needs exactly one "
+            f"{'/'.join(CHECKPOINT_SUFFIXES)} file and a registered model (found {len(files)} file(s)"
+            + ("" if arch else f", and {spec.name!r} records no open_clip arch") + ")"
+        )
+    kwargs: dict[str, Any] = {"pretrained": str(files[0])}
+    tag_cfg = open_clip.get_pretrained_cfg(arch, spec.options.get("tag", "")) if spec.options.get("tag") else {}
+    for ours, theirs in (("image_mean", "mean"), ("image_std", "std"), ("image_interpolation", "interpolation"),
+                         ("image_resize_mode", "resize_mode")):
+        if tag_cfg.get(theirs) is not None:  # a file carries no preprocessing: take the tag's
+            kwargs[ours] = tag_cfg[theirs]
+    if tag_cfg.get("quick_gelu"):
+        kwargs["force_quick_gelu"] = True
+    return arch, kwargs
 
 
 @register_family("hf_clip")
@@ -123,16 +156,23 @@ class HFClipEmbedder(Embedder):
         return out.float().cpu().numpy()
 
 
-def _entry(name: str, family: str, dim: int, license: str, description: str, max_length: int = 77) -> None:
+def _entry(name: str, family: str, dim: int, license: str, description: str, max_length: int = 77,
+           arch: tuple[str, str] | None = None) -> None:
+    options = {"arch": arch[0], "tag": arch[1]} if arch else {}
     register_model(EmbedderSpec(name=name, family=family, modalities=TEXT_IMAGE, dim=dim, license=license,
                                 source=name, max_length=max_length, description=description,
-                                max_batch_size=32))
+                                max_batch_size=32, options=options))
 
 
-_entry("laion/CLIP-ViT-B-32-laion2B-s34B-b79K", "open_clip", 512, "mit", "open_clip ViT-B-32, LAION-2B")
-_entry("laion/CLIP-ViT-L-14-laion2B-s32B-b82K", "open_clip", 768, "mit", "open_clip ViT-L-14, LAION-2B")
-_entry("timm/vit_large_patch14_clip_224.openai", "open_clip", 768, "mit", "OpenAI CLIP ViT-L-14 via open_clip")
-_entry("timm/ViT-B-16-SigLIP", "open_clip", 768, "apache-2.0", "SigLIP ViT-B-16 (WebLI) via open_clip", 64)
-_entry("apple/MobileCLIP-S2-OpenCLIP", "open_clip", 512, "apple-amlr", "MobileCLIP-S2 (DataCompDR) via open_clip")
+_entry("laion/CLIP-ViT-B-32-laion2B-s34B-b79K", "open_clip", 512, "mit", "open_clip ViT-B-32, LAION-2B",
+       arch=("ViT-B-32", "laion2b_s34b_b79k"))
+_entry("laion/CLIP-ViT-L-14-laion2B-s32B-b82K", "open_clip", 768, "mit", "open_clip ViT-L-14, LAION-2B",
+       arch=("ViT-L-14", "laion2b_s32b_b82k"))
+_entry("timm/vit_large_patch14_clip_224.openai", "open_clip", 768, "mit", "OpenAI CLIP ViT-L-14 via open_clip",
+       arch=("ViT-L-14", "openai"))
+_entry("timm/ViT-B-16-SigLIP", "open_clip", 768, "apache-2.0", "SigLIP ViT-B-16 (WebLI) via open_clip", 64,
+       arch=("ViT-B-16-SigLIP", "webli"))
+_entry("apple/MobileCLIP-S2-OpenCLIP", "open_clip", 512, "apple-amlr", "MobileCLIP-S2 (DataCompDR) via open_clip",
+       arch=("MobileCLIP-S2", "datacompdr"))
 _entry("openai/clip-vit-base-patch32", "hf_clip", 512, "mit", "OpenAI CLIP ViT-B/32 (transformers CLIPModel)")
 _entry("google/siglip-base-patch16-224", "hf_clip", 768, "apache-2.0", "SigLIP base (transformers SiglipModel)", 64)
