@@ -3,7 +3,6 @@
 import asyncio
 import json
 import os
-import signal
 import subprocess
 import sys
 import threading
@@ -20,6 +19,8 @@ from serving.client import AsyncTritonEmbedder, TritonEmbedder
 from serving.server import free_ports
 from zoo import postprocess as pp
 from zoo.defaults import default_model
+
+from .processes import start_and_wait, stop_group
 
 pytestmark = pytest.mark.server
 
@@ -224,26 +225,14 @@ def test_zoo_serve_command_starts_and_stops_cleanly(tmp_path):
     ports = free_ports()
     repo = tmp_path / "repo"
     subprocess.run([sys.executable, "-m", "zoo.cli", "export", "--out", str(repo)], check=True, timeout=300)
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "zoo.cli", "serve", "--repository", str(repo), "--grpc-port", str(ports.grpc),
-         "--http-port", str(ports.http), "--metrics-port", str(ports.metrics)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
-    )
+    proc, lines = start_and_wait(["serve", "--repository", str(repo), "--grpc-port", str(ports.grpc),
+                                  "--http-port", str(ports.http), "--metrics-port", str(ports.metrics)], "ready:")
     try:
-        lines, deadline = [], time.monotonic() + 300
-        while time.monotonic() < deadline:
-            line = proc.stdout.readline()
-            lines.append(line)
-            if line.startswith("ready:") or proc.poll() is not None:
-                break
-        assert lines[-1].startswith("ready:"), "".join(lines)
+        assert lines and lines[-1].startswith("ready:"), "".join(lines)
         assert f"127.0.0.1:{ports.grpc}" in lines[-1] and f":{ports.metrics}/metrics" in lines[-1]
         assert grpcclient.InferenceServerClient(f"127.0.0.1:{ports.grpc}").is_server_ready()
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(60) == 0
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
+        assert stop_group(proc) == 0  # SIGTERM is a clean shutdown
     time.sleep(1)
     leftovers = subprocess.run(["pgrep", "-f", str(repo)], capture_output=True, text=True).stdout.split()
     assert not leftovers, f"processes outlived zoo serve: {leftovers}"

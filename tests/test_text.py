@@ -105,3 +105,10 @@ def test_folder_prompts(tmp_path):
                        model.encode(["query: cats"], "text"), atol=1e-6)
     with pytest.raises(zoo.InvalidArgumentError, match="'document', 'query'|'query', 'document'"):
         model.encode(["cats"], "text", prompt_name="passage")
+
+
+def test_progress_bar_when_asked(minilm, capsys):
+    minilm.encode(["a", "b", "c"], "text", batch_size=1, show_progress=True)
+    assert "encode text" in capsys.readouterr().err
+    minilm.encode(["a", "b"], "text")
+    assert "encode text" not in capsys.readouterr().err

@@ -183,3 +183,34 @@ def test_real_browser_text_and_image_queries(app_url, corpus, tmp_path):
         page.locator("#btn-search_image").click()
         assert wait_top_label(page, lambda label: label == scene.label) == scene.label
         browser.close()
+
+
+def test_add_folder_copies_supported_files(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = np.random.default_rng(2)
+    S.render(S.sample_scene(rng), rng).save(src / "one.png")
+    (src / "note.txt").write_text("a note about circles")
+    (src / "skip.exe").write_bytes(b"MZ")
+    corpus = C.Corpus(tmp_path / "corpus")
+    added, errors = corpus.add_folder(src)
+    assert sorted(i.modality for i in added) == ["image", "text"] and not errors
+    assert all(corpus.file(i).is_relative_to(corpus.root) for i in added if i.path)
+    with pytest.raises(zoo.InvalidArgumentError, match="not a folder"):
+        corpus.add_folder(tmp_path / "missing")
+
+
+def test_zoo_demo_command_local_backend(tmp_path):
+    """`zoo demo --backend local` as a user runs it: builds the corpus, indexes, serves the page."""
+    from .processes import start_and_wait, stop_group
+
+    port = free_ports().grpc
+    proc, lines = start_and_wait(["demo", "--backend", "local", "--port", str(port), "--data-dir", str(tmp_path)],
+                                 "demo: http")
+    try:
+        assert lines and lines[-1].strip() == f"demo: http://127.0.0.1:{port}", "".join(lines)
+        page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30).read().decode()
+        assert "gradio" in page.lower()
+        assert (tmp_path / "index" / "local").is_dir() and (tmp_path / "corpus" / "items.jsonl").is_file()
+    finally:
+        stop_group(proc)

@@ -44,8 +44,10 @@ def launch(searcher, uploads: Path, host: str, port: int, block: bool = True):
     demo = build_app(searcher)
     demo.queue(default_concurrency_limit=4)
     demo.launch(server_name=host, server_port=port, allowed_paths=[str(searcher.corpus.root), str(uploads)],
-                max_file_size=MAX_UPLOAD_BYTES, prevent_thread_lock=not block, show_error=True, quiet=True)
+                max_file_size=MAX_UPLOAD_BYTES, prevent_thread_lock=True, show_error=True, quiet=True)
     print(f"demo: http://{host}:{port}", flush=True)
+    if block:
+        demo.block_thread()  # until Ctrl-C / SIGTERM
     return demo
 
 
