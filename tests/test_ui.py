@@ -115,6 +115,12 @@ def test_named_endpoints_with_the_query_alone(app_url, corpus):
     assert len(results) == 8
     _, results, _ = client.predict(handle_file(str(corpus.file(scene))), "", api_name="/search_interleaved")
     assert results[0]["id"] == scene.id
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError, match="'video'.*(not in the list of choices|can search for)"):
+        client.predict("a cat", "video", api_name="/search_text")
+    with pytest.raises(AppError, match="outside 1..384"):
+        client.predict("a cat", "image", None, 999, api_name="/search_text")
 
 
 def test_only_corpus_and_uploads_are_served(app_url, corpus):

@@ -166,35 +166,35 @@ def build_app(searcher: Searcher, title: str = "embedding-zoo · cross-modal ret
         gallery.render()
         results.render()
 
-        def runner(query_mod: Modality, default_target: str):
-            def run(query, target=default_target, model=None, dimensions=0, precision="float32", k=8,
-                    progress=gr.Progress()):
-                if query is None or (isinstance(query, str) and not query.strip()):
-                    raise gr.Error("enter a query first")
-                model = model or pick(query_mod, target)
-                if model is None:
-                    raise gr.Error(f"no available model embeds both {query_mod.value} and {target}")
-                return searcher.search(model, query, query_mod, target, k, dimensions or 0, precision, progress)
-
-            return _guard(run)
-
         outs = [gallery, results, latency]
         settings = [dims, precision, k]
+
+        @_guard
+        def run(query_mod: Modality, query, target, model, dimensions, precision, k, progress):
+            valid = [t.value for t in TARGETS[query_mod]]
+            if target not in valid:
+                raise gr.Error(f"a {query_mod.value} query can search for {', '.join(valid)}, not {target!r}")
+            if query is None or (isinstance(query, str) and not query.strip()):
+                raise gr.Error("enter a query first")
+            model = model or pick(query_mod, target)
+            if model is None:
+                raise gr.Error(f"no available model embeds both {query_mod.value} and {target}")
+            return searcher.search(model, query, query_mod, target, k, dimensions or 0, precision, progress)
 
         def search_text(query: str, target: str = "image", model: str | None = None, dimensions: int = 0,
                         precision: str = "float32", k: int = 8, progress=gr.Progress()):
             """Text query → ranked corpus items of ``target`` modality."""
-            return runner(Modality.TEXT, "image")(query, target, model, dimensions, precision, k, progress)
+            return run(Modality.TEXT, query, target, model, dimensions, precision, k, progress)
 
         def search_image(query: str, target: str = "image", model: str | None = None, dimensions: int = 0,
                          precision: str = "float32", k: int = 8, progress=gr.Progress()):
             """Image query (file path or upload) → ranked corpus items."""
-            return runner(Modality.IMAGE, "image")(query, target, model, dimensions, precision, k, progress)
+            return run(Modality.IMAGE, query, target, model, dimensions, precision, k, progress)
 
         def search_audio(query: str, target: str = "image", model: str | None = None, dimensions: int = 0,
                          precision: str = "float32", k: int = 8, progress=gr.Progress()):
             """Audio query (file path or recording) → ranked corpus items."""
-            return runner(Modality.AUDIO, "image")(query, target, model, dimensions, precision, k, progress)
+            return run(Modality.AUDIO, query, target, model, dimensions, precision, k, progress)
 
         def search_interleaved(image: str, text: str = "", target: str = "image", model: str | None = None,
                                dimensions: int = 0, precision: str = "float32", k: int = 8,
@@ -203,7 +203,7 @@ def build_app(searcher: Searcher, title: str = "embedding-zoo · cross-modal ret
             if not image:
                 raise gr.Error("choose an image first")
             parts = [{"image": image}] + ([text] if text and text.strip() else [])  # a bare str part is text
-            return runner(Modality.INTERLEAVED, "image")(parts, target, model, dimensions, precision, k, progress)
+            return run(Modality.INTERLEAVED, parts, target, model, dimensions, precision, k, progress)
 
         t_btn.click(search_text, [text_q, t_target, t_model, *settings], outs, api_name="search_text")
         text_q.submit(search_text, [text_q, t_target, t_model, *settings], outs, api_visibility="private")
