@@ -11,6 +11,7 @@ another Python 3.11 crashes importing ``ssl``).
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -23,6 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from zoo.errors import ServerError
+
+# the log quotes messages with newlines escaped; the python backend appends "\\n\\nAt:\\n<traceback>" to the reason
+ESCAPED_NEWLINE = "\\n"
 
 
 @dataclass(frozen=True)
@@ -162,6 +166,16 @@ class TritonServer:
             return ""
         return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
 
+    def _exit_message(self) -> str:
+        """Why the server stopped: each model's load failure when there is one, else the log's end."""
+        text = self.log_path.read_text(errors="replace") if self.log_path and self.log_path.exists() else ""
+        failures = dict(re.findall(r"failed to load '([^']+)' version \d+: (.*?)\"?$", text, re.M))
+        head = f"tritonserver exited with code {self.process.returncode}"
+        if failures:
+            lines = "\n".join(f"  {model}: {why.split(ESCAPED_NEWLINE)[0]}" for model, why in failures.items())
+            return f"{head}; models that failed to load:\n{lines}\n(full log: {self.log_path})"
+        return f"{head}:\n{self.log_tail()}"
+
     def wait_ready(self, timeout: float) -> None:
         """Block until the server reports ready; raise with its log if it exits or times out."""
         import tritonclient.grpc as grpcclient
@@ -170,7 +184,7 @@ class TritonServer:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise ServerError(f"tritonserver exited with code {self.process.returncode}:\n{self.log_tail()}")
+                raise ServerError(self._exit_message())
             try:
                 if client.is_server_ready():
                     return

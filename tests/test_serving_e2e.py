@@ -236,3 +236,18 @@ def test_zoo_serve_command_starts_and_stops_cleanly(tmp_path):
     time.sleep(1)
     leftovers = subprocess.run(["pgrep", "-f", str(repo)], capture_output=True, text=True).stdout.split()
     assert not leftovers, f"processes outlived zoo serve: {leftovers}"
+
+
+def test_unloadable_model_fails_fast_with_the_reason(tmp_path, monkeypatch):
+    """Weights that cannot be reached: the server stops and the error says which model and why."""
+    from serving.export import export
+    from serving.server import TritonServer
+
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-cache"))
+    export(["BAAI/bge-small-en-v1.5"], tmp_path / "repo")
+    server = TritonServer(tmp_path / "repo", ports=free_ports(), log_path=tmp_path / "log")
+    with pytest.raises(zoo.ServerError) as err:
+        server.start(timeout=300)
+    msg = str(err.value)
+    assert "BAAI--bge-small-en-v1.5: " in msg and "WeightsUnavailableError" in msg and "ZOO_MODELS_DIR" in msg
+    assert server.process.poll() is not None
