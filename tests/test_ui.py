@@ -220,3 +220,8 @@ def test_zoo_demo_command_local_backend(tmp_path):
         assert (tmp_path / "index" / "local").is_dir() and (tmp_path / "corpus" / "items.jsonl").is_file()
     finally:
         stop_group(proc)
+
+
+def test_triton_backend_without_a_server_says_what_to_do():
+    with pytest.raises(zoo.ServerError, match="zoo serve.*--backend local"):
+        TritonBackend(f"127.0.0.1:{free_ports().grpc}")

@@ -57,11 +57,21 @@ class TritonBackend:
 
     def __init__(self, url: str = "127.0.0.1:8001") -> None:
         import tritonclient.grpc as grpcclient
+        from tritonclient.utils import InferenceServerException
+
+        from zoo.errors import ServerError
 
         self.url = url
         self._client = grpcclient.InferenceServerClient(url)
         self._cache: dict[str, Embedder] = {}
         self._lock = threading.Lock()
+        try:
+            ready = self._client.is_server_ready()
+        except InferenceServerException:
+            ready = False
+        if not ready:  # say so now, not as a gRPC traceback on the first search
+            raise ServerError(f"no ready tritonserver at {url}: start one with `zoo serve`, pass --url, or use "
+                              "--backend local to embed in-process")
 
     def models(self) -> list[str]:
         """Registry names of the READY models on the server."""
