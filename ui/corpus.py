@@ -54,6 +54,7 @@ class Corpus:
         self.items: list[Item] = []
         if self.manifest.is_file():
             self.items = [Item(**json.loads(line)) for line in self.manifest.read_text().splitlines() if line]
+        self.by_id: dict[str, Item] = {i.id: i for i in self.items}  # items are only ever appended
 
     @property
     def fingerprint(self) -> str:
@@ -65,9 +66,10 @@ class Corpus:
         return self.root / item.path
 
     def _add(self, item: Item) -> Item:
-        if any(i.id == item.id for i in self.items):
+        if item.id in self.by_id:
             return item
         self.items.append(item)
+        self.by_id[item.id] = item
         with open(self.manifest, "a") as fh:
             fh.write(json.dumps(asdict(item)) + "\n")
         return item

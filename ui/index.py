@@ -43,14 +43,19 @@ class ModelIndex:
         self.ids: list[str] = []
         self.vectors = np.zeros((0, spec.dim), np.float32)
         self._views: dict[tuple, object] = {}
+        self._rows: dict[str, np.ndarray] = {}  # target modality → vector rows (valid while ids don't change)
+        self._synced = -1  # corpus size at the last update (a corpus only grows)
         if (self.folder / "ids.json").is_file():
             self.ids = json.loads((self.folder / "ids.json").read_text())
             self.vectors = np.load(self.folder / "vectors.npy")
 
     def update(self, corpus: Corpus, encode: Encode, progress: Callable[[float, str], None] | None = None) -> int:
         """Embed corpus items not yet indexed (by modality, in chunks); returns how many were added."""
+        if self._synced == len(corpus.items):  # nothing new since the last call: the per-query fast path
+            return 0
         known = set(self.ids)
         todo = [i for i in corpus.items if i.id not in known and self.spec.supports(i.modality)]
+        self._synced = len(corpus.items)
         if not todo:
             return 0
         new_ids, new_vecs = [], []
@@ -67,13 +72,21 @@ class ModelIndex:
         self.ids += new_ids
         self.vectors = np.concatenate([self.vectors, *new_vecs]).astype(np.float32)
         self._views.clear()
+        self._rows.clear()
         self.folder.mkdir(parents=True, exist_ok=True)
         np.save(self.folder / "vectors.npy", self.vectors)
         (self.folder / "ids.json").write_text(json.dumps(self.ids))
         return len(new_ids)
 
-    def _view(self, dimensions: int, precision: str, rows: np.ndarray):
-        key = (dimensions, precision, rows.tobytes())
+    def _target_rows(self, corpus: Corpus, target: str) -> np.ndarray:
+        if target not in self._rows:
+            by_id = corpus.by_id
+            self._rows[target] = np.array(
+                [n for n, i in enumerate(self.ids) if i in by_id and by_id[i].modality == target], np.int64)
+        return self._rows[target]
+
+    def _view(self, dimensions: int, precision: str, target: str, rows: np.ndarray):
+        key = (dimensions, precision, target)
         if key not in self._views:
             base = self.vectors[rows]
             q = pp.postprocess(base, normalize_output=True, dimensions=dimensions, precision=precision)
@@ -94,11 +107,10 @@ class ModelIndex:
                dimensions: int | None = None, precision: str = "float32") -> list[Hit]:
         """Top ``k`` items of modality ``target`` for one full-width float query vector."""
         dims = pp.check_dimensions(dimensions, self.spec.dim, pp.check_precision(precision))
-        by_id = {i.id: i for i in corpus.items}
-        rows = np.array([n for n, i in enumerate(self.ids) if i in by_id and by_id[i].modality == target], np.int64)
+        rows = self._target_rows(corpus, target)
         if len(rows) == 0:
             return []
-        index = self._view(dims, precision, rows)
+        index = self._view(dims, precision, target, rows)
         q = pp.postprocess(query[None], normalize_output=True, dimensions=dims, precision=precision)
         k = min(k, len(rows))
         if precision in pp.PACKED:
@@ -107,4 +119,4 @@ class ModelIndex:
         else:
             scores, idx = index.search(np.ascontiguousarray(pp.dequantize(q, precision), np.float32), k)
             scores = scores[0]
-        return [Hit(by_id[self.ids[rows[j]]], float(s)) for j, s in zip(idx[0], scores) if j >= 0]
+        return [Hit(corpus.by_id[self.ids[rows[j]]], float(s)) for j, s in zip(idx[0], scores) if j >= 0]
