@@ -18,8 +18,8 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from zoo.base import Embedder, EncodeOptions, check_items
-from zoo.errors import InputError, InvalidArgumentError, ServerError, from_wire
+from zoo.base import Embedder, EncodeOptions, check_batch_size
+from zoo.errors import InputError, ServerError, from_wire
 from zoo.spec import EmbedderSpec, Modality
 
 from . import contract
@@ -27,7 +27,8 @@ from . import contract
 MAX_CONCURRENT_CHUNKS = 8
 
 
-def _triton_name(name: str) -> str:
+def triton_name(name: str) -> str:
+    """Triton model name for a registry name, or the name itself when it already is one."""
     return contract.model_name(name) if "/" in name else name
 
 
@@ -59,21 +60,20 @@ class _Remote(Embedder):
 
     def __init__(self, name: str, url: str = "127.0.0.1:8001") -> None:
         self.url = url
-        self.triton_name = _triton_name(name)
+        self.triton_name = triton_name(name)
         self.device = f"triton://{url}"
+        self._grpc = grpcclient.InferenceServerClient(url)  # spec look-up; the sync client also infers on it
         try:
-            self.spec = fetch_spec(grpcclient.InferenceServerClient(url), self.triton_name)
+            self.spec = fetch_spec(self._grpc, self.triton_name)
         except InferenceServerException as err:  # unreachable server
             raise ServerError(f"cannot reach tritonserver at {url}: {err.message()}") from None
 
     def _embed(self, batch: list[Any], modality: Modality, prompt: str | None) -> np.ndarray:
         raise NotImplementedError("remote embedders embed on the server")
 
-    def decode(self, items: Sequence[Any], modality: Modality | str) -> list[bytes]:
-        """Serialize inputs to wire bytes (index-named errors, as in-process)."""
-        mod = self.check_modality(modality)
-        check_items(items)
-        return [contract.encode_item(mod, x, i) for i, x in enumerate(items)]
+    def _decode_item(self, item: Any, index: int, modality: Modality) -> bytes:
+        """Remote embedders send wire bytes; decoding happens on the server."""
+        return contract.encode_item(modality, item, index)
 
     def _request(self, raw: list[bytes], modality: Modality, opts: EncodeOptions, infer_input):
         tensor = infer_input(contract.INPUTS[modality], [len(raw), 1], contract.INPUT_DATATYPE)
@@ -85,23 +85,17 @@ class _Remote(Embedder):
         return [tensor], params
 
     def _chunk_size(self, batch_size: int | None) -> int:
-        size = batch_size or self.spec.max_batch_size
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise InvalidArgumentError(f"batch_size must be a positive integer, got {batch_size!r}")
-        return min(size, self.spec.max_batch_size)
+        return min(check_batch_size(self.spec.max_batch_size if batch_size is None else batch_size),
+                   self.spec.max_batch_size)
 
 
 class TritonEmbedder(_Remote):
     """``encode()`` against a model served by tritonserver over gRPC (thread-safe)."""
 
-    def __init__(self, name: str, url: str = "127.0.0.1:8001") -> None:
-        super().__init__(name, url)
-        self._client = grpcclient.InferenceServerClient(url)
-
     def _infer(self, raw: list[bytes], modality: Modality, opts: EncodeOptions, offset: int) -> np.ndarray:
         inputs, params = self._request(raw, modality, opts, grpcclient.InferInput)
         try:
-            result = self._client.infer(
+            result = self._grpc.infer(
                 self.triton_name, inputs, outputs=[grpcclient.InferRequestedOutput(contract.OUTPUT)],
                 parameters=params,
             )
@@ -128,7 +122,7 @@ class TritonEmbedder(_Remote):
 
     def close(self) -> None:
         """Close the gRPC channel."""
-        self._client.close()
+        self._grpc.close()
 
 
 class AsyncTritonEmbedder(_Remote):
@@ -159,9 +153,7 @@ class AsyncTritonEmbedder(_Remote):
         prompt_name: str | None = None, show_progress: bool = False,
     ) -> np.ndarray:
         """Same as :meth:`zoo.base.Embedder.encode`, awaited."""
-        opts = self.options(normalize=normalize, dimensions=dimensions, precision=precision,
-                            prompt_name=prompt_name)
-        mod = self.check_modality(modality)
+        opts, mod = self._call(modality, normalize, dimensions, precision, prompt_name)
         raw = self.decode(inputs, mod)
         spans = _chunks(len(raw), self._chunk_size(batch_size))
         sem = asyncio.Semaphore(MAX_CONCURRENT_CHUNKS)
@@ -173,6 +165,7 @@ class AsyncTritonEmbedder(_Remote):
         return np.concatenate(await asyncio.gather(*(run(a, b) for a, b in spans)))
 
     async def close(self) -> None:
-        """Close the gRPC channel."""
+        """Close the gRPC channels."""
         if self._client is not None:
             await self._client.close()
+        self._grpc.close()

@@ -19,6 +19,9 @@ class Backend(Protocol):
     def models(self) -> list[str]:
         """Names of the models this backend can use right now."""
 
+    def spec(self, name: str) -> EmbedderSpec:
+        """The spec of ``name``, without loading the model."""
+
     def embedder(self, name: str) -> Embedder:
         """An object with zoo's ``encode()`` and ``spec`` for ``name``."""
 
@@ -39,6 +42,12 @@ class LocalBackend:
         from zoo.weights import available_offline
 
         return [n for n in zoo.list_models() if available_offline(zoo.get_spec(n))]
+
+    def spec(self, name: str) -> EmbedderSpec:
+        """From the registry (or a local folder's files); nothing is loaded."""
+        import zoo
+
+        return zoo.get_spec(name)
 
     def embedder(self, name: str) -> Embedder:
         """Load once, then reuse."""
@@ -74,30 +83,32 @@ class TritonBackend:
                               "--backend local to embed in-process")
 
     def models(self) -> list[str]:
-        """Registry names of the READY models on the server."""
-        from serving.client import fetch_spec
-
+        """Registry names of the READY models on the server (one client each, kept for later searches)."""
         index = self._client.get_model_repository_index(as_json=True).get("models", [])
-        return [fetch_spec(self._client, m["name"]).name for m in index if m.get("state") == "READY"]
+        return [self._remote(m["name"]).spec.name for m in index if m.get("state") == "READY"]
+
+    def _remote(self, name: str) -> Embedder:
+        from serving.client import TritonEmbedder, triton_name
+
+        key = triton_name(name)
+        with self._lock:
+            if key not in self._cache:
+                self._cache[key] = TritonEmbedder(key, self.url)
+            return self._cache[key]
+
+    def spec(self, name: str) -> EmbedderSpec:
+        """As stored in the served model's config."""
+        return self.embedder(name).spec
 
     def embedder(self, name: str) -> Embedder:
-        """A client for one served model (specs come from the server)."""
-        from serving.client import TritonEmbedder
-
-        with self._lock:
-            if name not in self._cache:
-                self._cache[name] = TritonEmbedder(name, self.url)
-            return self._cache[name]
+        """The client of the served model whose spec is ``name`` (a registry name or a served folder)."""
+        served_folder = next((r for r in list(self._cache.values()) if r.spec.name == name), None)
+        return served_folder or self._remote(name)
 
 
 def supporting(backend: Backend, modalities: tuple[Modality, ...]) -> list[str]:
     """Models of ``backend`` that embed every one of ``modalities``."""
-    out = []
-    for name in backend.models():
-        spec: EmbedderSpec = backend.embedder(name).spec
-        if all(spec.supports(m) for m in modalities):
-            out.append(name)
-    return out
+    return [name for name in backend.models() if all(backend.spec(name).supports(m) for m in modalities)]
 
 
 def full_vectors(embedder: Embedder, inputs: list, modality: str) -> np.ndarray:

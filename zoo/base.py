@@ -36,6 +36,13 @@ def check_items(items: Any) -> None:
         raise InvalidArgumentError("inputs is empty: pass at least one item")
 
 
+def check_batch_size(batch_size: Any) -> int:
+    """A positive integer, or an error naming the bad value."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise InvalidArgumentError(f"batch_size must be a positive integer, got {batch_size!r}")
+    return batch_size
+
+
 @dataclass(frozen=True)
 class EncodeOptions:
     """Validated per-call output controls; hashable so the server can group requests by them."""
@@ -121,11 +128,15 @@ class Embedder(ABC):
         opts = self.options(normalize=normalize, dimensions=dimensions, precision=precision, prompt_name=prompt_name)
         return opts, self.check_modality(modality)
 
+    def _decode_item(self, item: Any, index: int, modality: Modality) -> Any:
+        """What :meth:`embed_decoded` takes for one raw item (remote clients return wire bytes instead)."""
+        return _inputs.decode(item, index, modality, self.sample_rate)
+
     def decode(self, items: Sequence[Any], modality: Modality | str) -> list[Any]:
         """Decode raw inputs; raises :class:`InputError` naming the first bad item's index."""
         mod = self.check_modality(modality)
         check_items(items)
-        return [_inputs.decode(x, i, mod, self.sample_rate) for i, x in enumerate(items)]
+        return [self._decode_item(x, i, mod) for i, x in enumerate(items)]
 
     def embed_decoded(
         self,
@@ -139,8 +150,7 @@ class Embedder(ABC):
         """Embed already-decoded items with length-sorted batches, then post-process."""
         if batch_size is None:
             batch_size = int(self.spec.options.get("batch_size", 32))
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise InvalidArgumentError(f"batch_size must be a positive integer, got {batch_size!r}")
+        batch_size = check_batch_size(batch_size)
         lengths = self._lengths(items, modality, opts.prompt)
         order = np.argsort([-n for n in lengths], kind="stable")
         out = np.empty((len(items), self.spec.dim), dtype=np.float32)
@@ -206,7 +216,7 @@ class Embedder(ABC):
         good: list[tuple[int, Any]] = []
         for i, item in enumerate(inputs):
             try:
-                good.append((i, _inputs.decode(item, i, mod, self.sample_rate)))
+                good.append((i, self._decode_item(item, i, mod)))
             except InputError as err:
                 results[i] = err
         if good:
