@@ -184,16 +184,17 @@ class AlignedEmbedder(Embedder):
     def _embed_text(self, texts: list[str], prompt: str | None) -> np.ndarray:
         return self.text._embed(texts, Modality.TEXT, prompt)
 
-    def _fuse(self, parts: list) -> np.ndarray:
+    def _fuse(self, batch: list[list]) -> np.ndarray:
+        """Weighted sums of each item's normalized part embeddings; one text and one image pass per batch."""
         from ..postprocess import normalize
 
-        texts = [p for p in parts if isinstance(p, str)]
-        images = [p for p in parts if not isinstance(p, str)]
-        total = np.zeros(self.spec.dim, dtype=np.float32)
-        if texts:
-            total += self.config["text_weight"] * normalize(self._embed_text(texts, None)).sum(0)
-        if images:
-            total += self.config["image_weight"] * normalize(self.embed_images(images)).sum(0)
+        total = np.zeros((len(batch), self.spec.dim), dtype=np.float32)
+        for is_text, embed, weight in ((True, lambda xs: self._embed_text(xs, None), self.config["text_weight"]),
+                                       (False, self.embed_images, self.config["image_weight"])):
+            owners = [i for i, parts in enumerate(batch) for p in parts if isinstance(p, str) == is_text]
+            if owners:
+                parts = [p for item in batch for p in item if isinstance(p, str) == is_text]
+                np.add.at(total, owners, weight * normalize(embed(parts)))
         return total
 
     def _embed(self, batch: list[Any], modality: Modality, prompt: str | None) -> np.ndarray:
@@ -203,7 +204,7 @@ class AlignedEmbedder(Embedder):
             return self.embed_images(batch)
         if modality is Modality.AUDIO:
             return self.embed_audio(batch)
-        return np.stack([self._fuse(parts) for parts in batch])
+        return self._fuse(batch)
 
 
 def _spec(name: str, source: str, cfg: dict) -> EmbedderSpec:

@@ -88,25 +88,26 @@ class SpeakerEmbedder(Embedder):
     def _lengths(self, items: list[Any], modality: Modality, prompt: str | None) -> list[int]:
         return audio_lengths(items, MAX_SECONDS * SAMPLE_RATE, SAMPLE_RATE)
 
-    def embed_one(self, wav: np.ndarray) -> np.ndarray:
-        """Utterance embedding: mean of the partial-window embeddings, re-normalized."""
-        torch = self._torch
+    def _windows(self, wav: np.ndarray):
+        """The 1.6 s mel windows ``[n, 160, 40]`` of one utterance."""
         wav = normalize_volume(np.asarray(wav, np.float32)[: MAX_SECONDS * SAMPLE_RATE])
         slices = partial_slices(len(wav))
         need = slices[-1].stop * HOP
         if need >= len(wav):
             wav = np.pad(wav, (0, need - len(wav)))
-        with torch.inference_mode():
-            mel = self.mel(torch.from_numpy(wav).to(self.device)).T  # [frames, 40]
-            windows = torch.stack([mel[s] for s in slices])
-            _, (h, _) = self.lstm(windows)
-            partial = torch.relu(self.linear(h[-1]))
-            partial = partial / partial.norm(dim=1, keepdim=True)
-            mean = partial.mean(0)
-        return (mean / mean.norm()).cpu().numpy()
+        mel = self.mel(self._torch.from_numpy(wav).to(self.device)).T  # [frames, 40]
+        return self._torch.stack([mel[s] for s in slices])
 
     def _embed(self, batch: list[Any], modality: Modality, prompt: str | None) -> np.ndarray:
-        return np.stack([self.embed_one(w) for w in batch])
+        torch = self._torch
+        with torch.inference_mode():
+            windows = [self._windows(w) for w in batch]
+            # every window has the same length: one LSTM pass for the whole batch
+            _, (h, _) = self.lstm(torch.cat(windows))
+            partial = torch.relu(self.linear(h[-1]))
+            partial = partial / partial.norm(dim=1, keepdim=True)
+            means = torch.stack([p.mean(0) for p in partial.split([len(w) for w in windows])])
+        return (means / means.norm(dim=1, keepdim=True)).cpu().numpy()
 
 
 def _spec(name: str, source: str) -> EmbedderSpec:
