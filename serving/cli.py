@@ -8,7 +8,7 @@ import shutil
 import signal
 import sys
 import tempfile
-import threading
+import time
 from pathlib import Path
 
 
@@ -23,11 +23,26 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Terminated(BaseException):
+    """Raised in the main thread by SIGTERM, so every state (loading, serving, indexing) unwinds at once."""
+
+
+def _on_sigterm(*_: object) -> None:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not interrupt the clean-up
+    raise _Terminated
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from zoo.defaults import default_model_names
 
     from .export import export
-    from .server import Ports, TritonServer
+    from .health import HealthServer
+    from .server import Ports, TritonServer, set_child_subreaper
+    from .supervisor import Supervisor
 
     if args.repository:
         repo = Path(args.repository)
@@ -35,35 +50,40 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         repo = Path(tempfile.mkdtemp(prefix="zoo-repository-"))
         atexit.register(shutil.rmtree, repo, True)
         export(args.names or default_model_names(), repo, instances=args.instances, kind=args.instance_kind)
+    set_child_subreaper()  # stubs orphaned by a killed tritonserver are reaped here, not left as zombies
     server = TritonServer(repo, host=args.host, ports=Ports(args.grpc_port, args.http_port, args.metrics_port),
                           log_path=Path(args.log) if args.log else None)
-    stop = threading.Event()
-    # SIGTERM ends the server as Ctrl-C does, so no stub process outlives `zoo serve`
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    print(f"starting tritonserver on {repo} (log: {server.log_path or 'a temporary file'})", flush=True)
-    with server.start(timeout=args.timeout):
-        print(f"ready: gRPC {server.grpc_url}  HTTP {server.http_url}  metrics {server.metrics_url}",
-              flush=True)
+    signal.signal(signal.SIGTERM, _on_sigterm)
+    supervisor = health = ui = None
+    _say(f"starting tritonserver on {repo} (log: {server.log_path or 'a temporary file'})")
+    try:
+        server.start(timeout=args.timeout)
+        _say(f"ready: gRPC {server.grpc_url}  HTTP {server.http_url}  metrics {server.metrics_url}")
         for model in sorted(p.name for p in repo.iterdir() if (p / "config.pbtxt").is_file()):
-            print(f"  model {model}", flush=True)
-        ui = None
+            _say(f"  model {model}")
+        if args.supervise:
+            supervisor = Supervisor(server, hang_timeout=args.hang_timeout,
+                                    on_event=lambda msg: _say(f"supervisor: {msg}")).start()
+            if args.health_port:
+                health = HealthServer(supervisor, args.host, args.health_port).start()
+                _say(f"health: {health.url}")
         if args.ui:
             from ui.cli import launch_with_server
 
             ui = launch_with_server(server, args)
-        try:
-            while not stop.is_set():
-                if server.process.poll() is not None:
-                    print(f"tritonserver exited:\n{server.log_tail()}", file=sys.stderr)
-                    return 1
-                stop.wait(0.5)
-        except KeyboardInterrupt:
-            pass
-        finally:
-            print("shutting down", flush=True)
-            if ui is not None:
-                ui.close()
-    return 0
+        while server.process.poll() is None:
+            time.sleep(0.5)
+        print(f"tritonserver exited:\n{server.log_tail()}", file=sys.stderr)
+        return 1
+    except (KeyboardInterrupt, _Terminated):
+        return 0
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        _say("shutting down")
+        for part in (ui, health, supervisor):
+            if part is not None:
+                part.close()
+        server.stop()
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
@@ -86,6 +106,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--instance-kind", choices=["cpu", "gpu"], default="cpu")
     p.add_argument("--timeout", type=float, default=600, help="seconds to wait for READY")
     p.add_argument("--log", help="write the server log here")
+    p.add_argument("--no-supervise", dest="supervise", action="store_false",
+                   help="do not watch the models (by default a model whose stub dies or hangs is reloaded)")
+    p.add_argument("--hang-timeout", type=float, default=60.0,
+                   help="seconds an idle model may take to answer a probe before it is restarted (0: never probe)")
+    p.add_argument("--health-port", type=int, default=8003,
+                   help="port of zoo's own GET /health (ready only when every model is); 0 disables")
     p.add_argument("--ui", action="store_true", help="also start the Gradio demo on the served models")
     try:
         from ui.cli import add_ui_arguments

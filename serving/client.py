@@ -1,16 +1,19 @@
-"""Clients with in-process `zoo`'s ``encode()`` signature, over Triton gRPC.
+"""Clients with in-process `zoo`'s ``encode()`` / ``encode_per_item()`` signatures, over Triton gRPC.
 
-``TritonEmbedder`` subclasses :class:`zoo.base.Embedder`, so argument validation and its errors are the
-same code as in-process; only decoding (to wire bytes) and embedding (remote) differ. Inputs are split
-into chunks of the server's ``max_batch_size`` (or ``batch_size``) and the chunks are sent concurrently.
-Server-side failures raise the same `zoo` error classes, with item indexes counted over the whole call.
+Both clients build on :class:`zoo.base.EncodeFront`, so the validation of modality and output controls and
+its errors are the same code as in-process. Items are checked and serialized on the caller's side with
+:func:`zoo.inputs.to_wire` (a bad item fails before anything is sent; ``encode_per_item`` keeps it as its
+error and still embeds the others). Inputs are split into chunks of the server's ``max_batch_size`` (or
+``batch_size``), sent concurrently; rows come back in order. Server-side failures raise the same `zoo`
+error classes, with item indexes counted over the whole call; a model that is being reloaded raises
+:class:`zoo.errors.ModelUnavailableError` (retrying later works).
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Sequence
+from collections.abc import Generator, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
@@ -18,13 +21,16 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
-from zoo.base import Embedder, EncodeOptions, check_batch_size
-from zoo.errors import InputError, ServerError, from_wire
+from zoo.base import EncodeFront, EncodeOptions, check_batch_size, check_items
+from zoo.errors import InputError, ModelUnavailableError, ServerError, from_wire
 from zoo.spec import EmbedderSpec, Modality
 
 from . import contract
 
 MAX_CONCURRENT_CHUNKS = 8
+# what Triton says while a model is unloaded for a restart, or just before the supervisor notices a dead stub
+_UNAVAILABLE_HINTS = ("has no available versions", "is not healthy", "is not ready")
+Rows = list["np.ndarray | InputError"]
 
 
 def triton_name(name: str) -> str:
@@ -49,14 +55,38 @@ def _chunks(n: int, size: int) -> list[tuple[int, int]]:
 
 
 def _raise_remote(err: InferenceServerException, offset: int) -> None:
-    zerr = from_wire(err.message() or str(err))
+    """Re-raise a server error as the `zoo` error it encodes, item index shifted to the whole call."""
+    text = err.message() or str(err)
+    if not text.lstrip().startswith("[") and (err.status() == "StatusCode.UNAVAILABLE"
+                                              or any(h in text for h in _UNAVAILABLE_HINTS)):
+        raise ModelUnavailableError(f"model not available right now (retry later): {text}") from None
+    zerr = from_wire(text)
     if isinstance(zerr, InputError):
         raise InputError(zerr.index + offset, zerr.reason) from None
     raise zerr from None
 
 
-class _Remote(Embedder):
-    """What the sync and async clients share: spec from the server, wire encoding, request building."""
+def _per_item_plan(n: int) -> Generator[list[int], np.ndarray | InputError, Rows]:
+    """Which positions to send next, until every item has a row or its error.
+
+    Driven by the sync and async clients alike: send the positions yielded, then ``send()`` back the rows,
+    or the :class:`InputError` the server raised (whose index counts within the positions sent)."""
+    results: Rows = [None] * n  # type: ignore[list-item]
+    alive = list(range(n))
+    while alive:
+        answer = yield alive
+        if isinstance(answer, InputError):  # that item alone is bad: keep its error, resend the rest
+            bad = alive.pop(answer.index)
+            results[bad] = InputError(bad, answer.reason)
+            continue
+        for position, row in zip(alive, answer):
+            results[position] = row
+        alive = []
+    return results
+
+
+class _Remote(EncodeFront):
+    """What the sync and async clients share: the spec from the server, checks, request building."""
 
     def __init__(self, name: str, url: str = "127.0.0.1:8001") -> None:
         self.url = url
@@ -68,12 +98,21 @@ class _Remote(Embedder):
         except InferenceServerException as err:  # unreachable server
             raise ServerError(f"cannot reach tritonserver at {url}: {err.message()}") from None
 
-    def _embed(self, batch: list[Any], modality: Modality, prompt: str | None) -> np.ndarray:
-        raise NotImplementedError("remote embedders embed on the server")
+    def wire(self, inputs: Sequence[Any], modality: Modality) -> list[bytes]:
+        """Check and serialize every item; raises the first bad item's :class:`InputError`."""
+        check_items(inputs)
+        return [contract.encode_item(modality, x, i) for i, x in enumerate(inputs)]
 
-    def _decode_item(self, item: Any, index: int, modality: Modality) -> bytes:
-        """Remote embedders send wire bytes; decoding happens on the server."""
-        return contract.encode_item(modality, item, index)
+    def wire_per_item(self, inputs: Sequence[Any], modality: Modality) -> list[bytes | InputError]:
+        """Check and serialize every item, a bad one becoming its :class:`InputError` in place."""
+        check_items(inputs)
+        out: list[bytes | InputError] = []
+        for i, x in enumerate(inputs):
+            try:
+                out.append(contract.encode_item(modality, x, i))
+            except InputError as err:
+                out.append(err)
+        return out
 
     def _request(self, raw: list[bytes], modality: Modality, opts: EncodeOptions, infer_input):
         tensor = infer_input(contract.INPUTS[modality], [len(raw), 1], contract.INPUT_DATATYPE)
@@ -87,6 +126,15 @@ class _Remote(Embedder):
     def _chunk_size(self, batch_size: int | None) -> int:
         return min(check_batch_size(self.spec.max_batch_size if batch_size is None else batch_size),
                    self.spec.max_batch_size)
+
+    @staticmethod
+    def _stitch(wired: list[bytes | InputError], rows: list[np.ndarray | InputError]) -> Rows:
+        """Per-item results in input order: rows of the items sent, errors of the items that were not."""
+        sent = iter(rows)
+        return [w if isinstance(w, InputError) else next(sent) for w in wired]
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.triton_name!r}, url={self.url!r})"
 
 
 class TritonEmbedder(_Remote):
@@ -103,22 +151,56 @@ class TritonEmbedder(_Remote):
             _raise_remote(err, offset)
         return contract.from_wire(result.as_numpy(contract.OUTPUT), opts.precision)
 
-    def embed_decoded(
-        self, items: list[bytes], modality: Modality, opts: EncodeOptions, *,
-        batch_size: int | None = None, show_progress: bool = False,
-    ) -> np.ndarray:
-        """Send chunks concurrently and stitch the rows back in order."""
-        spans = _chunks(len(items), self._chunk_size(batch_size))
+    def _infer_per_item(self, raw: list[bytes], modality: Modality, opts: EncodeOptions) -> Rows:
+        plan = _per_item_plan(len(raw))
+        positions = next(plan)
+        while True:
+            try:
+                answer: Any = self._infer([raw[p] for p in positions], modality, opts, 0)
+            except InputError as err:
+                answer = err
+            try:
+                positions = plan.send(answer)
+            except StopIteration as done:
+                return done.value
+
+    def _map_chunks(self, fn, raw: list, batch_size: int | None, show_progress: bool, label: str) -> list:
+        spans = _chunks(len(raw), self._chunk_size(batch_size))
         with ThreadPoolExecutor(min(MAX_CONCURRENT_CHUNKS, len(spans))) as pool:
-            futures = [pool.submit(self._infer, items[a:b], modality, opts, a) for a, b in spans]
+            futures = [pool.submit(fn, raw[a:b], a) for a, b in spans]
             if show_progress:
                 from tqdm.auto import tqdm
 
-                done = as_completed(futures)
-                for _ in tqdm(done, total=len(futures), desc=f"encode {modality.value}", unit="chunk"):
+                for _ in tqdm(as_completed(futures), total=len(futures), desc=f"encode {label}", unit="chunk"):
                     pass
-            parts = [f.result() for f in futures]
+            return [f.result() for f in futures]
+
+    def encode(
+        self, inputs: Sequence[Any], modality: Modality | str, *, batch_size: int | None = None,
+        normalize: bool = True, dimensions: int | None = None, precision: str = "float32",
+        prompt_name: str | None = None, show_progress: bool = False,
+    ) -> np.ndarray:
+        """Same arguments and result as :meth:`zoo.base.Embedder.encode`, embedded on the server."""
+        opts, mod = self._call(modality, normalize, dimensions, precision, prompt_name)
+        raw = self.wire(inputs, mod)
+        parts = self._map_chunks(lambda chunk, a: self._infer(chunk, mod, opts, a), raw, batch_size,
+                                 show_progress, mod.value)
         return np.concatenate(parts)
+
+    def encode_per_item(
+        self, inputs: Sequence[Any], modality: Modality | str, *, batch_size: int | None = None,
+        normalize: bool = True, dimensions: int | None = None, precision: str = "float32",
+        prompt_name: str | None = None,
+    ) -> Rows:
+        """Like :meth:`encode`, but each bad item becomes its :class:`InputError` in the result list (whether
+        it failed the local check or the server's) and every good item still gets its row."""
+        opts, mod = self._call(modality, normalize, dimensions, precision, prompt_name)
+        wired = self.wire_per_item(inputs, mod)
+        good = [w for w in wired if not isinstance(w, InputError)]
+        rows = [r for part in self._map_chunks(lambda chunk, _a: self._infer_per_item(chunk, mod, opts), good,
+                                               batch_size, False, mod.value) for r in part] if good else []
+        results = self._stitch(wired, rows)
+        return [InputError(i, r.reason) if isinstance(r, InputError) else r for i, r in enumerate(results)]
 
     def close(self) -> None:
         """Close the gRPC channel."""
@@ -126,13 +208,13 @@ class TritonEmbedder(_Remote):
 
 
 class AsyncTritonEmbedder(_Remote):
-    """asyncio variant: ``await encode(...)`` with the same arguments and results."""
+    """asyncio variant: ``await encode(...)`` / ``await encode_per_item(...)`` with the same arguments."""
 
     def __init__(self, name: str, url: str = "127.0.0.1:8001") -> None:
         super().__init__(name, url)
         self._client = None
 
-    async def _infer(self, raw, modality, opts, offset) -> np.ndarray:
+    async def _infer(self, raw: list[bytes], modality: Modality, opts: EncodeOptions, offset: int) -> np.ndarray:
         import tritonclient.grpc.aio as aioclient
 
         if self._client is None:  # created inside the running loop
@@ -147,22 +229,52 @@ class AsyncTritonEmbedder(_Remote):
             _raise_remote(err, offset)
         return contract.from_wire(result.as_numpy(contract.OUTPUT), opts.precision)
 
-    async def encode(  # type: ignore[override]
+    async def _infer_per_item(self, raw: list[bytes], modality: Modality, opts: EncodeOptions) -> Rows:
+        plan = _per_item_plan(len(raw))
+        positions = next(plan)
+        while True:
+            try:
+                answer: Any = await self._infer([raw[p] for p in positions], modality, opts, 0)
+            except InputError as err:
+                answer = err
+            try:
+                positions = plan.send(answer)
+            except StopIteration as done:
+                return done.value
+
+    async def _map_chunks(self, fn, raw: list, batch_size: int | None) -> list:
+        sem = asyncio.Semaphore(MAX_CONCURRENT_CHUNKS)
+
+        async def run(a: int, b: int):
+            async with sem:
+                return await fn(raw[a:b], a)
+
+        return await asyncio.gather(*(run(a, b) for a, b in _chunks(len(raw), self._chunk_size(batch_size))))
+
+    async def encode(
         self, inputs: Sequence[Any], modality: Modality | str, *, batch_size: int | None = None,
         normalize: bool = True, dimensions: int | None = None, precision: str = "float32",
         prompt_name: str | None = None, show_progress: bool = False,
     ) -> np.ndarray:
-        """Same as :meth:`zoo.base.Embedder.encode`, awaited."""
+        """Same as :meth:`zoo.base.Embedder.encode`, awaited (``show_progress`` is accepted and ignored)."""
         opts, mod = self._call(modality, normalize, dimensions, precision, prompt_name)
-        raw = self.decode(inputs, mod)
-        spans = _chunks(len(raw), self._chunk_size(batch_size))
-        sem = asyncio.Semaphore(MAX_CONCURRENT_CHUNKS)
+        raw = self.wire(inputs, mod)
+        return np.concatenate(await self._map_chunks(lambda chunk, a: self._infer(chunk, mod, opts, a), raw,
+                                                     batch_size))
 
-        async def run(a: int, b: int) -> np.ndarray:
-            async with sem:
-                return await self._infer(raw[a:b], mod, opts, a)
-
-        return np.concatenate(await asyncio.gather(*(run(a, b) for a, b in spans)))
+    async def encode_per_item(
+        self, inputs: Sequence[Any], modality: Modality | str, *, batch_size: int | None = None,
+        normalize: bool = True, dimensions: int | None = None, precision: str = "float32",
+        prompt_name: str | None = None,
+    ) -> Rows:
+        """Same as :meth:`TritonEmbedder.encode_per_item`, awaited."""
+        opts, mod = self._call(modality, normalize, dimensions, precision, prompt_name)
+        wired = self.wire_per_item(inputs, mod)
+        good = [w for w in wired if not isinstance(w, InputError)]
+        parts = await self._map_chunks(lambda chunk, _a: self._infer_per_item(chunk, mod, opts), good,
+                                       batch_size) if good else []
+        results = self._stitch(wired, [r for part in parts for r in part])
+        return [InputError(i, r.reason) if isinstance(r, InputError) else r for i, r in enumerate(results)]
 
     async def close(self) -> None:
         """Close the gRPC channels."""

@@ -18,13 +18,12 @@ Model names: a registry name maps to a Triton model name by replacing ``/`` with
 
 from __future__ import annotations
 
-import base64
-import io
 import json
 from typing import Any
 
 import numpy as np
 
+from zoo import inputs
 from zoo import postprocess as pp
 from zoo.errors import InputError, InvalidArgumentError, choices
 from zoo.spec import Modality
@@ -106,72 +105,16 @@ def request_parameters(
 
 
 # ---- items on the wire ---------------------------------------------------------------------------
-def _image_bytes(item: Any, index: int) -> bytes:
-    from zoo.inputs import decode_image
-
-    if isinstance(item, (bytes, bytearray)):
-        return bytes(item)
-    if isinstance(item, str) and not item.startswith("data:"):
-        try:
-            with open(item, "rb") as fh:
-                return fh.read()
-        except OSError as err:
-            raise InputError(index, f"cannot read image file {item}: {err.strerror}") from None
-    buf = io.BytesIO()
-    decode_image(item, index).save(buf, format="PNG")  # lossless, so served == in-process
-    return buf.getvalue()
-
-
-def _audio_bytes(item: Any, index: int) -> bytes:
-    if isinstance(item, tuple) and len(item) == 2:
-        import soundfile
-
-        samples, rate = np.asarray(item[0], dtype=np.float32), int(item[1])
-        if samples.ndim == 2 and samples.shape[0] < samples.shape[1]:
-            samples = samples.T  # soundfile wants (time, channels)
-        buf = io.BytesIO()
-        try:
-            soundfile.write(buf, samples, rate, format="WAV", subtype="FLOAT")
-        except (ValueError, RuntimeError, TypeError) as err:
-            raise InputError(index, f"cannot encode audio array: {err}") from None
-        return buf.getvalue()
-    if isinstance(item, (bytes, bytearray)):
-        return bytes(item)
-    if isinstance(item, str):
-        try:
-            with open(item, "rb") as fh:
-                return fh.read()
-        except OSError as err:
-            raise InputError(index, f"cannot read audio file {item}: {err.strerror}") from None
-    raise InputError(index, f"unsupported audio input type {type(item).__name__}")
-
-
 def encode_item(modality: Modality, item: Any, index: int) -> bytes:
-    """Serialize one client-side input item to the bytes its modality's input tensor carries."""
-    from zoo.inputs import decode_text
-
-    if modality is Modality.TEXT:
-        return decode_text(item, index).encode("utf-8")
-    if modality is Modality.IMAGE:
-        return _image_bytes(item, index)
-    if modality is Modality.AUDIO:
-        return _audio_bytes(item, index)
-    if isinstance(item, (str, bytes)) or not hasattr(item, "__iter__"):
-        raise InputError(index, "interleaved input must be a list of text and image parts")
-    parts = []
-    for part in item:
-        if isinstance(part, dict) and set(part) == {"text"}:
-            part = part["text"]
-        if isinstance(part, str) and not part.startswith("data:image"):
-            parts.append({"text": part})
-        else:
-            raw = _image_bytes(part["image"] if isinstance(part, dict) else part, index)
-            parts.append({"image": "data:image;base64," + base64.b64encode(raw).decode()})
-    return json.dumps(parts).encode("utf-8")
+    """One client-side item as the element of its modality's input tensor (checked first, see
+    :func:`zoo.inputs.to_wire`); interleaved parts travel as UTF-8 JSON."""
+    wire = inputs.to_wire(item, index, modality)
+    return json.dumps(wire).encode("utf-8") if modality is Modality.INTERLEAVED else wire
 
 
 def decode_item(modality: Modality, raw: bytes, index: int) -> Any:
-    """Turn one input tensor element back into something ``Embedder.decode`` accepts."""
+    """Turn one input tensor element back into something ``Embedder.decode`` accepts (which the server
+    calls with ``allow_paths=False``: an image part that is not a ``data:`` URI is refused there)."""
     if modality is Modality.INTERLEAVED:
         try:
             parts = json.loads(raw.decode("utf-8"))

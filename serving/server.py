@@ -6,12 +6,18 @@ the stub built for this interpreter's Python version. The stub embeds the ``libp
 time and takes its packages from the ``python3`` on PATH, so both are pointed at this interpreter:
 its ``bin`` first on PATH and its ``LIBDIR`` first on LD_LIBRARY_PATH (otherwise a stub linked against
 another Python 3.11 crashes importing ``ssl``).
+
+Models are loaded under explicit model control (``--load-model=*``), so a supervisor can unload and load one
+model while the others keep serving (:mod:`serving.supervisor`). Each server names its python-backend
+shared-memory regions with its own prefix, so :meth:`TritonServer.stop` can remove what a killed stub left
+in ``/dev/shm``. Stopping is bounded: SIGTERM, ``exit_timeout`` seconds for a graceful exit, then SIGKILL.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -27,6 +33,8 @@ from zoo.errors import ServerError
 
 # the log quotes messages with newlines escaped; the python backend appends "\\n\\nAt:\\n<traceback>" to the reason
 ESCAPED_NEWLINE = "\\n"
+SHM_DIR = Path("/dev/shm")
+STUB_NAME = "triton_python_backend_stub"
 
 
 @dataclass(frozen=True)
@@ -104,6 +112,41 @@ def server_env() -> dict[str, str]:
     return env
 
 
+@dataclass(frozen=True)
+class Stub:
+    """One python-backend stub process: the worker that runs one instance of one model."""
+
+    pid: int
+    model: str  # Triton model name
+    region: str  # its shared-memory region name
+
+
+def _proc_stat(pid: int) -> tuple[str, int] | None:
+    """``(state, ppid)`` of a process from /proc, or None when it does not exist."""
+    try:
+        tail = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return tail[0], int(tail[1])
+
+
+def process_alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie — exited, not yet reaped — does not)."""
+    stat = _proc_stat(pid)
+    return stat is not None and stat[0] not in ("Z", "X")
+
+
+def set_child_subreaper() -> bool:
+    """Adopt orphaned descendants (Linux ``PR_SET_CHILD_SUBREAPER``), so stubs left behind by a killed
+    tritonserver are reaped here rather than lingering as zombies (matters where we run as PID 1)."""
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0
+    except (OSError, AttributeError):
+        return False
+
+
 @dataclass
 class TritonServer:
     """A running tritonserver process (its own process group, so stubs go down with it)."""
@@ -113,6 +156,8 @@ class TritonServer:
     ports: Ports = field(default_factory=Ports)
     log_path: Path | None = None
     process: subprocess.Popen | None = None
+    exit_timeout: int = 5  # seconds tritonserver may take to finish in-flight requests on SIGTERM
+    shm_prefix: str = field(default_factory=lambda: f"zoo{os.getpid()}_{secrets.token_hex(4)}_")
 
     @property
     def grpc_url(self) -> str:
@@ -140,6 +185,10 @@ class TritonServer:
             f"--metrics-address={self.host}", f"--metrics-port={self.ports.metrics}",
             "--allow-metrics=true", "--allow-gpu-metrics=false",
             "--exit-on-error=true", "--strict-readiness=true",
+            # explicit control: a supervisor can reload one model while the others keep serving
+            "--model-control-mode=explicit", "--load-model=*",
+            f"--exit-timeout-secs={self.exit_timeout}",
+            f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
         ]
         if backends is not None:
             cmd.append(f"--backend-directory={backends}")
@@ -193,30 +242,92 @@ class TritonServer:
             time.sleep(0.5)
         raise ServerError(f"tritonserver not ready after {timeout:.0f}s:\n{self.log_tail()}")
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM the whole process group, SIGKILL what is left after ``timeout``."""
-        if self.process is None or self.process.poll() is not None and not _group_alive(self.process.pid):
+    def stubs(self) -> list[Stub]:
+        """The live python-backend stub processes of this server (children of tritonserver)."""
+        if self.process is None:
+            return []
+        out = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            stat = _proc_stat(int(entry.name))
+            if stat is None or stat[1] != self.process.pid or stat[0] in ("Z", "X"):
+                continue
+            try:
+                argv = (entry / "cmdline").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            # argv: stub, <repository>/<model>/<version>/model.py, <shm region>, ...
+            if len(argv) > 2 and argv[0].decode(errors="replace").endswith(STUB_NAME):
+                model = Path(argv[1].decode(errors="replace")).parent.parent.name
+                out.append(Stub(int(entry.name), model, argv[2].decode(errors="replace")))
+        return out
+
+    def _children(self) -> list[int]:
+        """Every child of tritonserver, zombies included (they are ours to reap once it is gone)."""
+        pids = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit():
+                stat = _proc_stat(int(entry.name))
+                if stat is not None and self.process is not None and stat[1] == self.process.pid:
+                    pids.append(int(entry.name))
+        return pids
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop within ``exit_timeout + 5`` seconds (or ``timeout``), whatever state the server is in.
+
+        SIGTERM goes to tritonserver alone (it unloads its models and ends their stubs); whatever is left
+        after the grace period — a stub that died or hangs, a server stuck unloading — is SIGKILLed as a
+        process group. Then orphaned stubs are reaped and this server's shared-memory regions removed."""
+        if self.process is None:
             return
+        grace = self.exit_timeout + 5 if timeout is None else timeout
+        children = self._children()
+        if self.process.poll() is None:
+            _signal_pid(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(grace)
+            except subprocess.TimeoutExpired:
+                pass
         pgid = self.process.pid
-        _signal_group(pgid, signal.SIGTERM)
-        try:
-            self.process.wait(timeout)
-        except subprocess.TimeoutExpired:
-            pass
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 2
         while _group_alive(pgid) and time.monotonic() < deadline:
-            time.sleep(0.2)
+            time.sleep(0.1)
         _signal_group(pgid, signal.SIGKILL)
         try:
             self.process.wait(5)
         except subprocess.TimeoutExpired:
             pass
+        for pid in children:  # adopted by us when we are a subreaper; otherwise init reaps them
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+        self.remove_shm_regions()
+
+    def remove_shm_regions(self) -> list[str]:
+        """Remove this server's python-backend shared-memory files (call once the server is gone)."""
+        removed = []
+        for path in SHM_DIR.glob(f"{self.shm_prefix}*") if SHM_DIR.is_dir() else []:
+            try:
+                path.unlink()
+                removed.append(path.name)
+            except OSError:
+                pass
+        return removed
 
     def __enter__(self) -> TritonServer:
         return self.start() if self.process is None else self
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def _signal_pid(pid: int, sig: int) -> None:
+    try:
+        os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
 
 
 def _signal_group(pgid: int, sig: int) -> None:

@@ -3,7 +3,9 @@
 Batching: all requests of one dynamic batch that share a modality and output options are embedded by
 ONE ``embed_decoded()`` call and the rows are split back. Every request gets exactly one response, in
 order. A request whose item cannot be decoded, or whose parameters are invalid, gets an error response
-naming the problem (and the item index); the others in the batch are unaffected.
+naming the problem (and the item index) with the status its error class maps to (``INVALID_ARG`` →
+gRPC ``INVALID_ARGUMENT`` / HTTP 400, ``NOT_FOUND`` → 404, ``INTERNAL`` → 500); the others in the batch are
+unaffected, whatever the failure (a ``MemoryError`` included). Items are data only: paths are refused.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from zoo.base import EncodeOptions
-from zoo.errors import ZooError, to_wire
+from zoo.errors import InvalidArgumentError, ZooError, code_of, to_wire
 from zoo.spec import Modality
 
 from . import contract
@@ -42,8 +44,6 @@ class _Prepared:
 
 def _prepare(embedder, req: Request) -> _Prepared:
     """Validate one request and decode its items; raises a ZooError for the caller to report."""
-    from zoo.errors import InvalidArgumentError
-
     present = [name for name in req.inputs if name in contract.MODALITY_OF_INPUT]
     if len(present) != 1:
         expected = [contract.INPUTS[m] for m in embedder.spec.modalities]
@@ -51,7 +51,7 @@ def _prepare(embedder, req: Request) -> _Prepared:
     modality = embedder.check_modality(contract.MODALITY_OF_INPUT[present[0]])
     opts = embedder.options(**contract.parse_parameters(req.parameters))
     raw = [contract.decode_item(modality, x, i) for i, x in enumerate(req.inputs[present[0]])]
-    return _Prepared(modality, opts, embedder.decode(raw, modality))
+    return _Prepared(modality, opts, embedder.decode(raw, modality, allow_paths=False))
 
 
 def handle(embedder, requests: list[Request]) -> list[np.ndarray | ZooError | Exception]:
@@ -62,6 +62,10 @@ def handle(embedder, requests: list[Request]) -> list[np.ndarray | ZooError | Ex
         try:
             prep = _prepare(embedder, req)
         except ZooError as err:
+            results[i] = err
+            continue
+        except Exception as err:  # e.g. MemoryError: this request fails, the batch does not
+            log.exception("request %d could not be decoded", i)
             results[i] = err
             continue
         groups[(prep.modality, prep.opts)].append((i, prep))
@@ -103,6 +107,9 @@ class TritonPythonModel:
         """Answer a dynamic batch: exactly one response per request, in order."""
         import triton_python_backend_utils as pb_utils
 
+        codes = {"invalid_argument": pb_utils.TritonError.INVALID_ARG, "not_found": pb_utils.TritonError.NOT_FOUND,
+                 "unavailable": pb_utils.TritonError.UNAVAILABLE, "internal": pb_utils.TritonError.INTERNAL}
+
         parsed = []
         for r in requests:
             inputs = {}
@@ -117,7 +124,8 @@ class TritonPythonModel:
                 out = pb_utils.Tensor(contract.OUTPUT, np.ascontiguousarray(result))
                 responses.append(pb_utils.InferenceResponse(output_tensors=[out]))
             else:
-                responses.append(pb_utils.InferenceResponse(error=pb_utils.TritonError(to_wire(result))))
+                error = pb_utils.TritonError(to_wire(result), codes[code_of(result)])
+                responses.append(pb_utils.InferenceResponse(error=error))
         return responses
 
     def finalize(self) -> None:

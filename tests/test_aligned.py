@@ -27,14 +27,42 @@ def test_is_the_default_for_image_audio_interleaved():
     assert set(spec.modalities) == set(zoo.Modality)
 
 
+README_ROWS = {  # README table row (its first cell starts so) → the card.json figures it shows, in order
+    "text → image": ["text_to_image_R@1"],
+    "image → text": ["image_to_text_R@1"],
+    "spoken caption": ["speech_to_image_R@1"],
+    "composed query": ["composed_image_plus_colour_R@1"],
+    "composition probe": ["heldout_combos_text_to_image_R@1", "heldout_combos_image_to_text_R@1",
+                          "heldout_combos_speech_to_image_R@1"],
+}
+
+
 def test_weights_are_small_and_carded():
     folder = resolve(zoo.get_spec(NAME))
     assert (folder / "model.safetensors").stat().st_size <= 20 * 1024 * 1024
     card = json.loads((folder / "card.json").read_text())
     assert card["data"]["seed"] is not None and card["training"]["loss_curve"]
-    figures = card["heldout_eval"]
-    for key in ("text_to_image_R@1", "image_to_text_R@1", "speech_to_image_R@1", "heldout_combos_text_to_image_R@1"):
-        assert 0.0 <= figures[key] <= 1.0
+
+
+def test_card_figures_are_reproduced_and_the_readme_shows_them(aligned):
+    """Re-running the held-out evaluation on the committed weights gives exactly the card's figures, and the
+    README's table prints those figures (rounded as printed)."""
+    import re
+    from pathlib import Path
+
+    from scripts.eval_aligned import evaluate
+
+    card = json.loads((resolve(zoo.get_spec(NAME)) / "card.json").read_text())["heldout_eval"]
+    assert evaluate(aligned, 20261122, 4) == card
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    for start, keys in README_ROWS.items():
+        row = next(line for line in readme.splitlines() if line.startswith(f"| {start}"))
+        cell = row.split("|")[2]
+        printed = [float(x) for x in re.findall(r"\d\.\d+", cell)]
+        decimals = [len(x.split(".")[1]) for x in re.findall(r"\d\.\d+", cell)]
+        assert len(printed) == len(keys), row
+        for key, value, places in zip(keys, printed, decimals):
+            assert round(card[key], places) == value, (row, key, card[key])
 
 
 def test_text_tower_is_exactly_minilm(aligned, minilm):

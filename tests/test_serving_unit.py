@@ -11,8 +11,8 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 import zoo
 from serving import contract
-from serving.export import export
-from serving.triton_model import Request, handle
+from serving.export import MODEL_PY, export
+from serving.triton_model import Request, TritonPythonModel, handle
 from zoo import postprocess as pp
 from zoo.defaults import default_model_names
 
@@ -49,7 +49,17 @@ def test_config_comes_from_spec(tmp_path, name):
     assert all(i.data_type == mc.TYPE_STRING and i.optional for i in cfg.input)
     assert [o.name for o in cfg.output] == [contract.OUTPUT]
     assert json.loads(cfg.parameters[contract.CONFIG_SPEC_KEY].string_value) == spec.to_dict()
-    assert (folder / "1" / "model.py").read_text() == (tmp_path / folder.name / "1" / "model.py").read_text()
+    assert (folder / "1" / "model.py").read_text() == MODEL_PY
+
+
+def test_every_model_gets_the_same_generic_backend(tmp_path):
+    """One model.py for every family: byte-identical across models, and it is the serving backend."""
+    names = [zoo.list_models(family=f)[0] for f in ("text", "aligned", "open_clip", "clap", "speaker")]
+    files = {f.name: (f / "1" / "model.py").read_bytes() for f in export(names, tmp_path)}
+    assert len(set(files.values())) == 1, files.keys()
+    namespace: dict = {}
+    exec(next(iter(files.values())), namespace)
+    assert namespace["TritonPythonModel"] is TritonPythonModel
 
 
 class Counting:

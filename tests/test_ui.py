@@ -72,11 +72,27 @@ def test_text_to_image_and_persistence(searcher, corpus):
 
 
 @pytest.mark.parametrize("precision", ["float32", "int8", "float8", "ubinary", "binary"])
-def test_dimensions_and_precision_views(searcher, precision):
-    _, results, _ = searcher.search(ALIGNED, "a picture of a red circle", zoo.Modality.TEXT, "image", 5, 128,
-                                    precision)
+def test_dimensions_and_precision_views(searcher, corpus, precision):
+    """The scores are those of the truncated, quantized view — recomputed here from the stored full vectors —
+    and differ from the full-width float32 scores (so a search that ignored either control would fail)."""
+    from ui.backend import full_vectors
+    from zoo import postprocess as pp
+
+    query = "a picture of a red circle"
+    _, results, _ = searcher.search(ALIGNED, query, zoo.Modality.TEXT, "image", 5, 128, precision)
     assert len(results) == 5
-    assert all(-1.01 <= r["score"] <= 1.01 for r in results)
+    index = searcher.indexes[ALIGNED]
+    q = full_vectors(searcher.backend.embedder(ALIGNED), [query], "text")
+    images = [r for r, i in enumerate(index.ids) if corpus.by_id[i].modality == "image"]
+    view = pp.postprocess(index.vectors[images], normalize_output=True, dimensions=128, precision=precision)
+    want = pp.similarity(pp.postprocess(q, normalize_output=True, dimensions=128, precision=precision), view,
+                         precision)[0]
+    scores = np.array([r["score"] for r in results])
+    assert np.allclose(scores, np.sort(want)[::-1][:5], atol=2e-3), (scores, np.sort(want)[::-1][:5])
+    got_rows = [images.index(index.ids.index(r["id"])) for r in results]
+    assert np.allclose(want[got_rows], scores, atol=2e-3)  # each hit carries its own score under the view
+    full = (q @ index.vectors[[images[g] for g in got_rows]].T)[0]
+    assert not np.allclose(scores, full, atol=2e-3), "dimensions/precision made no difference"
 
 
 def test_approximate_index_agrees_on_top_hit(searcher, corpus, tmp_path):
@@ -133,14 +149,21 @@ def test_only_corpus_and_uploads_are_served(app_url, corpus):
         assert err.value.code in (403, 404)
 
 
-def test_triton_backend_matches_local(triton, corpus, tmp_path):
+def test_triton_backend_matches_local(triton, searcher, corpus, tmp_path):
+    """The same searches through the served model and in-process rank the same items with the same scores."""
     server, models = triton
     backend = TritonBackend(server.grpc_url)
     assert ALIGNED in backend.models()
     remote = Searcher(backend, corpus, tmp_path)
-    _, results, latency = remote.search(ALIGNED, "a picture of a yellow star", zoo.Modality.TEXT, "image", 3, 0,
-                                        "float32")
-    assert "yellow star" in results[0]["label"] and "triton backend" in latency
+    for query, target, dims, precision in [("a picture of a yellow star", "image", 0, "float32"),
+                                           ("two blue squares", "text", 128, "int8"),
+                                           ("a loud explosion", "audio", 0, "float16")]:
+        _, got, latency = remote.search(ALIGNED, query, zoo.Modality.TEXT, target, 5, dims, precision)
+        _, want, _ = searcher.search(ALIGNED, query, zoo.Modality.TEXT, target, 5, dims, precision)
+        assert [r["id"] for r in got] == [r["id"] for r in want], (query, got, want)
+        assert np.allclose([r["score"] for r in got], [r["score"] for r in want], atol=2e-3)
+        assert "triton backend" in latency
+    assert np.allclose(remote.indexes[ALIGNED].vectors, searcher.indexes[ALIGNED].vectors, atol=1e-4)
 
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -191,6 +214,30 @@ def test_real_browser_text_and_image_queries(app_url, corpus, tmp_path):
         browser.close()
 
 
+def test_page_cannot_import_server_files(app_url, corpus):
+    """The Corpus tab takes uploads only: the endpoint has no folder argument, and a file reference to a
+    server path (not an upload) is refused without adding anything."""
+    import json
+
+    from gradio_client import Client
+
+    params = Client(app_url, verbose=False).view_api(return_format="dict", print_info=False)[
+        "named_endpoints"]["/add_files"]["parameters"]
+    assert [p["parameter_name"] for p in params] == ["files"]
+    before = len(corpus.items)
+    secret = str(Path(__file__).resolve().parent.parent / "README.md")
+    body = json.dumps({"data": [[{"path": secret, "meta": {"_type": "gradio.FileData"}}]]}).encode()
+    request = urllib.request.Request(f"{app_url}gradio_api/call/add_files", data=body,
+                                     headers={"Content-Type": "application/json"})
+    try:
+        event = json.load(urllib.request.urlopen(request, timeout=30))["event_id"]
+        stream = urllib.request.urlopen(f"{app_url}gradio_api/call/add_files/{event}", timeout=60).read().decode()
+    except urllib.error.HTTPError as err:
+        stream = f"event: error {err.code}"
+    assert "event: error" in stream, stream
+    assert len(corpus.items) == before and not any(i.label == "README.md" for i in corpus.items)
+
+
 def test_add_folder_copies_supported_files(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
@@ -211,13 +258,18 @@ def test_zoo_demo_command_local_backend(tmp_path):
     from .processes import start_and_wait, stop_group
 
     port = free_ports().grpc
-    proc, lines = start_and_wait(["demo", "--backend", "local", "--port", str(port), "--data-dir", str(tmp_path)],
-                                 "demo: http")
+    extra = tmp_path / "mine"
+    extra.mkdir()
+    (extra / "note.txt").write_text("an operator's own note about triangles")
+    proc, lines = start_and_wait(["demo", "--backend", "local", "--port", str(port), "--data-dir", str(tmp_path),
+                                  "--corpus", str(extra)], "demo: http")
     try:
         assert lines and lines[-1].strip() == f"demo: http://127.0.0.1:{port}", "".join(lines)
         page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30).read().decode()
         assert "gradio" in page.lower()
         assert (tmp_path / "index" / "local").is_dir() and (tmp_path / "corpus" / "items.jsonl").is_file()
+        assert "imported 1 file(s) from" in "".join(lines)  # --corpus: the operator's folder, on the command line
+        assert "triangles" in (tmp_path / "corpus" / "items.jsonl").read_text()
     finally:
         stop_group(proc)
 

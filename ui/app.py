@@ -141,17 +141,14 @@ def build_app(searcher: Searcher, title: str = "embedding-zoo · cross-modal ret
             gr.Markdown(f"Add up to {MAX_UPLOAD_FILES} files at a time ({', '.join(kinds)}); they are copied "
                         "into the corpus folder and indexed for every model in use.")
             upload = gr.File(file_count="multiple", file_types=kinds, label="upload files", elem_id="upload")
-            folder = gr.Textbox(label="or a folder on the server to import (copied, not recursive)")
             add = gr.Button("Add to corpus", elem_id="btn-add")
             added = gr.Markdown(elem_id="corpus-status")
 
-            def add_files(files, folder_path, progress=gr.Progress()):
-                """Add uploaded files and/or a folder's files to the corpus, then index them."""
+            def add_files(files, progress=gr.Progress()):
+                """Add uploaded files to the corpus, then index them (server folders are the operator's
+                `--corpus DIR` option, never a page field)."""
                 try:
                     items, errors = searcher.corpus.add_files([Path(f) for f in files or []])
-                    if folder_path and folder_path.strip():
-                        more, errs = searcher.corpus.add_folder(Path(folder_path.strip()))
-                        items, errors = items + more, errors + errs
                 except ZooError as err:
                     raise gr.Error(str(err)) from None
                 for model in list(searcher.indexes):
@@ -160,7 +157,7 @@ def build_app(searcher: Searcher, title: str = "embedding-zoo · cross-modal ret
                     gr.Warning(e)
                 return f"added {len(items)} item(s); rejected {len(errors)}" + "".join(f"\n- {e}" for e in errors)
 
-            add.click(add_files, [upload, folder], added, api_name="add_files")
+            add.click(add_files, [upload], added, api_name="add_files")
 
         latency.render()
         gallery.render()

@@ -11,8 +11,10 @@ from zoo.defaults import DEFAULT_MODELS
 DEFAULT_DATA_DIR = Path(os.environ.get("ZOO_DATA_DIR", Path.home() / ".cache" / "embedding-zoo"))
 
 
-def build(backend_kind: str, url: str, data_dir: Path, approximate: bool = False, device: str | None = None):
-    """Backend, corpus (built offline on first start) and pre-built indexes of the default models."""
+def build(backend_kind: str, url: str, data_dir: Path, approximate: bool = False, device: str | None = None,
+          corpus_dirs: list[str] | None = None):
+    """Backend, corpus (built offline on first start, plus the operator's ``corpus_dirs``) and pre-built
+    indexes of the default models."""
     from .backend import LocalBackend, TritonBackend
     from .corpus import build_default
 
@@ -25,6 +27,10 @@ def build(backend_kind: str, url: str, data_dir: Path, approximate: bool = False
     backend = TritonBackend(url) if backend_kind == "triton" else LocalBackend(device)
     print(f"corpus: {data_dir / 'corpus'}", flush=True)
     corpus = build_default(data_dir / "corpus")
+    for folder in corpus_dirs or []:  # the operator's choice on the command line; page users can only upload
+        added, errors = corpus.add_folder(Path(folder))
+        print(f"imported {len(added)} file(s) from {folder}" + "".join(f"\n  rejected {e}" for e in errors),
+              flush=True)
     searcher = Searcher(backend, corpus, data_dir / "index" / backend_kind, approximate)
     available = set(backend.models())
     from tqdm.auto import tqdm
@@ -53,12 +59,13 @@ def launch(searcher, uploads: Path, host: str, port: int, block: bool = True):
 
 def launch_with_server(server, args: argparse.Namespace):
     """Used by ``zoo serve --ui``: the demo on the Triton backend of ``server``."""
-    searcher, uploads = build("triton", server.grpc_url, Path(args.data_dir))
+    searcher, uploads = build("triton", server.grpc_url, Path(args.data_dir), corpus_dirs=args.corpus)
     return launch(searcher, uploads, args.ui_host, args.ui_port, block=False)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    searcher, uploads = build(args.backend, args.url, Path(args.data_dir), args.approximate, args.device)
+    searcher, uploads = build(args.backend, args.url, Path(args.data_dir), args.approximate, args.device,
+                              args.corpus)
     launch(searcher, uploads, args.host, args.port, block=True)
     return 0
 
@@ -68,6 +75,8 @@ def add_ui_arguments(p: argparse.ArgumentParser, host_flag: str = "--host", port
     p.add_argument(host_flag, default="127.0.0.1", help="address the web page binds to")
     p.add_argument(port_flag, type=int, default=7860)
     p.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="corpus, uploads and indexes live here")
+    p.add_argument("--corpus", action="append", metavar="DIR",
+                   help="also import this server folder's images, audio and .txt files (repeatable)")
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:

@@ -2,7 +2,8 @@
 
 Default content, all offline: the photos shipped in scikit-image, generated shape scenes with their captions,
 the sounds shipped with pygame, spoken captions (when espeak-ng is installed), and text snippets.
-Users add files by upload or by pointing at a folder; both copy into the corpus folder, within limits.
+Page users add files by upload; the operator imports server folders with ``--corpus DIR``. Both copy
+into the corpus folder, within limits.
 """
 
 from __future__ import annotations
@@ -129,10 +130,7 @@ def _check_decodes(data: bytes, modality: Modality, name: str) -> None:
     from zoo import inputs
 
     try:
-        if modality is Modality.IMAGE:
-            inputs.decode_image(data, 0)
-        else:
-            inputs.decode_audio(data, 0, 16000)
+        inputs.to_wire(data, 0, modality)  # the same check a client makes before sending a file
     except InputError as err:
         raise InvalidArgumentError(f"{name}: {err.reason}") from None
 

@@ -11,10 +11,11 @@ import numpy as np
 
 from . import inputs as _inputs
 from . import postprocess as pp
-from .errors import InputError, InvalidArgumentError, UnsupportedModalityError, choices
+from .errors import InputError, InvalidArgumentError, UnknownPromptError, UnsupportedModalityError, choices
 from .spec import EmbedderSpec, Modality
 
 LARGE_INPUT = 1000  # a progress bar appears by itself from this many items on
+MAX_AUDIO_SECONDS = 600.0  # audio read at most, for models that declare no shorter window
 
 
 def pick_device(device: str | None = None) -> str:
@@ -54,34 +55,11 @@ class EncodeOptions:
     prompt: str | None = None  # the resolved prompt text the model sees
 
 
-class Embedder(ABC):
-    """Base class of every model: subclasses implement :meth:`_embed` (and maybe :meth:`_lengths`)."""
+class EncodeFront:
+    """What every ``encode()`` shares, in-process or remote: the spec, and the validation of the modality
+    and the output controls before any work is done. :class:`Embedder` and the serving clients build on it."""
 
     spec: EmbedderSpec
-    device: str
-
-    def __init__(self, spec: EmbedderSpec, device: str | None = None) -> None:
-        self.spec = spec
-        self.device = pick_device(device)
-
-    # ---- what families implement -------------------------------------------------------------
-    @abstractmethod
-    def _embed(self, batch: list[Any], modality: Modality, prompt: str | None) -> np.ndarray:
-        """Float32 ``[len(batch), spec.dim]`` raw embeddings of decoded items."""
-
-    def _lengths(self, items: list[Any], modality: Modality, prompt: str | None) -> list[int]:
-        """Sort keys for length-sorted batching (longest first); the default keeps the order."""
-        return [len(x) if isinstance(x, str) else 0 for x in items]
-
-    @classmethod
-    def load(cls, spec: EmbedderSpec, path: Any, device: str | None) -> Embedder:
-        """Build the embedder from weights in folder ``path`` (families take ``(spec, path, device)``)."""
-        return cls(spec, path, device)
-
-    @property
-    def sample_rate(self) -> int:
-        """Audio rate the model expects (only meaningful for audio models)."""
-        return int(self.spec.options.get("sample_rate", 16000))
 
     # ---- shared machinery ----------------------------------------------------------------------
     def check_modality(self, modality: Modality | str) -> Modality:
@@ -114,7 +92,7 @@ class Embedder(ABC):
         name = prompt_name if prompt_name is not None else self.spec.default_prompt_name
         if name is not None and name not in self.spec.prompts:
             known = choices(self.spec.prompts) if self.spec.prompts else "none (this model has no prompts)"
-            raise InvalidArgumentError(f"unknown prompt_name {name!r} for {self.spec.name!r}; valid: {known}")
+            raise UnknownPromptError(f"unknown prompt_name {name!r} for {self.spec.name!r}; valid: {known}")
         return EncodeOptions(
             normalize=bool(normalize),
             dimensions=None if dims == self.spec.dim else dims,
@@ -128,15 +106,52 @@ class Embedder(ABC):
         opts = self.options(normalize=normalize, dimensions=dimensions, precision=precision, prompt_name=prompt_name)
         return opts, self.check_modality(modality)
 
-    def _decode_item(self, item: Any, index: int, modality: Modality) -> Any:
-        """What :meth:`embed_decoded` takes for one raw item (remote clients return wire bytes instead)."""
-        return _inputs.decode(item, index, modality, self.sample_rate)
 
-    def decode(self, items: Sequence[Any], modality: Modality | str) -> list[Any]:
-        """Decode raw inputs; raises :class:`InputError` naming the first bad item's index."""
+class Embedder(EncodeFront, ABC):
+    """Base class of every model: subclasses implement :meth:`_embed` (and maybe :meth:`_lengths`)."""
+
+    device: str
+
+    def __init__(self, spec: EmbedderSpec, device: str | None = None) -> None:
+        self.spec = spec
+        self.device = pick_device(device)
+
+    # ---- what families implement -------------------------------------------------------------
+    @abstractmethod
+    def _embed(self, batch: list[Any], modality: Modality, prompt: str | None) -> np.ndarray:
+        """Float32 ``[len(batch), spec.dim]`` raw embeddings of decoded items."""
+
+    def _lengths(self, items: list[Any], modality: Modality, prompt: str | None) -> list[int]:
+        """Sort keys for length-sorted batching (longest first); the default keeps the order."""
+        return [len(x) if isinstance(x, str) else 0 for x in items]
+
+    @classmethod
+    def load(cls, spec: EmbedderSpec, path: Any, device: str | None) -> Embedder:
+        """Build the embedder from weights in folder ``path`` (families take ``(spec, path, device)``)."""
+        return cls(spec, path, device)
+
+    @property
+    def sample_rate(self) -> int:
+        """Audio rate the model expects (only meaningful for audio models)."""
+        return int(self.spec.options.get("sample_rate", 16000))
+
+    @property
+    def max_audio_seconds(self) -> float:
+        """The longest audio the model uses; decoding reads no further (audio families narrow it)."""
+        return MAX_AUDIO_SECONDS
+
+    # ---- encoding ------------------------------------------------------------------------------
+    def _decode_item(self, item: Any, index: int, modality: Modality, allow_paths: bool = True) -> Any:
+        """What :meth:`embed_decoded` takes for one raw item."""
+        return _inputs.decode(item, index, modality, self.sample_rate, self.max_audio_seconds, allow_paths)
+
+    def decode(self, items: Sequence[Any], modality: Modality | str, *, allow_paths: bool = True) -> list[Any]:
+        """Decode raw inputs; raises :class:`InputError` naming the first bad item's index.
+
+        ``allow_paths=False`` (servers) refuses items that name files instead of carrying data."""
         mod = self.check_modality(modality)
         check_items(items)
-        return [self._decode_item(x, i, mod) for i, x in enumerate(items)]
+        return [self._decode_item(x, i, mod, allow_paths) for i, x in enumerate(items)]
 
     def embed_decoded(
         self,

@@ -2,7 +2,8 @@
 
 Every message names the valid choices or the fix. The server sends these over the wire as
 ``"[ClassName] message"`` so that the client can raise the same class again (see
-:func:`to_wire` / :func:`from_wire`).
+:func:`to_wire` / :func:`from_wire`). Each class also carries a protocol-neutral ``code``
+(:data:`CODES`): servers map it to their protocol's status (gRPC ``INVALID_ARGUMENT`` / HTTP 400, …).
 """
 
 from __future__ import annotations
@@ -11,13 +12,20 @@ import difflib
 import re
 from collections.abc import Iterable
 
+#: protocol-neutral error codes; servers map them to gRPC status codes and HTTP statuses
+CODES = ("invalid_argument", "not_found", "unavailable", "internal")
+
 
 class ZooError(Exception):
     """Base class of every error `zoo` raises deliberately."""
 
+    code = "internal"  # one of CODES: what a server answers with (overridden by subclasses)
+
 
 class UnknownModelError(ZooError, KeyError):
     """A name is neither a registered model nor a local model folder."""
+
+    code = "not_found"
 
     def __init__(self, name: str, known: Iterable[str]) -> None:
         close = difflib.get_close_matches(name, list(known), n=5, cutoff=0.4)
@@ -34,13 +42,25 @@ class UnknownModelError(ZooError, KeyError):
 class UnsupportedModalityError(ZooError, ValueError):
     """The model has no tower for the requested modality."""
 
+    code = "invalid_argument"
+
 
 class InvalidArgumentError(ZooError, ValueError):
     """A call argument (precision, dimensions, prompt name, batch size, inputs) is not valid."""
 
+    code = "invalid_argument"
+
+
+class UnknownPromptError(InvalidArgumentError):
+    """``prompt_name`` names no prompt of the model."""
+
+    code = "not_found"
+
 
 class InputError(ZooError, ValueError):
     """One input item could not be decoded or used; ``index`` is its position in the call."""
+
+    code = "invalid_argument"
 
     def __init__(self, index: int, message: str) -> None:
         self.index = index
@@ -54,9 +74,17 @@ class InputError(ZooError, ValueError):
 class WeightsUnavailableError(ZooError, OSError):
     """The weights of a registered model cannot be found locally or downloaded."""
 
+    code = "unavailable"
+
 
 class ServerError(ZooError, RuntimeError):
     """The inference server failed in a way that maps to no more specific `zoo` error."""
+
+
+class ModelUnavailableError(ServerError):
+    """The served model is not ready right now (loading, or being restarted); retrying later can work."""
+
+    code = "unavailable"
 
 
 def choices(values: Iterable[object]) -> str:
@@ -67,10 +95,22 @@ def choices(values: Iterable[object]) -> str:
 _WIRE = re.compile(r"\[(?P<cls>[A-Za-z]+Error)\] (?P<msg>.*)", re.S)
 
 
+INTERNAL_MESSAGE = "internal error while embedding; the server log has the details"
+
+
+def code_of(err: BaseException) -> str:
+    """The protocol-neutral code (see :data:`CODES`) a server answers ``err`` with."""
+    return err.code if isinstance(err, ZooError) else "internal"
+
+
 def to_wire(err: BaseException) -> str:
-    """Encode an exception as a message a remote peer can turn back into the same class."""
-    name = type(err).__name__ if isinstance(err, ZooError) else "ServerError"
-    return f"[{name}] {err}"
+    """Encode an exception as a message a remote peer can turn back into the same class.
+
+    Only `zoo`'s own errors keep their text: anything else may quote server internals (paths, library
+    messages), so it travels as a fixed message and the details stay in the server's log."""
+    if isinstance(err, ZooError):
+        return f"[{type(err).__name__}] {err}"
+    return f"[ServerError] {INTERNAL_MESSAGE}"
 
 
 def from_wire(message: str) -> ZooError:

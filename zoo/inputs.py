@@ -10,6 +10,13 @@ Every decoder takes ``(item, index)`` and raises :class:`zoo.errors.InputError` 
   ``(array, sample_rate)`` pair; mixed down to mono and resampled to the model's rate.
 - interleaved: a list of parts, each a ``str`` (text) or an image as above, or a dict
   ``{"text": ...}`` / ``{"image": ...}``; decoded to a list of ``str`` and ``PIL.Image``.
+
+``allow_paths=False`` (what servers pass) refuses file paths: an item from a remote caller is data
+(bytes or a ``data:`` URI), never the name of a file on the machine that decodes it.
+
+Audio is read only as far as the model will listen (``max_seconds`` plus a little for resampling),
+so the allocation never follows a length the file's header declares; a header that declares more
+samples than the data holds is an error.
 """
 
 from __future__ import annotations
@@ -28,6 +35,10 @@ from .errors import InputError
 from .spec import Modality
 
 MAX_IMAGE_PIXELS = 64_000_000  # ~8000x8000; larger files are almost always bombs or mistakes
+MAX_AUDIO_VALUES = 1 << 25  # samples x channels read at most (128 MiB of float32), whatever the window
+RESAMPLE_MARGIN_S = 0.05  # read this much past the window: resampling filters look a few samples ahead
+WIRE_CHECK_SECONDS = 1.0  # audio a client decodes to check a file before sending it
+_UNKNOWN_FRAMES = 1 << 62  # libsndfile reports about SF_COUNT_MAX when a stream's length is unknown
 
 
 def decode_text(item: Any, index: int) -> str:
@@ -52,13 +63,15 @@ def _data_uri(uri: str, index: int) -> bytes:
         raise InputError(index, "data: URI payload is not valid base64") from None
 
 
-def _file_bytes(item: Any, index: int, kind: str) -> bytes | None:
+def _file_bytes(item: Any, index: int, kind: str, allow_paths: bool = True) -> bytes | None:
     """Bytes of a path / bytes / data: URI item, or None when the item is another type."""
     if isinstance(item, (bytes, bytearray, memoryview)):
         data = bytes(item)
     elif isinstance(item, str) and item.startswith("data:"):
         data = _data_uri(item, index)
     elif isinstance(item, (str, os.PathLike)):
+        if not allow_paths:  # the string is not echoed: it may name a file of this machine
+            raise InputError(index, f"{kind} must be sent as bytes or a data: URI; file paths are not accepted here")
         path = Path(item)
         if not path.is_file():
             raise InputError(index, f"{kind} file not found: {path}")
@@ -70,7 +83,7 @@ def _file_bytes(item: Any, index: int, kind: str) -> bytes | None:
     return data
 
 
-def decode_image(item: Any, index: int):
+def decode_image(item: Any, index: int, allow_paths: bool = True):
     """An image item as an RGB ``PIL.Image``."""
     from PIL import Image, UnidentifiedImageError
 
@@ -84,7 +97,7 @@ def decode_image(item: Any, index: int):
             arr = (np.clip(arr.astype(np.float32), 0, 1) * 255).round().astype(np.uint8)
         img = Image.fromarray(arr.squeeze(-1) if arr.ndim == 3 and arr.shape[2] == 1 else arr)
     else:
-        data = _file_bytes(item, index, "image")
+        data = _file_bytes(item, index, "image", allow_paths)
         if data is None:
             raise InputError(index, f"unsupported image input type {type(item).__name__}")
         try:
@@ -107,27 +120,64 @@ def decode_image(item: Any, index: int):
     return img.convert("RGB")
 
 
-def decode_audio(item: Any, index: int, sample_rate: int) -> np.ndarray:
-    """An audio item as mono float32 samples at ``sample_rate``."""
+def _frames_to_read(seconds: float | None, rate: int) -> int | None:
+    """Samples at ``rate`` that cover ``seconds`` plus the resampling margin (None: all)."""
+    return None if seconds is None else int(np.ceil((seconds + RESAMPLE_MARGIN_S) * rate))
+
+
+def _read_audio(data: bytes, index: int, max_seconds: float | None) -> tuple[np.ndarray, int]:
+    """Decode encoded audio, reading no further than ``max_seconds`` (plus margin) into the stream."""
+    import soundfile
+
+    try:
+        with soundfile.SoundFile(io.BytesIO(data)) as f:
+            rate, channels, declared = int(f.samplerate), int(f.channels), int(f.frames)
+            if rate <= 0:
+                raise InputError(index, f"invalid sample rate {rate}")
+            known = 0 <= declared < _UNKNOWN_FRAMES
+            limit = _frames_to_read(max_seconds, rate)
+            if limit is None and not known:
+                raise InputError(index, "audio stream of unknown length")
+            want = declared if limit is None else (min(declared, limit) if known else limit)
+            if want * channels > MAX_AUDIO_VALUES:
+                raise InputError(index, f"audio too large: {want} samples x {channels} channels is over the "
+                                        f"{MAX_AUDIO_VALUES} value limit")
+            samples = f.read(want, dtype="float32", always_2d=True)
+    except InputError:
+        raise
+    except soundfile.LibsndfileError as err:
+        raise InputError(index, f"cannot decode audio: {err.error_string}") from None
+    except (RuntimeError, TypeError, ValueError, EOFError) as err:
+        raise InputError(index, f"cannot decode audio ({type(err).__name__})") from None
+    if known and len(samples) < 0.9 * want:  # the header promised samples that the data does not hold
+        raise InputError(index, f"audio header declares {declared} samples but the data ends after {len(samples)}")
+    return samples.mean(axis=1), rate
+
+
+def decode_audio(
+    item: Any, index: int, sample_rate: int, max_seconds: float | None = None, allow_paths: bool = True
+) -> np.ndarray:
+    """An audio item as mono float32 samples at ``sample_rate``.
+
+    Only the first ``max_seconds`` (plus a small resampling margin) are read and resampled: the model
+    uses no more, and decoding stays bounded whatever length the file declares.
+    """
     if isinstance(item, tuple) and len(item) == 2:
         samples, rate = np.asarray(item[0], dtype=np.float32), int(item[1])
         if samples.ndim == 2:  # (channels, time) or (time, channels): the shorter axis is channels
             samples = samples.mean(axis=int(np.argmin(samples.shape)))
         elif samples.ndim != 1:
             raise InputError(index, f"audio array must be 1-D or 2-D, got shape {samples.shape}")
+        if rate <= 0:
+            raise InputError(index, f"invalid sample rate {rate}")
+        limit = _frames_to_read(max_seconds, rate)
+        if limit is not None:
+            samples = samples[:limit]
     else:
-        data = _file_bytes(item, index, "audio")
+        data = _file_bytes(item, index, "audio", allow_paths)
         if data is None:
             raise InputError(index, f"unsupported audio input type {type(item).__name__}")
-        import soundfile
-
-        try:
-            samples, rate = soundfile.read(io.BytesIO(data), dtype="float32", always_2d=True)
-        except (soundfile.LibsndfileError, RuntimeError, TypeError) as err:
-            raise InputError(index, f"cannot decode audio: {err}") from None
-        samples = samples.mean(axis=1)
-    if rate <= 0:
-        raise InputError(index, f"invalid sample rate {rate}")
+        samples, rate = _read_audio(data, index, max_seconds)
     if samples.size == 0:
         raise InputError(index, "audio has no samples")
     if not np.all(np.isfinite(samples)):
@@ -140,8 +190,15 @@ def decode_audio(item: Any, index: int, sample_rate: int) -> np.ndarray:
     return samples
 
 
-def decode_interleaved(item: Any, index: int) -> list:
-    """An interleaved item as an ordered list of ``str`` and ``PIL.Image`` parts."""
+class _ImagePart:
+    """An interleaved part that is an image, not yet decoded (it may be a string: a path or a data: URI)."""
+
+    def __init__(self, item: Any) -> None:
+        self.item = item
+
+
+def _split_interleaved(item: Any, index: int) -> list[str | _ImagePart]:
+    """An interleaved item's parts in order: text as ``str``, images as undecoded :class:`_ImagePart`."""
     if isinstance(item, (str, bytes)) or not hasattr(item, "__iter__"):
         raise InputError(index, "interleaved input must be a list of text and image parts")
     parts = []
@@ -150,27 +207,86 @@ def decode_interleaved(item: Any, index: int) -> list:
             if set(part) == {"text"}:
                 part = decode_text(part["text"], index)
             elif set(part) == {"image"}:
-                part = decode_image(part["image"], index)
+                part = _ImagePart(part["image"])
             else:
                 raise InputError(
                     index, f"interleaved part keys must be 'text' or 'image', got {sorted(part)}"
                 )
-        elif isinstance(part, str) and not part.startswith("data:image"):
-            pass  # plain text part
-        else:
-            part = decode_image(part, index)
+        elif not (isinstance(part, str) and not part.startswith("data:image")):
+            part = _ImagePart(part)
         parts.append(part)
     if not parts:
         raise InputError(index, "interleaved input has no parts")
     return parts
 
 
-def decode(item: Any, index: int, modality: Modality, sample_rate: int = 16000) -> Any:
-    """Decode one item of ``modality``."""
+def decode_interleaved(item: Any, index: int, allow_paths: bool = True) -> list:
+    """An interleaved item as an ordered list of ``str`` and ``PIL.Image`` parts."""
+    parts = _split_interleaved(item, index)
+    return [p if isinstance(p, str) else decode_image(p.item, index, allow_paths) for p in parts]
+
+
+def _image_wire(item: Any, index: int) -> bytes:
+    """An image as encoded file bytes: files as they are (after checking they decode), others as PNG."""
+    data = _file_bytes(item, index, "image") if not isinstance(item, np.ndarray) else None
+    if data is not None:
+        decode_image(data, index)
+        return data
+    buf = io.BytesIO()
+    decode_image(item, index).save(buf, format="PNG")  # lossless, so the far side sees the same pixels
+    return buf.getvalue()
+
+
+def _image_data_uri(item: Any, index: int) -> str:
+    """An image as a ``data:image/<type>;base64,`` URI with its real MIME type."""
+    from PIL import Image
+
+    data = _image_wire(item, index)
+    with Image.open(io.BytesIO(data)) as img:
+        mime = Image.MIME.get(img.format or "", "application/octet-stream")
+    return f"data:{mime};base64," + base64.b64encode(data).decode()
+
+
+def _audio_wire(item: Any, index: int) -> bytes:
+    """Audio as encoded file bytes: files as they are (after checking they decode), arrays as float WAV."""
+    if isinstance(item, tuple) and len(item) == 2:
+        import soundfile
+
+        samples = decode_audio(item, index, int(item[1]))  # validated, mono, at its own rate
+        buf = io.BytesIO()
+        soundfile.write(buf, samples, int(item[1]), format="WAV", subtype="FLOAT")
+        return buf.getvalue()
+    data = _file_bytes(item, index, "audio")
+    if data is None:
+        raise InputError(index, f"unsupported audio input type {type(item).__name__}")
+    _read_audio(data, index, WIRE_CHECK_SECONDS)
+    return data
+
+
+
+def to_wire(item: Any, index: int, modality: Modality) -> bytes | list[dict[str, str]]:
+    """One item in the form that travels to a server, checked here first so a bad item fails on this side:
+    text as UTF-8 bytes, images and audio as encoded file bytes, interleaved as a list of ``{"text": …}`` /
+    ``{"image": "data:image/…;base64,…"}`` parts. Paths are read here, on the caller's machine."""
+    if modality is Modality.TEXT:
+        return decode_text(item, index).encode("utf-8")
+    if modality is Modality.IMAGE:
+        return _image_wire(item, index)
+    if modality is Modality.AUDIO:
+        return _audio_wire(item, index)
+    return [{"text": p} if isinstance(p, str) else {"image": _image_data_uri(p.item, index)}
+            for p in _split_interleaved(item, index)]
+
+
+def decode(
+    item: Any, index: int, modality: Modality, sample_rate: int = 16000, max_seconds: float | None = None,
+    allow_paths: bool = True,
+) -> Any:
+    """Decode one item of ``modality`` (audio: at most ``max_seconds`` of it)."""
     if modality is Modality.TEXT:
         return decode_text(item, index)
     if modality is Modality.IMAGE:
-        return decode_image(item, index)
+        return decode_image(item, index, allow_paths)
     if modality is Modality.AUDIO:
-        return decode_audio(item, index, sample_rate)
-    return decode_interleaved(item, index)
+        return decode_audio(item, index, sample_rate, max_seconds, allow_paths)
+    return decode_interleaved(item, index, allow_paths)

@@ -156,6 +156,11 @@ class AlignedEmbedder(Embedder):
         self.max_samples = int(cfg["max_seconds"] * cfg["sample_rate"])
         self._torch = torch
 
+    @property
+    def max_audio_seconds(self) -> float:
+        """The audio tower's window (``max_seconds`` of the config)."""
+        return float(self.config["max_seconds"])
+
 
     @classmethod
     def spec_from_folder(cls, path: Path) -> EmbedderSpec | None:

@@ -42,6 +42,11 @@ class ClapEmbedder(Embedder):
         """The feature extractor's rate: inputs are resampled to it."""
         return self.rate
 
+    @property
+    def max_audio_seconds(self) -> float:
+        """The feature extractor's window (10 s for LAION CLAP)."""
+        return self.max_samples / self.rate
+
 
     @classmethod
     def spec_from_folder(cls, path: Path) -> EmbedderSpec | None:

@@ -85,6 +85,11 @@ class SpeakerEmbedder(Embedder):
             return None
         return _spec(str(path), str(path))
 
+    @property
+    def max_audio_seconds(self) -> float:
+        """Utterances are cut at ``MAX_SECONDS``."""
+        return float(MAX_SECONDS)
+
     def _lengths(self, items: list[Any], modality: Modality, prompt: str | None) -> list[int]:
         return audio_lengths(items, MAX_SECONDS * SAMPLE_RATE, SAMPLE_RATE)
 
