@@ -76,8 +76,7 @@ def _per_item_plan(n: int) -> Generator[list[int], np.ndarray | InputError, Rows
     while alive:
         answer = yield alive
         if isinstance(answer, InputError):  # that item alone is bad: keep its error, resend the rest
-            bad = alive.pop(answer.index)
-            results[bad] = InputError(bad, answer.reason)
+            results[alive.pop(answer.index)] = answer
             continue
         for position, row in zip(alive, answer):
             results[position] = row
@@ -129,9 +128,13 @@ class _Remote(EncodeFront):
 
     @staticmethod
     def _stitch(wired: list[bytes | InputError], rows: list[np.ndarray | InputError]) -> Rows:
-        """Per-item results in input order: rows of the items sent, errors of the items that were not."""
-        sent = iter(rows)
-        return [w if isinstance(w, InputError) else next(sent) for w in wired]
+        """Per-item results in input order: the rows (or server-side errors) of the items sent, the local
+        errors of those that were not; every error carries its index in the whole call."""
+        sent, out = iter(rows), []
+        for i, w in enumerate(wired):
+            r = w if isinstance(w, InputError) else next(sent)
+            out.append(InputError(i, r.reason) if isinstance(r, InputError) and r.index != i else r)
+        return out
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.triton_name!r}, url={self.url!r})"
@@ -166,6 +169,8 @@ class TritonEmbedder(_Remote):
 
     def _map_chunks(self, fn, raw: list, batch_size: int | None, show_progress: bool, label: str) -> list:
         spans = _chunks(len(raw), self._chunk_size(batch_size))
+        if not spans:
+            return []
         with ThreadPoolExecutor(min(MAX_CONCURRENT_CHUNKS, len(spans))) as pool:
             futures = [pool.submit(fn, raw[a:b], a) for a, b in spans]
             if show_progress:
@@ -197,10 +202,9 @@ class TritonEmbedder(_Remote):
         opts, mod = self._call(modality, normalize, dimensions, precision, prompt_name)
         wired = self.wire_per_item(inputs, mod)
         good = [w for w in wired if not isinstance(w, InputError)]
-        rows = [r for part in self._map_chunks(lambda chunk, _a: self._infer_per_item(chunk, mod, opts), good,
-                                               batch_size, False, mod.value) for r in part] if good else []
-        results = self._stitch(wired, rows)
-        return [InputError(i, r.reason) if isinstance(r, InputError) else r for i, r in enumerate(results)]
+        parts = self._map_chunks(lambda chunk, _a: self._infer_per_item(chunk, mod, opts), good, batch_size, False,
+                                 mod.value)
+        return self._stitch(wired, [r for part in parts for r in part])
 
     def close(self) -> None:
         """Close the gRPC channel."""
@@ -271,10 +275,8 @@ class AsyncTritonEmbedder(_Remote):
         opts, mod = self._call(modality, normalize, dimensions, precision, prompt_name)
         wired = self.wire_per_item(inputs, mod)
         good = [w for w in wired if not isinstance(w, InputError)]
-        parts = await self._map_chunks(lambda chunk, _a: self._infer_per_item(chunk, mod, opts), good,
-                                       batch_size) if good else []
-        results = self._stitch(wired, [r for part in parts for r in part])
-        return [InputError(i, r.reason) if isinstance(r, InputError) else r for i, r in enumerate(results)]
+        parts = await self._map_chunks(lambda chunk, _a: self._infer_per_item(chunk, mod, opts), good, batch_size)
+        return self._stitch(wired, [r for part in parts for r in part])
 
     async def close(self) -> None:
         """Close the gRPC channels."""

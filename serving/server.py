@@ -118,7 +118,6 @@ class Stub:
 
     pid: int
     model: str  # Triton model name
-    region: str  # its shared-memory region name
 
 
 def _proc_stat(pid: int) -> tuple[str, int] | None:
@@ -128,6 +127,17 @@ def _proc_stat(pid: int) -> tuple[str, int] | None:
     except (OSError, IndexError):
         return None
     return tail[0], int(tail[1])
+
+
+def child_pids(parent: int, *, zombies: bool = True) -> list[int]:
+    """The pids whose parent is ``parent`` (from /proc), zombies included unless ``zombies=False``."""
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            stat = _proc_stat(int(entry.name))
+            if stat is not None and stat[1] == parent and (zombies or stat[0] not in ("Z", "X")):
+                out.append(int(entry.name))
+    return out
 
 
 def process_alive(pid: int) -> bool:
@@ -247,31 +257,15 @@ class TritonServer:
         if self.process is None:
             return []
         out = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            stat = _proc_stat(int(entry.name))
-            if stat is None or stat[1] != self.process.pid or stat[0] in ("Z", "X"):
-                continue
+        for pid in child_pids(self.process.pid, zombies=False):
             try:
-                argv = (entry / "cmdline").read_bytes().split(b"\0")
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
             except OSError:
                 continue
             # argv: stub, <repository>/<model>/<version>/model.py, <shm region>, ...
             if len(argv) > 2 and argv[0].decode(errors="replace").endswith(STUB_NAME):
-                model = Path(argv[1].decode(errors="replace")).parent.parent.name
-                out.append(Stub(int(entry.name), model, argv[2].decode(errors="replace")))
+                out.append(Stub(pid, Path(argv[1].decode(errors="replace")).parent.parent.name))
         return out
-
-    def _children(self) -> list[int]:
-        """Every child of tritonserver, zombies included (they are ours to reap once it is gone)."""
-        pids = []
-        for entry in Path("/proc").iterdir():
-            if entry.name.isdigit():
-                stat = _proc_stat(int(entry.name))
-                if stat is not None and self.process is not None and stat[1] == self.process.pid:
-                    pids.append(int(entry.name))
-        return pids
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop within ``exit_timeout + 5`` seconds (or ``timeout``), whatever state the server is in.
@@ -282,7 +276,7 @@ class TritonServer:
         if self.process is None:
             return
         grace = self.exit_timeout + 5 if timeout is None else timeout
-        children = self._children()
+        children = child_pids(self.process.pid)  # zombies too: ours to reap once the server is gone
         if self.process.poll() is None:
             _signal_pid(self.process.pid, signal.SIGTERM)
             try:
@@ -305,16 +299,10 @@ class TritonServer:
                 pass
         self.remove_shm_regions()
 
-    def remove_shm_regions(self) -> list[str]:
+    def remove_shm_regions(self) -> None:
         """Remove this server's python-backend shared-memory files (call once the server is gone)."""
-        removed = []
-        for path in SHM_DIR.glob(f"{self.shm_prefix}*") if SHM_DIR.is_dir() else []:
-            try:
-                path.unlink()
-                removed.append(path.name)
-            except OSError:
-                pass
-        return removed
+        for path in SHM_DIR.glob(f"{self.shm_prefix}*"):
+            path.unlink(missing_ok=True)
 
     def __enter__(self) -> TritonServer:
         return self.start() if self.process is None else self

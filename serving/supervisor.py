@@ -160,13 +160,13 @@ class Supervisor:
                 self._check_liveness(name, h, now)
 
     def _check_liveness(self, name: str, h: ModelHealth, now: float) -> None:
+        if now - h.active_at < self.probe_every:  # one look (and at most one probe) per probe_every
+            return
+        h.active_at = now
         executions = self._executions(name)
         if executions != h.executions:  # it executed something since the last look: alive
-            h.executions, h.active_at = executions, now
+            h.executions = executions
             return
-        if now - h.active_at < self.probe_every:
-            return
-        h.active_at = now  # one probe per probe_every at most, in its own thread
         threading.Thread(target=self._probe, args=(name,), name=f"zoo-probe-{name}", daemon=True).start()
 
     def _executions(self, name: str) -> int:
@@ -187,14 +187,14 @@ class Supervisor:
         try:
             client.infer(name, [tensor], client_timeout=self.hang_timeout)
         except InferenceServerException as err:
-            text = err.message() or str(err)
+            dead = "not healthy" in (err.message() or "")
+            hung = err.status() == "StatusCode.DEADLINE_EXCEEDED"
             with self._lock:
                 still_ready = self.health[name].state == READY
-            if still_ready and ("not healthy" in text or "Deadline Exceeded" in text or err.status() ==
-                                "StatusCode.DEADLINE_EXCEEDED"):
+            if still_ready and (dead or hung):
                 self._kill_stubs(name)
-                self._restart_async(name, f"no answer to a probe within {self.hang_timeout:g} s"
-                                    if "not healthy" not in text else "stub process is not healthy")
+                self._restart_async(name, "stub process is not healthy" if dead else
+                                    f"no answer to a probe within {self.hang_timeout:g} s")
         finally:
             client.close()
 

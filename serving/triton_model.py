@@ -61,11 +61,9 @@ def handle(embedder, requests: list[Request]) -> list[np.ndarray | ZooError | Ex
     for i, req in enumerate(requests):
         try:
             prep = _prepare(embedder, req)
-        except ZooError as err:
-            results[i] = err
-            continue
-        except Exception as err:  # e.g. MemoryError: this request fails, the batch does not
-            log.exception("request %d could not be decoded", i)
+        except Exception as err:  # a MemoryError too: this request fails, the batch does not
+            if not isinstance(err, ZooError):
+                log.exception("request %d could not be decoded", i)
             results[i] = err
             continue
         groups[(prep.modality, prep.opts)].append((i, prep))
@@ -102,13 +100,16 @@ class TritonPythonModel:
         if args.get("model_instance_kind") == "GPU":
             device = f"cuda:{args.get('model_instance_device_id', 0)}"
         self.embedder = zoo.create(source, device=device)
+        import triton_python_backend_utils as pb_utils
+
+        # zoo's protocol-neutral error codes → Triton's (gRPC INVALID_ARGUMENT / HTTP 400, …)
+        self.codes = {"invalid_argument": pb_utils.TritonError.INVALID_ARG,
+                      "not_found": pb_utils.TritonError.NOT_FOUND,
+                      "unavailable": pb_utils.TritonError.UNAVAILABLE, "internal": pb_utils.TritonError.INTERNAL}
 
     def execute(self, requests: list) -> list:
         """Answer a dynamic batch: exactly one response per request, in order."""
         import triton_python_backend_utils as pb_utils
-
-        codes = {"invalid_argument": pb_utils.TritonError.INVALID_ARG, "not_found": pb_utils.TritonError.NOT_FOUND,
-                 "unavailable": pb_utils.TritonError.UNAVAILABLE, "internal": pb_utils.TritonError.INTERNAL}
 
         parsed = []
         for r in requests:
@@ -124,7 +125,7 @@ class TritonPythonModel:
                 out = pb_utils.Tensor(contract.OUTPUT, np.ascontiguousarray(result))
                 responses.append(pb_utils.InferenceResponse(output_tensors=[out]))
             else:
-                error = pb_utils.TritonError(to_wire(result), codes[code_of(result)])
+                error = pb_utils.TritonError(to_wire(result), self.codes[code_of(result)])
                 responses.append(pb_utils.InferenceResponse(error=error))
         return responses
 

@@ -15,6 +15,7 @@ import pytest
 import zoo
 from serving import contract
 from serving.client import TritonEmbedder
+from serving.server import child_pids as children
 from serving.server import free_ports
 from zoo.defaults import default_model
 
@@ -25,19 +26,6 @@ REPO = str(Path(__file__).resolve().parent.parent / "model_repository")
 TEXT_MODEL = contract.model_name(default_model("text"))
 ALIGNED = contract.model_name(default_model("image"))
 LOAD_SECONDS = float(os.environ.get("ZOO_LOAD_SECONDS", 30))
-
-
-def children(pid: int) -> list[int]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                tail = (entry / "stat").read_text().rsplit(")", 1)[1].split()
-            except OSError:
-                continue
-            if int(tail[1]) == pid:
-                out.append(int(entry.name))
-    return out
 
 
 def cmdline(pid: int) -> str:

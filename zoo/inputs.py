@@ -212,8 +212,8 @@ def _split_interleaved(item: Any, index: int) -> list[str | _ImagePart]:
                 raise InputError(
                     index, f"interleaved part keys must be 'text' or 'image', got {sorted(part)}"
                 )
-        elif not (isinstance(part, str) and not part.startswith("data:image")):
-            part = _ImagePart(part)
+        elif not isinstance(part, str) or part.startswith("data:image"):
+            part = _ImagePart(part)  # a bare str is text unless it is an image data: URI
         parts.append(part)
     if not parts:
         raise InputError(index, "interleaved input has no parts")
@@ -261,7 +261,6 @@ def _audio_wire(item: Any, index: int) -> bytes:
         raise InputError(index, f"unsupported audio input type {type(item).__name__}")
     _read_audio(data, index, WIRE_CHECK_SECONDS)
     return data
-
 
 
 def to_wire(item: Any, index: int, modality: Modality) -> bytes | list[dict[str, str]]:
