@@ -271,3 +271,36 @@ def test_sigterm_during_startup_and_during_a_restart():
     time.sleep(1)  # the fresh stub is loading its weights
     tracked += children(triton_pid)
     stop_and_check_clean(s, tracked, prefix)
+
+
+def test_hung_stub_is_noticed_by_the_probe_and_reloaded():
+    """A stub that stops answering (SIGSTOP: alive, but silent) fails the idle probe within --hang-timeout; the
+    model is reported not ready, reloaded with a fresh stub, and answers correctly again."""
+    s = start_serve("--hang-timeout", "3")
+    try:
+        hung = s.stubs(TEXT_MODEL)
+        assert len(hung) == 1
+        remote = TritonEmbedder(TEXT_MODEL, s.grpc)
+        want = zoo.create(default_model("text"), device="cpu").encode(["a red circle"], "text")
+        os.kill(hung[0], signal.SIGSTOP)
+        stopped_at = time.monotonic()
+        down = back = None
+        while time.monotonic() - stopped_at < 60:
+            ready, health = s.model_ready(TEXT_MODEL), s.health()
+            if down is None and not ready and health == 503:
+                down = time.monotonic() - stopped_at
+            if down is not None and ready and health == 200:
+                back = time.monotonic() - stopped_at
+                break
+            time.sleep(0.2)
+        print(f"hung stub: not ready after {down} s, back after {back} s")
+        # probe_every (5 s) for the idle model to be probed, up to twice, plus the 3 s probe deadline
+        assert down is not None and down <= 2 * 5 + 3 + 2, down
+        assert back is not None and back <= down + 30, back
+        assert hung[0] not in s.stubs(TEXT_MODEL) and s.stubs(TEXT_MODEL)
+        assert float(_cos(remote.encode(["a red circle"], "text"), want).min()) >= 0.9999
+        triton_pid, prefix = s.triton_pid, s.shm_prefix
+        stop_and_check_clean(s, [triton_pid, *children(triton_pid), hung[0]], prefix)
+    finally:
+        if s.proc.poll() is None:
+            stop_group(s.proc)
