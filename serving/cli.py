@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import atexit
+import os
 import shutil
 import signal
 import sys
@@ -54,7 +55,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     server = TritonServer(repo, host=args.host, ports=Ports(args.grpc_port, args.http_port, args.metrics_port),
                           log_path=Path(args.log) if args.log else None)
     signal.signal(signal.SIGTERM, _on_sigterm)
-    supervisor = health = ui = None
+    supervisor = health = door = ui = None
     _say(f"starting tritonserver on {repo} (log: {server.log_path or 'a temporary file'})")
     try:
         server.start(timeout=args.timeout)
@@ -67,6 +68,17 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             if args.health_port:
                 health = HealthServer(supervisor, args.host, args.health_port).start()
                 _say(f"health: {health.url}")
+        if args.openai_port:
+            from .health import health_report
+            from .openai_server import OpenAIServer
+
+            door = OpenAIServer(
+                server.grpc_url, args.host, args.openai_port, api_key=args.api_key or None,
+                max_body_bytes=int(args.max_body_mb * (1 << 20)), cors_origins=args.cors_origin,
+                health=(lambda: health_report(supervisor)) if supervisor is not None else None,
+            ).start()
+            _say(f"OpenAI-compatible API: {door.url}  (POST /v1/embeddings, GET /v1/models"
+                 f"{', bearer key required' if args.api_key else ''})")
         if args.ui:
             from ui.cli import launch_with_server
 
@@ -80,7 +92,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         _say("shutting down")
-        for part in (ui, health, supervisor):
+        for part in (ui, door, health, supervisor):
             if part is not None:
                 part.close()
         server.stop()
@@ -112,6 +124,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="seconds an idle model may take to answer a probe before it is restarted (0: never probe)")
     p.add_argument("--health-port", type=int, default=8003,
                    help="port of zoo's own GET /health (ready only when every model is); 0 disables")
+    p.add_argument("--openai-port", type=int, default=8080,
+                   help="port of the OpenAI-compatible API (POST /v1/embeddings, GET /v1/models); 0 disables")
+    p.add_argument("--api-key", default=os.environ.get("ZOO_API_KEY"),
+                   help="require `Authorization: Bearer KEY` on the OpenAI-compatible API (default: $ZOO_API_KEY)")
+    p.add_argument("--max-body-mb", type=float, default=64.0,
+                   help="largest request body the OpenAI-compatible API reads, in MiB (413 beyond)")
+    p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
+                   help="let browsers on ORIGIN call the OpenAI-compatible API (repeatable; default: none)")
     p.add_argument("--ui", action="store_true", help="also start the Gradio demo on the served models")
     try:
         from ui.cli import add_ui_arguments

@@ -97,10 +97,11 @@ class _Remote(EncodeFront):
         except InferenceServerException as err:  # unreachable server
             raise ServerError(f"cannot reach tritonserver at {url}: {err.message()}") from None
 
-    def wire(self, inputs: Sequence[Any], modality: Modality) -> list[bytes]:
-        """Check and serialize every item; raises the first bad item's :class:`InputError`."""
+    def wire(self, inputs: Sequence[Any], modality: Modality, allow_paths: bool = True) -> list[bytes]:
+        """Check and serialize every item; raises the first bad item's :class:`InputError`.
+        ``allow_paths=False`` when the items come from someone else (a gateway): only data is accepted."""
         check_items(inputs)
-        return [contract.encode_item(modality, x, i) for i, x in enumerate(inputs)]
+        return [contract.encode_item(modality, x, i, allow_paths) for i, x in enumerate(inputs)]
 
     def wire_per_item(self, inputs: Sequence[Any], modality: Modality) -> list[bytes | InputError]:
         """Check and serialize every item, a bad one becoming its :class:`InputError` in place."""
@@ -218,27 +219,28 @@ class AsyncTritonEmbedder(_Remote):
         super().__init__(name, url)
         self._client = None
 
-    async def _infer(self, raw: list[bytes], modality: Modality, opts: EncodeOptions, offset: int) -> np.ndarray:
+    async def _infer(self, raw: list[bytes], modality: Modality, opts: EncodeOptions, offset: int,
+                     tokens: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         import tritonclient.grpc.aio as aioclient
 
         if self._client is None:  # created inside the running loop
             self._client = aioclient.InferenceServerClient(self.url)
         inputs, params = self._request(raw, modality, opts, aioclient.InferInput)
+        outputs = [aioclient.InferRequestedOutput(name) for name in
+                   ((contract.OUTPUT, contract.TOKENS) if tokens else (contract.OUTPUT,))]
         try:
-            result = await self._client.infer(
-                self.triton_name, inputs, outputs=[aioclient.InferRequestedOutput(contract.OUTPUT)],
-                parameters=params,
-            )
+            result = await self._client.infer(self.triton_name, inputs, outputs=outputs, parameters=params)
         except InferenceServerException as err:
             _raise_remote(err, offset)
-        return contract.from_wire(result.as_numpy(contract.OUTPUT), opts.precision)
+        counts = result.as_numpy(contract.TOKENS).reshape(-1) if tokens else None
+        return contract.from_wire(result.as_numpy(contract.OUTPUT), opts.precision), counts
 
     async def _infer_per_item(self, raw: list[bytes], modality: Modality, opts: EncodeOptions) -> Rows:
         plan = _per_item_plan(len(raw))
         positions = next(plan)
         while True:
             try:
-                answer: Any = await self._infer([raw[p] for p in positions], modality, opts, 0)
+                answer: Any = (await self._infer([raw[p] for p in positions], modality, opts, 0))[0]
             except InputError as err:
                 answer = err
             try:
@@ -262,9 +264,17 @@ class AsyncTritonEmbedder(_Remote):
     ) -> np.ndarray:
         """Same as :meth:`zoo.base.Embedder.encode`, awaited (``show_progress`` is accepted and ignored)."""
         opts, mod = self._call(modality, normalize, dimensions, precision, prompt_name)
-        raw = self.wire(inputs, mod)
-        return np.concatenate(await self._map_chunks(lambda chunk, a: self._infer(chunk, mod, opts, a), raw,
-                                                     batch_size))
+        return (await self.infer_wire(self.wire(inputs, mod), mod, opts, batch_size=batch_size))[0]
+
+    async def infer_wire(self, raw: list[bytes], modality: Modality, opts: EncodeOptions, *,
+                         batch_size: int | None = None, tokens: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """Embed items already serialized by :meth:`wire` with options from :meth:`options`: the rows in
+        order and, with ``tokens``, the text tokens the model read per item (the server's ``TOKENS``).
+        A server-side :class:`InputError` names the item's index in ``raw``."""
+        parts = await self._map_chunks(lambda chunk, a: self._infer(chunk, modality, opts, a, tokens), raw,
+                                       batch_size)
+        rows = np.concatenate([p[0] for p in parts])
+        return rows, (np.concatenate([p[1] for p in parts]) if tokens else None)
 
     async def encode_per_item(
         self, inputs: Sequence[Any], modality: Modality | str, *, batch_size: int | None = None,

@@ -6,9 +6,11 @@ Per model (see ``config.pbtxt``):
 - one ``BYTES`` input per modality the model embeds, shape ``[batch, 1]``, all optional (a request sends
   exactly one): ``TEXT`` (UTF-8), ``IMAGE`` (an encoded image file), ``AUDIO`` (an encoded audio file),
   ``INTERLEAVED`` (UTF-8 JSON: a list of parts ``{"text": "..."}`` or ``{"image": "data:image/...;base64,..."}``);
-- one output ``EMBEDDING``, shape ``[batch, d]``. ``config.pbtxt`` declares ``TYPE_FP32`` (the default
+- output ``EMBEDDING``, shape ``[batch, d]``. ``config.pbtxt`` declares ``TYPE_FP32`` (the default
   precision); the python backend returns the dtype of the requested ``precision`` (table below), which
   Triton passes through and clients read from the response's ``datatype``;
+- output ``TOKENS``, shape ``[batch, 1]`` ``INT32``: the text tokens the model read per item (image and audio
+  content counts 0), computed only when the request names it among its outputs;
 - request parameters ``dimensions`` (int), ``normalize`` (bool), ``precision`` (str), ``prompt_name``
   (str), with the same meaning and defaults as ``encode()``; any other parameter is refused.
 
@@ -37,6 +39,10 @@ INPUTS: dict[Modality, str] = {
 MODALITY_OF_INPUT = {v: k for k, v in INPUTS.items()}
 INPUT_DATATYPE = "BYTES"  # KServe v2 name; TYPE_STRING in config.pbtxt
 OUTPUT = "EMBEDDING"
+#: optional second output, ``[batch, 1]`` INT32: the text tokens each item's model read (``count_tokens``);
+#: computed only when a request asks for it (the OpenAI door reports it as usage)
+TOKENS = "TOKENS"
+TOKENS_DATATYPE = "INT32"
 DECLARED_OUTPUT_PRECISION = "float32"
 
 #: precision → KServe v2 datatype of the EMBEDDING tensor on the wire (float8 travels as its bits)
@@ -105,10 +111,10 @@ def request_parameters(
 
 
 # ---- items on the wire ---------------------------------------------------------------------------
-def encode_item(modality: Modality, item: Any, index: int) -> bytes:
+def encode_item(modality: Modality, item: Any, index: int, allow_paths: bool = True) -> bytes:
     """One client-side item as the element of its modality's input tensor (checked first, see
     :func:`zoo.inputs.to_wire`); interleaved parts travel as UTF-8 JSON."""
-    wire = inputs.to_wire(item, index, modality)
+    wire = inputs.to_wire(item, index, modality, allow_paths)
     return json.dumps(wire).encode("utf-8") if modality is Modality.INTERLEAVED else wire
 
 

@@ -49,6 +49,8 @@ def build_config(
             dims=[-1],
         )
     )
+    config.output.append(mc.ModelOutput(name=contract.TOKENS, data_type=mc.DataType.Value(
+        "TYPE_" + contract.TOKENS_DATATYPE), dims=[1]))
     config.parameters[contract.CONFIG_MODEL_KEY].string_value = source
     config.parameters[contract.CONFIG_SPEC_KEY].string_value = json.dumps(spec.to_dict(), sort_keys=True)
     return config

@@ -33,6 +33,15 @@ class Request:
 
     inputs: dict[str, list[bytes]]  # input tensor name → its elements
     parameters: dict[str, Any]
+    tokens: bool = False  # the request asks for the TOKENS output
+
+
+@dataclass
+class Answer:
+    """One request's outputs: the wire array of ``EMBEDDING``, and ``TOKENS`` when it was asked for."""
+
+    embedding: np.ndarray
+    tokens: np.ndarray | None = None
 
 
 @dataclass
@@ -40,6 +49,13 @@ class _Prepared:
     modality: Modality
     opts: EncodeOptions
     items: list[Any]
+    tokens: bool
+
+    def answer(self, embedder, emb: np.ndarray) -> Answer:
+        counts = None
+        if self.tokens:
+            counts = np.asarray(embedder.count_tokens(self.items, self.modality, self.opts.prompt), np.int32)
+        return Answer(contract.to_wire(emb, self.opts.precision), None if counts is None else counts.reshape(-1, 1))
 
 
 def _prepare(embedder, req: Request) -> _Prepared:
@@ -51,11 +67,11 @@ def _prepare(embedder, req: Request) -> _Prepared:
     modality = embedder.check_modality(contract.MODALITY_OF_INPUT[present[0]])
     opts = embedder.options(**contract.parse_parameters(req.parameters))
     raw = [contract.decode_item(modality, x, i) for i, x in enumerate(req.inputs[present[0]])]
-    return _Prepared(modality, opts, embedder.decode(raw, modality, allow_paths=False))
+    return _Prepared(modality, opts, embedder.decode(raw, modality, allow_paths=False), req.tokens)
 
 
-def handle(embedder, requests: list[Request]) -> list[np.ndarray | ZooError | Exception]:
-    """One result per request, in order: the wire array, or the error that request gets."""
+def handle(embedder, requests: list[Request]) -> list[Answer | ZooError | Exception]:
+    """One result per request, in order: its outputs, or the error that request gets."""
     results: list[Any] = [None] * len(requests)
     groups: dict[tuple[Modality, EncodeOptions], list[tuple[int, _Prepared]]] = defaultdict(list)
     for i, req in enumerate(requests):
@@ -75,14 +91,18 @@ def handle(embedder, requests: list[Request]) -> list[np.ndarray | ZooError | Ex
             # something in the joint batch failed: retry each request alone so only the culprit fails
             for i, prep in members:
                 try:
-                    results[i] = contract.to_wire(embedder.embed_decoded(prep.items, modality, opts), opts.precision)
+                    results[i] = prep.answer(embedder, embedder.embed_decoded(prep.items, modality, opts))
                 except Exception as err:  # reported to that request only; the model stays up
                     log.exception("request %d failed", i)
                     results[i] = err
             continue
         start = 0
         for i, prep in members:
-            results[i] = contract.to_wire(emb[start : start + len(prep.items)], opts.precision)
+            try:
+                results[i] = prep.answer(embedder, emb[start : start + len(prep.items)])
+            except Exception as err:  # counting tokens failed: this request only
+                log.exception("request %d failed", i)
+                results[i] = err
             start += len(prep.items)
     return results
 
@@ -118,12 +138,15 @@ class TritonPythonModel:
                 tensor = pb_utils.get_input_tensor_by_name(r, name)
                 if tensor is not None:
                     inputs[name] = [bytes(x) for x in tensor.as_numpy().reshape(-1)]
-            parsed.append(Request(inputs=inputs, parameters=json.loads(r.parameters() or "{}")))
+            parsed.append(Request(inputs=inputs, parameters=json.loads(r.parameters() or "{}"),
+                                  tokens=contract.TOKENS in r.requested_output_names()))
         responses = []
         for result in handle(self.embedder, parsed):
-            if isinstance(result, np.ndarray):
-                out = pb_utils.Tensor(contract.OUTPUT, np.ascontiguousarray(result))
-                responses.append(pb_utils.InferenceResponse(output_tensors=[out]))
+            if isinstance(result, Answer):
+                outputs = [pb_utils.Tensor(contract.OUTPUT, np.ascontiguousarray(result.embedding))]
+                if result.tokens is not None:
+                    outputs.append(pb_utils.Tensor(contract.TOKENS, result.tokens))
+                responses.append(pb_utils.InferenceResponse(output_tensors=outputs))
             else:
                 error = pb_utils.TritonError(to_wire(result), self.codes[code_of(result)])
                 responses.append(pb_utils.InferenceResponse(error=error))

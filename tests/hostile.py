@@ -8,12 +8,12 @@ from pathlib import Path
 import numpy as np
 
 
-def lying_flac(declared: int = (1 << 36) - 1) -> bytes:
-    """A tiny valid FLAC (0.05 s) whose STREAMINFO claims ``declared`` samples (2^36 - 1 by default)."""
+def lying_flac(declared: int = (1 << 36) - 1, samples: int = 800) -> bytes:
+    """A valid FLAC of ``samples`` at 16 kHz (0.05 s) whose STREAMINFO claims ``declared`` (2^36 - 1 by default)."""
     import soundfile
 
     buf = io.BytesIO()
-    soundfile.write(buf, np.zeros(800, np.float32), 16000, format="FLAC")
+    soundfile.write(buf, np.sin(np.arange(samples, dtype=np.float32) * 0.05) * 0.3, 16000, format="FLAC")
     data = bytearray(buf.getvalue())
     # "fLaC", a 4-byte block header, then STREAMINFO: 10 bytes of sizes, then 64 bits holding
     # rate (20) | channels-1 (3) | bits-1 (5) | total samples (36)

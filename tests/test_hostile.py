@@ -183,7 +183,7 @@ def test_unexpected_failures_stay_inside_their_request(minilm):
     assert isinstance(results[1], MemoryError)
     assert zoo.errors.to_wire(results[1]) == f"[ServerError] {zoo.errors.INTERNAL_MESSAGE}"
     assert zoo.errors.code_of(results[1]) == "internal"
-    assert np.allclose(results[0], minilm.encode(["fine"], "text"), atol=1e-5)
+    assert np.allclose(results[0].embedding, minilm.encode(["fine"], "text"), atol=1e-5)
 
 
 # ---- 4. error codes ----------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import zoo
 from scripts import shapes as S
 from zoo.postprocess import normalize
 
-from .tiny_models import make_hf_clip, make_open_clip
+from .tiny_models import make_clap, make_hf_clip, make_open_clip
 
 TEXTS = ["a red circle", "two blue squares on a dark background", "héllo 🐱", ""]
 
@@ -135,3 +135,28 @@ def test_open_clip_bare_checkpoint_file(tmp_path, monkeypatch):
     (weights / "second.pt").write_bytes(b"")
     with pytest.raises(zoo.WeightsUnavailableError, match="exactly one"):
         zoo.create(spec.name, device="cpu")
+
+
+@pytest.mark.parametrize("kind", ["open_clip", "clip", "siglip", "clap"])
+def test_token_counts_follow_each_tokenizer(tmp_path, kind):
+    """``count_tokens`` (the servers' usage) is what the reference tokenizer feeds the model: special tokens
+    included, truncated at the context length, padding not counted."""
+    texts = ["a cat", "word " * 200]
+    if kind == "open_clip":
+        import open_clip
+
+        folder = make_open_clip(tmp_path / kind)
+        tok = open_clip.get_tokenizer(f"local-dir:{folder}")
+        ids = tok(texts)
+        want = [int((row == tok.eot_token_id).nonzero()[0]) + 1 for row in ids]  # up to and including EOT
+    else:
+        from transformers import AutoTokenizer
+
+        folder = make_clap(tmp_path / kind) if kind == "clap" else make_hf_clip(tmp_path / kind, kind)
+        limit = zoo.get_spec(str(folder)).max_length
+        want = [len(AutoTokenizer.from_pretrained(folder)(t, truncation=True, max_length=limit)["input_ids"])
+                for t in texts]
+    model = zoo.create(str(folder), device="cpu")
+    got = model.count_tokens(texts, zoo.Modality.TEXT, None)
+    assert got == want and got[0] < got[1] == max(want), (got, want)
+    assert model.count_tokens(images(2), zoo.Modality.IMAGE, None) == [0, 0]

@@ -227,7 +227,7 @@ def test_zoo_serve_command_starts_and_stops_cleanly(tmp_path):
     subprocess.run([sys.executable, "-m", "zoo.cli", "export", "--out", str(repo)], check=True, timeout=300)
     proc, lines = start_and_wait(["serve", "--repository", str(repo), "--grpc-port", str(ports.grpc),
                                   "--http-port", str(ports.http), "--metrics-port", str(ports.metrics),
-                                  "--health-port", str(free_ports().grpc)], "ready:")
+                                  "--health-port", str(free_ports().grpc), "--openai-port", "0"], "ready:")
     try:
         assert lines and lines[-1].startswith("ready:"), "".join(lines)
         assert f"127.0.0.1:{ports.grpc}" in lines[-1] and f":{ports.metrics}/metrics" in lines[-1]

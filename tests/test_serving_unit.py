@@ -47,7 +47,8 @@ def test_config_comes_from_spec(tmp_path, name):
     assert cfg.instance_group[0].count == 3
     assert [i.name for i in cfg.input] == [contract.INPUTS[m] for m in spec.modalities]
     assert all(i.data_type == mc.TYPE_STRING and i.optional for i in cfg.input)
-    assert [o.name for o in cfg.output] == [contract.OUTPUT]
+    assert [o.name for o in cfg.output] == [contract.OUTPUT, contract.TOKENS]
+    assert cfg.output[1].data_type == mc.TYPE_INT32 and list(cfg.output[1].dims) == [1]
     assert json.loads(cfg.parameters[contract.CONFIG_SPEC_KEY].string_value) == spec.to_dict()
     assert (folder / "1" / "model.py").read_text() == MODEL_PY
 
@@ -90,7 +91,7 @@ def test_batch_grouping_one_call_per_group(minilm):
     for r, res in zip(requests, results):
         texts = [t.decode() for t in r.inputs["TEXT"]]
         expected = minilm.encode(texts, "text", **{k: v for k, v in r.parameters.items()})
-        assert np.allclose(res, expected, atol=1e-5)
+        assert np.allclose(res.embedding, expected, atol=1e-5) and res.tokens is None
 
 
 def test_bad_requests_fail_alone(minilm):
@@ -101,10 +102,23 @@ def test_bad_requests_fail_alone(minilm):
     assert isinstance(results[1], zoo.InputError) and results[1].index == 1
     assert "precision" in str(results[2]) and "colour" in str(results[3])
     assert isinstance(results[4], zoo.UnsupportedModalityError)
-    assert np.allclose(results[0], minilm.encode(["good one"], "text"), atol=1e-5)
-    assert results[5].dtype == np.uint8  # float8 travels as its bits
-    assert np.array_equal(contract.from_wire(results[5], "float8"),
+    assert np.allclose(results[0].embedding, minilm.encode(["good one"], "text"), atol=1e-5)
+    assert results[5].embedding.dtype == np.uint8  # float8 travels as its bits
+    assert np.array_equal(contract.from_wire(results[5].embedding, "float8"),
                           minilm.encode(["also good"], "text", precision="float8"))
+
+
+def test_tokens_counted_when_asked(minilm, minilm_dir):
+    """TOKENS: the tokens the model reads per item, as sentence-transformers feeds them (special tokens
+    included, truncated at the model's length), only for requests that ask for it."""
+    from sentence_transformers import SentenceTransformer
+
+    texts = ["a cat", "", "word " * 400]
+    asked, plain = handle(minilm, [Request({"TEXT": [t.encode() for t in texts]}, {}, tokens=True), req(["a cat"])])
+    reference = SentenceTransformer(str(minilm_dir), device="cpu").tokenize(texts)["attention_mask"].sum(1)
+    assert asked.tokens.dtype == np.int32 and asked.tokens.shape == (3, 1)
+    assert asked.tokens.reshape(-1).tolist() == reference.tolist() == [4, 2, 256]
+    assert plain.tokens is None
 
 
 @pytest.mark.parametrize(("params", "match"), [

@@ -5,8 +5,6 @@ import os
 import signal
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -16,67 +14,14 @@ import zoo
 from serving import contract
 from serving.client import TritonEmbedder
 from serving.server import child_pids as children
-from serving.server import free_ports
 from zoo.defaults import default_model
 
-from .processes import start_and_wait, stop_group
+from .processes import Serve, cmdline, start_serve, stop_group
 
 pytestmark = pytest.mark.server
-REPO = str(Path(__file__).resolve().parent.parent / "model_repository")
 TEXT_MODEL = contract.model_name(default_model("text"))
 ALIGNED = contract.model_name(default_model("image"))
 LOAD_SECONDS = float(os.environ.get("ZOO_LOAD_SECONDS", 30))
-
-
-def cmdline(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
-    except OSError:
-        return ""
-
-
-class Serve:
-    """A `zoo serve` process and what the tests look at: tritonserver, its stubs, its shm prefix, health."""
-
-    def __init__(self, proc, ports, health_port):
-        self.proc, self.ports, self.health_port = proc, ports, health_port
-        self.grpc = f"127.0.0.1:{ports.grpc}"
-
-    @property
-    def triton_pid(self) -> int:
-        return next(p for p in children(self.proc.pid) if "tritonserver" in cmdline(p))
-
-    def stubs(self, model: str) -> list[int]:
-        return [p for p in children(self.triton_pid) if f"/{model}/1/model.py" in cmdline(p)]
-
-    @property
-    def shm_prefix(self) -> str:
-        return cmdline(self.triton_pid).split("shm-region-prefix-name=")[1].split()[0]
-
-    def model_ready(self, model: str) -> bool:  # Triton's own per-model endpoint
-        return _status(f"http://127.0.0.1:{self.ports.http}/v2/models/{model}/ready") == 200
-
-    def health(self) -> int:
-        return _status(f"http://127.0.0.1:{self.health_port}/health")
-
-
-def _status(url: str) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as reply:
-            return reply.status
-    except urllib.error.HTTPError as err:
-        return err.code
-    except OSError:
-        return 0
-
-
-def start_serve(*extra: str, wait_for: str = "health:") -> Serve:
-    ports, health_port = free_ports(), free_ports().grpc
-    proc, lines = start_and_wait(["serve", "--repository", REPO, "--grpc-port", str(ports.grpc), "--http-port",
-                                  str(ports.http), "--metrics-port", str(ports.metrics), "--health-port",
-                                  str(health_port), *extra], wait_for)
-    assert lines and lines[-1].startswith(wait_for.split()[0]) or wait_for == "", "".join(lines)
-    return Serve(proc, ports, health_port)
 
 
 def stop_and_check_clean(serve: Serve, tracked: list[int], prefix: str, limit: float = 20.0) -> float:

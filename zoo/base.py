@@ -125,6 +125,11 @@ class Embedder(EncodeFront, ABC):
         """Sort keys for length-sorted batching (longest first); the default keeps the order."""
         return [len(x) if isinstance(x, str) else 0 for x in items]
 
+    def _text_tokens(self, texts: list[str], prompt: str | None) -> list[int]:
+        """Tokens the model reads for each text (prompt and special tokens included, after truncation).
+        Families that embed text override it."""
+        raise NotImplementedError(f"{type(self).__name__} does not count text tokens")
+
     @classmethod
     def load(cls, spec: EmbedderSpec, path: Any, device: str | None) -> Embedder:
         """Build the embedder from weights in folder ``path`` (families take ``(spec, path, device)``)."""
@@ -180,6 +185,20 @@ class Embedder(EncodeFront, ABC):
         return pp.postprocess(
             out, normalize_output=opts.normalize, dimensions=opts.dimensions, precision=opts.precision
         )
+
+    def count_tokens(self, items: list[Any], modality: Modality, prompt: str | None) -> list[int]:
+        """Text tokens of each decoded item, as its model's tokenizer makes them (what servers report as
+        usage): a text counts its tokens with the prompt and special tokens, an interleaved item the tokens
+        of its text parts; image and audio content counts 0."""
+        if modality is Modality.TEXT:
+            return self._text_tokens(items, prompt)
+        counts = [0] * len(items)
+        if modality is Modality.INTERLEAVED:
+            owners = [i for i, parts in enumerate(items) for p in parts if isinstance(p, str)]
+            texts = [p for parts in items for p in parts if isinstance(p, str)]
+            for i, n in zip(owners, self._text_tokens(texts, None) if texts else []):
+                counts[i] += n
+        return counts
 
     def encode(
         self,

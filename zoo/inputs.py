@@ -226,9 +226,9 @@ def decode_interleaved(item: Any, index: int, allow_paths: bool = True) -> list:
     return [p if isinstance(p, str) else decode_image(p.item, index, allow_paths) for p in parts]
 
 
-def _image_wire(item: Any, index: int) -> bytes:
+def _image_wire(item: Any, index: int, allow_paths: bool = True) -> bytes:
     """An image as encoded file bytes: files as they are (after checking they decode), others as PNG."""
-    data = _file_bytes(item, index, "image") if not isinstance(item, np.ndarray) else None
+    data = _file_bytes(item, index, "image", allow_paths) if not isinstance(item, np.ndarray) else None
     if data is not None:
         decode_image(data, index)
         return data
@@ -237,17 +237,17 @@ def _image_wire(item: Any, index: int) -> bytes:
     return buf.getvalue()
 
 
-def _image_data_uri(item: Any, index: int) -> str:
+def _image_data_uri(item: Any, index: int, allow_paths: bool = True) -> str:
     """An image as a ``data:image/<type>;base64,`` URI with its real MIME type."""
     from PIL import Image
 
-    data = _image_wire(item, index)
+    data = _image_wire(item, index, allow_paths)
     with Image.open(io.BytesIO(data)) as img:
         mime = Image.MIME.get(img.format or "", "application/octet-stream")
     return f"data:{mime};base64," + base64.b64encode(data).decode()
 
 
-def _audio_wire(item: Any, index: int) -> bytes:
+def _audio_wire(item: Any, index: int, allow_paths: bool = True) -> bytes:
     """Audio as encoded file bytes: files as they are (after checking they decode), arrays as float WAV."""
     if isinstance(item, tuple) and len(item) == 2:
         import soundfile
@@ -256,24 +256,25 @@ def _audio_wire(item: Any, index: int) -> bytes:
         buf = io.BytesIO()
         soundfile.write(buf, samples, int(item[1]), format="WAV", subtype="FLOAT")
         return buf.getvalue()
-    data = _file_bytes(item, index, "audio")
+    data = _file_bytes(item, index, "audio", allow_paths)
     if data is None:
         raise InputError(index, f"unsupported audio input type {type(item).__name__}")
     _read_audio(data, index, WIRE_CHECK_SECONDS)
     return data
 
 
-def to_wire(item: Any, index: int, modality: Modality) -> bytes | list[dict[str, str]]:
+def to_wire(item: Any, index: int, modality: Modality, allow_paths: bool = True) -> bytes | list[dict[str, str]]:
     """One item in the form that travels to a server, checked here first so a bad item fails on this side:
     text as UTF-8 bytes, images and audio as encoded file bytes, interleaved as a list of ``{"text": …}`` /
-    ``{"image": "data:image/…;base64,…"}`` parts. Paths are read here, on the caller's machine."""
+    ``{"image": "data:image/…;base64,…"}`` parts. Paths are read here, on the caller's machine, unless
+    ``allow_paths=False`` (a gateway forwarding a remote caller's items)."""
     if modality is Modality.TEXT:
         return decode_text(item, index).encode("utf-8")
     if modality is Modality.IMAGE:
-        return _image_wire(item, index)
+        return _image_wire(item, index, allow_paths)
     if modality is Modality.AUDIO:
-        return _audio_wire(item, index)
-    return [{"text": p} if isinstance(p, str) else {"image": _image_data_uri(p.item, index)}
+        return _audio_wire(item, index, allow_paths)
+    return [{"text": p} if isinstance(p, str) else {"image": _image_data_uri(p.item, index, allow_paths)}
             for p in _split_interleaved(item, index)]
 
 

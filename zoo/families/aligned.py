@@ -186,6 +186,9 @@ class AlignedEmbedder(Embedder):
         with self._torch.inference_mode():
             return self.audio_tower(wave.to(self.device), lengths.to(self.device)).float().cpu().numpy()
 
+    def _text_tokens(self, texts: list[str], prompt: str | None) -> list[int]:
+        return self.text._text_tokens(texts, prompt)
+
     def _embed_text(self, texts: list[str], prompt: str | None) -> np.ndarray:
         return self.text._embed(texts, Modality.TEXT, prompt)
 

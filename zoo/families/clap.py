@@ -16,7 +16,7 @@ from ..base import Embedder
 from ..registry import register_family, register_model
 from ..spec import EmbedderSpec, Modality
 from .clip import _features
-from .common import audio_lengths, folder_config, read_json
+from .common import audio_lengths, folder_config, read_json, token_counts
 
 TEXT_AUDIO = (Modality.TEXT, Modality.AUDIO)
 
@@ -66,6 +66,9 @@ class ClapEmbedder(Embedder):
         if modality is Modality.AUDIO:
             return audio_lengths(items, self.max_samples, self.rate)
         return super()._lengths(items, modality, prompt)
+
+    def _text_tokens(self, texts: list[str], prompt: str | None) -> list[int]:
+        return token_counts(self.tokenizer, [(prompt or "") + t for t in texts], self.spec.max_length)
 
     def _embed(self, batch: list[Any], modality: Modality, prompt: str | None) -> np.ndarray:
         import torch

@@ -20,7 +20,7 @@ import numpy as np
 from ..base import Embedder
 from ..registry import register_family, register_model
 from ..spec import EmbedderSpec, Modality
-from .common import folder_config, read_json
+from .common import folder_config, read_json, token_counts
 
 TEXT_IMAGE = (Modality.TEXT, Modality.IMAGE)
 HF_TYPES = {"clip", "siglip"}
@@ -63,6 +63,12 @@ class OpenClipEmbedder(Embedder):
             max_length=int(model_cfg.get("text_cfg", {}).get("context_length", 77)),
             description="local open_clip model",
         )
+
+    def _text_tokens(self, texts: list[str], prompt: str | None) -> list[int]:
+        tokens = self.tokenizer([(prompt or "") + t for t in texts])  # padded to the context length
+        hf = getattr(self.tokenizer, "tokenizer", None)  # open_clip's wrapper of a transformers tokenizer
+        pad = hf.pad_token_id if hf is not None and hf.pad_token_id is not None else 0
+        return (tokens != pad).sum(dim=1).tolist()
 
     def _embed(self, batch: list[Any], modality: Modality, prompt: str | None) -> np.ndarray:
         import torch
@@ -137,6 +143,9 @@ class HFClipEmbedder(Embedder):
             max_length=int(text.get("max_position_embeddings", 77)),
             description=f"local transformers {cfg['model_type']} model",
         )
+
+    def _text_tokens(self, texts: list[str], prompt: str | None) -> list[int]:
+        return token_counts(self.tokenizer, [(prompt or "") + t for t in texts], self.max_length)
 
     def _embed(self, batch: list[Any], modality: Modality, prompt: str | None) -> np.ndarray:
         import torch

@@ -31,3 +31,10 @@ def audio_lengths(waves: list, max_samples: int, rate: int) -> list[int]:
         warnings.warn(f"{over} of {len(waves)} audio inputs exceed {max_samples / rate:g} s and were truncated",
                       AudioTruncationWarning, stacklevel=5)
     return [len(w) for w in waves]
+
+
+def token_counts(tokenizer: Any, texts: list[str], max_length: int) -> list[int]:
+    """How many tokens a transformers tokenizer feeds the model for each text (special tokens included,
+    truncated to ``max_length``, no padding)."""
+    ids = tokenizer(list(texts), truncation=True, max_length=max_length, verbose=False)["input_ids"]
+    return [len(x) for x in ids]

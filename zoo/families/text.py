@@ -19,7 +19,7 @@ import numpy as np
 from ..base import Embedder
 from ..registry import register_family, register_model
 from ..spec import EmbedderSpec, Modality
-from .common import read_json
+from .common import read_json, token_counts
 
 POOLINGS = ("mean", "cls", "last", "max")
 # model_types that other families own: a folder with one of these is not a plain text encoder
@@ -120,6 +120,9 @@ class TextEmbedder(Embedder):
     @staticmethod
     def _with_prompt(items: list[str], prompt: str | None) -> list[str]:
         return [prompt + t for t in items] if prompt else list(items)
+
+    def _text_tokens(self, texts: list[str], prompt: str | None) -> list[int]:
+        return token_counts(self.tokenizer, self._with_prompt(texts, prompt), self.max_length)
 
     def _lengths(self, items: list[Any], modality: Modality, prompt: str | None) -> list[int]:
         lengths = [len(ids) for ids in self._tokens(self._with_prompt(items, prompt), False)["input_ids"]]

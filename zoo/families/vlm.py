@@ -22,7 +22,7 @@ import numpy as np
 from ..base import Embedder
 from ..registry import register_family, register_model
 from ..spec import EmbedderSpec, Modality
-from .common import folder_config
+from .common import folder_config, token_counts
 from .text import pool
 
 MODALITIES = (Modality.TEXT, Modality.IMAGE, Modality.INTERLEAVED)
@@ -73,6 +73,10 @@ class VLMEmbedder(Embedder):
     def _lengths(self, items: list[Any], modality: Modality, prompt: str | None) -> list[int]:
         # text length plus a rough token count per image: enough to batch similar sizes together
         return [sum(len(p) if isinstance(p, str) else 256 for p in self._parts(x, modality)) for x in items]
+
+    def _text_tokens(self, texts: list[str], prompt: str | None) -> list[int]:
+        chats = [chat_text([t], prompt or DEFAULT_INSTRUCTION) for t in texts]
+        return token_counts(self.processor.tokenizer, chats, self.spec.max_length)
 
     def _embed(self, batch: list[Any], modality: Modality, prompt: str | None) -> np.ndarray:
         import torch

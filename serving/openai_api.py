@@ -1,0 +1,219 @@
+"""OpenAI's embeddings API as `zoo` sees it: request parsing, item conversion, response and error shapes.
+
+Pure functions, no server: :mod:`serving.openai_server` puts them behind HTTP. What OpenAI defines is
+followed exactly (``model``, ``input`` as a string or a list of strings, ``dimensions``, ``encoding_format``
+``"float"``/``"base64"``, ``user``; the ``list``/``embedding``/``usage`` response; the
+``{"error": {message, type, param, code}}`` error). The extensions ride in the same JSON body, which OpenAI
+clients pass through (``extra_body``):
+
+- an ``input`` item may be ``{"image": "data:image/...;base64,..."}``, ``{"audio": "data:audio/...;base64,..."}``
+  or an interleaved ``{"content": [{"type": "text", "text": ...}, {"type": "image_url", "image_url":
+  {"url": "data:image/..."}}]}`` (the chat content-part shape);
+- ``precision`` and ``prompt_name`` work as in ``encode()``.
+
+Media travel inline only: an ``http(s)`` URL is refused (fetching it from the server would let callers
+reach hosts they cannot), and nothing a caller sends is ever read as a server path.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from zoo import postprocess as pp
+from zoo.errors import (
+    InputError,
+    InvalidArgumentError,
+    ModelUnavailableError,
+    UnknownPromptError,
+    UnsupportedModalityError,
+    choices,
+)
+from zoo.spec import Modality
+
+MAX_ITEMS = 2048  # OpenAI's own limit on the items of one request
+FORMATS = ("float", "base64")
+OPENAI_FIELDS = ("model", "input", "dimensions", "encoding_format", "user")
+EXTENSION_FIELDS = ("precision", "prompt_name")  # encode()'s own output controls
+MEDIA_KEYS = {"image": Modality.IMAGE, "audio": Modality.AUDIO}
+
+
+class ApiError(Exception):
+    """An error answered in OpenAI's shape with an HTTP status."""
+
+    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",  # noqa: A002
+                 param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+
+    def body(self) -> dict[str, Any]:
+        """``{"error": {"message", "type", "param", "code"}}``."""
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+def bad_request(message: str, param: str | None = "input", code: str | None = "invalid_value") -> ApiError:
+    """A 400 naming the parameter at fault."""
+    return ApiError(400, message, param=param, code=code)
+
+
+def model_not_found(model: str) -> ApiError:
+    """OpenAI's 404 for a model that is not served here."""
+    return ApiError(404, f"The model `{model}` does not exist or is not served here; GET /v1/models lists them.",
+                    param="model", code="model_not_found")
+
+
+@dataclass(frozen=True)
+class EmbeddingRequest:
+    """A checked ``POST /v1/embeddings`` body; ``items`` are ``(modality, item)`` in input order, each item
+    in the form :func:`zoo.inputs.to_wire` takes (text, or data only)."""
+
+    model: str
+    items: list[tuple[Modality, Any]]
+    dimensions: int | None
+    encoding_format: str
+    precision: str
+    prompt_name: str | None
+
+
+def _inline(value: Any, where: str, kind: str) -> str:
+    """A media value that must be a ``data:`` URI string."""
+    if not isinstance(value, str):
+        raise bad_request(f"{where}: the {kind} must be a data: URI string, got {type(value).__name__}")
+    if value[:8].lower().startswith(("http://", "https://")):
+        raise bad_request(f"{where}: URLs are not fetched by this server; send the {kind} inline as a "
+                          f"data:{kind}/...;base64,... URI", code="url_not_supported")
+    if not value.startswith("data:"):
+        raise bad_request(f"{where}: the {kind} must be a data:{kind}/...;base64,... URI")
+    return value
+
+
+def _interleaved(parts: Any, where: str) -> list[dict[str, str]]:
+    """Chat content parts → the wire's ``{"text"}`` / ``{"image"}`` parts."""
+    if not isinstance(parts, list) or not parts:
+        raise bad_request(f"{where}: content must be a non-empty list of content parts")
+    out = []
+    for j, part in enumerate(parts):
+        at = f"{where}.content[{j}]"
+        kind = part.get("type") if isinstance(part, dict) else None
+        if kind == "text" and isinstance(part.get("text"), str):
+            out.append({"text": part["text"]})
+        elif kind == "image_url":
+            url = part.get("image_url")
+            url = url.get("url") if isinstance(url, dict) else url
+            out.append({"image": _inline(url, at, "image")})
+        else:
+            raise bad_request(f'{at}: a content part must be {{"type": "text", "text": ...}} or '
+                              f'{{"type": "image_url", "image_url": {{"url": "data:image/..."}}}}')
+    return out
+
+
+def parse_item(item: Any, index: int) -> tuple[Modality, Any]:
+    """One ``input`` element → ``(modality, item)``; a 400 naming ``input[index]`` when it is not one."""
+    where = f"input[{index}]"
+    if isinstance(item, str):
+        return Modality.TEXT, item
+    if isinstance(item, bool) or isinstance(item, (int, float)) or (
+            isinstance(item, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in item)):
+        raise bad_request(f"{where}: token-id arrays are not supported; send the text itself",
+                          code="tokens_not_supported")
+    if isinstance(item, dict) and len(item) == 1:
+        (key, value), = item.items()
+        if key in MEDIA_KEYS:
+            return MEDIA_KEYS[key], _inline(value, where, key)
+        if key == "content":
+            return Modality.INTERLEAVED, _interleaved(value, where)
+    raise bad_request(f'{where}: an item is a string, {{"image": "data:..."}}, {{"audio": "data:..."}} or '
+                      f'{{"content": [content parts]}}; got {_describe(item)}')
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, dict):
+        return f"an object with keys {sorted(map(str, value))[:5]}"
+    return f"a {type(value).__name__}"
+
+
+def parse_request(body: Any) -> EmbeddingRequest:
+    """Check a decoded JSON body; raises :class:`ApiError` (400) naming the field at fault."""
+    if not isinstance(body, dict):
+        raise bad_request("the request body must be a JSON object", param=None)
+    unknown = sorted(set(body) - set(OPENAI_FIELDS) - set(EXTENSION_FIELDS))
+    if unknown:
+        raise bad_request(f"unrecognized request argument(s) {unknown}; valid: "
+                          f"{choices(OPENAI_FIELDS + EXTENSION_FIELDS)}", param=unknown[0])
+    model = body.get("model")
+    if not isinstance(model, str) or not model:
+        raise bad_request("`model` is required: a served model's name (GET /v1/models)", param="model")
+    raw = body.get("input")
+    if raw is None:
+        raise bad_request("`input` is required: a string or a list of items")
+    if isinstance(raw, str) or (isinstance(raw, list) and raw and all(isinstance(t, int) for t in raw)):
+        raw = [raw]  # one string, or one token array (refused below with its reason)
+    if not isinstance(raw, list) or not raw:
+        raise bad_request("`input` must be a string or a non-empty list of items")
+    if len(raw) > MAX_ITEMS:
+        raise bad_request(f"`input` has {len(raw)} items; at most {MAX_ITEMS} per request")
+    dims = body.get("dimensions")
+    if dims is not None and (isinstance(dims, bool) or not isinstance(dims, int) or dims < 1):
+        raise bad_request(f"`dimensions` must be a positive integer, got {dims!r}", param="dimensions")
+    fmt = body.get("encoding_format") or "float"
+    if fmt not in FORMATS:
+        raise bad_request(f"`encoding_format` must be one of {choices(FORMATS)}, got {fmt!r}",
+                          param="encoding_format")
+    if body.get("user") is not None and not isinstance(body["user"], str):
+        raise bad_request("`user` must be a string", param="user")
+    precision = body.get("precision") or "float32"
+    if precision not in pp.PRECISIONS:
+        raise bad_request(f"`precision` must be one of {choices(pp.PRECISIONS)}, got {precision!r}",
+                          param="precision")
+    prompt = body.get("prompt_name")
+    if prompt is not None and not isinstance(prompt, str):
+        raise bad_request("`prompt_name` must be a string", param="prompt_name")
+    return EmbeddingRequest(model, [parse_item(x, i) for i, x in enumerate(raw)], dims, fmt, precision, prompt)
+
+
+def embedding_value(row: np.ndarray, encoding_format: str) -> list | str:
+    """One row as OpenAI's ``embedding`` field. ``float``: numbers (quantized precisions as their integer
+    values, float16/float8 as the floats they hold); ``base64``: the row's raw little-endian bytes in its
+    precision's dtype (float32 by default, as OpenAI; int8/uint8 one byte per value; binary packed)."""
+    if encoding_format == "base64":
+        return base64.b64encode(np.ascontiguousarray(row, dtype=row.dtype.newbyteorder("<")).tobytes()).decode()
+    if row.dtype.kind == "f" or row.dtype == pp.FLOAT8:
+        return row.astype(np.float32).tolist()
+    return row.tolist()
+
+
+def embeddings_response(model: str, rows: list[np.ndarray], encoding_format: str, tokens: int) -> dict[str, Any]:
+    """OpenAI's ``CreateEmbeddingResponse``."""
+    return {
+        "object": "list",
+        "data": [{"object": "embedding", "index": i, "embedding": embedding_value(r, encoding_format)}
+                 for i, r in enumerate(rows)],
+        "model": model,
+        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+    }
+
+
+def api_error(err: BaseException, positions: list[int] | None = None) -> ApiError:
+    """A `zoo` error as the OpenAI error it is; ``positions`` maps an :class:`InputError`'s index within
+    one modality's batch back to its place in ``input``."""
+    if isinstance(err, ApiError):
+        return err
+    if isinstance(err, InputError):
+        index = positions[err.index] if positions is not None and 0 <= err.index < len(positions) else err.index
+        return bad_request(f"input[{index}]: {err.reason}")
+    if isinstance(err, UnknownPromptError):
+        return bad_request(str(err), param="prompt_name")
+    if isinstance(err, UnsupportedModalityError):
+        return bad_request(str(err))
+    if isinstance(err, InvalidArgumentError):
+        text = str(err)
+        param = next((p for p in ("dimensions", "precision", "normalize") if p in text), None)
+        return bad_request(text, param=param)
+    if isinstance(err, ModelUnavailableError):
+        return ApiError(503, "the model is restarting or not ready; retry shortly", type="server_error",
+                        code="model_not_ready")
+    # anything else may carry server details (paths, stack state): the caller gets a fixed message
+    return ApiError(500, "the server failed to embed this request", type="server_error", code="internal_error")
