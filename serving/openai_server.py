@@ -226,6 +226,8 @@ def create_app(grpc_url: str, *, api_key: str | None = None, max_body_bytes: int
                 data = json.loads(body)
             except (UnicodeDecodeError, json.JSONDecodeError) as err:
                 raise bad_request(f"the request body is not valid JSON: {err}", param=None) from None
+            except RecursionError:  # nesting deeper than the parser's stack
+                raise bad_request("the request body nests too deeply", param=None) from None
             return await embed(catalog, parse_request(data))
 
         return await guarded(work)

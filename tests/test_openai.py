@@ -93,7 +93,8 @@ def test_sdk_default_base64_and_float_match_in_process(client, local, minilm_dir
     texts = ["a cat on a sofa", "naïve café ☕", "", "word " * 300]
     want = local[TEXT].encode(texts, "text")
     default = client.embeddings.create(model=TEXT, input=texts)
-    floats = client.embeddings.create(model=contract.model_name(TEXT), input=texts, encoding_format="float")
+    floats = client.embeddings.create(model=contract.model_name(TEXT), input=texts, encoding_format="float",
+                                      user="end-user-7")  # accepted, not used
     for reply in (default, floats):
         assert reply.object == "list" and reply.model == TEXT
         assert [d.index for d in reply.data] == [0, 1, 2, 3] and {d.object for d in reply.data} == {"embedding"}
@@ -188,6 +189,15 @@ def test_server_side_item_error_names_its_place_in_input(client):
     with pytest.raises(openai.BadRequestError, match=r"input\[3\]: .*audio"):
         client.embeddings.create(model=ALIGNED, input="", extra_body={
             "input": ["text first", {"audio": wav_uri()}, {"image": png_uri((9, 9, 9))}, {"audio": liar}]})
+
+
+@pytest.mark.parametrize(("body", "pattern"), [
+    (b"{not json", "not valid JSON"), (b"[" * 100000 + b"]" * 100000, "nests too deeply"),
+    (b'["a list"]', "must be a JSON object"), (b'{"model": "x"}', "`input` is required"),
+])
+def test_malformed_bodies_are_400(serve, body, pattern):
+    status, reply, _ = post(serve, "/embeddings", body)
+    assert status == 400 and pattern in reply["error"]["message"], reply
 
 
 def test_unsupported_modality_is_400(client):
