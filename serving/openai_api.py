@@ -28,7 +28,6 @@ from zoo.errors import (
     InputError,
     InvalidArgumentError,
     ModelUnavailableError,
-    UnknownPromptError,
     UnsupportedModalityError,
     choices,
 )
@@ -155,9 +154,7 @@ def parse_request(body: Any) -> EmbeddingRequest:
         raise bad_request("`input` must be a string or a non-empty list of items")
     if len(raw) > MAX_ITEMS:
         raise bad_request(f"`input` has {len(raw)} items; at most {MAX_ITEMS} per request")
-    dims = body.get("dimensions")
-    if dims is not None and (isinstance(dims, bool) or not isinstance(dims, int) or dims < 1):
-        raise bad_request(f"`dimensions` must be a positive integer, got {dims!r}", param="dimensions")
+    dims = body.get("dimensions")  # its value, precision's and prompt_name's are checked by the model's options()
     fmt = body.get("encoding_format") or "float"
     if fmt not in FORMATS:
         raise bad_request(f"`encoding_format` must be one of {choices(FORMATS)}, got {fmt!r}",
@@ -165,12 +162,10 @@ def parse_request(body: Any) -> EmbeddingRequest:
     if body.get("user") is not None and not isinstance(body["user"], str):
         raise bad_request("`user` must be a string", param="user")
     precision = body.get("precision") or "float32"
-    if precision not in pp.PRECISIONS:
-        raise bad_request(f"`precision` must be one of {choices(pp.PRECISIONS)}, got {precision!r}",
-                          param="precision")
     prompt = body.get("prompt_name")
-    if prompt is not None and not isinstance(prompt, str):
-        raise bad_request("`prompt_name` must be a string", param="prompt_name")
+    for name, value in (("precision", precision), ("prompt_name", prompt)):
+        if value is not None and not isinstance(value, str):
+            raise bad_request(f"`{name}` must be a string", param=name)
     return EmbeddingRequest(model, [parse_item(x, i) for i, x in enumerate(raw)], dims, fmt, precision, prompt)
 
 
@@ -204,14 +199,10 @@ def api_error(err: BaseException, positions: list[int] | None = None) -> ApiErro
     if isinstance(err, InputError):
         index = positions[err.index] if positions is not None and 0 <= err.index < len(positions) else err.index
         return bad_request(f"input[{index}]: {err.reason}")
-    if isinstance(err, UnknownPromptError):
-        return bad_request(str(err), param="prompt_name")
     if isinstance(err, UnsupportedModalityError):
         return bad_request(str(err))
-    if isinstance(err, InvalidArgumentError):
-        text = str(err)
-        param = next((p for p in ("dimensions", "precision", "normalize") if p in text), None)
-        return bad_request(text, param=param)
+    if isinstance(err, InvalidArgumentError):  # UnknownPromptError too: a bad field, not a missing resource
+        return bad_request(str(err), param=err.param)
     if isinstance(err, ModelUnavailableError):
         return ApiError(503, "the model is restarting or not ready; retry shortly", type="server_error",
                         code="model_not_ready")

@@ -139,19 +139,16 @@ async def embed(catalog: Catalog, req: EmbeddingRequest) -> dict[str, Any]:
     return embeddings_response(public_name(embedder.triton_name), rows, req.encoding_format, tokens)
 
 
-async def list_models(catalog: Catalog, started: int) -> dict[str, Any]:
-    """OpenAI's model list, each entry with its modalities, dimension and options."""
-    data = []
-    for name, state in sorted((await catalog.repository()).items()):
-        entry: dict[str, Any] = {"id": public_name(name), "object": "model", "created": started,
-                                 "owned_by": "embedding-zoo", "ready": state == "READY"}
-        with contextlib.suppress(ApiError):  # a model being restarted is listed without its details
-            spec = (await catalog.get(name)).spec
-            entry.update(modalities=[m.value for m in spec.modalities], dimension=spec.dim,
-                         matryoshka_dims=list(spec.matryoshka_dims), prompts=sorted(spec.prompts),
-                         default_prompt_name=spec.default_prompt_name, max_batch_size=spec.max_batch_size)
-        data.append(entry)
-    return {"object": "list", "data": data}
+async def model_entry(catalog: Catalog, name: str, state: str, started: int) -> dict[str, Any]:
+    """OpenAI's model object for Triton model ``name``, with its modalities, dimension and options."""
+    entry: dict[str, Any] = {"id": public_name(name), "object": "model", "created": started,
+                             "owned_by": "embedding-zoo", "ready": state == "READY"}
+    with contextlib.suppress(ApiError):  # a model being restarted is listed without its details
+        spec = (await catalog.get(name)).spec
+        entry.update(modalities=[m.value for m in spec.modalities], dimension=spec.dim,
+                     matryoshka_dims=list(spec.matryoshka_dims), prompts=sorted(spec.prompts),
+                     default_prompt_name=spec.default_prompt_name, max_batch_size=spec.max_batch_size)
+    return entry
 
 
 async def _read_body(request: Request, limit: int) -> bytes:
@@ -236,7 +233,9 @@ def create_app(grpc_url: str, *, api_key: str | None = None, max_body_bytes: int
     async def models(request: Request) -> JSONResponse:
         async def work() -> dict[str, Any]:
             authorize(request)
-            return await list_models(catalog, started)
+            states = await catalog.repository()
+            return {"object": "list", "data": [await model_entry(catalog, name, state, started)
+                                               for name, state in sorted(states.items())]}
 
         return await guarded(work)
 
@@ -244,9 +243,8 @@ def create_app(grpc_url: str, *, api_key: str | None = None, max_body_bytes: int
     async def model(request: Request, model: str) -> JSONResponse:
         async def work() -> dict[str, Any]:
             authorize(request)
-            await catalog.get(model)  # 404 when not served
-            wanted = public_name(triton_name(model))
-            return next(m for m in (await list_models(catalog, started))["data"] if m["id"] == wanted)
+            name = (await catalog.get(model)).triton_name  # 404 when not served
+            return await model_entry(catalog, name, (await catalog.repository()).get(name, ""), started)
 
         return await guarded(work)
 

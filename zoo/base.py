@@ -86,13 +86,14 @@ class EncodeFront:
         """Validate output controls once, before any work is done."""
         pp.check_precision(precision)
         if not isinstance(normalize, (bool, np.bool_)):
-            raise InvalidArgumentError(f"normalize must be true or false, got {normalize!r}")
+            raise InvalidArgumentError(f"normalize must be true or false, got {normalize!r}", "normalize")
         dims = pp.check_dimensions(dimensions, self.spec.dim, precision)
         pp.check_calibration(precision, bool(normalize))
         name = prompt_name if prompt_name is not None else self.spec.default_prompt_name
         if name is not None and name not in self.spec.prompts:
             known = choices(self.spec.prompts) if self.spec.prompts else "none (this model has no prompts)"
-            raise UnknownPromptError(f"unknown prompt_name {name!r} for {self.spec.name!r}; valid: {known}")
+            raise UnknownPromptError(f"unknown prompt_name {name!r} for {self.spec.name!r}; valid: {known}",
+                                     "prompt_name")
         return EncodeOptions(
             normalize=bool(normalize),
             dimensions=None if dims == self.spec.dim else dims,

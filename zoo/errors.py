@@ -46,9 +46,14 @@ class UnsupportedModalityError(ZooError, ValueError):
 
 
 class InvalidArgumentError(ZooError, ValueError):
-    """A call argument (precision, dimensions, prompt name, batch size, inputs) is not valid."""
+    """A call argument (precision, dimensions, prompt name, batch size, inputs) is not valid; ``param`` names
+    the argument when one is at fault (an API answers with it)."""
 
     code = "invalid_argument"
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
 
 
 class UnknownPromptError(InvalidArgumentError):

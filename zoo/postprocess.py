@@ -54,7 +54,7 @@ def check_precision(precision: str) -> str:
     """Return ``precision`` if known, else raise naming the valid ones."""
     if precision not in PRECISIONS:
         raise InvalidArgumentError(
-            f"unknown precision {precision!r}; choose one of {choices(PRECISIONS)}"
+            f"unknown precision {precision!r}; choose one of {choices(PRECISIONS)}", "precision"
         )
     return precision
 
@@ -69,15 +69,15 @@ def check_dimensions(dimensions: int | None, full_dim: int, precision: str = "fl
     if dimensions is None:
         dimensions = full_dim
     elif isinstance(dimensions, bool) or not isinstance(dimensions, (int, np.integer)):
-        raise InvalidArgumentError(f"dimensions must be an integer, got {dimensions!r}")
+        raise InvalidArgumentError(f"dimensions must be an integer, got {dimensions!r}", "dimensions")
     elif not 1 <= dimensions <= full_dim:
         raise InvalidArgumentError(
-            f"dimensions={dimensions} is outside 1..{full_dim} (the model's embedding width)"
+            f"dimensions={dimensions} is outside 1..{full_dim} (the model's embedding width)", "dimensions"
         )
     if precision in PACKED and dimensions % 8:
         raise InvalidArgumentError(
             f"precision {precision!r} packs 8 dimensions per byte; dimensions={dimensions} "
-            "is not a multiple of 8"
+            "is not a multiple of 8", "dimensions"
         )
     return int(dimensions)
 
