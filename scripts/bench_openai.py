@@ -1,6 +1,6 @@
 """What the OpenAI-compatible door costs over direct Triton gRPC, measured side by side in one run.
 
-    python -m scripts.bench_openai [--model NAME] [--singles 128] [--threads 16] [--rounds 3]
+    python scripts/bench_openai.py [--model NAME] [--singles 128] [--threads 16] [--rounds 3]
 
 Starts ``zoo serve`` (tritonserver, supervisor and the door, as users run it) on free loopback ports with
 one model, then alternates, ``--rounds`` times, the same one-sentence requests through: our gRPC client
@@ -63,10 +63,10 @@ def main() -> None:
     import openai
 
     import zoo
-    from scripts import shapes as S
     from serving.client import TritonEmbedder
     from serving.export import export
     from serving.server import free_ports
+    from zoo.data import shapes as S
     from zoo.defaults import default_model
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -1,6 +1,6 @@
 """Served vs in-process throughput, and what dynamic batching buys, measured side by side in one run.
 
-    python -m scripts.bench_serving [--model NAME] [--n 512] [--threads 16] [--rounds 2]
+    python scripts/bench_serving.py [--model NAME] [--n 512] [--threads 16] [--rounds 2]
 
 Starts a real tritonserver on free loopback ports with one model, then alternates, ``--rounds`` times:
 in-process ``encode()``; the gRPC client on the whole list (chunks of ``max_batch_size`` sent
@@ -32,11 +32,11 @@ def main() -> None:
     import tritonclient.grpc as grpcclient
 
     import zoo
-    from scripts import shapes as S
     from serving import contract
     from serving.client import TritonEmbedder
     from serving.export import export
     from serving.server import TritonServer, free_ports
+    from zoo.data import shapes as S
     from zoo.defaults import default_model
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -3,10 +3,10 @@
 LiT-style: the text tower is locked (the shipped all-MiniLM-L6-v2, unchanged); each tower learns to put a
 scene (or its spoken caption) next to the text embedding of its caption, with a symmetric contrastive loss
 in which every sample whose scene has the same colour–shape multiset counts as a positive. Data comes from
-scripts/shapes.py and scripts/speech.py with a fixed seed; colour–shape pairs in HELDOUT_COMBOS are never
+zoo/data/shapes.py and zoo/data/speech.py with a fixed seed; colour–shape pairs in HELDOUT_COMBOS are never
 shown. Runs on CPU in about 15 minutes on 2 cores.
 
-    python -m scripts.train_aligned --out zoo/models/shapes-aligned-minilm
+    python scripts/train_aligned.py --out zoo/models/shapes-aligned-minilm
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from scripts import shapes as S
-from scripts import speech as P
+from zoo.data import shapes as S
+from zoo.data import speech as P
 
 # interleaved fusion: text parts count 2.5x, so "[image, 'but blue']" moves the colour yet keeps the shape
 # (measured with the composed figure of scripts/eval_aligned.py; at 1.0 the image always wins)
@@ -187,7 +187,7 @@ def train(args: argparse.Namespace) -> None:
     (out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     train_seconds = time.time() - started
 
-    from scripts.eval_aligned import evaluate
+    from zoo.data.shapes_eval import evaluate
 
     model = zoo.create(str(out), device="cpu")  # the real loading path
     results = evaluate(model)
@@ -196,8 +196,8 @@ def train(args: argparse.Namespace) -> None:
         "model": "zoo/shapes-aligned-minilm",
         "what": "frozen all-MiniLM-L6-v2 text tower; image and audio towers trained LiT-style on generated "
                 "scenes of coloured shapes and captions spoken by espeak-ng. For offline demos and tests only.",
-        "command": "python -m scripts.train_aligned --out zoo/models/shapes-aligned-minilm",
-        "eval_command": "python -m scripts.eval_aligned",
+        "command": "python scripts/train_aligned.py --out zoo/models/shapes-aligned-minilm",
+        "eval_command": "python scripts/eval_aligned.py",
         "data": {"seed": args.seed, "images": args.images, "spoken_captions": args.audio,
                  "train_voices": list(P.TRAIN_VOICES), "heldout_voices": list(P.HELDOUT_VOICES),
                  "train_templates": list(S.TRAIN_TEMPLATES), "eval_templates": list(S.EVAL_TEMPLATES),

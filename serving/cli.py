@@ -1,4 +1,9 @@
-"""``zoo export`` and ``zoo serve``: sub-commands the zoo CLI picks up when serving is installed."""
+"""``zoo export`` and ``zoo serve``: sub-commands the zoo CLI picks up through the ``zoo.commands`` entry point.
+
+``zoo serve`` is extended the same way: an object registered under the ``zoo.serve_addons`` entry point
+(:data:`SERVE_ADDONS`) adds its own flags and is started once the server is ready (the demo's ``--ui`` is
+one), so serving never names the packages built on it.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +16,20 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any, Protocol
+
+SERVE_ADDONS = "zoo.serve_addons"
+
+
+class ServeAddon(Protocol):
+    """Something ``zoo serve`` starts beside tritonserver (registered under :data:`SERVE_ADDONS`)."""
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        """Add the add-on's flags to ``zoo serve``."""
+
+    def start(self, args: argparse.Namespace, server: Any) -> Any:
+        """Start on the ready ``server`` (a :class:`serving.server.TritonServer`) when ``args`` ask for it;
+        returns something with ``close()``, or None when not asked."""
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -55,7 +74,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     server = TritonServer(repo, host=args.host, ports=Ports(args.grpc_port, args.http_port, args.metrics_port),
                           log_path=Path(args.log) if args.log else None)
     signal.signal(signal.SIGTERM, _on_sigterm)
-    supervisor = health = door = ui = None
+    supervisor = health = door = None
+    addons: list[Any] = []
     _say(f"starting tritonserver on {repo} (log: {server.log_path or 'a temporary file'})")
     try:
         server.start(timeout=args.timeout)
@@ -79,10 +99,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             ).start()
             _say(f"OpenAI-compatible API: {door.url}  (POST /v1/embeddings, GET /v1/models"
                  f"{', bearer key required' if args.api_key else ''})")
-        if args.ui:
-            from ui.cli import launch_with_server
+        from zoo import plugins
 
-            ui = launch_with_server(server, args)
+        for addon in plugins.load(SERVE_ADDONS):
+            started = addon.start(args, server)
+            if started is not None:
+                addons.append(started)
         while server.process.poll() is None:
             time.sleep(0.5)
         print(f"tritonserver exited:\n{server.log_tail()}", file=sys.stderr)
@@ -92,7 +114,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         _say("shutting down")
-        for part in (ui, door, health, supervisor):
+        for part in (*reversed(addons), door, health, supervisor):
             if part is not None:
                 part.close()
         server.stop()
@@ -132,11 +154,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="largest request body the OpenAI-compatible API reads, in MiB (413 beyond)")
     p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                    help="let browsers on ORIGIN call the OpenAI-compatible API (repeatable; default: none)")
-    p.add_argument("--ui", action="store_true", help="also start the Gradio demo on the served models")
-    try:
-        from ui.cli import add_ui_arguments
+    from zoo import plugins
 
-        add_ui_arguments(p, "--ui-host", "--ui-port")
-    except ImportError:  # serving without the ui package
-        pass
+    for addon in plugins.load(SERVE_ADDONS):
+        addon.add_arguments(p)
     p.set_defaults(run=_cmd_serve)

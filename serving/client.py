@@ -44,10 +44,7 @@ def fetch_spec(client: grpcclient.InferenceServerClient, triton_name: str) -> Em
         config = client.get_model_config(triton_name, as_json=True)["config"]
     except InferenceServerException as err:
         raise ServerError(f"cannot get model {triton_name!r} from the server: {err.message()}") from None
-    data = json.loads(config["parameters"][contract.CONFIG_SPEC_KEY]["string_value"])
-    data["modalities"] = tuple(data["modalities"])
-    data["matryoshka_dims"] = tuple(data["matryoshka_dims"])
-    return EmbedderSpec(**data)
+    return EmbedderSpec.from_dict(json.loads(config["parameters"][contract.CONFIG_SPEC_KEY]["string_value"]))
 
 
 def _chunks(n: int, size: int) -> list[tuple[int, int]]:

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 import zoo
-from scripts import shapes as S
-from scripts import speech as P
+from zoo.data import shapes as S
+from zoo.data import speech as P
 from zoo.defaults import default_model
 from zoo.postprocess import normalize
 from zoo.weights import resolve
@@ -50,7 +50,7 @@ def test_card_figures_are_reproduced_and_the_readme_shows_them(aligned):
     import re
     from pathlib import Path
 
-    from scripts.eval_aligned import evaluate
+    from zoo.data.shapes_eval import evaluate
 
     card = json.loads((resolve(zoo.get_spec(NAME)) / "card.json").read_text())["heldout_eval"]
     assert evaluate(aligned, 20261122, 4) == card

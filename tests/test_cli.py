@@ -43,7 +43,7 @@ def test_errors_exit_nonzero_without_traceback(args, match):
 def test_encode_default_model_for_images_and_interleaved(tmp_path):
     import numpy as np
 
-    from scripts import shapes as S
+    from zoo.data import shapes as S
 
     rng = np.random.default_rng(0)
     path = tmp_path / "scene.png"

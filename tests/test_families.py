@@ -10,8 +10,8 @@ import soundfile
 from PIL import Image
 
 import zoo
-from scripts import shapes as S
-from scripts import speech as P
+from zoo.data import shapes as S
+from zoo.data import speech as P
 from zoo.postprocess import normalize
 
 from .tiny_models import make_clap, make_qwen2_vl
@@ -187,7 +187,7 @@ def test_cli_lists_families_per_modality(modality):
 
 
 def test_long_audio_is_truncated_with_one_warning(speaker):
-    from zoo.families.common import AudioTruncationWarning
+    from zoo.truncation import AudioTruncationWarning
 
     long = (np.random.default_rng(0).standard_normal(61 * P.SAMPLE_RATE).astype(np.float32) * 0.1, P.SAMPLE_RATE)
     with pytest.warns(AudioTruncationWarning, match="1 of 2 audio inputs exceed 60 s"):

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 import zoo
-from scripts import shapes as S
+from zoo.data import shapes as S
 from zoo.postprocess import normalize
 
 from .tiny_models import make_clap, make_hf_clip, make_open_clip

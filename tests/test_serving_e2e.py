@@ -35,8 +35,8 @@ def local_models(triton):
 
 def sample_inputs(spec):
     """Inputs of each modality the model embeds (every family's exported model is covered)."""
-    from scripts import shapes as S
-    from scripts import speech as P
+    from zoo.data import shapes as S
+    from zoo.data import speech as P
 
     rng = np.random.default_rng(3)
     images = [S.render(S.sample_training_scene(rng), rng) for _ in range(3)]

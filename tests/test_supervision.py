@@ -68,7 +68,7 @@ def group_rss(pid: int) -> int:
 
 
 def _images(n: int) -> list:
-    from scripts import shapes as S
+    from zoo.data import shapes as S
 
     rng = np.random.default_rng(8)
     return [S.render(S.sample_training_scene(rng), rng) for _ in range(n)]

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import zoo
-from zoo.families.text import TruncationWarning
+from zoo.truncation import TruncationWarning
 
 from .conftest import make_tiny_text_folder
 
@@ -112,3 +112,24 @@ def test_progress_bar_when_asked(minilm, capsys):
     assert "encode text" in capsys.readouterr().err
     minilm.encode(["a", "b"], "text")
     assert "encode text" not in capsys.readouterr().err
+
+
+def test_texts_are_tokenized_once_and_only_cut_ones_again(minilm, monkeypatch):
+    calls = []
+    real = minilm.tokenizer
+
+    class Counting:
+        def __call__(self, texts, **kw):
+            calls.append(len(texts))
+            return real(texts, **kw)
+
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+    monkeypatch.setattr(minilm, "tokenizer", Counting())
+    minilm.encode(["a cat", "a dog", "a bird"], "text", batch_size=2)
+    assert calls == [2, 1]  # one truncating pass per batch; the sort keys tokenize nothing
+    calls.clear()
+    with pytest.warns(TruncationWarning, match=r"^1 of 3 inputs exceed 256 tokens"):
+        minilm.encode(["x " * 300, "a dog", "a bird"], "text")
+    assert calls == [3, 1]  # the one text that filled the window is measured whole, nothing else

@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 
 import zoo
-from scripts import shapes as S
 from serving.server import free_ports
 from ui import corpus as C
 from ui.app import Searcher, build_app
 from ui.backend import LocalBackend, TritonBackend
 from ui.index import ModelIndex
+from zoo.data import shapes as S
 from zoo.defaults import default_model
 
 ALIGNED = default_model("image")

@@ -101,7 +101,7 @@ def make_qwen2_vl(dest: Path) -> Path:
         Qwen2VLVideoProcessor,
     )
 
-    from scripts import shapes as S
+    from zoo.data import shapes as S
 
     dest.mkdir(parents=True, exist_ok=True)
     bpe = Tokenizer(models.BPE())

@@ -1,10 +1,12 @@
-"""``zoo demo`` (and the UI half of ``zoo serve --ui``)."""
+"""``zoo demo``, and ``zoo serve --ui``: the demo plugs into both through entry points (``zoo.commands``,
+``zoo.serve_addons``), so neither `zoo` nor `serving` imports this package."""
 
 from __future__ import annotations
 
 import argparse
 import os
 from pathlib import Path
+from typing import Any
 
 from zoo.defaults import DEFAULT_MODELS
 
@@ -57,10 +59,22 @@ def launch(searcher, uploads: Path, host: str, port: int, block: bool = True):
     return demo
 
 
-def launch_with_server(server, args: argparse.Namespace):
-    """Used by ``zoo serve --ui``: the demo on the Triton backend of ``server``."""
-    searcher, uploads = build("triton", server.grpc_url, Path(args.data_dir), corpus_dirs=args.corpus)
-    return launch(searcher, uploads, args.ui_host, args.ui_port, block=False)
+class ServeDemo:
+    """The ``zoo serve`` add-on: ``--ui`` starts the demo on the Triton backend of the served models."""
+
+    @staticmethod
+    def add_arguments(parser: argparse.ArgumentParser) -> None:
+        """``--ui`` and the demo's options (``--ui-host``, ``--ui-port``, ``--data-dir``, ``--corpus``)."""
+        parser.add_argument("--ui", action="store_true", help="also start the Gradio demo on the served models")
+        add_ui_arguments(parser, "--ui-host", "--ui-port")
+
+    @staticmethod
+    def start(args: argparse.Namespace, server) -> Any:
+        """The running demo (its ``close()`` stops it), or None without ``--ui``."""
+        if not args.ui:
+            return None
+        searcher, uploads = build("triton", server.grpc_url, Path(args.data_dir), corpus_dirs=args.corpus)
+        return launch(searcher, uploads, args.ui_host, args.ui_port, block=False)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:

@@ -139,7 +139,7 @@ def build_default(root: Path, *, scenes: int = 48, spoken: int = 8, seed: int = 
     """Create the default offline corpus under ``root`` (idempotent)."""
     import tempfile
 
-    from scripts import shapes as S
+    from zoo.data import shapes as S
 
     corpus = Corpus(root)
     if corpus.items:
@@ -191,8 +191,8 @@ def _add_pygame_sounds(corpus: Corpus) -> None:
 
 
 def _add_spoken(corpus: Corpus, tmp: Path, rng: np.random.Generator, n: int) -> None:
-    from scripts import shapes as S
-    from scripts import speech as P
+    from zoo.data import shapes as S
+    from zoo.data import speech as P
 
     if not P.espeak_available():
         return

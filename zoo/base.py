@@ -11,6 +11,7 @@ import numpy as np
 
 from . import inputs as _inputs
 from . import postprocess as pp
+from . import truncation
 from .errors import InputError, InvalidArgumentError, UnknownPromptError, UnsupportedModalityError, choices
 from .spec import EmbedderSpec, Modality
 
@@ -123,8 +124,9 @@ class Embedder(EncodeFront, ABC):
         """Float32 ``[len(batch), spec.dim]`` raw embeddings of decoded items."""
 
     def _lengths(self, items: list[Any], modality: Modality, prompt: str | None) -> list[int]:
-        """Sort keys for length-sorted batching (longest first); the default keeps the order."""
-        return [len(x) if isinstance(x, str) else 0 for x in items]
+        """Cheap sort keys for length-sorted batching (longest first): characters of a text, samples of
+        audio; other items keep their order."""
+        return [len(x) if isinstance(x, (str, np.ndarray)) else 0 for x in items]
 
     def _text_tokens(self, texts: list[str], prompt: str | None) -> list[int]:
         """Tokens the model reads for each text (prompt and special tokens included, after truncation).
@@ -139,7 +141,7 @@ class Embedder(EncodeFront, ABC):
     @property
     def sample_rate(self) -> int:
         """Audio rate the model expects (only meaningful for audio models)."""
-        return int(self.spec.options.get("sample_rate", 16000))
+        return int(self.spec.sample_rate or 0)
 
     @property
     def max_audio_seconds(self) -> float:
@@ -170,7 +172,7 @@ class Embedder(EncodeFront, ABC):
     ) -> np.ndarray:
         """Embed already-decoded items with length-sorted batches, then post-process."""
         if batch_size is None:
-            batch_size = int(self.spec.options.get("batch_size", 32))
+            batch_size = self.spec.batch_size
         batch_size = check_batch_size(batch_size)
         lengths = self._lengths(items, modality, opts.prompt)
         order = np.argsort([-n for n in lengths], kind="stable")
@@ -180,9 +182,14 @@ class Embedder(EncodeFront, ABC):
             from tqdm.auto import tqdm
 
             starts = tqdm(starts, desc=f"encode {modality.value}", unit="batch")
-        for start in starts:
-            idx = order[start : start + batch_size]
-            out[idx] = self._embed([items[i] for i in idx], modality, opts.prompt)
+        gathering = truncation.begin()  # the batches note what they cut; one warning per call follows
+        try:
+            for start in starts:
+                idx = order[start : start + batch_size]
+                out[idx] = self._embed([items[i] for i in idx], modality, opts.prompt)
+        finally:
+            cuts = truncation.end(gathering)
+        truncation.warn(cuts, len(items), stacklevel=4)
         return pp.postprocess(
             out, normalize_output=opts.normalize, dimensions=opts.dimensions, precision=opts.precision
         )

@@ -1,19 +1,16 @@
-"""The ``zoo`` command line: list, info, encode (and export / serve / demo from the other packages)."""
+"""The ``zoo`` command line: list, info, encode, and the sub-commands installed packages add through the
+``zoo.commands`` entry point (export / serve from `serving`, demo from `ui`)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from .errors import ZooError
-
-Command = Callable[[argparse.Namespace], int]
-# Other packages add their sub-commands here (name → (add_arguments, run)) without zoo importing them.
-EXTENSIONS = ("serving.cli", "ui.cli")
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -109,16 +106,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=_cmd_encode)
 
-    import importlib
+    from . import plugins
 
-    for mod in EXTENSIONS:
-        try:
-            ext = importlib.import_module(mod)
-        except ModuleNotFoundError as err:
-            if err.name not in (mod, mod.split(".")[0]):
-                raise
-            continue
-        ext.add_commands(sub)
+    for add_commands in plugins.load(plugins.COMMANDS):  # export/serve, demo, ...: installed packages' own
+        add_commands(sub)
     return parser
 
 

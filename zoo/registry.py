@@ -1,7 +1,8 @@
 """The registry: model specs by name, families by key, and ``create()`` for names or folders.
 
-A family registers itself with :func:`register_family`; it registers its known checkpoints with
-:func:`register_model`. Both happen in the family's own file under ``zoo/families``.
+A family registers itself with :func:`register_family` and its known checkpoints, one table of spec fields
+per family, with :func:`register_checkpoints`. Both happen in the family's own file under
+``zoo/families``; the family's module name is listed once, in ``_FAMILY_MODULES``.
 """
 
 from __future__ import annotations
@@ -9,9 +10,9 @@ from __future__ import annotations
 import fnmatch
 import importlib
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from .errors import InvalidArgumentError, UnknownModelError, UnsupportedModalityError, choices
 from .spec import EmbedderSpec, Modality
@@ -59,6 +60,13 @@ def register_model(spec: EmbedderSpec) -> EmbedderSpec:
         raise ValueError(f"model {spec.name!r} is registered twice with different specs")
     _MODELS[spec.name] = spec
     return spec
+
+
+def register_checkpoints(family: str, table: Mapping[str, Mapping[str, Any]], **defaults: Any) -> list[EmbedderSpec]:
+    """Register a family's catalog: ``table`` maps each checkpoint's registry name to its spec fields,
+    ``defaults`` are the fields every row shares. A row's ``source`` defaults to its name (the hub id)."""
+    return [register_model(EmbedderSpec(name=name, family=family, **({"source": name} | defaults | dict(row))))
+            for name, row in table.items()]
 
 
 def list_families() -> list[str]:

@@ -35,14 +35,18 @@ class EmbedderSpec:
     prompts: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))
     default_prompt_name: str | None = None  # prompt used when a call names none
     description: str = ""  # one line for `zoo list` / `zoo info`
+    sample_rate: int | None = None  # audio models: the rate inputs are resampled to (required for them)
+    batch_size: int = 32  # in-process: items per forward pass when a call names none
     max_batch_size: int = 64  # serving: largest batch one execute() gets
     queue_delay_us: int = 2000  # serving: how long the dynamic batcher waits to fill a batch
-    options: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))  # family knobs
+    options: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))  # family-private knobs
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "modalities", tuple(Modality(m) for m in self.modalities))
         object.__setattr__(self, "prompts", MappingProxyType(dict(self.prompts)))
         object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
+        if Modality.AUDIO in self.modalities and not self.sample_rate:
+            raise ValueError(f"{self.name}: an audio model needs sample_rate")
         if self.dim <= 0:
             raise ValueError(f"{self.name}: dim must be positive, got {self.dim}")
         bad = [d for d in self.matryoshka_dims if not 0 < d <= self.dim]
@@ -69,7 +73,17 @@ class EmbedderSpec:
             "prompts": dict(self.prompts),
             "default_prompt_name": self.default_prompt_name,
             "description": self.description,
+            "sample_rate": self.sample_rate,
+            "batch_size": self.batch_size,
             "max_batch_size": self.max_batch_size,
             "queue_delay_us": self.queue_delay_us,
             "options": dict(self.options),
         }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> EmbedderSpec:
+        """The spec :meth:`to_dict` describes (what a served model's config carries to clients)."""
+        fields = dict(data)
+        fields["modalities"] = tuple(fields["modalities"])
+        fields["matryoshka_dims"] = tuple(fields.get("matryoshka_dims", ()))
+        return cls(**fields)

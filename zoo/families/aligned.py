@@ -25,10 +25,9 @@ from typing import Any
 import numpy as np
 
 from ..base import Embedder
-from ..registry import create, register_family, register_model
+from ..registry import create, register_checkpoints, register_family
 from ..spec import EmbedderSpec, Modality
-from .common import audio_lengths, folder_config
-from .text import DEFAULT_TEXT
+from .common import cut_audio, folder_config
 
 IMAGE_SIZE = 64
 IMAGE_MEAN, IMAGE_STD = 0.5, 0.25
@@ -161,19 +160,13 @@ class AlignedEmbedder(Embedder):
         """The audio tower's window (``max_seconds`` of the config)."""
         return float(self.config["max_seconds"])
 
-
     @classmethod
     def spec_from_folder(cls, path: Path) -> EmbedderSpec | None:
         """A folder written by ``scripts/train_aligned.py``."""
         cfg = folder_config(path, {"zoo-aligned"})
         if cfg is None:
             return None
-        return _spec(str(path), str(path), cfg)
-
-    def _lengths(self, items: list[Any], modality: Modality, prompt: str | None) -> list[int]:
-        if modality is Modality.AUDIO:
-            return audio_lengths(items, self.max_samples, self.sample_rate)
-        return super()._lengths(items, modality, prompt)
+        return EmbedderSpec(name=str(path), family="aligned", source=str(path), **spec_fields(cfg))
 
     def embed_images(self, images: list) -> np.ndarray:
         """Raw image-tower embeddings of PIL images."""
@@ -182,7 +175,7 @@ class AlignedEmbedder(Embedder):
 
     def embed_audio(self, waves: list[np.ndarray]) -> np.ndarray:
         """Raw audio-tower embeddings of mono waveforms at the model's rate."""
-        wave, lengths = audio_batch([w[: self.max_samples] for w in waves])
+        wave, lengths = audio_batch(cut_audio(waves, self.max_samples, self.sample_rate))
         with self._torch.inference_mode():
             return self.audio_tower(wave.to(self.device), lengths.to(self.device)).float().cpu().numpy()
 
@@ -215,31 +208,20 @@ class AlignedEmbedder(Embedder):
         return self._fuse(batch)
 
 
-def _spec(name: str, source: str, cfg: dict) -> EmbedderSpec:
-    return EmbedderSpec(
-        name=name,
-        family="aligned",
+def spec_fields(cfg: dict[str, Any]) -> dict[str, Any]:
+    """Spec fields of an aligned model, read from its ``config.json`` (which training writes)."""
+    return dict(
         modalities=(Modality.TEXT, Modality.IMAGE, Modality.AUDIO, Modality.INTERLEAVED),
-        dim=int(cfg["dim"]),
-        license="apache-2.0",
-        source=source,
-        max_length=int(cfg.get("max_length", 256)),
+        dim=int(cfg["dim"]), license="apache-2.0", max_length=int(cfg.get("max_length", 256)),
         description=cfg.get("description", "text model with aligned image and audio towers"),
-        max_batch_size=32,
-        options={"sample_rate": int(cfg["sample_rate"]), "batch_size": 32},
+        sample_rate=int(cfg["sample_rate"]), batch_size=32, max_batch_size=32,
     )
 
 
-SHAPES_ALIGNED = register_model(
-    _spec(
-        "zoo/shapes-aligned-minilm",
-        "package:zoo/models/shapes-aligned-minilm",
-        {
-            "dim": DEFAULT_TEXT.dim,
-            "sample_rate": 16000,
-            "max_length": DEFAULT_TEXT.max_length,
-            "description": "MiniLM text + image/audio towers trained on generated shapes and spoken captions "
-            "(offline demo model)",
-        },
-    )
-)
+_SHIPPED_CONFIG = Path(__file__).resolve().parent.parent / "models" / "shapes-aligned-minilm" / "config.json"
+#: registry name → spec fields: the shipped model's come from the config.json that ships with its weights
+CHECKPOINTS: dict[str, dict[str, Any]] = {
+    "zoo/shapes-aligned-minilm": dict(source="package:zoo/models/shapes-aligned-minilm",
+                                      **spec_fields(json.loads(_SHIPPED_CONFIG.read_text()))),
+}
+register_checkpoints("aligned", CHECKPOINTS)

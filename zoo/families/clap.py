@@ -13,10 +13,9 @@ from typing import Any
 import numpy as np
 
 from ..base import Embedder
-from ..registry import register_family, register_model
+from ..registry import register_checkpoints, register_family
 from ..spec import EmbedderSpec, Modality
-from .clip import _features
-from .common import audio_lengths, folder_config, read_json, token_counts
+from .common import cut_audio, folder_config, projected, read_json, token_counts, with_prompt
 
 TEXT_AUDIO = (Modality.TEXT, Modality.AUDIO)
 
@@ -47,7 +46,6 @@ class ClapEmbedder(Embedder):
         """The feature extractor's window (10 s for LAION CLAP)."""
         return self.max_samples / self.rate
 
-
     @classmethod
     def spec_from_folder(cls, path: Path) -> EmbedderSpec | None:
         """A transformers CLAP folder."""
@@ -59,34 +57,31 @@ class ClapEmbedder(Embedder):
             name=str(path), family="clap", modalities=TEXT_AUDIO, dim=int(cfg.get("projection_dim", 512)),
             license="see the folder's model card", source=str(path),
             max_length=int(cfg.get("text_config", {}).get("max_position_embeddings", 514)) - 2,
-            description="local transformers CLAP model", options={"sample_rate": int(rate)},
+            description="local transformers CLAP model", sample_rate=int(rate),
         )
 
-    def _lengths(self, items: list[Any], modality: Modality, prompt: str | None) -> list[int]:
-        if modality is Modality.AUDIO:
-            return audio_lengths(items, self.max_samples, self.rate)
-        return super()._lengths(items, modality, prompt)
-
     def _text_tokens(self, texts: list[str], prompt: str | None) -> list[int]:
-        return token_counts(self.tokenizer, [(prompt or "") + t for t in texts], self.spec.max_length)
+        return token_counts(self.tokenizer, with_prompt(texts, prompt), self.spec.max_length)
 
     def _embed(self, batch: list[Any], modality: Modality, prompt: str | None) -> np.ndarray:
         import torch
 
         with torch.inference_mode():
             if modality is Modality.TEXT:
-                tokens = self.tokenizer([(prompt or "") + t for t in batch], padding=True, truncation=True,
+                tokens = self.tokenizer(with_prompt(batch, prompt), padding=True, truncation=True,
                                         max_length=self.spec.max_length, return_tensors="pt").to(self.device)
-                out = _features(self.model.get_text_features(**tokens))
+                out = projected(self.model.get_text_features(**tokens))
             else:
-                feats = self.features([w[: self.max_samples] for w in batch], sampling_rate=self.rate,
+                feats = self.features(cut_audio(batch, self.max_samples, self.rate), sampling_rate=self.rate,
                                       return_tensors="pt").to(self.device)
-                out = _features(self.model.get_audio_features(**feats))
+                out = projected(self.model.get_audio_features(**feats))
         return out.float().cpu().numpy()
 
 
-for _name, _desc in (("laion/clap-htsat-unfused", "LAION CLAP HTSAT (unfused)"),
-                     ("laion/larger_clap_general", "LAION larger CLAP, general audio")):
-    register_model(EmbedderSpec(name=_name, family="clap", modalities=TEXT_AUDIO, dim=512, license="apache-2.0",
-                                source=_name, max_length=512, description=_desc, max_batch_size=16,
-                                options={"sample_rate": 48000, "batch_size": 8}))
+#: registry name (the hub id) → spec fields
+CHECKPOINTS: dict[str, dict[str, Any]] = {
+    "laion/clap-htsat-unfused": dict(description="LAION CLAP HTSAT (unfused)"),
+    "laion/larger_clap_general": dict(description="LAION larger CLAP, general audio"),
+}
+register_checkpoints("clap", CHECKPOINTS, modalities=TEXT_AUDIO, dim=512, license="apache-2.0", max_length=512,
+                     sample_rate=48000, batch_size=8, max_batch_size=16)

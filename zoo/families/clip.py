@@ -18,17 +18,12 @@ from typing import Any
 import numpy as np
 
 from ..base import Embedder
-from ..registry import register_family, register_model
+from ..registry import register_checkpoints, register_family
 from ..spec import EmbedderSpec, Modality
-from .common import folder_config, read_json, token_counts
+from .common import folder_config, projected, read_json, token_counts, with_prompt
 
 TEXT_IMAGE = (Modality.TEXT, Modality.IMAGE)
 HF_TYPES = {"clip", "siglip"}
-
-
-def _features(out: Any):
-    """transformers ≥ 5 returns an output whose pooler_output is the projected feature; older, a tensor."""
-    return getattr(out, "pooler_output", out)
 
 
 @register_family("open_clip")
@@ -49,7 +44,6 @@ class OpenClipEmbedder(Embedder):
         self.model.eval()
         self.tokenizer = open_clip.get_tokenizer(name)
 
-
     @classmethod
     def spec_from_folder(cls, path: Path) -> EmbedderSpec | None:
         """A folder with ``open_clip_config.json``."""
@@ -65,7 +59,7 @@ class OpenClipEmbedder(Embedder):
         )
 
     def _text_tokens(self, texts: list[str], prompt: str | None) -> list[int]:
-        tokens = self.tokenizer([(prompt or "") + t for t in texts])  # padded to the context length
+        tokens = self.tokenizer(with_prompt(texts, prompt))  # padded to the context length
         hf = getattr(self.tokenizer, "tokenizer", None)  # open_clip's wrapper of a transformers tokenizer
         pad = hf.pad_token_id if hf is not None and hf.pad_token_id is not None else 0
         return (tokens != pad).sum(dim=1).tolist()
@@ -75,7 +69,7 @@ class OpenClipEmbedder(Embedder):
 
         with torch.inference_mode():
             if modality is Modality.TEXT:
-                tokens = self.tokenizer([(prompt or "") + t for t in batch]).to(self.device)
+                tokens = self.tokenizer(with_prompt(batch, prompt)).to(self.device)
                 out = self.model.encode_text(tokens)
             else:
                 pixels = torch.stack([self.preprocess(im) for im in batch]).to(self.device)
@@ -127,7 +121,6 @@ class HFClipEmbedder(Embedder):
         self.siglip = self.model.config.model_type.startswith("siglip")
         self.max_length = int(self.model.config.text_config.max_position_embeddings)
 
-
     @classmethod
     def spec_from_folder(cls, path: Path) -> EmbedderSpec | None:
         """A transformers CLIP or SigLIP folder."""
@@ -145,7 +138,7 @@ class HFClipEmbedder(Embedder):
         )
 
     def _text_tokens(self, texts: list[str], prompt: str | None) -> list[int]:
-        return token_counts(self.tokenizer, [(prompt or "") + t for t in texts], self.max_length)
+        return token_counts(self.tokenizer, with_prompt(texts, prompt), self.max_length)
 
     def _embed(self, batch: list[Any], modality: Modality, prompt: str | None) -> np.ndarray:
         import torch
@@ -153,35 +146,43 @@ class HFClipEmbedder(Embedder):
         with torch.inference_mode():
             if modality is Modality.TEXT:
                 tokens = self.tokenizer(
-                    [(prompt or "") + t for t in batch], truncation=True, max_length=self.max_length,
+                    with_prompt(batch, prompt), truncation=True, max_length=self.max_length,
                     padding="max_length" if self.siglip else True, return_tensors="pt",
                 ).to(self.device)
                 if self.siglip:
                     tokens.pop("attention_mask", None)  # SigLIP attends over its fixed-length padding
-                out = _features(self.model.get_text_features(**tokens))
+                out = projected(self.model.get_text_features(**tokens))
             else:
                 pixels = self.image_processor(images=batch, return_tensors="pt")["pixel_values"].to(self.device)
-                out = _features(self.model.get_image_features(pixel_values=pixels))
+                out = projected(self.model.get_image_features(pixel_values=pixels))
         return out.float().cpu().numpy()
 
 
-def _entry(name: str, family: str, dim: int, license: str, description: str, max_length: int = 77,
-           arch: tuple[str, str] | None = None) -> None:
-    options = {"arch": arch[0], "tag": arch[1]} if arch else {}
-    register_model(EmbedderSpec(name=name, family=family, modalities=TEXT_IMAGE, dim=dim, license=license,
-                                source=name, max_length=max_length, description=description,
-                                max_batch_size=32, options=options))
-
-
-_entry("laion/CLIP-ViT-B-32-laion2B-s34B-b79K", "open_clip", 512, "mit", "open_clip ViT-B-32, LAION-2B",
-       arch=("ViT-B-32", "laion2b_s34b_b79k"))
-_entry("laion/CLIP-ViT-L-14-laion2B-s32B-b82K", "open_clip", 768, "mit", "open_clip ViT-L-14, LAION-2B",
-       arch=("ViT-L-14", "laion2b_s32b_b82k"))
-_entry("timm/vit_large_patch14_clip_224.openai", "open_clip", 768, "mit", "OpenAI CLIP ViT-L-14 via open_clip",
-       arch=("ViT-L-14", "openai"))
-_entry("timm/ViT-B-16-SigLIP", "open_clip", 768, "apache-2.0", "SigLIP ViT-B-16 (WebLI) via open_clip", 64,
-       arch=("ViT-B-16-SigLIP", "webli"))
-_entry("apple/MobileCLIP-S2-OpenCLIP", "open_clip", 512, "apple-amlr", "MobileCLIP-S2 (DataCompDR) via open_clip",
-       arch=("MobileCLIP-S2", "datacompdr"))
-_entry("openai/clip-vit-base-patch32", "hf_clip", 512, "mit", "OpenAI CLIP ViT-B/32 (transformers CLIPModel)")
-_entry("google/siglip-base-patch16-224", "hf_clip", 768, "apache-2.0", "SigLIP base (transformers SiglipModel)", 64)
+#: registry name (the open_clip hub repository) → spec fields; ``options`` records open_clip's (arch, tag)
+OPEN_CLIP_CHECKPOINTS: dict[str, dict[str, Any]] = {
+    "laion/CLIP-ViT-B-32-laion2B-s34B-b79K": dict(
+        dim=512, license="mit", options={"arch": "ViT-B-32", "tag": "laion2b_s34b_b79k"},
+        description="open_clip ViT-B-32, LAION-2B"),
+    "laion/CLIP-ViT-L-14-laion2B-s32B-b82K": dict(
+        dim=768, license="mit", options={"arch": "ViT-L-14", "tag": "laion2b_s32b_b82k"},
+        description="open_clip ViT-L-14, LAION-2B"),
+    "timm/vit_large_patch14_clip_224.openai": dict(
+        dim=768, license="mit", options={"arch": "ViT-L-14", "tag": "openai"},
+        description="OpenAI CLIP ViT-L-14 via open_clip"),
+    "timm/ViT-B-16-SigLIP": dict(
+        dim=768, license="apache-2.0", max_length=64, options={"arch": "ViT-B-16-SigLIP", "tag": "webli"},
+        description="SigLIP ViT-B-16 (WebLI) via open_clip"),
+    "apple/MobileCLIP-S2-OpenCLIP": dict(
+        dim=512, license="apple-amlr", options={"arch": "MobileCLIP-S2", "tag": "datacompdr"},
+        description="MobileCLIP-S2 (DataCompDR) via open_clip"),
+}
+#: registry name (the hub id) → spec fields
+HF_CLIP_CHECKPOINTS: dict[str, dict[str, Any]] = {
+    "openai/clip-vit-base-patch32": dict(
+        dim=512, license="mit", description="OpenAI CLIP ViT-B/32 (transformers CLIPModel)"),
+    "google/siglip-base-patch16-224": dict(
+        dim=768, license="apache-2.0", max_length=64, description="SigLIP base (transformers SiglipModel)"),
+}
+_SHARED = dict(modalities=TEXT_IMAGE, max_length=77, max_batch_size=32)
+register_checkpoints("open_clip", OPEN_CLIP_CHECKPOINTS, **_SHARED)
+register_checkpoints("hf_clip", HF_CLIP_CHECKPOINTS, **_SHARED)

@@ -1,10 +1,13 @@
-"""Small helpers the family modules share."""
+"""Helpers the family modules share: folder configs, prompts, pooling, projected features, token counts and
+cutting audio to a model's window."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 from typing import Any
+
+from .. import truncation
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -18,19 +21,33 @@ def folder_config(path: Path, model_types: set[str] | frozenset[str]) -> dict[st
     return cfg if cfg and cfg.get("model_type") in model_types else None
 
 
-class AudioTruncationWarning(UserWarning):
-    """Some audio inputs were longer than the model's window and were truncated."""
+def with_prompt(texts: list[str], prompt: str | None) -> list[str]:
+    """Texts with the named prompt's text put in front (what sentence-transformers does with prompts)."""
+    return [prompt + t for t in texts] if prompt else list(texts)
 
 
-def audio_lengths(waves: list, max_samples: int, rate: int) -> list[int]:
-    """Sort keys of audio items, warning once per call about items longer than ``max_samples``."""
-    import warnings
+def pool(hidden, mask, mode: str):
+    """Pool token states ``[B, T, H]`` with attention ``mask`` ``[B, T]`` into ``[B, H]``
+    (``mean``, ``cls``, ``max`` or ``last``)."""
+    import torch
 
-    over = sum(len(w) > max_samples for w in waves)
-    if over:
-        warnings.warn(f"{over} of {len(waves)} audio inputs exceed {max_samples / rate:g} s and were truncated",
-                      AudioTruncationWarning, stacklevel=5)
-    return [len(w) for w in waves]
+    if mode == "cls":
+        return hidden[:, 0]
+    m = mask.unsqueeze(-1).to(hidden.dtype)
+    if mode == "mean":
+        return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
+    if mode == "max":
+        return hidden.masked_fill(m == 0, torch.finfo(hidden.dtype).min).max(1).values
+    # last real token, whichever side the tokenizer pads on
+    positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
+    last = (positions * mask).max(1).values
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+
+def projected(out: Any):
+    """The projected features of a transformers ``get_*_features`` call: transformers ≥ 5 returns an output
+    whose ``pooler_output`` holds them, older versions the tensor itself."""
+    return getattr(out, "pooler_output", out)
 
 
 def token_counts(tokenizer: Any, texts: list[str], max_length: int) -> list[int]:
@@ -38,3 +55,20 @@ def token_counts(tokenizer: Any, texts: list[str], max_length: int) -> list[int]
     truncated to ``max_length``, no padding)."""
     ids = tokenizer(list(texts), truncation=True, max_length=max_length, verbose=False)["input_ids"]
     return [len(x) for x in ids]
+
+
+def note_truncated_texts(tokenizer: Any, texts: list[str], kept: list[int], max_length: int) -> None:
+    """Note (see :mod:`zoo.truncation`) the texts a truncating tokenizer call cut: only those that filled
+    ``max_length`` (``kept`` tokens) are tokenized again, whole, to tell a cut from an exact fit."""
+    full = [t for t, n in zip(texts, kept) if n >= max_length]
+    if full:
+        over = sum(n > max_length for n in token_counts(tokenizer, full, 1 << 30))
+        truncation.note(truncation.TruncationWarning, f"inputs exceed {max_length} tokens and were truncated", over)
+
+
+def cut_audio(waves: list, max_samples: int, rate: int) -> list:
+    """Waveforms cut to the model's window of ``max_samples``, noting how many were longer."""
+    over = sum(len(w) > max_samples for w in waves)
+    truncation.note(truncation.AudioTruncationWarning,
+                    f"audio inputs exceed {max_samples / rate:g} s and were truncated", over)
+    return [w[:max_samples] for w in waves]

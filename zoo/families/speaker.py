@@ -17,9 +17,9 @@ from typing import Any
 import numpy as np
 
 from ..base import Embedder
-from ..registry import register_family, register_model
+from ..registry import register_checkpoints, register_family
 from ..spec import EmbedderSpec, Modality
-from .common import audio_lengths
+from .common import cut_audio
 
 SAMPLE_RATE = 16000
 N_MELS, HOP, N_FFT = 40, 160, 400  # 40 bands, 10 ms step, 25 ms window
@@ -77,25 +77,21 @@ class SpeakerEmbedder(Embedder):
         )
         self._torch = torch
 
-
     @classmethod
     def spec_from_folder(cls, path: Path) -> EmbedderSpec | None:
         """A folder holding Resemblyzer's ``pretrained.pt`` (and no ``config.json``)."""
         if not (path / "pretrained.pt").is_file() or (path / "config.json").is_file():
             return None
-        return _spec(str(path), str(path))
+        return EmbedderSpec(name=str(path), family="speaker", source=str(path), **SPEC_FIELDS)
 
     @property
     def max_audio_seconds(self) -> float:
         """Utterances are cut at ``MAX_SECONDS``."""
         return float(MAX_SECONDS)
 
-    def _lengths(self, items: list[Any], modality: Modality, prompt: str | None) -> list[int]:
-        return audio_lengths(items, MAX_SECONDS * SAMPLE_RATE, SAMPLE_RATE)
-
     def _windows(self, wav: np.ndarray):
         """The 1.6 s mel windows ``[n, 160, 40]`` of one utterance."""
-        wav = normalize_volume(np.asarray(wav, np.float32)[: MAX_SECONDS * SAMPLE_RATE])
+        wav = normalize_volume(np.asarray(wav, np.float32))
         slices = partial_slices(len(wav))
         need = slices[-1].stop * HOP
         if need >= len(wav):
@@ -106,7 +102,7 @@ class SpeakerEmbedder(Embedder):
     def _embed(self, batch: list[Any], modality: Modality, prompt: str | None) -> np.ndarray:
         torch = self._torch
         with torch.inference_mode():
-            windows = [self._windows(w) for w in batch]
+            windows = [self._windows(w) for w in cut_audio(batch, MAX_SECONDS * SAMPLE_RATE, SAMPLE_RATE)]
             # every window has the same length: one LSTM pass for the whole batch
             _, (h, _) = self.lstm(torch.cat(windows))
             partial = torch.relu(self.linear(h[-1]))
@@ -115,12 +111,11 @@ class SpeakerEmbedder(Embedder):
         return (means / means.norm(dim=1, keepdim=True)).cpu().numpy()
 
 
-def _spec(name: str, source: str) -> EmbedderSpec:
-    return EmbedderSpec(
-        name=name, family="speaker", modalities=(Modality.AUDIO,), dim=256, license="apache-2.0", source=source,
-        description="GE2E speaker encoder (Resemblyzer weights): voice identity, not content",
-        options={"sample_rate": SAMPLE_RATE, "batch_size": 8},
-    )
-
-
-register_model(_spec("resemblyzer/ge2e-speaker", "package:resemblyzer/"))
+#: the fields every GE2E checkpoint shares (a folder with ``pretrained.pt`` gets them too)
+SPEC_FIELDS: dict[str, Any] = dict(
+    modalities=(Modality.AUDIO,), dim=256, license="apache-2.0", sample_rate=SAMPLE_RATE, batch_size=8,
+    description="GE2E speaker encoder (Resemblyzer weights): voice identity, not content",
+)
+#: registry name → spec fields
+CHECKPOINTS: dict[str, dict[str, Any]] = {"resemblyzer/ge2e-speaker": dict(source="package:resemblyzer/")}
+register_checkpoints("speaker", CHECKPOINTS, **SPEC_FIELDS)

