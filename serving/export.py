@@ -13,6 +13,7 @@ from tritonclient.grpc import model_config_pb2 as mc
 
 from zoo.registry import get_spec
 from zoo.spec import EmbedderSpec
+from zoo.weights import available_offline, fingerprint, resolve
 
 from . import contract
 
@@ -24,7 +25,7 @@ INSTANCE_KINDS = {"cpu": mc.ModelInstanceGroup.KIND_CPU, "gpu": mc.ModelInstance
 
 
 def build_config(
-    spec: EmbedderSpec, source: str, *, triton_name: str, instances: int = 1, kind: str = "cpu"
+    spec: EmbedderSpec, source: str, *, triton_name: str, instances: int = 1, kind: str = "cpu", weights: str = ""
 ) -> mc.ModelConfig:
     """The Triton ``ModelConfig`` of one model, every field derived from its spec and the contract."""
     if instances < 1:
@@ -53,7 +54,15 @@ def build_config(
         "TYPE_" + contract.TOKENS_DATATYPE), dims=[1]))
     config.parameters[contract.CONFIG_MODEL_KEY].string_value = source
     config.parameters[contract.CONFIG_SPEC_KEY].string_value = json.dumps(spec.to_dict(), sort_keys=True)
+    config.parameters[contract.CONFIG_WEIGHTS_KEY].string_value = weights
     return config
+
+
+def _weights_fingerprint(spec: EmbedderSpec, source: str) -> str:
+    """The fingerprint of the weights the model will load, when they are on this machine (never downloads)."""
+    if os.path.isdir(source):
+        return fingerprint(Path(source))
+    return fingerprint(resolve(spec)) if available_offline(spec) else ""
 
 
 def export_model(name_or_path: str, out: Path, *, instances: int = 1, kind: str = "cpu") -> Path:
@@ -63,7 +72,8 @@ def export_model(name_or_path: str, out: Path, *, instances: int = 1, kind: str 
         triton_name, source = Path(name_or_path).resolve().name, str(Path(name_or_path).resolve())
     else:
         triton_name, source = contract.model_name(spec.name), spec.name
-    config = build_config(spec, source, triton_name=triton_name, instances=instances, kind=kind)
+    config = build_config(spec, source, triton_name=triton_name, instances=instances, kind=kind,
+                          weights=_weights_fingerprint(spec, source))
     folder = Path(out) / triton_name
     if folder.exists():
         shutil.rmtree(folder)

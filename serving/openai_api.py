@@ -43,7 +43,8 @@ MEDIA_KEYS = {"image": Modality.IMAGE, "audio": Modality.AUDIO}
 class ApiError(Exception):
     """An error answered in OpenAI's shape with an HTTP status."""
 
-    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",  # noqa: A002
+    # `type` shadows the builtin on purpose: it is OpenAI's field name
+    def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",
                  param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code

@@ -206,7 +206,7 @@ class TritonServer:
             fd, name = tempfile.mkstemp(prefix="tritonserver-", suffix=".log")
             os.close(fd)
             self.log_path = Path(name)
-        log = open(self.log_path, "wb")  # noqa: SIM115 - the child keeps writing to it
+        log = open(self.log_path, "wb")  # not a with-block: the child keeps writing to it
         self.process = subprocess.Popen(
             cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env=server_env(), start_new_session=True,

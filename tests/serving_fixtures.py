@@ -11,16 +11,13 @@ from serving.server import TritonServer, free_ports
 
 
 def served_models(tmp: Path) -> dict[str, str]:
-    """Triton model name → what to load in-process for parity: one model of every exported family."""
-    from tests.conftest import make_tiny_text_folder
-    from tests.tiny_models import make_clap, make_hf_clip, make_open_clip, make_qwen2_vl
+    """Triton model name → what to load in-process for parity: the default models and one tiny model of every
+    registered family (from the table in tests/tiny_models.py)."""
+    from tests.tiny_models import TINY_MODELS
     from zoo.defaults import default_model_names
 
-    tiny = make_tiny_text_folder(tmp / "tiny-text", pooling="mean",
-                                 prompts={"query": "query: ", "document": "passage: "})
-    folders = [tiny, make_open_clip(tmp / "tiny-open-clip"), make_hf_clip(tmp / "tiny-siglip", "siglip"),
-               make_clap(tmp / "tiny-clap"), make_qwen2_vl(tmp / "tiny-qwen2-vl")]
-    names = [*default_model_names(), "resemblyzer/ge2e-speaker", *map(str, folders)]
+    folders = [make(tmp / f"tiny-{family.replace('_', '-')}") for family, make in TINY_MODELS.items()]
+    names = [*default_model_names(), *map(str, folders)]
     folders = export(names, tmp / "repository")
     return {f.name: n for f, n in zip(folders, names)}
 

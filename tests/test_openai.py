@@ -302,7 +302,7 @@ def test_readme_examples_run(serve, local):
             namespace: dict = {}
             os.environ["ZOO_API_KEY"] = KEY
             try:
-                exec(compile(code, "README", "exec"), namespace)  # noqa: S102 - the README's own example
+                exec(compile(code, "README", "exec"), namespace)  # the README's own example
             finally:
                 del os.environ["ZOO_API_KEY"]
             emb = namespace["reply"].data[0].embedding

@@ -1,5 +1,7 @@
 """Registry and specs, parametrized over every registered model."""
 
+import json
+
 import pytest
 
 import zoo
@@ -70,3 +72,25 @@ def test_folder_spec(minilm_dir):
 def test_folder_that_is_no_model(tmp_path):
     with pytest.raises(zoo.InvalidArgumentError, match="config.json"):
         zoo.get_spec(str(tmp_path))
+
+
+def test_unknown_family_is_named_as_a_family():
+    spec = zoo.EmbedderSpec(name="x/y", family="txet", modalities=("text",), dim=4, license="mit", source="x/y")
+    with pytest.raises(zoo.UnknownFamilyError, match=r"unknown family 'txet' \(model 'x/y'\)\. Did you mean: text"):
+        family_of(spec)
+    err = zoo.errors.from_wire(zoo.errors.to_wire(zoo.UnknownFamilyError("txet", ["text"])))
+    assert type(err) is zoo.UnknownFamilyError and "unknown family 'txet'" in str(err)
+
+
+@pytest.mark.parametrize("name", zoo.list_models())
+def test_spec_from_dict_inverts_to_dict(name):
+    spec = zoo.get_spec(name)
+    assert zoo.EmbedderSpec.from_dict(json.loads(json.dumps(spec.to_dict()))) == spec
+
+
+def test_audio_models_declare_their_rate_as_a_field():
+    for name in zoo.list_models(modality="audio"):
+        spec = zoo.get_spec(name)
+        assert spec.sample_rate and "sample_rate" not in spec.options and "batch_size" not in spec.options
+    with pytest.raises(ValueError, match="audio model needs sample_rate"):
+        zoo.EmbedderSpec(name="a", family="clap", modalities=("audio",), dim=4, license="mit", source="a")

@@ -21,10 +21,10 @@ from zoo import postprocess as pp
 from zoo.defaults import default_model
 
 from .processes import start_and_wait, stop_group
+from .tiny_models import TEXTS, sample_inputs
 
 pytestmark = pytest.mark.server
 
-TEXTS = ["a red circle", "two blue squares on the left", "héllo wörld 🐱", "", "long " * 300, "x"]
 
 
 @pytest.fixture(scope="module")
@@ -33,30 +33,13 @@ def local_models(triton):
     return {t: zoo.create(src, device="cpu") for t, src in models.items()}
 
 
-def sample_inputs(spec):
-    """Inputs of each modality the model embeds (every family's exported model is covered)."""
-    from zoo.data import shapes as S
-    from zoo.data import speech as P
-
-    rng = np.random.default_rng(3)
-    images = [S.render(S.sample_training_scene(rng), rng) for _ in range(3)]
-    speech = [(P.speak(t, P.sample_voice(rng), rng), P.SAMPLE_RATE) for t in ("a red circle", "two blue squares")]
-    noise = (np.random.default_rng(4).standard_normal(24000).astype(np.float32) * 0.1, 24000)
-    samples = {
-        zoo.Modality.TEXT: TEXTS,
-        zoo.Modality.IMAGE: images,
-        zoo.Modality.AUDIO: [*speech, noise],
-        zoo.Modality.INTERLEAVED: [[images[0], "but blue"], ["a", images[1]], [images[2]]],
-    }
-    return {m: samples[m] for m in spec.modalities}
-
-
 def test_parity_every_served_model(triton, local_models):
     server, _ = triton
     seen = set()
     for tname, local in local_models.items():
         remote = TritonEmbedder(tname, server.grpc_url)
         assert remote.spec == local.spec
+        assert remote.weights_fingerprint == local.weights_fingerprint != ""
         seen.add(local.spec.family)
         for modality, items in sample_inputs(local.spec).items():
             cos = (remote.encode(items, modality) * local.encode(items, modality)).sum(1)

@@ -136,3 +136,25 @@ def test_every_precision_has_a_wire_type():
         assert wire.dtype.name == {"FP32": "float32", "FP16": "float16", "INT8": "int8",
                                    "UINT8": "uint8"}[contract.WIRE_DATATYPES[precision]]
         assert contract.from_wire(wire, precision).dtype == dtype
+
+
+def test_interleaved_images_travel_as_data_uris_with_their_mime_type():
+    import base64
+    import io
+
+    from PIL import Image
+
+    from zoo.spec import Modality
+
+    def encoded(fmt: str) -> bytes:
+        buf = io.BytesIO()
+        Image.new("RGB", (4, 4), "red").save(buf, format=fmt)
+        return buf.getvalue()
+
+    jpeg = encoded("JPEG")
+    element = contract.encode_item(Modality.INTERLEAVED, ["a", {"image": jpeg}, np.zeros((4, 4, 3), np.uint8)], 0)
+    parts = json.loads(element)
+    assert parts[0] == {"text": "a"}
+    assert parts[1]["image"] == "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()  # the file as it is
+    assert parts[2]["image"].startswith("data:image/png;base64,")  # an array travels as lossless PNG
+    assert contract.decode_item(Modality.INTERLEAVED, element, 0) == parts

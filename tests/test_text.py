@@ -8,7 +8,7 @@ import pytest
 import zoo
 from zoo.truncation import TruncationWarning
 
-from .conftest import make_tiny_text_folder
+from .tiny_models import make_tiny_text_folder
 
 VARIED = [
     "a cat on a sofa",

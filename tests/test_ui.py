@@ -38,7 +38,7 @@ def test_default_corpus_is_offline_and_varied(corpus):
     assert any(lbl.startswith("sound: ") for lbl in labels)  # pygame's shipped sounds
     assert any(lbl.startswith("spoken: ") for lbl in labels)  # espeak-ng spoken captions
     assert all(corpus.file(i).is_file() for i in corpus.items if i.path)
-    assert C.Corpus(corpus.root).fingerprint == corpus.fingerprint  # manifest reloads identically
+    assert C.Corpus(corpus.root).items == corpus.items  # manifest reloads identically
 
 
 def test_upload_limits_and_bad_files(tmp_path, monkeypatch):
@@ -214,6 +214,32 @@ def test_real_browser_text_and_image_queries(app_url, corpus, tmp_path):
         browser.close()
 
 
+def test_real_browser_every_tab_has_examples_that_run_with_one_click(app_url, corpus):
+    """A first visit shows example queries on each tab; one click fills the query and runs the search."""
+    from playwright.sync_api import sync_playwright
+
+    from ui.app import examples
+
+    samples = examples(corpus)
+    assert all(len(samples[m][0]) >= 1 for m in zoo.Modality), {m: samples[m][1] for m in zoo.Modality}
+    modifier = samples[zoo.Modality.INTERLEAVED][0][0][1]  # "but <colour>"
+    tabs = [("Text → image / audio / text", "search_text", lambda label: "yellow star" in label),
+            ("Image → image / text", "search_image", lambda label: label == samples[zoo.Modality.IMAGE][1][0]),
+            ("Audio → image / text", "search_audio", lambda label: label != ""),
+            ("Image + text → image", "search_interleaved", lambda label: modifier.split()[-1] in label.split())]
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox", "--disable-gpu"], headless=True)
+        page = browser.new_page(viewport={"width": 1280, "height": 1100})
+        for tab, endpoint, expect in tabs:
+            page.goto(app_url, timeout=60_000)  # a first visit: no query, no results
+            page.get_by_role("tab", name=tab).click()
+            assert top_label(page) == ""
+            page.locator(f"#examples-{endpoint} button").first.click()
+            label = wait_top_label(page, expect)
+            assert expect(label), (tab, label)
+        browser.close()
+
+
 def test_page_cannot_import_server_files(app_url, corpus):
     """The Corpus tab takes uploads only: the endpoint has no folder argument, and a file reference to a
     server path (not an upload) is refused without adding anything."""
@@ -277,3 +303,19 @@ def test_zoo_demo_command_local_backend(tmp_path):
 def test_triton_backend_without_a_server_says_what_to_do():
     with pytest.raises(zoo.ServerError, match="zoo serve.*--backend local"):
         TritonBackend(f"127.0.0.1:{free_ports().grpc}")
+
+
+def test_saved_vectors_are_keyed_by_the_weights(tmp_path):
+    from .tiny_models import make_tiny_text_folder
+
+    folder = make_tiny_text_folder(tmp_path / "model", seed=0)
+    corpus = C.Corpus(tmp_path / "corpus")
+    texts = ["a red circle", "two blue squares"]
+    for text in texts:
+        corpus.add_text(text)
+    first = Searcher(LocalBackend("cpu"), corpus, tmp_path / "index").index(str(folder))
+    make_tiny_text_folder(folder, seed=1)  # retrained in place: the same name, new weights
+    second = Searcher(LocalBackend("cpu"), corpus, tmp_path / "index").index(str(folder))
+    assert second.folder != first.folder
+    assert np.allclose(second.vectors, zoo.create(str(folder), device="cpu").encode(texts, "text"), atol=1e-5)
+    assert not np.allclose(second.vectors, first.vectors, atol=1e-3)

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import zoo
 from zoo.defaults import default_model
 from zoo.weights import resolve
 
+TEXTS = ["a red circle", "two blue squares on the left", "héllo wörld 🐱", "", "long " * 300, "x"]
 BERT_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
 
 
@@ -18,6 +20,35 @@ def copy_bert_tokenizer(dest: Path) -> None:
     src = resolve(zoo.get_spec(default_model("text")))
     for name in BERT_TOKENIZER_FILES:
         shutil.copy(src / name, dest / name)
+
+
+def make_tiny_text_folder(dest: Path, *, pooling: str | None = None, prompts: dict | None = None,
+                          seed: int = 0) -> Path:
+    """Save a tiny random BERT (real MiniLM tokenizer) in sentence-transformers layout."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    dest.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=128)
+    BertModel(cfg).save_pretrained(dest)
+    copy_bert_tokenizer(dest)
+    if pooling:
+        (dest / "1_Pooling").mkdir(exist_ok=True)
+        modes = {"mean": "pooling_mode_mean_tokens", "cls": "pooling_mode_cls_token",
+                 "max": "pooling_mode_max_tokens", "last": "pooling_mode_lasttoken"}
+        (dest / "1_Pooling" / "config.json").write_text(json.dumps(
+            {"word_embedding_dimension": 32, **{v: k == pooling for k, v in modes.items()}}))
+        (dest / "modules.json").write_text(json.dumps([
+            {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"},
+        ]))
+        (dest / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 64}))
+    if prompts:
+        (dest / "config_sentence_transformers.json").write_text(
+            json.dumps({"prompts": prompts, "default_prompt_name": None}))
+    return dest
 
 
 def make_open_clip(dest: Path) -> Path:
@@ -132,3 +163,75 @@ def make_qwen2_vl(dest: Path) -> Path:
     Qwen2VLProcessor(image_processor=Qwen2VLImageProcessor(**pixels), tokenizer=tokenizer,
                      video_processor=Qwen2VLVideoProcessor(**pixels)).save_pretrained(dest)
     return dest
+
+
+def make_aligned(dest: Path) -> Path:
+    """An aligned-family folder in the layout training writes: config.json + narrow random towers on the real
+    MiniLM text model."""
+    import torch
+    from safetensors.torch import save_file
+
+    from zoo.families.aligned import build_audio_tower, build_image_tower
+
+    dest.mkdir(parents=True, exist_ok=True)
+    text = zoo.get_spec(default_model("text"))
+    config = {"model_type": "zoo-aligned", "text_model": text.name, "dim": text.dim, "image_width": 4,
+              "audio_width": 8, "sample_rate": 16000, "max_seconds": 10.0, "text_weight": 2.5, "image_weight": 1.0,
+              "max_length": text.max_length, "description": "tiny random aligned towers (tests)"}
+    torch.manual_seed(0)
+    state = {f"image.{k}": v for k, v in build_image_tower(text.dim, 4).state_dict().items()}
+    state |= {f"audio.{k}": v for k, v in build_audio_tower(text.dim, width=8).state_dict().items()
+              if not k.startswith("mel.")}
+    save_file({k: v.contiguous() for k, v in state.items()}, dest / "model.safetensors")
+    (dest / "config.json").write_text(json.dumps(config))
+    return dest
+
+
+def make_speaker(dest: Path) -> Path:
+    """A GE2E folder as Resemblyzer ships it (``pretrained.pt`` holding ``model_state``), random weights."""
+    import torch
+    from torch import nn
+
+    from zoo.families.speaker import N_MELS
+
+    dest.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(0)
+    lstm, linear = nn.LSTM(N_MELS, 256, 3, batch_first=True), nn.Linear(256, 256)
+    state = {f"lstm.{k}": v for k, v in lstm.state_dict().items()} | {f"linear.{k}": v for k, v in
+                                                                       linear.state_dict().items()}
+    torch.save({"model_state": state}, dest / "pretrained.pt")
+    return dest
+
+
+#: family → a maker of a tiny random model folder in that family's real layout. Every registered family has
+#: one (a test checks it): the family contract and serving tests run over this table.
+TINY_MODELS: dict[str, Callable[[Path], Path]] = {
+    "text": lambda dest: make_tiny_text_folder(dest, pooling="mean",
+                                               prompts={"query": "query: ", "document": "passage: "}),
+    "aligned": make_aligned,
+    "open_clip": make_open_clip,
+    "hf_clip": lambda dest: make_hf_clip(dest, "siglip"),
+    "clap": make_clap,
+    "speaker": make_speaker,
+    "vlm": make_qwen2_vl,
+}
+
+
+def sample_inputs(spec: zoo.EmbedderSpec) -> dict[zoo.Modality, list]:
+    """Inputs of each modality the model embeds: texts of every kind, generated images, speech and noise."""
+    import numpy as np
+
+    from zoo.data import shapes as S
+    from zoo.data import speech as P
+
+    rng = np.random.default_rng(3)
+    images = [S.render(S.sample_training_scene(rng), rng) for _ in range(3)]
+    speech = [(P.speak(t, P.sample_voice(rng), rng), P.SAMPLE_RATE) for t in ("a red circle", "two blue squares")]
+    noise = (np.random.default_rng(4).standard_normal(24000).astype(np.float32) * 0.1, 24000)
+    samples = {
+        zoo.Modality.TEXT: TEXTS,
+        zoo.Modality.IMAGE: images,
+        zoo.Modality.AUDIO: [*speech, noise],
+        zoo.Modality.INTERLEAVED: [[images[0], "but blue"], ["a", images[1]], [images[2]]],
+    }
+    return {m: samples[m] for m in spec.modalities}

@@ -32,6 +32,34 @@ TARGETS = {  # query modality → the corpus modalities it can search
 }
 
 
+TEXT_EXAMPLES = ("a picture of a yellow star", "a cat", "an astronaut in space")
+COLOURS = ("red", "green", "blue", "yellow", "purple", "orange")
+
+
+def examples(corpus: Corpus) -> dict[Modality, tuple[list[list[Any]], list[str]]]:
+    """One-click example queries for each tab, from what the corpus holds: rows of query values, and labels."""
+    def files(prefix: str | None, modality: str, n: int) -> list:
+        found = [i for i in corpus.items if i.modality == modality and i.path
+                 and (i.label.startswith(prefix) if prefix else ":" not in i.label)]
+        return found[:n]
+
+    out: dict[Modality, tuple[list[list[Any]], list[str]]] = {
+        Modality.TEXT: ([[t] for t in TEXT_EXAMPLES], list(TEXT_EXAMPLES))}
+    images = files(None, Modality.IMAGE.value, 2) + files("photo: ", Modality.IMAGE.value, 1)
+    out[Modality.IMAGE] = ([[str(corpus.file(i))] for i in images], [i.label for i in images])
+    sounds = files("spoken: ", Modality.AUDIO.value, 2) or files("sound: ", Modality.AUDIO.value, 2)
+    out[Modality.AUDIO] = ([[str(corpus.file(i))] for i in sounds], [i.label for i in sounds])
+    pairs = []
+    for item in files(None, Modality.IMAGE.value, 8):  # a scene of one shape, recoloured by the text
+        colour = next((c for c in COLOURS if c in item.label.split()), None)
+        if colour and len(pairs) < 2:
+            new = COLOURS[(COLOURS.index(colour) + 2) % len(COLOURS)]
+            pairs.append((item, f"but {new}"))
+    out[Modality.INTERLEAVED] = ([[str(corpus.file(i)), text] for i, text in pairs],
+                                 [f"{i.label} + “{text}”" for i, text in pairs])
+    return out
+
+
 class Searcher:
     """Holds the corpus and one index per model; thread-safe indexing."""
 
@@ -41,13 +69,19 @@ class Searcher:
         self.indexes: dict[str, ModelIndex] = {}
         self._lock = threading.Lock()
 
+    def index_folder(self, model: str, weights: str) -> Path:
+        """Where a model's vectors are kept: keyed by its name and its weights' fingerprint, so vectors of
+        other (older, retrained) weights are never served."""
+        name = model.replace("/", "--").strip("-.")
+        return self.index_root / (f"{name}@{weights}" if weights else name)
+
     def index(self, model: str, progress=None) -> ModelIndex:
         """The model's index, extended with any corpus items it has not embedded yet."""
         with self._lock:
             embedder = self.backend.embedder(model)
             if model not in self.indexes:
-                folder = self.index_root / model.replace("/", "--").strip("-.")
-                self.indexes[model] = ModelIndex(folder, embedder.spec, self.approximate)
+                self.indexes[model] = ModelIndex(self.index_folder(model, embedder.weights_fingerprint),
+                                                 embedder.spec, self.approximate)
             self.indexes[model].update(self.corpus, lambda x, m: full_vectors(embedder, x, m), progress)
             return self.indexes[model]
 
@@ -109,6 +143,8 @@ def build_app(searcher: Searcher, title: str = "embedding-zoo · cross-modal ret
         latency = gr.Markdown(elem_id="latency", render=False)
         results = gr.JSON(label="ranked results", elem_id="results-json", render=False)
 
+        samples = examples(searcher.corpus)
+
         def tab(query_mod: Modality, label: str, query_component, endpoint: str, extra=None):
             targets = [t.value for t in TARGETS[query_mod]]
             with gr.Tab(label):
@@ -120,21 +156,27 @@ def build_app(searcher: Searcher, title: str = "embedding-zoo · cross-modal ret
                 if extra is not None:
                     extra.render()
                 button = gr.Button("Search", variant="primary", elem_id=f"btn-{endpoint}")
+                rows, labels = samples[query_mod]
+                shown = None
+                if rows:  # a first visit shows what to try: a click fills the query and runs it
+                    shown = gr.Examples(rows, [query_component] + ([extra] if extra is not None else []),
+                                        example_labels=labels, label="Try one", elem_id=f"examples-{endpoint}",
+                                        api_visibility="private")
             target.change(lambda t: gr.update(choices=models_for(query_mod, t), value=pick(query_mod, t)),
                           target, model, api_visibility="private")
-            return target, model, button
+            return target, model, button, shown
 
         text_q = gr.Textbox(label="text query", value="", elem_id="text-query", render=False)
-        t_target, t_model, t_btn = tab(Modality.TEXT, "Text → image / audio / text", text_q, "search_text")
+        t_target, t_model, t_btn, t_ex = tab(Modality.TEXT, "Text → image / audio / text", text_q, "search_text")
         # PNG keeps an uploaded query lossless (Gradio's default re-encodes to lossy WebP)
         image_q = gr.Image(type="filepath", format="png", label="image query", elem_id="image-query", render=False)
-        i_target, i_model, i_btn = tab(Modality.IMAGE, "Image → image / text", image_q, "search_image")
+        i_target, i_model, i_btn, i_ex = tab(Modality.IMAGE, "Image → image / text", image_q, "search_image")
         audio_q = gr.Audio(type="filepath", label="audio query", elem_id="audio-query", render=False)
-        a_target, a_model, a_btn = tab(Modality.AUDIO, "Audio → image / text", audio_q, "search_audio")
+        a_target, a_model, a_btn, a_ex = tab(Modality.AUDIO, "Audio → image / text", audio_q, "search_audio")
         mix_img = gr.Image(type="filepath", format="png", label="image", render=False)
         mix_txt = gr.Textbox(label="text modifier, e.g. 'blue'", render=False)
-        m_target, m_model, m_btn = tab(Modality.INTERLEAVED, "Image + text → image", mix_img, "search_interleaved",
-                                       mix_txt)
+        m_target, m_model, m_btn, m_ex = tab(Modality.INTERLEAVED, "Image + text → image", mix_img,
+                                             "search_interleaved", mix_txt)
 
         with gr.Tab("Corpus"):
             kinds = sorted(IMAGE_EXT | AUDIO_EXT | TEXT_EXT)
@@ -202,11 +244,16 @@ def build_app(searcher: Searcher, title: str = "embedding-zoo · cross-modal ret
             parts = [{"image": image}] + ([text] if text and text.strip() else [])  # a bare str part is text
             return run(Modality.INTERLEAVED, parts, target, model, dimensions, precision, k, progress)
 
-        t_btn.click(search_text, [text_q, t_target, t_model, *settings], outs, api_name="search_text")
+        wiring = [
+            (search_text, [text_q, t_target, t_model], t_btn, t_ex),
+            (search_image, [image_q, i_target, i_model], i_btn, i_ex),
+            (search_audio, [audio_q, a_target, a_model], a_btn, a_ex),
+            (search_interleaved, [mix_img, mix_txt, m_target, m_model], m_btn, m_ex),
+        ]
+        for fn, inputs, button, shown in wiring:
+            button.click(fn, [*inputs, *settings], outs, api_name=fn.__name__)
+            if shown is not None:  # the example fills the query; the search runs with the tab's own settings
+                shown.load_input_event.then(fn, [*inputs, *settings], outs, api_visibility="private")
         text_q.submit(search_text, [text_q, t_target, t_model, *settings], outs, api_visibility="private")
-        i_btn.click(search_image, [image_q, i_target, i_model, *settings], outs, api_name="search_image")
-        a_btn.click(search_audio, [audio_q, a_target, a_model, *settings], outs, api_name="search_audio")
-        m_btn.click(search_interleaved, [mix_img, mix_txt, m_target, m_model, *settings], outs,
-                    api_name="search_interleaved")
 
     return demo

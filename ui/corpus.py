@@ -57,11 +57,6 @@ class Corpus:
             self.items = [Item(**json.loads(line)) for line in self.manifest.read_text().splitlines() if line]
         self.by_id: dict[str, Item] = {i.id: i for i in self.items}  # items are only ever appended
 
-    @property
-    def fingerprint(self) -> str:
-        """Changes whenever items are added (indexes are rebuilt or extended from it)."""
-        return hashlib.sha256("\n".join(i.id for i in self.items).encode()).hexdigest()[:16]
-
     def file(self, item: Item) -> Path:
         """Absolute path of a file item."""
         return self.root / item.path
@@ -152,7 +147,7 @@ def build_default(root: Path, *, scenes: int = 48, spoken: int = 8, seed: int = 
                 from PIL import Image
 
                 arr = getattr(skimage.data, name)()
-            except Exception:  # noqa: BLE001 - a photo that needs a download is simply left out
+            except Exception:  # a photo that needs a download is simply left out
                 continue
             if arr.dtype != np.uint8:
                 arr = (arr.astype(np.float32) / max(float(arr.max()), 1) * 255).astype(np.uint8)

@@ -61,6 +61,9 @@ class EncodeFront:
     and the output controls before any work is done. :class:`Embedder` and the serving clients build on it."""
 
     spec: EmbedderSpec
+    #: id of the loaded weights (:func:`zoo.weights.fingerprint`): vectors stored for reuse are keyed by it
+    #: with the model name, so retrained weights never meet stale vectors ("" when unknown)
+    weights_fingerprint: str = ""
 
     # ---- shared machinery ----------------------------------------------------------------------
     def check_modality(self, modality: Modality | str) -> Modality:

@@ -22,21 +22,37 @@ class ZooError(Exception):
     code = "internal"  # one of CODES: what a server answers with (overridden by subclasses)
 
 
-class UnknownModelError(ZooError, KeyError):
-    """A name is neither a registered model nor a local model folder."""
+class _UnknownName(ZooError, KeyError):
+    """A name that is not in a registry (its message suggests close matches)."""
 
     code = "not_found"
 
-    def __init__(self, name: str, known: Iterable[str]) -> None:
+    @staticmethod
+    def _hint(name: str, known: Iterable[str]) -> str:
         close = difflib.get_close_matches(name, list(known), n=5, cutoff=0.4)
-        hint = f" Did you mean: {', '.join(close)}?" if close else ""
-        super().__init__(
-            f"unknown model {name!r}.{hint} See `zoo list` for registered names, or pass a local "
-            "model folder path."
-        )
+        return f" Did you mean: {', '.join(close)}?" if close else ""
 
     def __str__(self) -> str:  # KeyError would otherwise quote the message
         return str(self.args[0])
+
+
+class UnknownModelError(_UnknownName):
+    """A name is neither a registered model nor a local model folder."""
+
+    def __init__(self, name: str, known: Iterable[str]) -> None:
+        super().__init__(
+            f"unknown model {name!r}.{self._hint(name, known)} See `zoo list` for registered names, or pass a "
+            "local model folder path."
+        )
+
+
+class UnknownFamilyError(_UnknownName):
+    """A spec names a family that is not registered."""
+
+    def __init__(self, family: str, known: Iterable[str], model: str = "") -> None:
+        of = f" (model {model!r})" if model else ""
+        super().__init__(f"unknown family {family!r}{of}.{self._hint(family, known)} Registered families: "
+                         f"{choices(sorted(known))}.")
 
 
 class UnsupportedModalityError(ZooError, ValueError):
@@ -128,8 +144,8 @@ def from_wire(message: str) -> ZooError:
     if cls is InputError:
         m = re.match(r"input (\d+): (.*)", text, re.S)
         return InputError(int(m[1]), m[2]) if m else ServerError(text)
-    if cls is UnknownModelError:
-        err = ZooError.__new__(UnknownModelError)
+    if issubclass(cls, _UnknownName):  # built from a name and the known ones: keep the text as it came
+        err = ZooError.__new__(cls)
         Exception.__init__(err, text)
         return err
     return cls(text)

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from .errors import InvalidArgumentError, UnknownModelError, UnsupportedModalityError, choices
+from .errors import InvalidArgumentError, UnknownFamilyError, UnknownModelError, UnsupportedModalityError, choices
 from .spec import EmbedderSpec, Modality
 
 if TYPE_CHECKING:
@@ -135,13 +135,15 @@ def family_of(spec: EmbedderSpec) -> type[Family]:
     try:
         return _FAMILIES[spec.family]
     except KeyError:
-        raise UnknownModelError(spec.family, _FAMILIES) from None
+        raise UnknownFamilyError(spec.family, _FAMILIES, spec.name) from None
 
 
 def create(name_or_path: str, device: str | None = None) -> Embedder:
     """Load a model by registry name (hub id) or local folder; ``device`` defaults to CUDA if present."""
-    from .weights import resolve
+    from .weights import fingerprint, resolve
 
     spec = get_spec(name_or_path)
     path = Path(name_or_path) if os.path.isdir(name_or_path) else resolve(spec)
-    return family_of(spec).load(spec, path, device)
+    model = family_of(spec).load(spec, path, device)
+    model.weights_fingerprint = fingerprint(path)
+    return model

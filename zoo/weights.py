@@ -10,6 +10,7 @@ Looked up in this order (the first folder that exists wins):
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 import os
 from pathlib import Path
@@ -101,3 +102,25 @@ def resolve(spec: EmbedderSpec) -> Path:
         f"Put the model folder at $ZOO_MODELS_DIR/{spec.name} or pass the folder path to "
         "zoo.create() instead of the name."
     )
+
+
+FINGERPRINT_SAMPLE = 1 << 16  # bytes read from each end of a file
+
+
+def fingerprint(folder: Path) -> str:
+    """A short id of the weights in ``folder`` that changes when they do (retrained, replaced), the same on
+    every machine: each file's relative name, size, and first and last 64 KiB, hashed. Cheap for any size."""
+    digest = hashlib.sha256()
+    folder = Path(folder)
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        rel = path.relative_to(folder)
+        if any(part.startswith(".") or part == "__pycache__" for part in rel.parts):
+            continue  # caches and VCS files are not weights
+        size = path.stat().st_size
+        digest.update(f"{rel.as_posix()}\0{size}\0".encode())
+        with open(path, "rb") as fh:
+            digest.update(fh.read(FINGERPRINT_SAMPLE))
+            if size > FINGERPRINT_SAMPLE:
+                fh.seek(max(FINGERPRINT_SAMPLE, size - FINGERPRINT_SAMPLE))
+                digest.update(fh.read())
+    return digest.hexdigest()[:16]

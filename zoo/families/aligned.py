@@ -174,10 +174,15 @@ class AlignedEmbedder(Embedder):
             return self.image_tower(image_batch(images).to(self.device)).float().cpu().numpy()
 
     def embed_audio(self, waves: list[np.ndarray]) -> np.ndarray:
-        """Raw audio-tower embeddings of mono waveforms at the model's rate."""
-        wave, lengths = audio_batch(cut_audio(waves, self.max_samples, self.sample_rate))
+        """Raw audio-tower embeddings of mono waveforms at the model's rate, one utterance per pass: the
+        tower normalizes each spectrogram over its whole (padded) length, so in a padded batch a row would
+        depend on the longest waveform beside it."""
+        rows = []
         with self._torch.inference_mode():
-            return self.audio_tower(wave.to(self.device), lengths.to(self.device)).float().cpu().numpy()
+            for w in cut_audio(waves, self.max_samples, self.sample_rate):
+                wave, lengths = audio_batch([w])
+                rows.append(self.audio_tower(wave.to(self.device), lengths.to(self.device)))
+        return self._torch.cat(rows).float().cpu().numpy()
 
     def _text_tokens(self, texts: list[str], prompt: str | None) -> list[int]:
         return self.text._text_tokens(texts, prompt)
