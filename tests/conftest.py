@@ -1,4 +1,5 @@
-"""Shared fixtures: offline everywhere, the real default model once per session, tiny random models."""
+"""Shared fixtures: offline everywhere, the real default model once per session, the served models (tiny
+models are made by tests/tiny_models.py)."""
 
 from __future__ import annotations
 
