@@ -158,3 +158,14 @@ def test_interleaved_images_travel_as_data_uris_with_their_mime_type():
     assert parts[1]["image"] == "data:image/jpeg;base64," + base64.b64encode(jpeg).decode()  # the file as it is
     assert parts[2]["image"].startswith("data:image/png;base64,")  # an array travels as lossless PNG
     assert contract.decode_item(Modality.INTERLEAVED, element, 0) == parts
+
+
+def test_clients_share_the_front_not_the_in_process_base():
+    """The Triton clients build on the small validation front that in-process models use too, not on
+    `Embedder` (whose loading and embedding methods they would have to stub out)."""
+    from serving.client import AsyncTritonEmbedder, TritonEmbedder
+    from zoo.base import Embedder, EncodeFront
+
+    for cls in (TritonEmbedder, AsyncTritonEmbedder):
+        assert issubclass(cls, EncodeFront) and not issubclass(cls, Embedder)
+    assert issubclass(Embedder, EncodeFront)

@@ -16,6 +16,7 @@ from typing import Any
 import gradio as gr
 
 from zoo import postprocess as pp
+from zoo.data import shapes as S
 from zoo.defaults import default_model
 from zoo.errors import ZooError
 from zoo.spec import Modality
@@ -33,7 +34,6 @@ TARGETS = {  # query modality → the corpus modalities it can search
 
 
 TEXT_EXAMPLES = ("a picture of a yellow star", "a cat", "an astronaut in space")
-COLOURS = ("red", "green", "blue", "yellow", "purple", "orange")
 
 
 def examples(corpus: Corpus) -> dict[Modality, tuple[list[list[Any]], list[str]]]:
@@ -49,12 +49,12 @@ def examples(corpus: Corpus) -> dict[Modality, tuple[list[list[Any]], list[str]]
     out[Modality.IMAGE] = ([[str(corpus.file(i))] for i in images], [i.label for i in images])
     sounds = files("spoken: ", Modality.AUDIO.value, 2) or files("sound: ", Modality.AUDIO.value, 2)
     out[Modality.AUDIO] = ([[str(corpus.file(i))] for i in sounds], [i.label for i in sounds])
+    colours = list(S.COLORS)  # the generated scenes' colours, named in their captions
     pairs = []
-    for item in files(None, Modality.IMAGE.value, 8):  # a scene of one shape, recoloured by the text
-        colour = next((c for c in COLOURS if c in item.label.split()), None)
+    for item in files(None, Modality.IMAGE.value, 8):  # a generated scene, recoloured by the text
+        colour = next((c for c in colours if c in item.label.split()), None)
         if colour and len(pairs) < 2:
-            new = COLOURS[(COLOURS.index(colour) + 2) % len(COLOURS)]
-            pairs.append((item, f"but {new}"))
+            pairs.append((item, f"but {colours[(colours.index(colour) + 2) % len(colours)]}"))
     out[Modality.INTERLEAVED] = ([[str(corpus.file(i)), text] for i, text in pairs],
                                  [f"{i.label} + “{text}”" for i, text in pairs])
     return out
