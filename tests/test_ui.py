@@ -319,3 +319,20 @@ def test_saved_vectors_are_keyed_by_the_weights(tmp_path):
     assert second.folder != first.folder
     assert np.allclose(second.vectors, zoo.create(str(folder), device="cpu").encode(texts, "text"), atol=1e-5)
     assert not np.allclose(second.vectors, first.vectors, atol=1e-3)
+
+
+def test_zoo_serve_ui_starts_the_demo_as_an_add_on(tmp_path):
+    """`zoo serve --ui` (the main command): the demo plugs into `zoo serve` through its entry point, on the
+    served models, and stops with the server."""
+    from .processes import start_serve, stop_group
+
+    port = free_ports().grpc
+    served = start_serve("--ui", "--ui-port", str(port), "--data-dir", str(tmp_path), wait_for="demo: http")
+    try:
+        page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30).read().decode()
+        assert "gradio" in page.lower()
+        assert (tmp_path / "index" / "triton").is_dir()  # the demo indexed through the served models
+    finally:
+        assert stop_group(served.proc) == 0
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5)
