@@ -76,8 +76,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
-    rng = np.random.default_rng(0)
-    texts = [S.captions(S.sample_training_scene(rng))[0] + f" number {i}" for i in range(args.singles)]
+    texts = S.numbered_captions(args.singles)
     repo = Path(tempfile.mkdtemp(prefix="zoo-bench-"))
     export([args.model], repo)
     ports, openai_port = free_ports(), free_ports().http

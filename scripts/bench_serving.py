@@ -18,8 +18,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import numpy as np
-
 
 def _timed(fn) -> tuple[float, object]:
     t = time.perf_counter()
@@ -47,8 +45,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     args = parser.parse_args()
 
-    rng = np.random.default_rng(0)
-    texts = [S.captions(S.sample_training_scene(rng))[0] + f" number {i}" for i in range(args.n)]
+    texts = S.numbered_captions(args.n)
     local = zoo.create(args.model)
     repo = Path(tempfile.mkdtemp(prefix="zoo-bench-"))
     export([args.model], repo)

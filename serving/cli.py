@@ -99,9 +99,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             ).start()
             _say(f"OpenAI-compatible API: {door.url}  (POST /v1/embeddings, GET /v1/models"
                  f"{', bearer key required' if args.api_key else ''})")
-        from zoo import plugins
-
-        for addon in plugins.load(SERVE_ADDONS):
+        for addon in args.addons:
             started = addon.start(args, server)
             if started is not None:
                 addons.append(started)
@@ -156,6 +154,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="let browsers on ORIGIN call the OpenAI-compatible API (repeatable; default: none)")
     from zoo import plugins
 
-    for addon in plugins.load(SERVE_ADDONS):
+    addons = plugins.load(SERVE_ADDONS)  # loaded once: their flags now, their start once the server is up
+    for addon in addons:
         addon.add_arguments(p)
-    p.set_defaults(run=_cmd_serve)
+    p.set_defaults(run=_cmd_serve, addons=addons)

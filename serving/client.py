@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Generator, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
@@ -69,22 +69,27 @@ def _raise_remote(err: InferenceServerException, offset: int) -> None:
     raise zerr from None
 
 
-def _per_item_plan(n: int) -> Generator[list[int], np.ndarray | InputError, Rows]:
-    """Which positions to send next, until every item has a row or its error.
+class _PerItem:
+    """Which items of a per-item call still need a row: send :meth:`pending`, then :meth:`feed` back the rows,
+    or the :class:`InputError` the server raised (whose index counts within the items sent). That item alone
+    keeps its error and the rest are sent again, until every item has a row or its error."""
 
-    Driven by the sync and async clients alike: send the positions yielded, then ``send()`` back the rows,
-    or the :class:`InputError` the server raised (whose index counts within the positions sent)."""
-    results: Rows = [None] * n  # type: ignore[list-item]
-    alive = list(range(n))
-    while alive:
-        answer = yield alive
-        if isinstance(answer, InputError):  # that item alone is bad: keep its error, resend the rest
-            results[alive.pop(answer.index)] = answer
-            continue
-        for position, row in zip(alive, answer):
-            results[position] = row
-        alive = []
-    return results
+    def __init__(self, n: int) -> None:
+        self.results: Rows = [None] * n  # type: ignore[list-item]
+        self.alive = list(range(n))
+
+    def pending(self, raw: list[bytes]) -> list[bytes]:
+        """The elements to send next (empty when done)."""
+        return [raw[p] for p in self.alive]
+
+    def feed(self, answer: np.ndarray | InputError) -> None:
+        """Take the server's answer to the elements last sent."""
+        if isinstance(answer, InputError):
+            self.results[self.alive.pop(answer.index)] = answer
+            return
+        for position, row in zip(self.alive, answer):
+            self.results[position] = row
+        self.alive = []
 
 
 class _Remote(EncodeFront):
@@ -159,17 +164,13 @@ class TritonEmbedder(_Remote):
         return contract.from_wire(result.as_numpy(contract.OUTPUT), opts.precision)
 
     def _infer_per_item(self, raw: list[bytes], modality: Modality, opts: EncodeOptions) -> Rows:
-        plan = _per_item_plan(len(raw))
-        positions = next(plan)
-        while True:
+        plan = _PerItem(len(raw))
+        while sent := plan.pending(raw):
             try:
-                answer: Any = self._infer([raw[p] for p in positions], modality, opts, 0)
+                plan.feed(self._infer(sent, modality, opts, 0))
             except InputError as err:
-                answer = err
-            try:
-                positions = plan.send(answer)
-            except StopIteration as done:
-                return done.value
+                plan.feed(err)
+        return plan.results
 
     def _map_chunks(self, fn, raw: list, batch_size: int | None, show_progress: bool, label: str) -> list:
         spans = _chunks(len(raw), self._chunk_size(batch_size))
@@ -239,17 +240,13 @@ class AsyncTritonEmbedder(_Remote):
         return contract.from_wire(result.as_numpy(contract.OUTPUT), opts.precision), counts
 
     async def _infer_per_item(self, raw: list[bytes], modality: Modality, opts: EncodeOptions) -> Rows:
-        plan = _per_item_plan(len(raw))
-        positions = next(plan)
-        while True:
+        plan = _PerItem(len(raw))
+        while sent := plan.pending(raw):
             try:
-                answer: Any = (await self._infer([raw[p] for p in positions], modality, opts, 0))[0]
+                plan.feed((await self._infer(sent, modality, opts, 0))[0])
             except InputError as err:
-                answer = err
-            try:
-                positions = plan.send(answer)
-            except StopIteration as done:
-                return done.value
+                plan.feed(err)
+        return plan.results
 
     async def _map_chunks(self, fn, raw: list, batch_size: int | None) -> list:
         sem = asyncio.Semaphore(MAX_CONCURRENT_CHUNKS)

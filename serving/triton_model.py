@@ -84,26 +84,19 @@ def handle(embedder, requests: list[Request]) -> list[Answer | ZooError | Except
             continue
         groups[(prep.modality, prep.opts)].append((i, prep))
     for (modality, opts), members in groups.items():
-        items = [x for _, prep in members for x in prep.items]
         try:
-            emb = embedder.embed_decoded(items, modality, opts)
-        except Exception:
-            # something in the joint batch failed: retry each request alone so only the culprit fails
-            for i, prep in members:
-                try:
-                    results[i] = prep.answer(embedder, embedder.embed_decoded(prep.items, modality, opts))
-                except Exception as err:  # reported to that request only; the model stays up
-                    log.exception("request %d failed", i)
-                    results[i] = err
-            continue
-        start = 0
-        for i, prep in members:
+            emb = embedder.embed_decoded([x for _, prep in members for x in prep.items], modality, opts)
+            ends = np.cumsum([len(prep.items) for _, prep in members])
+            rows: list[np.ndarray] | None = np.split(emb, ends[:-1])
+        except Exception:  # something in the joint batch failed: each request alone, so only the culprit fails
+            rows = None
+        for k, (i, prep) in enumerate(members):
             try:
-                results[i] = prep.answer(embedder, emb[start : start + len(prep.items)])
-            except Exception as err:  # counting tokens failed: this request only
+                part = rows[k] if rows is not None else embedder.embed_decoded(prep.items, modality, opts)
+                results[i] = prep.answer(embedder, part)
+            except Exception as err:  # reported to that request only; the model stays up
                 log.exception("request %d failed", i)
                 results[i] = err
-            start += len(prep.items)
     return results
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -116,6 +118,7 @@ class Embedder(EncodeFront, ABC):
     """Base class of every model: subclasses implement :meth:`_embed` (and maybe :meth:`_lengths`)."""
 
     device: str
+    weights_path: Path | None = None  # the folder the weights were loaded from (set by zoo.create)
 
     def __init__(self, spec: EmbedderSpec, device: str | None = None) -> None:
         self.spec = spec
@@ -135,6 +138,13 @@ class Embedder(EncodeFront, ABC):
         """Tokens the model reads for each text (prompt and special tokens included, after truncation).
         Families that embed text override it."""
         raise NotImplementedError(f"{type(self).__name__} does not count text tokens")
+
+    @functools.cached_property
+    def weights_fingerprint(self) -> str:  # type: ignore[override]
+        """The fingerprint of the loaded weights, read on first use (loading a model reads no extra bytes)."""
+        from .weights import fingerprint
+
+        return fingerprint(self.weights_path) if self.weights_path is not None else ""
 
     @classmethod
     def load(cls, spec: EmbedderSpec, path: Any, device: str | None) -> Embedder:

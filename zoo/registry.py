@@ -140,10 +140,10 @@ def family_of(spec: EmbedderSpec) -> type[Family]:
 
 def create(name_or_path: str, device: str | None = None) -> Embedder:
     """Load a model by registry name (hub id) or local folder; ``device`` defaults to CUDA if present."""
-    from .weights import fingerprint, resolve
+    from .weights import resolve
 
     spec = get_spec(name_or_path)
     path = Path(name_or_path) if os.path.isdir(name_or_path) else resolve(spec)
     model = family_of(spec).load(spec, path, device)
-    model.weights_fingerprint = fingerprint(path)
+    model.weights_path = path
     return model

@@ -199,6 +199,12 @@ def captions(scene: Scene, templates: tuple[str, ...] = TRAIN_TEMPLATES) -> list
     return [_articles(c) for c in _captions(scene, templates)]
 
 
+def numbered_captions(n: int, seed: int = 0) -> list[str]:
+    """``n`` distinct sentences: a caption of a fresh training scene plus its number (benchmark load)."""
+    rng = np.random.default_rng(seed)
+    return [captions(sample_training_scene(rng))[0] + f" number {i}" for i in range(n)]
+
+
 def _captions(scene: Scene, templates: tuple[str, ...]) -> list[str]:
     objs = scene.objects
     if len(objs) == 1:
