@@ -21,6 +21,7 @@ import numpy as np
 import tritonclient.grpc as grpcclient
 from tritonclient.utils import InferenceServerException
 
+from zoo import kinds
 from zoo.base import EncodeFront, EncodeOptions, check_batch_size, check_items
 from zoo.errors import InputError, ModelUnavailableError, ServerError, from_wire
 from zoo.spec import EmbedderSpec, Modality
@@ -82,12 +83,12 @@ class _PerItem:
         """The elements to send next (empty when done)."""
         return [raw[p] for p in self.alive]
 
-    def feed(self, answer: np.ndarray | InputError) -> None:
+    def feed(self, answer: Any) -> None:
         """Take the server's answer to the elements last sent."""
         if isinstance(answer, InputError):
             self.results[self.alive.pop(answer.index)] = answer
             return
-        for position, row in zip(self.alive, answer):
+        for position, row in zip(self.alive, kinds.items_of(answer)):
             self.results[position] = row
         self.alive = []
 
@@ -125,11 +126,12 @@ class _Remote(EncodeFront):
     def _request(self, raw: list[bytes], modality: Modality, opts: EncodeOptions, infer_input):
         tensor = infer_input(contract.INPUTS[modality], [len(raw), 1], contract.INPUT_DATATYPE)
         tensor.set_data_from_numpy(np.array(raw, dtype=object).reshape(-1, 1))
-        params = contract.request_parameters(
-            normalize=opts.normalize, dimensions=opts.dimensions, precision=opts.precision,
-            prompt_name=opts.prompt_name,
-        )
-        return [tensor], params
+        return [tensor], contract.request_parameters(opts)
+
+    def _result(self, response, opts: EncodeOptions) -> Any:
+        """A response's tensors as what in-process ``encode()`` returns for its items."""
+        names = contract.KIND_OUTPUTS[opts.output]
+        return contract.result_from_wire({n: response.as_numpy(n) for n in names}, opts, self.spec.vocab_size)
 
     def _chunk_size(self, batch_size: int | None) -> int:
         return min(check_batch_size(self.spec.max_batch_size if batch_size is None else batch_size),
@@ -152,16 +154,14 @@ class _Remote(EncodeFront):
 class TritonEmbedder(_Remote):
     """``encode()`` against a model served by tritonserver over gRPC (thread-safe)."""
 
-    def _infer(self, raw: list[bytes], modality: Modality, opts: EncodeOptions, offset: int) -> np.ndarray:
+    def _infer(self, raw: list[bytes], modality: Modality, opts: EncodeOptions, offset: int) -> Any:
         inputs, params = self._request(raw, modality, opts, grpcclient.InferInput)
+        outputs = [grpcclient.InferRequestedOutput(n) for n in contract.KIND_OUTPUTS[opts.output]]
         try:
-            result = self._grpc.infer(
-                self.triton_name, inputs, outputs=[grpcclient.InferRequestedOutput(contract.OUTPUT)],
-                parameters=params,
-            )
+            result = self._grpc.infer(self.triton_name, inputs, outputs=outputs, parameters=params)
         except InferenceServerException as err:
             _raise_remote(err, offset)
-        return contract.from_wire(result.as_numpy(contract.OUTPUT), opts.precision)
+        return self._result(result, opts)
 
     def _infer_per_item(self, raw: list[bytes], modality: Modality, opts: EncodeOptions) -> Rows:
         plan = _PerItem(len(raw))
@@ -187,24 +187,22 @@ class TritonEmbedder(_Remote):
 
     def encode(
         self, inputs: Sequence[Any], modality: Modality | str, *, batch_size: int | None = None,
-        normalize: bool = True, dimensions: int | None = None, precision: str = "float32",
-        prompt_name: str | None = None, show_progress: bool = False,
-    ) -> np.ndarray:
-        """Same arguments and result as :meth:`zoo.base.Embedder.encode`, embedded on the server."""
-        opts, mod = self._call(modality, normalize, dimensions, precision, prompt_name)
+        show_progress: bool = False, **controls: Any,
+    ) -> Any:
+        """Same arguments (``controls``: the output controls) and result as :meth:`zoo.base.Embedder.encode`,
+        embedded on the server."""
+        opts, mod = self._call(modality, **controls)
         raw = self.wire(inputs, mod)
         parts = self._map_chunks(lambda chunk, a: self._infer(chunk, mod, opts, a), raw, batch_size,
                                  show_progress, mod.value)
-        return np.concatenate(parts)
+        return kinds.concat(parts)
 
     def encode_per_item(
-        self, inputs: Sequence[Any], modality: Modality | str, *, batch_size: int | None = None,
-        normalize: bool = True, dimensions: int | None = None, precision: str = "float32",
-        prompt_name: str | None = None,
+        self, inputs: Sequence[Any], modality: Modality | str, *, batch_size: int | None = None, **controls: Any,
     ) -> Rows:
         """Like :meth:`encode`, but each bad item becomes its :class:`InputError` in the result list (whether
         it failed the local check or the server's) and every good item still gets its row."""
-        opts, mod = self._call(modality, normalize, dimensions, precision, prompt_name)
+        opts, mod = self._call(modality, **controls)
         wired = self.wire_per_item(inputs, mod)
         good = [w for w in wired if not isinstance(w, InputError)]
         parts = self._map_chunks(lambda chunk, _a: self._infer_per_item(chunk, mod, opts), good, batch_size, False,
@@ -224,20 +222,20 @@ class AsyncTritonEmbedder(_Remote):
         self._client = None
 
     async def _infer(self, raw: list[bytes], modality: Modality, opts: EncodeOptions, offset: int,
-                     tokens: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+                     tokens: bool = False) -> tuple[Any, np.ndarray | None]:
         import tritonclient.grpc.aio as aioclient
 
         if self._client is None:  # created inside the running loop
             self._client = aioclient.InferenceServerClient(self.url)
         inputs, params = self._request(raw, modality, opts, aioclient.InferInput)
-        outputs = [aioclient.InferRequestedOutput(name) for name in
-                   ((contract.OUTPUT, contract.TOKENS) if tokens else (contract.OUTPUT,))]
+        names = contract.KIND_OUTPUTS[opts.output] + ((contract.TOKENS,) if tokens else ())
+        outputs = [aioclient.InferRequestedOutput(name) for name in names]
         try:
             result = await self._client.infer(self.triton_name, inputs, outputs=outputs, parameters=params)
         except InferenceServerException as err:
             _raise_remote(err, offset)
         counts = result.as_numpy(contract.TOKENS).reshape(-1) if tokens else None
-        return contract.from_wire(result.as_numpy(contract.OUTPUT), opts.precision), counts
+        return self._result(result, opts), counts
 
     async def _infer_per_item(self, raw: list[bytes], modality: Modality, opts: EncodeOptions) -> Rows:
         plan = _PerItem(len(raw))
@@ -259,30 +257,27 @@ class AsyncTritonEmbedder(_Remote):
 
     async def encode(
         self, inputs: Sequence[Any], modality: Modality | str, *, batch_size: int | None = None,
-        normalize: bool = True, dimensions: int | None = None, precision: str = "float32",
-        prompt_name: str | None = None, show_progress: bool = False,
-    ) -> np.ndarray:
+        show_progress: bool = False, **controls: Any,
+    ) -> Any:
         """Same as :meth:`zoo.base.Embedder.encode`, awaited (``show_progress`` is accepted and ignored)."""
-        opts, mod = self._call(modality, normalize, dimensions, precision, prompt_name)
+        opts, mod = self._call(modality, **controls)
         return (await self.infer_wire(self.wire(inputs, mod), mod, opts, batch_size=batch_size))[0]
 
     async def infer_wire(self, raw: list[bytes], modality: Modality, opts: EncodeOptions, *,
-                         batch_size: int | None = None, tokens: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+                         batch_size: int | None = None, tokens: bool = False) -> tuple[Any, np.ndarray | None]:
         """Embed items already serialized by :meth:`wire` with options from :meth:`options`: the rows in
         order and, with ``tokens``, the text tokens the model read per item (the server's ``TOKENS``).
         A server-side :class:`InputError` names the item's index in ``raw``."""
         parts = await self._map_chunks(lambda chunk, a: self._infer(chunk, modality, opts, a, tokens), raw,
                                        batch_size)
-        rows = np.concatenate([p[0] for p in parts])
+        rows = kinds.concat([p[0] for p in parts])
         return rows, (np.concatenate([p[1] for p in parts]) if tokens else None)
 
     async def encode_per_item(
-        self, inputs: Sequence[Any], modality: Modality | str, *, batch_size: int | None = None,
-        normalize: bool = True, dimensions: int | None = None, precision: str = "float32",
-        prompt_name: str | None = None,
+        self, inputs: Sequence[Any], modality: Modality | str, *, batch_size: int | None = None, **controls: Any,
     ) -> Rows:
         """Same as :meth:`TritonEmbedder.encode_per_item`, awaited."""
-        opts, mod = self._call(modality, normalize, dimensions, precision, prompt_name)
+        opts, mod = self._call(modality, **controls)
         wired = self.wire_per_item(inputs, mod)
         good = [w for w in wired if not isinstance(w, InputError)]
         parts = await self._map_chunks(lambda chunk, _a: self._infer_per_item(chunk, mod, opts), good, batch_size)

@@ -9,10 +9,23 @@ Per model (see ``config.pbtxt``):
 - output ``EMBEDDING``, shape ``[batch, d]``. ``config.pbtxt`` declares ``TYPE_FP32`` (the default
   precision); the python backend returns the dtype of the requested ``precision`` (table below), which
   Triton passes through and clients read from the response's ``datatype``;
+- the other output kinds (request parameter ``output``, see :mod:`zoo.kinds`), one encoding each:
+
+  ============  =========================================================================================
+  output        tensors of one request of ``batch`` items
+  ============  =========================================================================================
+  dense, fde    ``EMBEDDING [batch, d]``
+  multivector   ``EMBEDDING [total, d]``: every item's vectors, item after item; ``LENGTHS [batch, 1]``
+                ``INT32``: vectors per item (``total`` is their sum)
+  sparse        ``INDICES [total, 1]`` ``INT32`` vocabulary ids and ``VALUES [total, 1]`` ``FP32`` weights, item
+                after item, ids ascending within an item; ``LENGTHS [batch, 1]``: terms per item
+  ============  =========================================================================================
+
 - output ``TOKENS``, shape ``[batch, 1]`` ``INT32``: the text tokens the model read per item (image and audio
   content counts 0), computed only when the request names it among its outputs;
 - request parameters ``dimensions`` (int), ``normalize`` (bool), ``precision`` (str), ``prompt_name``
-  (str), with the same meaning and defaults as ``encode()``; any other parameter is refused.
+  (str), ``output`` (str), ``max_vectors`` (int), ``top_k`` (int), with the same meaning and defaults as
+  ``encode()``; any other parameter is refused.
 
 Model names: a registry name maps to a Triton model name by replacing ``/`` with ``--``
 (``sentence-transformers/all-MiniLM-L6-v2`` → ``sentence-transformers--all-MiniLM-L6-v2``) and back.
@@ -25,8 +38,9 @@ from typing import Any
 
 import numpy as np
 
-from zoo import inputs
+from zoo import inputs, kinds
 from zoo import postprocess as pp
+from zoo.base import EncodeOptions
 from zoo.errors import InputError, InvalidArgumentError, choices
 from zoo.spec import Modality
 
@@ -43,6 +57,13 @@ OUTPUT = "EMBEDDING"
 #: computed only when a request asks for it (the OpenAI door reports it as usage)
 TOKENS = "TOKENS"
 TOKENS_DATATYPE = "INT32"
+LENGTHS = "LENGTHS"  # [batch, 1] INT32: vectors (multivector) or terms (sparse) per item
+INDICES = "INDICES"  # [total, 1] INT32: sparse vocabulary ids
+VALUES = "VALUES"  # [total, 1] FP32: sparse weights
+COUNT_DATATYPE = "INT32"
+#: output kind → the tensors that carry it (what a client asks for)
+KIND_OUTPUTS: dict[str, tuple[str, ...]] = {
+    "dense": (OUTPUT,), "fde": (OUTPUT,), "multivector": (OUTPUT, LENGTHS), "sparse": (INDICES, VALUES, LENGTHS)}
 DECLARED_OUTPUT_PRECISION = "float32"
 
 #: precision → KServe v2 datatype of the EMBEDDING tensor on the wire (float8 travels as its bits)
@@ -58,7 +79,8 @@ WIRE_DATATYPES: dict[str, str] = {
 assert set(WIRE_DATATYPES) == set(pp.PRECISIONS), "every precision needs a wire datatype"
 
 #: request parameter → type it is coerced to (the defaults are encode()'s own)
-PARAMETERS: dict[str, type] = {"dimensions": int, "normalize": bool, "precision": str, "prompt_name": str}
+PARAMETERS: dict[str, type] = {"dimensions": int, "normalize": bool, "precision": str, "prompt_name": str,
+                               "output": str, "max_vectors": int, "top_k": int}
 SEPARATOR = "--"  # replaces "/" in Triton model names
 CONFIG_MODEL_KEY = "zoo_model"  # config.pbtxt parameter: registry name or folder to load
 CONFIG_SPEC_KEY = "zoo_spec"  # config.pbtxt parameter: the spec as JSON, for clients
@@ -99,15 +121,12 @@ def parse_parameters(params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def request_parameters(
-    *, normalize: bool, dimensions: int | None, precision: str, prompt_name: str | None
-) -> dict[str, Any]:
-    """The request parameters a client sends for ``encode()`` arguments (defaults left out)."""
-    params: dict[str, Any] = {"normalize": bool(normalize), "precision": precision}
-    if dimensions is not None:
-        params["dimensions"] = int(dimensions)
-    if prompt_name is not None:
-        params["prompt_name"] = prompt_name
+def request_parameters(opts: EncodeOptions) -> dict[str, Any]:
+    """The request parameters a client sends for validated ``encode()`` options (unset ones left out)."""
+    params: dict[str, Any] = {"normalize": bool(opts.normalize), "precision": opts.precision, "output": opts.output}
+    for key in ("dimensions", "prompt_name", "max_vectors", "top_k"):
+        if getattr(opts, key) is not None:
+            params[key] = getattr(opts, key)
     return params
 
 
@@ -141,3 +160,32 @@ def to_wire(emb: np.ndarray, precision: str) -> np.ndarray:
 def from_wire(arr: np.ndarray, precision: str) -> np.ndarray:
     """Undo :func:`to_wire` so the client returns exactly what in-process ``encode()`` returns."""
     return arr.view(pp.FLOAT8) if precision == "float8" else arr.astype(pp.PRECISIONS[precision], copy=False)
+
+
+def _counts(n: list[int]) -> np.ndarray:
+    return np.asarray(n, np.int32).reshape(-1, 1)
+
+
+def result_to_wire(result: Any, opts: EncodeOptions) -> dict[str, np.ndarray]:
+    """One request's ``encode()`` result as the output tensors of its kind (see the module table)."""
+    if opts.output == "multivector":
+        flat = np.concatenate(result) if result else np.zeros((0, 0), np.float32)
+        return {OUTPUT: to_wire(flat, opts.precision), LENGTHS: _counts([len(x) for x in result])}
+    if opts.output == "sparse":
+        m = result.tocsr()
+        return {INDICES: m.indices.astype(np.int32).reshape(-1, 1), VALUES: m.data.reshape(-1, 1),
+                LENGTHS: _counts(np.diff(m.indptr).tolist())}
+    return {OUTPUT: to_wire(result, opts.precision)}
+
+
+def result_from_wire(tensors: dict[str, np.ndarray], opts: EncodeOptions, vocab_size: int | None = None) -> Any:
+    """Undo :func:`result_to_wire`: exactly what in-process ``encode()`` returns for those items."""
+    if opts.output == "sparse":
+        lengths = tensors[LENGTHS].reshape(-1)
+        ends = np.cumsum(lengths)[:-1]
+        rows = zip(np.split(tensors[INDICES].reshape(-1), ends), np.split(tensors[VALUES].reshape(-1), ends))
+        return kinds.sparse_rows(list(rows), int(vocab_size or 0))
+    emb = from_wire(tensors[OUTPUT], opts.precision)
+    if opts.output == "multivector":
+        return np.split(emb, np.cumsum(tensors[LENGTHS].reshape(-1))[:-1])
+    return emb

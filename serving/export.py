@@ -52,6 +52,13 @@ def build_config(
     )
     config.output.append(mc.ModelOutput(name=contract.TOKENS, data_type=mc.DataType.Value(
         "TYPE_" + contract.TOKENS_DATATYPE), dims=[1]))
+    kinds = {"multivector", "sparse"} & set(spec.outputs)
+    names = [contract.LENGTHS] if kinds else []
+    if "sparse" in kinds:
+        names += [contract.INDICES, contract.VALUES]
+    for name in names:  # declared for the kinds this model gives
+        dtype = "FP32" if name == contract.VALUES else contract.COUNT_DATATYPE
+        config.output.append(mc.ModelOutput(name=name, data_type=mc.DataType.Value("TYPE_" + dtype), dims=[1]))
     config.parameters[contract.CONFIG_MODEL_KEY].string_value = source
     config.parameters[contract.CONFIG_SPEC_KEY].string_value = json.dumps(spec.to_dict(), sort_keys=True)
     config.parameters[contract.CONFIG_WEIGHTS_KEY].string_value = weights

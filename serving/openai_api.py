@@ -9,7 +9,9 @@ clients pass through (``extra_body``):
 - an ``input`` item may be ``{"image": "data:image/...;base64,..."}``, ``{"audio": "data:audio/...;base64,..."}``
   or an interleaved ``{"content": [{"type": "text", "text": ...}, {"type": "image_url", "image_url":
   {"url": "data:image/..."}}]}`` (the chat content-part shape);
-- ``precision`` and ``prompt_name`` work as in ``encode()``.
+- ``precision``, ``prompt_name``, ``output``, ``max_vectors`` and ``top_k`` work as in ``encode()``. A
+  ``multivector`` item's ``embedding`` is a list of vectors (``base64``: the ``[n, d]`` rows' bytes, row after
+  row); a ``sparse`` item's is ``{"indices": [...], "values": [...]}`` (``float`` format only).
 
 Media travel inline only: an ``http(s)`` URL is refused (fetching it from the server would let callers
 reach hosts they cannot), and nothing a caller sends is ever read as a server path.
@@ -36,7 +38,7 @@ from zoo.spec import Modality
 MAX_ITEMS = 2048  # OpenAI's own limit on the items of one request
 FORMATS = ("float", "base64")
 OPENAI_FIELDS = ("model", "input", "dimensions", "encoding_format", "user")
-EXTENSION_FIELDS = ("precision", "prompt_name")  # encode()'s own output controls
+EXTENSION_FIELDS = ("precision", "prompt_name", "output", "max_vectors", "top_k")  # encode()'s output controls
 MEDIA_KEYS = {"image": Modality.IMAGE, "audio": Modality.AUDIO}
 
 
@@ -76,6 +78,9 @@ class EmbeddingRequest:
     encoding_format: str
     precision: str
     prompt_name: str | None
+    output: str | None = None
+    max_vectors: int | None = None
+    top_k: int | None = None
 
 
 def _inline(value: Any, where: str, kind: str) -> str:
@@ -163,17 +168,26 @@ def parse_request(body: Any) -> EmbeddingRequest:
     if body.get("user") is not None and not isinstance(body["user"], str):
         raise bad_request("`user` must be a string", param="user")
     precision = body.get("precision") or "float32"
-    prompt = body.get("prompt_name")
-    for name, value in (("precision", precision), ("prompt_name", prompt)):
+    prompt, output = body.get("prompt_name"), body.get("output")
+    for name, value in (("precision", precision), ("prompt_name", prompt), ("output", output)):
         if value is not None and not isinstance(value, str):
             raise bad_request(f"`{name}` must be a string", param=name)
-    return EmbeddingRequest(model, [parse_item(x, i) for i, x in enumerate(raw)], dims, fmt, precision, prompt)
+    if output == "sparse" and fmt == "base64":
+        raise bad_request("sparse output comes as {indices, values} objects; use encoding_format float",
+                          param="encoding_format")
+    # max_vectors' and top_k's values are checked by the model's options(), like dimensions
+    return EmbeddingRequest(model, [parse_item(x, i) for i, x in enumerate(raw)], dims, fmt, precision, prompt,
+                            output, body.get("max_vectors"), body.get("top_k"))
 
 
-def embedding_value(row: np.ndarray, encoding_format: str) -> list | str:
-    """One row as OpenAI's ``embedding`` field. ``float``: numbers (quantized precisions as their integer
-    values, float16/float8 as the floats they hold); ``base64``: the row's raw little-endian bytes in its
-    precision's dtype (float32 by default, as OpenAI; int8/uint8 one byte per value; binary packed)."""
+def embedding_value(row: Any, encoding_format: str) -> list | str | dict:
+    """One item's result as OpenAI's ``embedding`` field. ``float``: numbers (quantized precisions as their
+    integer values, float16/float8 as the floats they hold; a multi-vector item a list of such vectors, a
+    sparse row ``{"indices", "values"}``); ``base64``: the raw little-endian bytes in the precision's dtype
+    (float32 by default, as OpenAI; int8/uint8 one byte per value; binary packed)."""
+    if hasattr(row, "tocsr"):
+        row = row.tocsr()
+        return {"indices": row.indices.tolist(), "values": row.data.astype(np.float32).tolist()}
     if encoding_format == "base64":
         return base64.b64encode(np.ascontiguousarray(row, dtype=row.dtype.newbyteorder("<")).tobytes()).decode()
     if row.dtype.kind == "f" or row.dtype == pp.FLOAT8:

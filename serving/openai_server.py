@@ -23,6 +23,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from zoo import kinds
 from zoo.errors import InvalidArgumentError, ZooError
 from zoo.spec import Modality
 
@@ -101,7 +102,8 @@ async def embed(catalog: Catalog, req: EmbeddingRequest) -> dict[str, Any]:
     """Answer one checked request: items grouped by modality, one Triton request per group, concurrently."""
     embedder = await catalog.get(req.model)
     try:
-        opts = embedder.options(dimensions=req.dimensions, precision=req.precision, prompt_name=req.prompt_name)
+        opts = embedder.options(dimensions=req.dimensions, precision=req.precision, prompt_name=req.prompt_name,
+                                output=req.output, max_vectors=req.max_vectors, top_k=req.top_k)
     except ZooError as err:
         raise api_error(err) from None
     groups: dict[Modality, list[int]] = {}
@@ -133,7 +135,7 @@ async def embed(catalog: Catalog, req: EmbeddingRequest) -> dict[str, Any]:
     for positions, answer in zip(groups.values(), answers):
         if isinstance(answer, BaseException):
             raise answer
-        for position, row in zip(positions, answer[0]):
+        for position, row in zip(positions, kinds.items_of(answer[0])):
             rows[position] = row
         tokens += int(answer[1].sum())
     return embeddings_response(public_name(embedder.triton_name), rows, req.encoding_format, tokens)
@@ -146,7 +148,8 @@ async def model_entry(catalog: Catalog, name: str, state: str, started: int) -> 
     with contextlib.suppress(ApiError):  # a model being restarted is listed without its details
         spec = (await catalog.get(name)).spec
         entry.update(modalities=[m.value for m in spec.modalities], dimension=spec.dim,
-                     matryoshka_dims=list(spec.matryoshka_dims), prompts=sorted(spec.prompts),
+                     matryoshka_dims=list(spec.matryoshka_dims), outputs=list(spec.outputs),
+                     prompts=sorted(spec.prompts),
                      default_prompt_name=spec.default_prompt_name, max_batch_size=spec.max_batch_size)
     return entry
 

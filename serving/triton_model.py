@@ -38,10 +38,19 @@ class Request:
 
 @dataclass
 class Answer:
-    """One request's outputs: the wire array of ``EMBEDDING``, and ``TOKENS`` when it was asked for."""
+    """One request's output tensors by name: those of its output kind, and ``TOKENS`` when it was asked for."""
 
-    embedding: np.ndarray
-    tokens: np.ndarray | None = None
+    outputs: dict[str, np.ndarray]
+
+    @property
+    def embedding(self) -> np.ndarray | None:
+        """The ``EMBEDDING`` tensor (dense, fde and multivector output)."""
+        return self.outputs.get(contract.OUTPUT)
+
+    @property
+    def tokens(self) -> np.ndarray | None:
+        """The ``TOKENS`` tensor, when the request asked for it."""
+        return self.outputs.get(contract.TOKENS)
 
 
 @dataclass
@@ -51,11 +60,12 @@ class _Prepared:
     items: list[Any]
     tokens: bool
 
-    def answer(self, embedder, emb: np.ndarray) -> Answer:
-        counts = None
+    def answer(self, embedder, result: Any) -> Answer:
+        outputs = contract.result_to_wire(result, self.opts)
         if self.tokens:
-            counts = np.asarray(embedder.count_tokens(self.items, self.modality, self.opts.prompt), np.int32)
-        return Answer(contract.to_wire(emb, self.opts.precision), None if counts is None else counts.reshape(-1, 1))
+            counts = embedder.count_tokens(self.items, self.modality, self.opts.prompt)
+            outputs[contract.TOKENS] = np.asarray(counts, np.int32).reshape(-1, 1)
+        return Answer(outputs)
 
 
 def _prepare(embedder, req: Request) -> _Prepared:
@@ -85,9 +95,9 @@ def handle(embedder, requests: list[Request]) -> list[Answer | ZooError | Except
         groups[(prep.modality, prep.opts)].append((i, prep))
     for (modality, opts), members in groups.items():
         try:
-            emb = embedder.embed_decoded([x for _, prep in members for x in prep.items], modality, opts)
-            ends = np.cumsum([len(prep.items) for _, prep in members])
-            rows: list[np.ndarray] | None = np.split(emb, ends[:-1])
+            joint = embedder.embed_decoded([x for _, prep in members for x in prep.items], modality, opts)
+            ends = np.cumsum([0] + [len(prep.items) for _, prep in members])
+            rows: list[Any] | None = [joint[a:b] for a, b in zip(ends[:-1], ends[1:])]  # array, list or csr rows
         except Exception:  # something in the joint batch failed: each request alone, so only the culprit fails
             rows = None
         for k, (i, prep) in enumerate(members):
@@ -136,9 +146,7 @@ class TritonPythonModel:
         responses = []
         for result in handle(self.embedder, parsed):
             if isinstance(result, Answer):
-                outputs = [pb_utils.Tensor(contract.OUTPUT, np.ascontiguousarray(result.embedding))]
-                if result.tokens is not None:
-                    outputs.append(pb_utils.Tensor(contract.TOKENS, result.tokens))
+                outputs = [pb_utils.Tensor(name, np.ascontiguousarray(value)) for name, value in result.outputs.items()]
                 responses.append(pb_utils.InferenceResponse(output_tensors=outputs))
             else:
                 error = pb_utils.TritonError(to_wire(result), self.codes[code_of(result)])

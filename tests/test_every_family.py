@@ -25,11 +25,10 @@ def test_family_contract(family, tmp_path):
     model = zoo.create(str(folder), device="cpu")
     assert model.weights_fingerprint == fingerprint(folder) != ""
     for modality, items in sample_inputs(spec).items():
-        emb = model.encode(items, modality)
-        assert emb.shape == (len(items), spec.dim) and emb.dtype == np.float32, modality
-        assert np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5), modality
-        single = model.encode(items[::-1], modality, batch_size=1)[::-1]
-        assert np.abs(single - emb).max() < 1e-4, modality
+        for output in spec.outputs:
+            emb = model.encode(items, modality, output=output)
+            single = model.encode(items[::-1], modality, batch_size=1, output=output)
+            check_output(emb, single, output, spec, len(items))
         tokens = model.count_tokens(model.decode(items, modality), modality, spec.prompts.get(spec.default_prompt_name))
         assert len(tokens) == len(items) and all(n >= 0 for n in tokens), modality
         assert (min(tokens) > 0) == (modality is zoo.Modality.TEXT), modality
@@ -47,3 +46,25 @@ def test_fingerprint_follows_the_weights(tmp_path):
     state["model_state"]["linear.bias"] += 1  # same files, same sizes, new weights
     torch.save(state, retrained / "pretrained.pt")
     assert fingerprint(retrained) != before
+
+
+def check_output(emb, reversed_single, output: str, spec: zoo.EmbedderSpec, n: int) -> None:
+    """An encode() result of ``output`` kind has its documented type and shape, unit vectors (non-negative
+    weights for sparse), and rows that do not depend on batching or order (``reversed_single``: the items
+    reversed, one per batch)."""
+    if output == "dense":
+        assert emb.shape == (n, spec.dim) and emb.dtype == np.float32
+        assert np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
+        assert np.abs(reversed_single[::-1] - emb).max() < 1e-4
+    elif output == "multivector":
+        assert isinstance(emb, list) and len(emb) == n
+        for a, b in zip(emb, reversed_single[::-1]):
+            assert a.ndim == 2 and a.shape[1] == spec.dim and a.dtype == np.float32 and len(a) > 0
+            assert np.allclose(np.linalg.norm(a, axis=1), 1, atol=1e-5)
+            assert a.shape == b.shape and np.abs(a - b).max() < 1e-4
+    else:
+        import scipy.sparse as sps
+
+        assert sps.issparse(emb) and emb.shape == (n, spec.vocab_size) and emb.dtype == np.float32
+        assert emb.nnz > 0 and emb.data.min() > 0
+        assert abs(emb - reversed_single[::-1]).max() < 1e-4

@@ -42,11 +42,68 @@ def test_parity_every_served_model(triton, local_models):
         assert remote.weights_fingerprint == local.weights_fingerprint != ""
         seen.add(local.spec.family)
         for modality, items in sample_inputs(local.spec).items():
-            cos = (remote.encode(items, modality) * local.encode(items, modality)).sum(1)
-            assert cos.min() >= 0.9999, (tname, modality, cos)
+            for output in [*local.spec.outputs, *(["fde"] if "multivector" in local.spec.outputs else [])]:
+                assert_same(remote.encode(items, modality, output=output), local.encode(items, modality,
+                                                                                        output=output), output)
     from zoo.registry import list_families
 
     assert seen == set(list_families()), f"families not served in this test: {set(list_families()) - seen}"
+
+
+def assert_same(got, want, output: str, precision: str = "float32") -> None:
+    """A served result equals the in-process one: dense/fde rows and every multi-vector row at cos ≥ 0.9999
+    (same dtype and shape), sparse rows with the same terms and weights within 1e-4 relative."""
+    if output == "sparse":
+        assert got.shape == want.shape and got.dtype == want.dtype
+        assert np.array_equal(got.indptr, want.indptr) and np.array_equal(got.indices, want.indices)
+        assert np.allclose(got.data, want.data, rtol=1e-4, atol=1e-7)
+        return
+    pairs = zip(got, want) if output == "multivector" else [(got, want)]
+    if output == "multivector":
+        assert isinstance(got, list) and len(got) == len(want)
+    for a, b in pairs:
+        assert a.dtype == b.dtype and a.shape == b.shape, (a.shape, b.shape)
+        a, b = pp.dequantize(a, precision), pp.dequantize(b, precision)
+        cos = (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
+        assert cos.min() >= 0.9999, (output, cos.min())
+
+
+def test_output_kinds_and_their_controls_served(triton, local_models):
+    """Multi-vector and sparse output with their controls (precision per vector, max_vectors, top_k), sync and
+    async, chunked, and per item with a bad item among good ones."""
+    server, models = triton
+    by_family = {local_models[t].spec.family: t for t in models}
+    colbert, splade = by_family["colbert"], by_family["splade"]
+    remote, local = TritonEmbedder(colbert, server.grpc_url), local_models[colbert]
+    for controls in ({"precision": "int8"}, {"precision": "binary", "dimensions": 8}, {"max_vectors": 3},
+                     {"prompt_name": "query", "precision": "float16"}):
+        got = remote.encode(TEXTS, "text", batch_size=4, **controls)
+        want = local.encode(TEXTS, "text", **controls)
+        assert [len(x) for x in got] == [len(x) for x in want]
+        assert all(np.array_equal(a, b) or np.abs(pp.dequantize(a, controls.get("precision", "float32")) -
+                                                  pp.dequantize(b, controls.get("precision", "float32"))).max() < 0.02
+                   for a, b in zip(got, want)), controls
+    assert max(len(x) for x in remote.encode(TEXTS, "text", max_vectors=3)) == 3
+    sparse = TritonEmbedder(splade, server.grpc_url)
+    assert_same(sparse.encode(TEXTS, "text", top_k=5, batch_size=4), local_models[splade].encode(TEXTS, "text", top_k=5),
+                "sparse")
+    assert sparse.encode(TEXTS, "text", top_k=5).getnnz(axis=1).max() == 5
+    rows = sparse.encode_per_item(["fine", 7, "also fine"], "text")
+    assert isinstance(rows[1], zoo.InputError) and rows[1].index == 1
+    assert_same(rows[2], local_models[splade].encode(["also fine"], "text"), "sparse")
+
+    async def run():
+        client = AsyncTritonEmbedder(colbert, server.grpc_url)
+        try:
+            return await client.encode(TEXTS, "text", output="fde", prompt_name="query")
+        finally:
+            await client.close()
+
+    assert_same(asyncio.run(run()), local.encode(TEXTS, "text", output="fde", prompt_name="query"), "fde")
+    with pytest.raises(zoo.InvalidArgumentError, match="top_k applies to sparse"):
+        remote.encode(["x"], "text", top_k=3)
+    with pytest.raises(zoo.InvalidArgumentError, match="cannot give output 'dense'"):
+        remote.encode(["x"], "text", output="dense")
 
 
 @pytest.mark.parametrize("precision", sorted(pp.PRECISIONS))

@@ -203,6 +203,94 @@ def make_speaker(dest: Path) -> Path:
     return dest
 
 
+def make_colbert(dest: Path, *, expansion: dict | None = None, skiplist: list[str] | None = None,
+                 prompts: dict | None = None) -> Path:
+    """A tiny ColBERT saved by sentence-transformers' MultiVectorEncoder (random BERT, Dense 32→16 projection,
+    scoring mask, Normalize), optionally with query expansion, a document skip list and prompts."""
+    import torch
+    from sentence_transformers import MultiVectorEncoder
+    from sentence_transformers.base.modules import Dense, Normalize, Transformer
+    from sentence_transformers.multi_vector_encoder.modules import MultiVectorMask
+
+    bert = make_tiny_text_folder(dest.with_name(dest.name + "-bert"))
+    torch.manual_seed(1)
+    transformer = Transformer(str(bert), max_seq_length=64, query_expansion=expansion)
+    tokens = dict(module_input_name="token_embeddings", module_output_name="token_embeddings")
+    model = MultiVectorEncoder(modules=[transformer, Dense(32, 16, bias=False, **tokens), MultiVectorMask(skiplist),
+                                       Normalize(**tokens)], prompts=prompts or {"query": "", "document": ""})
+    model.save(str(dest))
+    return dest
+
+
+def make_splade(dest: Path) -> Path:
+    """A tiny SPLADE saved by sentence-transformers' SparseEncoder (random BERT MLM head, max pooling)."""
+    import torch
+    from sentence_transformers import SparseEncoder
+    from sentence_transformers.base.modules import Transformer
+    from sentence_transformers.sparse_encoder.modules import SpladePooling
+    from transformers import BertConfig, BertForMaskedLM
+
+    mlm = dest.with_name(dest.name + "-mlm")
+    mlm.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(2)
+    BertForMaskedLM(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                               intermediate_size=64, max_position_embeddings=128)).save_pretrained(mlm)
+    copy_bert_tokenizer(mlm)
+    model = SparseEncoder(modules=[Transformer(str(mlm), transformer_task="fill-mask", max_seq_length=64),
+                                   SpladePooling("max")])
+    model.save(str(dest))
+    return dest
+
+
+def make_colqwen2(dest: Path) -> Path:
+    """A tiny transformers ColQwen2 (the tiny Qwen2-VL above plus a 16-d projection) with its processor."""
+    import torch
+    from transformers import AutoProcessor, ColQwen2Config, ColQwen2ForRetrieval, ColQwen2Processor, Qwen2VLConfig
+
+    vlm = make_qwen2_vl(dest.with_name(dest.name + "-vlm"))
+    torch.manual_seed(3)
+    ColQwen2ForRetrieval(ColQwen2Config(vlm_config=Qwen2VLConfig.from_pretrained(vlm), embedding_dim=16)
+                         ).save_pretrained(dest)
+    base = AutoProcessor.from_pretrained(vlm)
+    ColQwen2Processor(image_processor=base.image_processor, tokenizer=base.tokenizer).save_pretrained(dest)
+    return dest
+
+
+def make_colpali(dest: Path) -> Path:
+    """A tiny transformers ColPali: PaliGemma (random Gemma + SigLIP) with a Metaspace BPE trained offline,
+    SigLIP's image processor and a 16-d projection."""
+    import torch
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import ColPaliConfig, ColPaliForRetrieval, ColPaliProcessor, GemmaTokenizer, \
+        PaliGemmaConfig, SiglipImageProcessor
+
+    from zoo.data import shapes as S
+
+    special = ["<pad>", "<eos>", "<bos>", "<unk>", "<image>"]
+    bpe = Tokenizer(models.BPE(unk_token="<unk>"))
+    bpe.pre_tokenizer, bpe.decoder = pre_tokenizers.Metaspace(), decoders.Metaspace()
+    corpus = [t.format(color=c, shape=s, size="small", where="on the left", tone="dark")
+              for t in S.TRAIN_TEMPLATES for c in S.COLORS for s in S.SHAPES] + ["Query: Describe the image."] * 5
+    bpe.train_from_iterator(corpus, trainers.BpeTrainer(vocab_size=300, special_tokens=special))
+    ids = {t: bpe.token_to_id(t) for t in special}
+    tokenizer = GemmaTokenizer(tokenizer_object=bpe, bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
+                               unk_token="<unk>", extra_special_tokens={"image_token": "<image>"})
+    vlm = PaliGemmaConfig(
+        text_config=dict(model_type="gemma", vocab_size=bpe.get_vocab_size(), hidden_size=32, intermediate_size=64,
+                         num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=1, head_dim=16,
+                         pad_token_id=ids["<pad>"], bos_token_id=ids["<bos>"], eos_token_id=ids["<eos>"]),
+        vision_config=dict(model_type="siglip_vision_model", hidden_size=32, intermediate_size=64,
+                           num_hidden_layers=1, num_attention_heads=2, image_size=28, patch_size=14),
+        image_token_id=ids["<image>"], projection_dim=32, hidden_size=32)
+    torch.manual_seed(4)
+    ColPaliForRetrieval(ColPaliConfig(vlm_config=vlm, embedding_dim=16)).save_pretrained(dest)
+    processor = ColPaliProcessor(image_processor=SiglipImageProcessor(size={"height": 28, "width": 28},
+                                                                      image_seq_length=4), tokenizer=tokenizer)
+    processor.image_seq_length = 4
+    processor.save_pretrained(dest)
+    return dest
+
+
 #: family → a maker of a tiny random model folder in that family's real layout. Every registered family has
 #: one (a test checks it): the family contract and serving tests run over this table.
 TINY_MODELS: dict[str, Callable[[Path], Path]] = {
@@ -214,6 +302,10 @@ TINY_MODELS: dict[str, Callable[[Path], Path]] = {
     "clap": make_clap,
     "speaker": make_speaker,
     "vlm": make_qwen2_vl,
+    "colbert": lambda dest: make_colbert(dest, expansion={"strategy": "fixed", "length": 16},
+                                         skiplist=[",", "."]),
+    "splade": make_splade,
+    "colvision": make_colqwen2,
 }
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from abc import ABC, abstractmethod
+from abc import ABC
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,8 +12,8 @@ from typing import Any
 import numpy as np
 
 from . import inputs as _inputs
+from . import kinds, truncation
 from . import postprocess as pp
-from . import truncation
 from .errors import InputError, InvalidArgumentError, UnknownPromptError, UnsupportedModalityError, choices
 from .spec import EmbedderSpec, Modality
 
@@ -56,6 +56,14 @@ class EncodeOptions:
     precision: str = "float32"
     prompt_name: str | None = None  # as asked for (the server needs the name)
     prompt: str | None = None  # the resolved prompt text the model sees
+    output: str = "dense"  # the output kind (see zoo.kinds)
+    max_vectors: int | None = None  # multivector: at most this many vectors per item
+    top_k: int | None = None  # sparse: at most this many terms per item
+
+    @property
+    def query(self) -> bool:
+        """Whether the items are queries (late-interaction models and FDEs treat the two sides apart)."""
+        return self.prompt_name == kinds.QUERY
 
 
 class EncodeFront:
@@ -84,17 +92,28 @@ class EncodeFront:
     def options(
         self,
         *,
-        normalize: bool = True,
+        normalize: bool | None = None,
         dimensions: int | None = None,
         precision: str = "float32",
         prompt_name: str | None = None,
+        output: str | None = None,
+        max_vectors: int | None = None,
+        top_k: int | None = None,
     ) -> EncodeOptions:
-        """Validate output controls once, before any work is done."""
+        """Validate output controls once, before any work is done (``normalize=None``: the output kind's
+        default, see :func:`zoo.kinds.default_normalize`)."""
         pp.check_precision(precision)
+        output = kinds.check_output(output, self.spec.outputs, self.spec.name)
+        max_vectors, top_k = kinds.check_count(max_vectors, "max_vectors"), kinds.check_count(top_k, "top_k")
+        kinds.check_controls(output, dimensions=dimensions, precision=precision, max_vectors=max_vectors,
+                             top_k=top_k)
+        if normalize is None:
+            normalize = kinds.default_normalize(output)
         if not isinstance(normalize, (bool, np.bool_)):
             raise InvalidArgumentError(f"normalize must be true or false, got {normalize!r}", "normalize")
         dims = pp.check_dimensions(dimensions, self.spec.dim, precision)
-        pp.check_calibration(precision, bool(normalize))
+        if output not in ("sparse", "fde"):  # (checked above for those)
+            pp.check_calibration(precision, bool(normalize))
         name = prompt_name if prompt_name is not None else self.spec.default_prompt_name
         if name is not None and name not in self.spec.prompts:
             known = choices(self.spec.prompts) if self.spec.prompts else "none (this model has no prompts)"
@@ -106,12 +125,15 @@ class EncodeFront:
             precision=precision,
             prompt_name=name,
             prompt=self.spec.prompts[name] if name is not None else None,
+            output=output,
+            max_vectors=max_vectors,
+            top_k=top_k,
         )
 
-    def _call(self, modality, normalize, dimensions, precision, prompt_name) -> tuple[EncodeOptions, Modality]:
-        """Validate everything about a call but its inputs, before any work is done."""
-        opts = self.options(normalize=normalize, dimensions=dimensions, precision=precision, prompt_name=prompt_name)
-        return opts, self.check_modality(modality)
+    def _call(self, modality, **controls: Any) -> tuple[EncodeOptions, Modality]:
+        """Validate everything about a call but its inputs (``controls``: :meth:`options`' keywords),
+        before any work is done."""
+        return self.options(**controls), self.check_modality(modality)
 
 
 class Embedder(EncodeFront, ABC):
@@ -125,9 +147,22 @@ class Embedder(EncodeFront, ABC):
         self.device = pick_device(device)
 
     # ---- what families implement -------------------------------------------------------------
-    @abstractmethod
     def _embed(self, batch: list[Any], modality: Modality, prompt: str | None) -> np.ndarray:
-        """Float32 ``[len(batch), spec.dim]`` raw embeddings of decoded items."""
+        """Float32 ``[len(batch), spec.dim]`` raw dense embeddings of decoded items (dense families)."""
+        raise NotImplementedError(f"{type(self).__name__} gives no dense output")
+
+    def _embed_as(self, batch: list[Any], modality: Modality, opts: EncodeOptions, kind: str) -> Any:
+        """Raw outputs of decoded items for one output ``kind``: dense ``[len(batch), dim]`` float32; for
+        ``multivector`` a list of float32 ``[n_i, dim]``; for ``sparse`` a list of ``(indices, values)``.
+        Families with kinds other than dense override it."""
+        if kind != "dense":
+            raise NotImplementedError(f"{type(self).__name__} gives no {kind} output")
+        return self._embed(batch, modality, opts.prompt)
+
+    def is_query(self, modality: Modality, opts: EncodeOptions) -> bool:
+        """Whether a call's items are queries (see :mod:`zoo.kinds`): ``prompt_name == "query"`` unless the
+        family knows better (page retrievers: texts are queries, images documents)."""
+        return opts.query
 
     def _lengths(self, items: list[Any], modality: Modality, prompt: str | None) -> list[int]:
         """Cheap sort keys for length-sorted batching (longest first): characters of a text, samples of
@@ -189,7 +224,9 @@ class Embedder(EncodeFront, ABC):
         batch_size = check_batch_size(batch_size)
         lengths = self._lengths(items, modality, opts.prompt)
         order = np.argsort([-n for n in lengths], kind="stable")
-        out = np.empty((len(items), self.spec.dim), dtype=np.float32)
+        kind = kinds.DERIVED.get(opts.output, opts.output)
+        # dense rows go straight into one array; other kinds are gathered per item
+        out: Any = np.empty((len(items), self.spec.dim), dtype=np.float32) if kind == "dense" else [None] * len(items)
         starts = range(0, len(items), batch_size)
         if show_progress or len(items) >= LARGE_INPUT:
             from tqdm.auto import tqdm
@@ -199,13 +236,19 @@ class Embedder(EncodeFront, ABC):
         try:
             for start in starts:
                 idx = order[start : start + batch_size]
-                out[idx] = self._embed([items[i] for i in idx], modality, opts.prompt)
+                got = self._embed_as([items[i] for i in idx], modality, opts, kind)
+                if kind == "dense":
+                    out[idx] = got
+                else:
+                    for i, one in zip(idx, got):
+                        out[i] = one
         finally:
             cuts = truncation.end(gathering)
         truncation.warn(cuts, len(items), stacklevel=4)
-        return pp.postprocess(
-            out, normalize_output=opts.normalize, dimensions=opts.dimensions, precision=opts.precision
-        )
+        if kind == "dense":
+            return pp.postprocess(out, normalize_output=opts.normalize, dimensions=opts.dimensions,
+                                  precision=opts.precision)
+        return kinds.finish(out, opts, self.spec, query=self.is_query(modality, opts))
 
     def count_tokens(self, items: list[Any], modality: Modality, prompt: str | None) -> list[int]:
         """Text tokens of each decoded item, as its model's tokenizer makes them (what servers report as
@@ -227,28 +270,37 @@ class Embedder(EncodeFront, ABC):
         modality: Modality | str,
         *,
         batch_size: int | None = None,
-        normalize: bool = True,
+        normalize: bool | None = None,
         dimensions: int | None = None,
         precision: str = "float32",
         prompt_name: str | None = None,
+        output: str | None = None,
+        max_vectors: int | None = None,
+        top_k: int | None = None,
         show_progress: bool = False,
-    ) -> np.ndarray:
-        """Embed ``inputs`` of one ``modality`` into an ``[N, d]`` numpy array.
+    ) -> Any:
+        """Embed ``inputs`` of one ``modality``: an ``[N, d]`` numpy array for dense output (see
+        :mod:`zoo.kinds` for the other kinds' types).
 
         Args:
             inputs: items of the modality (see :mod:`zoo.inputs` for accepted forms).
             modality: ``"text"``, ``"image"``, ``"audio"`` or ``"interleaved"``.
             batch_size: items per forward pass (default from the spec).
-            normalize: L2-normalize (after Matryoshka truncation).
+            normalize: L2-normalize (after Matryoshka truncation); default: the output kind's.
             dimensions: keep the first ``dimensions`` components (Matryoshka).
             precision: output encoding, see :mod:`zoo.postprocess`.
             prompt_name: a key of ``spec.prompts`` (e.g. ``"query"``); default ``spec.default_prompt_name``.
+            output: ``"dense"``, ``"multivector"``, ``"sparse"`` or ``"fde"``; default ``spec.outputs[0]``.
+            max_vectors: multivector output: at most this many vectors per item.
+            top_k: sparse output: at most this many terms per item.
             show_progress: show a progress bar (shown anyway for large inputs).
 
         Returns:
-            ``[len(inputs), d]`` array; dtype and ``d`` follow ``precision`` (packed for binary).
+            dense and fde: ``[len(inputs), d]`` array, dtype and ``d`` following ``precision`` (packed for
+            binary); multivector: a list of ``[n_i, d]`` arrays; sparse: a ``scipy.sparse.csr_matrix``.
         """
-        opts, mod = self._call(modality, normalize, dimensions, precision, prompt_name)
+        opts, mod = self._call(modality, normalize=normalize, dimensions=dimensions, precision=precision,
+                               prompt_name=prompt_name, output=output, max_vectors=max_vectors, top_k=top_k)
         items = self.decode(inputs, mod)
         return self.embed_decoded(items, mod, opts, batch_size=batch_size, show_progress=show_progress)
 
@@ -258,14 +310,12 @@ class Embedder(EncodeFront, ABC):
         modality: Modality | str,
         *,
         batch_size: int | None = None,
-        normalize: bool = True,
-        dimensions: int | None = None,
-        precision: str = "float32",
-        prompt_name: str | None = None,
-    ) -> list[np.ndarray | InputError]:
-        """Like :meth:`encode`, but a bad item becomes its :class:`InputError` in the result list instead of
-        failing the call: every good item still gets its embedding row (one batched pass for all of them)."""
-        opts, mod = self._call(modality, normalize, dimensions, precision, prompt_name)
+        **controls: Any,
+    ) -> list[Any]:
+        """Like :meth:`encode` (``controls``: its output controls), but a bad item becomes its
+        :class:`InputError` in the result list instead of failing the call: every good item still gets its
+        result (its row, vectors or sparse row), computed in one batched pass for all of them."""
+        opts, mod = self._call(modality, **controls)
         check_items(inputs)
         results: list[Any] = [None] * len(inputs)
         good: list[tuple[int, Any]] = []
@@ -275,7 +325,7 @@ class Embedder(EncodeFront, ABC):
             except InputError as err:
                 results[i] = err
         if good:
-            rows = self.embed_decoded([d for _, d in good], mod, opts, batch_size=batch_size)
+            rows = kinds.items_of(self.embed_decoded([d for _, d in good], mod, opts, batch_size=batch_size))
             for (i, _), row in zip(good, rows):
                 results[i] = row
         return results

@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 
 _MODELS: dict[str, EmbedderSpec] = {}
 _FAMILIES: dict[str, type[Family]] = {}
-_FAMILY_MODULES = ("text", "aligned", "clip", "clap", "speaker", "vlm")  # imported lazily so `import zoo` stays light
+# imported lazily so `import zoo` stays light
+_FAMILY_MODULES = ("text", "aligned", "clip", "clap", "speaker", "vlm", "colbert", "splade", "colvision")
 
 
 class Family(Protocol):

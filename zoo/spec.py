@@ -20,6 +20,12 @@ class Modality(str, Enum):
         return self.value
 
 
+#: what ``encode(..., output=...)`` can return (see :mod:`zoo.kinds` for the types and controls):
+#: ``dense`` one vector per item; ``multivector`` one vector per token or patch (late interaction);
+#: ``sparse`` term weights over the vocabulary
+OUTPUT_KINDS = ("dense", "multivector", "sparse")
+
+
 @dataclass(frozen=True)
 class EmbedderSpec:
     """Everything `zoo` and the server need to know about one model, without loading it."""
@@ -40,11 +46,19 @@ class EmbedderSpec:
     max_batch_size: int = 64  # serving: largest batch one execute() gets
     queue_delay_us: int = 2000  # serving: how long the dynamic batcher waits to fill a batch
     options: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))  # family-private knobs
+    outputs: tuple[str, ...] = ("dense",)  # output kinds it produces; the first is the default
+    vocab_size: int | None = None  # sparse models: width of a sparse row (required for them)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "modalities", tuple(Modality(m) for m in self.modalities))
         object.__setattr__(self, "prompts", MappingProxyType(dict(self.prompts)))
         object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
+        object.__setattr__(self, "outputs", tuple(self.outputs))
+        bad_kinds = [k for k in self.outputs if k not in OUTPUT_KINDS]
+        if not self.outputs or bad_kinds or len(set(self.outputs)) != len(self.outputs):
+            raise ValueError(f"{self.name}: outputs {list(self.outputs)} must be distinct kinds of {OUTPUT_KINDS}")
+        if "sparse" in self.outputs and not self.vocab_size:
+            raise ValueError(f"{self.name}: a sparse model needs vocab_size")
         if Modality.AUDIO in self.modalities and not self.sample_rate:
             raise ValueError(f"{self.name}: an audio model needs sample_rate")
         if self.dim <= 0:
@@ -58,6 +72,11 @@ class EmbedderSpec:
     def supports(self, modality: Modality | str) -> bool:
         """Whether the model embeds this modality."""
         return Modality(modality) in self.modalities
+
+    @property
+    def output(self) -> str:
+        """The output kind ``encode()`` returns when a call names none."""
+        return self.outputs[0]
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly view (for `zoo info --json` and the model cards)."""
@@ -78,6 +97,8 @@ class EmbedderSpec:
             "max_batch_size": self.max_batch_size,
             "queue_delay_us": self.queue_delay_us,
             "options": dict(self.options),
+            "outputs": list(self.outputs),
+            "vocab_size": self.vocab_size,
         }
 
     @classmethod
@@ -86,4 +107,5 @@ class EmbedderSpec:
         fields = dict(data)
         fields["modalities"] = tuple(fields["modalities"])
         fields["matryoshka_dims"] = tuple(fields.get("matryoshka_dims", ()))
+        fields["outputs"] = tuple(fields.get("outputs", ("dense",)))
         return cls(**fields)

@@ -72,3 +72,50 @@ def cut_audio(waves: list, max_samples: int, rate: int) -> list:
     truncation.note(truncation.AudioTruncationWarning,
                     f"audio inputs exceed {max_samples / rate:g} s and were truncated", over)
     return [w[:max_samples] for w in waves]
+
+
+def st_modules(path: Path) -> list[tuple[str, Path]]:
+    """A sentence-transformers folder's pipeline from ``modules.json``: each module's class name (the last
+    part of its dotted type) and its folder; empty for a plain transformers folder."""
+    entries = read_json(path / "modules.json") or []
+    return [(str(m["type"]).rsplit(".", 1)[-1], path / m.get("path", "")) for m in entries]
+
+
+def st_model_type(path: Path) -> str | None:
+    """The sentence-transformers class that saved the folder (``SentenceTransformer``, ``SparseEncoder``,
+    ``MultiVectorEncoder``, …) as its ``config_sentence_transformers.json`` says, if it says."""
+    return (read_json(path / "config_sentence_transformers.json") or {}).get("model_type")
+
+
+def refuse_modules(path: Path, modules: list[tuple[str, Path]], known: set[str], what: str) -> None:
+    """Refuse a folder whose pipeline holds a module this loader does not reproduce (loading it anyway would
+    give silently different vectors)."""
+    from ..errors import InvalidArgumentError
+
+    extra = sorted({name for name, _ in modules} - known)
+    if extra:
+        raise InvalidArgumentError(f"{path.name}: its sentence-transformers pipeline has {extra}, which the {what} "
+                                   f"loader does not reproduce (it reproduces {sorted(known)}); refusing it rather "
+                                   "than giving different vectors")
+
+
+def st_prompts(path: Path) -> tuple[dict[str, str], str | None]:
+    """Named prompts and the default prompt name a sentence-transformers folder declares. Empty prompts are
+    kept only under the names ``query``/``document``, which also choose the side of asymmetric models."""
+    st_model = read_json(path / "config_sentence_transformers.json") or {}
+    prompts = {k: v for k, v in (st_model.get("prompts") or {}).items() if v or k in ("query", "document")}
+    default = st_model.get("default_prompt_name")
+    return prompts, default if default in prompts else None
+
+
+def declared_max_length(path: Path, config: dict[str, Any]) -> int:
+    """The text length a folder declares: sentence-transformers' ``max_seq_length``, else the positions."""
+    st_cfg = read_json(path / "sentence_bert_config.json") or {}
+    return int(st_cfg.get("max_seq_length") or config.get("max_position_embeddings", 512))
+
+
+def tokenizer_max_length(spec_max: int, path: Path, tokenizer: Any) -> int:
+    """Tokens a text keeps: the least of the spec's, the folder's ``max_seq_length`` and the tokenizer's."""
+    st_cfg = read_json(path / "sentence_bert_config.json") or {}
+    limits = [spec_max, st_cfg.get("max_seq_length"), tokenizer.model_max_length]
+    return min(int(x) for x in limits if x and x < 10**9)

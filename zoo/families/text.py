@@ -18,11 +18,24 @@ import numpy as np
 from ..base import Embedder
 from ..registry import register_checkpoints, register_family
 from ..spec import EmbedderSpec, Modality
-from .common import note_truncated_texts, pool, read_json, token_counts, with_prompt
+from .common import (
+    declared_max_length,
+    note_truncated_texts,
+    pool,
+    read_json,
+    refuse_modules,
+    st_modules,
+    token_counts,
+    tokenizer_max_length,
+    with_prompt,
+)
 
 POOLINGS = ("mean", "cls", "last", "max")
 # model_types that other families own: a folder with one of these is not a plain text encoder
 NOT_TEXT = {"clip", "siglip", "siglip2", "clap", "qwen2_vl", "qwen2_5_vl", "llava", "blip", "align"}
+#: the sentence-transformers modules this loader reproduces (a Dense projection, a sparse or multi-vector head
+#: would change the vectors, so such a folder is refused, never silently mean-pooled)
+MODULES = {"Transformer", "Pooling", "Normalize"}
 
 
 def folder_pooling(path: Path) -> str | None:
@@ -51,14 +64,13 @@ class TextEmbedder(Embedder):
         super().__init__(spec, device)
         from transformers import AutoModel, AutoTokenizer
 
+        refuse_modules(path, st_modules(path), MODULES, "dense text")
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.model = AutoModel.from_pretrained(path).to(self.device).eval()
         self.pooling = folder_pooling(path) or spec.options.get("pooling", "mean")
         if self.pooling not in POOLINGS:
             raise ValueError(f"{spec.name}: pooling {self.pooling!r} not in {POOLINGS}")
-        st_cfg = read_json(path / "sentence_bert_config.json") or {}
-        limits = [spec.max_length, st_cfg.get("max_seq_length"), self.tokenizer.model_max_length]
-        self.max_length = min(int(x) for x in limits if x and x < 10**9)
+        self.max_length = tokenizer_max_length(spec.max_length, path, self.tokenizer)
 
     @classmethod
     def spec_from_folder(cls, path: Path) -> EmbedderSpec | None:
@@ -66,7 +78,7 @@ class TextEmbedder(Embedder):
         config = read_json(path / "config.json")
         if not config or config.get("model_type") in NOT_TEXT:
             return None
-        st_cfg = read_json(path / "sentence_bert_config.json") or {}
+        refuse_modules(path, st_modules(path), MODULES, "dense text")
         st_model = read_json(path / "config_sentence_transformers.json") or {}
         prompts = {k: v for k, v in (st_model.get("prompts") or {}).items() if v}
         default = st_model.get("default_prompt_name")
@@ -77,7 +89,7 @@ class TextEmbedder(Embedder):
             dim=int(config.get("hidden_size") or config.get("d_model")),
             license="see the folder's model card",
             source=str(path),
-            max_length=int(st_cfg.get("max_seq_length") or config.get("max_position_embeddings", 512)),
+            max_length=declared_max_length(path, config),
             prompts=prompts,
             default_prompt_name=default if default in prompts else None,
             description=f"local {config.get('model_type', 'transformers')} text encoder",

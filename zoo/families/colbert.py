@@ -1,0 +1,184 @@
+"""Late-interaction text encoders (ColBERT style): one vector per token, scored by MaxSim.
+
+Loads folders saved by sentence-transformers' ``MultiVectorEncoder`` (and hub checkpoints in that layout):
+the transformer's token states go through the folder's ``Dense`` projections; the scoring mask of its
+``MultiVectorMask`` picks the rows each item keeps (real tokens; on the query side the query-expansion
+positions too; on the document side minus the skip list and, with ``keep_only_token_ids``, only those
+tokens); ``Normalize`` makes them unit vectors. ``query_length`` / ``document_length`` cap each side and
+ColBERT's query expansion (``fixed`` or ``min``: pads swapped for ``[MASK]``, scored but, unless
+``attend``, not attended to) is reproduced. A call is on the query side when its ``prompt_name`` is
+``"query"`` (what ``encode_query`` does), else on the document side. A pipeline with any other module is
+refused rather than loaded differently.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..base import Embedder, EncodeOptions
+from ..errors import InvalidArgumentError
+from ..registry import register_family
+from ..spec import EmbedderSpec, Modality
+from .common import (
+    declared_max_length,
+    note_truncated_texts,
+    read_json,
+    refuse_modules,
+    st_model_type,
+    st_modules,
+    st_prompts,
+    token_counts,
+    tokenizer_max_length,
+    with_prompt,
+)
+
+MODULES = {"Transformer", "Dense", "MultiVectorMask", "Normalize"}
+ACTIVATIONS = {"torch.nn.modules.linear.Identity": None, "torch.nn.modules.activation.Tanh": "tanh",
+               "torch.nn.modules.activation.ReLU": "relu"}
+
+
+def load_dense(folder: Path):
+    """One sentence-transformers ``Dense`` module as a torch ``Linear`` and its activation name."""
+    import torch
+    from safetensors.torch import load_file
+
+    cfg = read_json(folder / "config.json") or {}
+    act = cfg.get("activation_function", "torch.nn.modules.linear.Identity")
+    if act not in ACTIVATIONS:
+        raise InvalidArgumentError(f"{folder}: Dense activation {act!r} is not supported")
+    layer = torch.nn.Linear(cfg["in_features"], cfg["out_features"], bias=cfg.get("bias", True))
+    weights = folder / "model.safetensors"
+    state = load_file(weights) if weights.is_file() else torch.load(folder / "pytorch_model.bin", weights_only=True)
+    layer.load_state_dict({k.removeprefix("linear."): v for k, v in state.items()})
+    return layer.eval(), ACTIVATIONS[act]
+
+
+@register_family("colbert")
+class ColbertEmbedder(Embedder):
+    """A ``MultiVectorEncoder`` folder: transformer → Dense projections → scoring mask → unit token vectors."""
+
+    folder_priority = 20
+
+    def __init__(self, spec: EmbedderSpec, path: Path, device: str | None = None) -> None:
+        super().__init__(spec, device)
+        import torch
+        from transformers import AutoModel, AutoTokenizer
+
+        modules = st_modules(path)
+        refuse_modules(path, modules, MODULES, "multi-vector")
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModel.from_pretrained(path).to(self.device).eval()
+        self.dense = [load_dense(folder) for name, folder in modules if name == "Dense"]
+        for layer, _ in self.dense:
+            layer.to(self.device)
+        self.normalize_vectors = any(name == "Normalize" for name, _ in modules)
+        mask_dir = next((folder for name, folder in modules if name == "MultiVectorMask"), None)
+        mask_cfg = (read_json(mask_dir / "config.json") if mask_dir else None) or {}
+        words = mask_cfg.get("skiplist_words") or []
+        unk = self.tokenizer.unk_token_id
+        ids = [self.tokenizer.convert_tokens_to_ids(w) for w in words]
+        self.skiplist = torch.tensor([i for i, w in zip(ids, words) if i != unk or w == self.tokenizer.unk_token],
+                                     dtype=torch.long)
+        tasks = mask_cfg.get("skiplist_tasks", ["document"])
+        self.skiplist_tasks = [tasks] if isinstance(tasks, str) else list(tasks)
+        self.keep_only = mask_cfg.get("keep_only_token_ids")
+        st_cfg = read_json(path / "sentence_bert_config.json") or {}
+        if st_cfg.get("processing_kwargs"):
+            raise InvalidArgumentError(f"{path.name}: processing_kwargs in sentence_bert_config.json are not "
+                                       "reproduced; refusing the folder rather than tokenizing differently")
+        self.expansion = st_cfg.get("query_expansion") if mask_dir is not None else None
+        self.max_length = tokenizer_max_length(spec.max_length, path, self.tokenizer)
+        self.lengths = {"query": st_cfg.get("query_length"), "document": st_cfg.get("document_length")}
+
+    @classmethod
+    def spec_from_folder(cls, path: Path) -> EmbedderSpec | None:
+        """Claim folders saved by sentence-transformers' ``MultiVectorEncoder``."""
+        if st_model_type(path) != "MultiVectorEncoder":
+            return None
+        config = read_json(path / "config.json") or {}
+        refuse_modules(path, st_modules(path), MODULES, "multi-vector")
+        dims = [(read_json(folder / "config.json") or {}).get("out_features") for name, folder in st_modules(path)
+                if name == "Dense"]
+        prompts, default = st_prompts(path)
+        return EmbedderSpec(
+            name=str(path), family="colbert", modalities=(Modality.TEXT,),
+            dim=int(dims[-1] if dims else config["hidden_size"]), license="see the folder's model card",
+            source=str(path), max_length=declared_max_length(path, config),
+            prompts=prompts, default_prompt_name=default, outputs=("multivector",),
+            description=f"local {config.get('model_type', 'transformers')} late-interaction (multi-vector) encoder",
+        )
+
+    def _side(self, opts: EncodeOptions) -> str:
+        return "query" if opts.query else "document"
+
+    def _tokenize(self, texts: list[str], side: str):
+        """Token ids and masks as ``MultiVectorEncoder`` makes them: the side's length cap, and on the query
+        side the expansion (pads within the floor become the expansion token and are scored)."""
+        import torch
+
+        expansion = self.expansion if side == "query" else None
+        cap = self.lengths[side] or self.max_length
+        if expansion and expansion.get("strategy") == "fixed":
+            enc = self.tokenizer(texts, padding="max_length", truncation=True, max_length=expansion["length"],
+                                 return_tensors="pt", verbose=False)
+        else:
+            enc = self.tokenizer(texts, padding=True, truncation=True, max_length=cap, return_tensors="pt",
+                                 verbose=False)
+        extra = None
+        if expansion:
+            floor = expansion["length"]
+            ids, mask = enc["input_ids"], enc["attention_mask"]
+            if ids.shape[1] < floor:
+                pad = (0, floor - ids.shape[1])
+                for key in list(enc.keys()):
+                    enc[key] = torch.nn.functional.pad(enc[key], pad, value=0)
+                ids, mask = enc["input_ids"], enc["attention_mask"]
+            extra = (mask == 0) & (torch.arange(ids.shape[1]) < floor)
+            token = expansion.get("token")
+            fill = (self.tokenizer.convert_tokens_to_ids(token) if token is not None
+                    else self.tokenizer.mask_token_id if self.tokenizer.mask_token_id is not None
+                    else self.tokenizer.eos_token_id)
+            if fill is not None:
+                enc["input_ids"] = ids.masked_fill(extra, fill)
+            if expansion.get("attend"):
+                enc["attention_mask"] = mask.masked_fill(extra, 1)
+        return enc, extra, cap
+
+    def _scoring_mask(self, enc, extra, side: str):
+        import torch
+
+        keep = enc["attention_mask"].bool()
+        if extra is not None:
+            keep = keep | extra
+        ids = enc["input_ids"]
+        if side in self.skiplist_tasks and len(self.skiplist):
+            keep = keep & ~torch.isin(ids, self.skiplist)
+        if side != "query" and self.keep_only:
+            keep = keep & torch.isin(ids, torch.as_tensor(self.keep_only, dtype=torch.long))
+        return keep
+
+    def _text_tokens(self, texts: list[str], prompt: str | None) -> list[int]:
+        return token_counts(self.tokenizer, with_prompt(texts, prompt), self.max_length)
+
+    def _embed_as(self, batch: list[Any], modality: Modality, opts: EncodeOptions, kind: str) -> list[np.ndarray]:
+        import torch
+
+        side = self._side(opts)
+        texts = with_prompt(batch, opts.prompt)
+        enc, extra, cap = self._tokenize(texts, side)
+        if extra is None:
+            note_truncated_texts(self.tokenizer, texts, enc["attention_mask"].sum(1).tolist(), cap)
+        keep = self._scoring_mask(enc, extra, side)
+        enc = enc.to(self.device)
+        with torch.inference_mode():
+            hidden = self.model(**enc).last_hidden_state
+            for layer, act in self.dense:
+                hidden = layer(hidden)
+                hidden = torch.tanh(hidden) if act == "tanh" else torch.relu(hidden) if act == "relu" else hidden
+            if self.normalize_vectors:
+                hidden = torch.nn.functional.normalize(hidden, dim=-1)
+        hidden = hidden.float().cpu()
+        return [h[m].numpy() for h, m in zip(hidden, keep)]

@@ -1,0 +1,128 @@
+"""Sparse lexical encoders (SPLADE): term weights over the vocabulary from a masked-language-model head.
+
+Loads folders saved by sentence-transformers' ``SparseEncoder`` with an MLM transformer and
+``SpladePooling`` (and hub checkpoints in that layout): weight of term ``j`` = ``max`` (or ``sum``, as the
+folder says) over the item's tokens of ``log(1 + relu(logit_j))`` (``log1p_relu`` applies ``log1p`` twice).
+Output is a ``scipy.sparse.csr_matrix`` (see :mod:`zoo.kinds`); :meth:`SpladeEmbedder.terms` turns rows back
+into readable ``{token: weight}``. A pipeline with any other module is refused.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..base import Embedder, EncodeOptions
+from ..errors import InvalidArgumentError
+from ..registry import register_checkpoints, register_family
+from ..spec import EmbedderSpec, Modality
+from .common import (
+    declared_max_length,
+    note_truncated_texts,
+    read_json,
+    refuse_modules,
+    st_model_type,
+    st_modules,
+    st_prompts,
+    token_counts,
+    tokenizer_max_length,
+    with_prompt,
+)
+
+MODULES = {"MLMTransformer", "Transformer", "SpladePooling"}
+
+
+def splade_config(path: Path) -> dict[str, Any]:
+    """The folder's ``SpladePooling`` settings (checked)."""
+    folder = next((f for name, f in st_modules(path) if name == "SpladePooling"), None)
+    cfg = (read_json(folder / "config.json") if folder else None) or {}
+    cfg = {"pooling_strategy": cfg.get("pooling_strategy", "max"),
+           "activation_function": cfg.get("activation_function", "relu")}
+    if cfg["pooling_strategy"] not in ("max", "sum") or cfg["activation_function"] not in ("relu", "log1p_relu"):
+        raise InvalidArgumentError(f"{path.name}: SpladePooling {cfg} is not supported")
+    return cfg
+
+
+@register_family("splade")
+class SpladeEmbedder(Embedder):
+    """An MLM transformer with SPLADE pooling: one sparse row of term weights per text."""
+
+    folder_priority = 20
+
+    def __init__(self, spec: EmbedderSpec, path: Path, device: str | None = None) -> None:
+        super().__init__(spec, device)
+        from transformers import AutoModelForMaskedLM, AutoTokenizer
+
+        if st_modules(path):
+            refuse_modules(path, st_modules(path), MODULES, "SPLADE")
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModelForMaskedLM.from_pretrained(path).to(self.device).eval()
+        cfg = splade_config(path) if st_modules(path) else {"pooling_strategy": "max", "activation_function": "relu"}
+        self.pooling, self.activation = cfg["pooling_strategy"], cfg["activation_function"]
+        self.max_length = tokenizer_max_length(spec.max_length, path, self.tokenizer)
+
+    @classmethod
+    def spec_from_folder(cls, path: Path) -> EmbedderSpec | None:
+        """Claim folders saved by sentence-transformers' ``SparseEncoder`` with SPLADE pooling."""
+        if st_model_type(path) != "SparseEncoder":
+            return None
+        refuse_modules(path, st_modules(path), MODULES, "SPLADE")
+        splade_config(path)
+        config = read_json(path / "config.json") or {}
+        prompts, default = st_prompts(path)
+        vocab = int(config["vocab_size"])
+        return EmbedderSpec(
+            name=str(path), family="splade", modalities=(Modality.TEXT,), dim=vocab, vocab_size=vocab,
+            license="see the folder's model card", source=str(path),
+            max_length=declared_max_length(path, config),
+            prompts=prompts, default_prompt_name=default, outputs=("sparse",),
+            description=f"local {config.get('model_type', 'transformers')} SPLADE sparse encoder",
+        )
+
+    def _text_tokens(self, texts: list[str], prompt: str | None) -> list[int]:
+        return token_counts(self.tokenizer, with_prompt(texts, prompt), self.max_length)
+
+    def _embed_as(self, batch: list[Any], modality: Modality, opts: EncodeOptions, kind: str) -> list:
+        import torch
+
+        texts = with_prompt(batch, opts.prompt)
+        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt",
+                             verbose=False)
+        note_truncated_texts(self.tokenizer, texts, enc["attention_mask"].sum(1).tolist(), self.max_length)
+        enc = enc.to(self.device)
+        with torch.inference_mode():
+            logits = self.model(**enc).logits
+            weights = torch.log1p(torch.relu(logits * enc["attention_mask"].unsqueeze(-1).to(logits.dtype)))
+            if self.activation == "log1p_relu":
+                weights = torch.log1p(weights)
+            pooled = weights.max(1).values if self.pooling == "max" else weights.sum(1)
+        rows = []
+        for row in pooled.float().cpu():
+            idx = torch.nonzero(row).squeeze(-1)
+            rows.append((idx.numpy(), row[idx].numpy()))
+        return rows
+
+    def terms(self, matrix, top_k: int | None = None) -> list[dict[str, float]]:
+        """Each sparse row as ``{token: weight}``, heaviest first (what a sparse vector means, readable)."""
+        import scipy.sparse as sps
+
+        m = sps.csr_matrix(matrix)
+        out = []
+        for r in range(m.shape[0]):
+            lo, hi = m.indptr[r], m.indptr[r + 1]
+            order = np.argsort(-m.data[lo:hi], kind="stable")[:top_k]
+            tokens = self.tokenizer.convert_ids_to_tokens(m.indices[lo:hi][order].tolist())
+            out.append({t: float(v) for t, v in zip(tokens, m.data[lo:hi][order])})
+        return out
+
+
+#: registry name (the hub id) → spec fields
+CHECKPOINTS: dict[str, dict[str, Any]] = {
+    "naver/splade-v3": dict(
+        dim=30522, vocab_size=30522, license="cc-by-nc-sa-4.0", max_length=512,
+        prompts={"query": "", "document": ""},
+        description="SPLADE v3 (BERT MLM, max pooling): sparse term weights for lexical and hybrid search"),
+}
+register_checkpoints("splade", CHECKPOINTS, modalities=(Modality.TEXT,), outputs=("sparse",))
