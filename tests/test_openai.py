@@ -312,3 +312,40 @@ def test_readme_examples_run(serve, local):
             assert out.returncode == 0, out.stderr
             replies = [json.loads(line) for line in out.stdout.splitlines() if line.startswith("{")]
             assert replies and all(r.get("object") == "list" and r["data"] for r in replies), out.stdout
+
+
+def test_output_kinds_through_the_door(tmp_path):
+    """A BGE-M3-layout model's dense, multi-vector and sparse output through the door as extension fields, equal
+    to in-process encode(); its controls are checked like encode()'s."""
+    from serving.export import export
+
+    from .tiny_models import make_m3
+
+    folder = make_m3(tmp_path / "m3")
+    export([str(folder)], tmp_path / "repository")
+    local_m3 = zoo.create(str(folder), device="cpu")
+    texts = ["a red circle", "two blue squares on the left"]
+    s = start_serve("--api-key", KEY, wait_for="OpenAI-compatible API:", repository=tmp_path / "repository")
+    try:
+        with openai.OpenAI(base_url=s.openai, api_key=KEY, max_retries=0) as client:
+            models = {m.id: m for m in client.models.list().data}
+            assert models["m3"].model_extra["outputs"] == ["dense", "sparse", "multivector"]
+            multi = client.embeddings.create(model="m3", input=texts, encoding_format="float",
+                                             extra_body={"output": "multivector", "max_vectors": 3})
+            want = local_m3.encode(texts, "text", output="multivector", max_vectors=3)
+            for got, ref in zip(multi.data, want):
+                assert np.asarray(got.embedding).shape == ref.shape and cos(got.embedding, ref).min() >= 0.9999
+            sparse = client.embeddings.create(model="m3", input=texts, encoding_format="float",
+                                              extra_body={"output": "sparse", "top_k": 4})
+            want = local_m3.encode(texts, "text", output="sparse", top_k=4)
+            for r, got in enumerate(sparse.data):
+                assert got.embedding["indices"] == want[r].indices.tolist()
+                assert np.allclose(got.embedding["values"], want[r].data, rtol=1e-4)
+        status, body, _ = post(s, "/embeddings", json.dumps(
+            {"model": "m3", "input": texts, "output": "sparse", "dimensions": 8}).encode())
+        assert status == 400 and "dimensions does not apply to sparse" in body["error"]["message"], (status, body)
+        status, body, _ = post(s, "/embeddings", json.dumps(
+            {"model": "m3", "input": texts, "output": "sparse", "encoding_format": "base64"}).encode())
+        assert status == 400 and body["error"]["param"] == "encoding_format"
+    finally:
+        stop_group(s.proc)

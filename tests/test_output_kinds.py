@@ -13,7 +13,15 @@ import zoo
 from zoo import fde, kinds, scoring
 from zoo import postprocess as pp
 
-from .tiny_models import TEXTS, make_colbert, make_colpali, make_colqwen2, make_splade, make_tiny_text_folder
+from .tiny_models import (
+    TEXTS,
+    make_colbert,
+    make_colpali,
+    make_colqwen2,
+    make_m3,
+    make_splade,
+    make_tiny_text_folder,
+)
 
 pytestmark = pytest.mark.filterwarnings("ignore::zoo.truncation.TruncationWarning")
 DOCS = ["a red circle, on the left.", "two blue squares", "héllo wörld 🐱", "", "long " * 300, "x . , !"]
@@ -82,6 +90,28 @@ def test_splade_parity_with_sparseencoder(tmp_path):
         ours.encode(TEXTS[:2], "text", precision="float16")
 
 
+def test_m3_three_kinds_parity_with_flagembedding(tmp_path):
+    """Dense, sparse and multi-vector output of one BGE-M3-layout folder against FlagEmbedding's BGEM3FlagModel."""
+    from FlagEmbedding import BGEM3FlagModel
+
+    folder = make_m3(tmp_path / "m3")
+    ours = zoo.create(str(folder), device="cpu")
+    assert ours.spec.family == "m3" and ours.spec.outputs == ("dense", "sparse", "multivector")
+    ref = BGEM3FlagModel(str(folder), use_fp16=False, devices="cpu")
+    want = ref.encode(TEXTS, return_dense=True, return_sparse=True, return_colbert_vecs=True,
+                      max_length=ours.max_length)
+    assert cos_rows(ours.encode(TEXTS, "text"), want["dense_vecs"]).min() >= 0.9999
+    assert_vectors_equal(ours.encode(TEXTS, "text", output="multivector"), want["colbert_vecs"])
+    sparse = ours.encode(TEXTS, "text", output="sparse")
+    for r, weights in enumerate(want["lexical_weights"]):
+        row = sparse[r]
+        assert sorted(int(k) for k in weights) == row.indices.tolist()
+        assert np.allclose([weights[str(k)] for k in row.indices], row.data, rtol=1e-4)
+    mv = ours.encode(TEXTS[:2], "text", output="multivector")
+    assert np.allclose(scoring.maxsim(mv, mv), [[ref.colbert_score(a, b) * len(a) for b in mv] for a in mv],
+                       rtol=1e-4)
+
+
 @pytest.mark.parametrize("maker", [make_colqwen2, make_colpali], ids=["colqwen2", "colpali"])
 def test_colvision_parity_with_transformers(tmp_path, maker):
     """Pages and queries against transformers' ColPali / ColQwen2 model and processor called directly."""
@@ -120,7 +150,8 @@ def test_folders_that_cannot_load_faithfully_are_refused(tmp_path):
     colbert = make_colbert(tmp_path / "colbert")
     disguised = shutil.copytree(colbert, tmp_path / "disguised")  # a multi-vector save claimed as dense
     cfg = json.loads((disguised / "config_sentence_transformers.json").read_text())
-    (disguised / "config_sentence_transformers.json").write_text(json.dumps(cfg | {"model_type": "SentenceTransformer"}))
+    cfg["model_type"] = "SentenceTransformer"
+    (disguised / "config_sentence_transformers.json").write_text(json.dumps(cfg))
     with pytest.raises(zoo.InvalidArgumentError, match="MultiVectorMask.*not reproduce"):
         zoo.create(str(disguised))
     bert = make_tiny_text_folder(tmp_path / "bert")
@@ -219,7 +250,7 @@ def test_fde_candidates_recall_exact_maxsim_top10():
         n = int(rng.integers(20, 60))
         docs.append(pp.normalize(centres[rng.integers(0, 4, n)] + noise * rng.standard_normal((n, dim))))
     queries = []
-    for j in range(n_queries):
+    for _ in range(n_queries):
         source = docs[rng.integers(n_docs)]
         pick = source[rng.choice(len(source), 8, replace=False)]
         queries.append(pp.normalize(np.concatenate([pick + noise * rng.standard_normal(pick.shape),

@@ -336,3 +336,48 @@ def test_zoo_serve_ui_starts_the_demo_as_an_add_on(tmp_path):
         assert stop_group(served.proc) == 0
     with pytest.raises(OSError):
         urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=5)
+
+
+def test_multivector_sparse_and_hybrid_search(tmp_path):
+    """A model with dense, sparse and multi-vector output (BGE-M3 layout): each retrieval ranks as exact
+    MaxSim / sparse dot / reciprocal rank fusion over the same items, reports bytes per item, and reloads."""
+    from ui.index import MultiVectorIndex, SparseIndex
+    from zoo import scoring
+
+    from .tiny_models import make_m3
+
+    folder = str(make_m3(tmp_path / "m3"))
+    corpus = C.Corpus(tmp_path / "corpus")
+    captions = [f"a {size} {color} {shape}" for size in ("small", "big") for color in list(S.COLORS)[:4]
+                for shape in S.SHAPES[:3]]
+    for text in captions:
+        corpus.add_text(text)
+    searcher = Searcher(LocalBackend("cpu"), corpus, tmp_path / "index")
+    model = zoo.create(folder, device="cpu")
+    query, k = "a big red circle", 5
+    ids = [i.id for i in corpus.items]
+
+    def top(scores):
+        return [ids[j] for j in np.argsort(-np.asarray(scores), kind="stable")[:k]]
+
+    _, multi, latency = searcher.search(folder, query, zoo.Modality.TEXT, "text", k, 0, "float32", mode="multivector")
+    exact = scoring.maxsim(model.encode([query], "text", output="multivector"),
+                           model.encode(captions, "text", output="multivector"))[0]
+    assert [r["id"] for r in multi] == top(exact) and np.allclose([r["score"] for r in multi],
+                                                                  np.sort(exact)[::-1][:k], atol=1e-3)
+    assert "multivector" in latency and " B per item" in latency
+    _, sparse, _ = searcher.search(folder, query, zoo.Modality.TEXT, "text", k, 0, "float32", mode="sparse")
+    dots = scoring.sparse_dot(model.encode([query], "text", output="sparse"),
+                              model.encode(captions, "text", output="sparse"))[0]
+    assert [r["id"] for r in sparse] == top(dots)
+    _, dense, _ = searcher.search(folder, query, zoo.Modality.TEXT, "text", k, 0, "float32", mode="auto")
+    _, hybrid, latency = searcher.search(folder, query, zoo.Modality.TEXT, "text", k, 0, "float32", mode="hybrid")
+    fused = scoring.reciprocal_rank_fusion([[r["id"] for r in dense], [r["id"] for r in sparse]])[:k]
+    assert [r["id"] for r in hybrid] == [key for key, _ in fused] and "dense" in latency and "sparse" in latency
+    mv_index, sp_index = searcher.indexes[(folder, "multivector")], searcher.indexes[(folder, "sparse")]
+    reloaded = MultiVectorIndex(mv_index.folder, mv_index.spec)
+    assert reloaded.ids == mv_index.ids and all(np.array_equal(a, b) for a, b in zip(reloaded.items, mv_index.items))
+    assert (SparseIndex(sp_index.folder, sp_index.spec).matrix != sp_index.matrix).nnz == 0
+    assert mv_index.bytes_per_item(None, "float32") > mv_index.bytes_per_item(16, "int8") > 0
+    with pytest.raises(zoo.InvalidArgumentError, match="retrieval 'sparse' needs outputs"):
+        searcher.search(ALIGNED, query, zoo.Modality.TEXT, "text", k, 0, "float32", mode="sparse")

@@ -261,8 +261,14 @@ def make_colpali(dest: Path) -> Path:
     SigLIP's image processor and a 16-d projection."""
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import ColPaliConfig, ColPaliForRetrieval, ColPaliProcessor, GemmaTokenizer, \
-        PaliGemmaConfig, SiglipImageProcessor
+    from transformers import (
+        ColPaliConfig,
+        ColPaliForRetrieval,
+        ColPaliProcessor,
+        GemmaTokenizer,
+        PaliGemmaConfig,
+        SiglipImageProcessor,
+    )
 
     from zoo.data import shapes as S
 
@@ -291,6 +297,23 @@ def make_colpali(dest: Path) -> Path:
     return dest
 
 
+def make_m3(dest: Path) -> Path:
+    """A tiny BGE-M3 layout: random XLM-RoBERTa encoder (the MiniLM WordPiece tokenizer, pad id 0) with
+    ``colbert_linear.pt`` (32→32) and ``sparse_linear.pt`` (32→1) saved beside it as FlagEmbedding saves them."""
+    import torch
+    from transformers import XLMRobertaConfig, XLMRobertaModel
+
+    dest.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(5)
+    XLMRobertaModel(XLMRobertaConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                     intermediate_size=64, max_position_embeddings=130, pad_token_id=0),
+                    add_pooling_layer=False).save_pretrained(dest)
+    copy_bert_tokenizer(dest)
+    torch.save(torch.nn.Linear(32, 32).state_dict(), dest / "colbert_linear.pt")
+    torch.save(torch.nn.Linear(32, 1).state_dict(), dest / "sparse_linear.pt")
+    return dest
+
+
 #: family → a maker of a tiny random model folder in that family's real layout. Every registered family has
 #: one (a test checks it): the family contract and serving tests run over this table.
 TINY_MODELS: dict[str, Callable[[Path], Path]] = {
@@ -306,6 +329,7 @@ TINY_MODELS: dict[str, Callable[[Path], Path]] = {
                                          skiplist=[",", "."]),
     "splade": make_splade,
     "colvision": make_colqwen2,
+    "m3": make_m3,
 }
 
 

@@ -16,14 +16,19 @@ from typing import Any
 import gradio as gr
 
 from zoo import postprocess as pp
+from zoo import scoring
 from zoo.data import shapes as S
 from zoo.defaults import default_model
-from zoo.errors import ZooError
+from zoo.errors import InvalidArgumentError, ZooError, choices
 from zoo.spec import Modality
 
-from .backend import Backend, full_vectors, supporting
+from .backend import Backend, full_vectors, kind_outputs, supporting
 from .corpus import AUDIO_EXT, IMAGE_EXT, MAX_UPLOAD_FILES, TEXT_EXT, Corpus
-from .index import ModelIndex
+from .index import INDEXES, Hit
+
+#: how a search ranks: "auto" by the model's first output kind; "hybrid" fuses its dense and sparse rankings
+#: by reciprocal rank fusion
+RETRIEVAL = ("auto", "dense", "multivector", "sparse", "hybrid")
 
 TARGETS = {  # query modality → the corpus modalities it can search
     Modality.TEXT: (Modality.IMAGE, Modality.AUDIO, Modality.TEXT),
@@ -66,41 +71,71 @@ class Searcher:
     def __init__(self, backend: Backend, corpus: Corpus, index_root: Path, approximate: bool = False) -> None:
         self.backend, self.corpus = backend, corpus
         self.index_root, self.approximate = Path(index_root), approximate
-        self.indexes: dict[str, ModelIndex] = {}
+        self.indexes: dict[Any, Any] = {}  # model (dense) or (model, kind) → its index
         self._lock = threading.Lock()
 
-    def index_folder(self, model: str, weights: str) -> Path:
+    def index_folder(self, model: str, weights: str, kind: str = "dense") -> Path:
         """Where a model's vectors are kept: keyed by its name and its weights' fingerprint, so vectors of
-        other (older, retrained) weights are never served."""
+        other (older, retrained) weights are never served; other output kinds beside the dense vectors."""
         name = model.replace("/", "--").strip("-.")
-        return self.index_root / (f"{name}@{weights}" if weights else name)
+        name = f"{name}@{weights}" if weights else name
+        return self.index_root / (name if kind == "dense" else f"{name}.{kind}")
 
-    def index(self, model: str, progress=None) -> ModelIndex:
-        """The model's index, extended with any corpus items it has not embedded yet."""
+    def index(self, model: str, progress=None, kind: str = "dense") -> Any:
+        """The model's index of output ``kind``, extended with any corpus items it has not embedded yet."""
         with self._lock:
             embedder = self.backend.embedder(model)
-            if model not in self.indexes:
-                self.indexes[model] = ModelIndex(self.index_folder(model, embedder.weights_fingerprint),
-                                                 embedder.spec, self.approximate)
-            self.indexes[model].update(self.corpus, lambda x, m: full_vectors(embedder, x, m), progress)
-            return self.indexes[model]
+            key = model if kind == "dense" else (model, kind)
+            if key not in self.indexes:
+                self.indexes[key] = INDEXES[kind](self.index_folder(model, embedder.weights_fingerprint, kind),
+                                                  embedder.spec, self.approximate)
+            self.indexes[key].update(self.corpus, lambda x, m: kind_outputs(embedder, x, m, kind), progress)
+            return self.indexes[key]
+
+    def _ranked(self, model: str, kind: str, query: Any, modality: Modality, target: str, k: int,
+                dimensions: int | None, precision: str, progress) -> tuple[list, Any, float]:
+        """(hits, index, seconds embedding the query) of one output kind."""
+        index = self.index(model, progress, kind)
+        t0 = time.perf_counter()
+        embedder = self.backend.embedder(model)
+        if kind == "dense":
+            q = full_vectors(embedder, [query], modality.value)[0]
+        else:
+            q = kind_outputs(embedder, [query], modality.value, kind, query=True)[0]
+        seconds = time.perf_counter() - t0
+        return index.search(q, self.corpus, target, k, dimensions=dimensions, precision=precision), index, seconds
 
     def search(self, model: str, query: Any, modality: Modality, target: str, k: int, dimensions: int,
-               precision: str, progress=None) -> tuple[list, list[dict], str]:
-        """Run one query; returns gallery entries, ranked results and a latency line."""
-        index = self.index(model, progress)
+               precision: str, progress=None, mode: str = "auto") -> tuple[list, list[dict], str]:
+        """Run one query; returns gallery entries, ranked results and a latency line (with what one item of
+        the index costs to store)."""
+        outputs = self.backend.spec(model).outputs
+        kinds_used = {"auto": [outputs[0]], "hybrid": ["dense", "sparse"]}.get(mode, [mode])
+        if mode not in RETRIEVAL or not set(kinds_used) <= set(outputs):
+            raise InvalidArgumentError(f"retrieval {mode!r} needs outputs {kinds_used} but {model} gives "
+                                       f"{choices(outputs)}; choose one of {choices(RETRIEVAL)}")
+        dims = int(dimensions) or None
         t0 = time.perf_counter()
-        vector = full_vectors(self.backend.embedder(model), [query], modality.value)[0]
-        t1 = time.perf_counter()
-        hits = index.search(vector, self.corpus, target, int(k), dimensions=int(dimensions) or None,
-                            precision=precision)
+        ranked = [self._ranked(model, kind, query, modality, target, int(k), dims, precision, progress)
+                  for kind in kinds_used]
+        embed_seconds = sum(r[2] for r in ranked)
+        if len(ranked) == 1:
+            hits = ranked[0][0]
+        else:  # reciprocal rank fusion of the dense and the sparse ranking
+            by_id = {h.item.id: h.item for r in ranked for h in r[0]}
+            fused = scoring.reciprocal_rank_fusion([[h.item.id for h in r[0]] for r in ranked])[: int(k)]
+            hits = [Hit(by_id[key], score) for key, score in fused]
         t2 = time.perf_counter()
+        t1 = t0 + embed_seconds
+        index = ranked[0][1]
+        costs = " + ".join(f"{r[1].kind} {r[1].bytes_per_item(dims, precision):,.0f} B" for r in ranked)
         results = [{"rank": r + 1, "score": round(h.score, 4), "label": h.item.label, "modality": h.item.modality,
                     "id": h.item.id} for r, h in enumerate(hits)]
         gallery = [(str(self.corpus.file(h.item)), f"{h.score:.3f}  {h.item.label}") for h in hits
                    if h.item.modality == Modality.IMAGE.value]
         latency = (f"query embedding {1000 * (t1 - t0):.1f} ms · search {1000 * (t2 - t1):.1f} ms · "
-                   f"{len(index.ids)} items indexed · {self.backend.kind} backend · {model}")
+                   f"{len(index.ids)} items indexed · {'+'.join(kinds_used)} · {costs} per item · "
+                   f"{self.backend.kind} backend · {model}")
         return gallery, results, latency
 
 
@@ -139,6 +174,8 @@ def build_app(searcher: Searcher, title: str = "embedding-zoo · cross-modal ret
             dims = gr.Number(value=0, precision=0, label="dimensions (0 = full)", minimum=0)
             precision = gr.Dropdown(precisions, value="float32", label="precision")
             k = gr.Slider(1, 24, value=8, step=1, label="results")
+            mode = gr.Dropdown(list(RETRIEVAL), value="auto", label="retrieval (model's kind, or hybrid)",
+                               elem_id="retrieval")
         gallery = gr.Gallery(label="results", columns=6, height="auto", elem_id="results-gallery", render=False)
         latency = gr.Markdown(elem_id="latency", render=False)
         results = gr.JSON(label="ranked results", elem_id="results-json", render=False)
@@ -206,10 +243,10 @@ def build_app(searcher: Searcher, title: str = "embedding-zoo · cross-modal ret
         results.render()
 
         outs = [gallery, results, latency]
-        settings = [dims, precision, k]
+        settings = [dims, precision, k, mode]
 
         @_guard
-        def run(query_mod: Modality, query, target, model, dimensions, precision, k, progress):
+        def run(query_mod: Modality, query, target, model, dimensions, precision, k, progress, mode="auto"):
             valid = [t.value for t in TARGETS[query_mod]]
             if target not in valid:
                 raise gr.Error(f"a {query_mod.value} query can search for {', '.join(valid)}, not {target!r}")
@@ -218,31 +255,31 @@ def build_app(searcher: Searcher, title: str = "embedding-zoo · cross-modal ret
             model = model or pick(query_mod, target)
             if model is None:
                 raise gr.Error(f"no available model embeds both {query_mod.value} and {target}")
-            return searcher.search(model, query, query_mod, target, k, dimensions or 0, precision, progress)
+            return searcher.search(model, query, query_mod, target, k, dimensions or 0, precision, progress, mode)
 
         def search_text(query: str, target: str = "image", model: str | None = None, dimensions: int = 0,
-                        precision: str = "float32", k: int = 8, progress=gr.Progress()):
-            """Text query → ranked corpus items of ``target`` modality."""
-            return run(Modality.TEXT, query, target, model, dimensions, precision, k, progress)
+                        precision: str = "float32", k: int = 8, mode: str = "auto", progress=gr.Progress()):
+            """Text query → ranked corpus items of ``target`` modality (``mode``: see ``RETRIEVAL``)."""
+            return run(Modality.TEXT, query, target, model, dimensions, precision, k, progress, mode)
 
         def search_image(query: str, target: str = "image", model: str | None = None, dimensions: int = 0,
-                         precision: str = "float32", k: int = 8, progress=gr.Progress()):
+                         precision: str = "float32", k: int = 8, mode: str = "auto", progress=gr.Progress()):
             """Image query (file path or upload) → ranked corpus items."""
-            return run(Modality.IMAGE, query, target, model, dimensions, precision, k, progress)
+            return run(Modality.IMAGE, query, target, model, dimensions, precision, k, progress, mode)
 
         def search_audio(query: str, target: str = "image", model: str | None = None, dimensions: int = 0,
-                         precision: str = "float32", k: int = 8, progress=gr.Progress()):
+                         precision: str = "float32", k: int = 8, mode: str = "auto", progress=gr.Progress()):
             """Audio query (file path or recording) → ranked corpus items."""
-            return run(Modality.AUDIO, query, target, model, dimensions, precision, k, progress)
+            return run(Modality.AUDIO, query, target, model, dimensions, precision, k, progress, mode)
 
         def search_interleaved(image: str, text: str = "", target: str = "image", model: str | None = None,
-                               dimensions: int = 0, precision: str = "float32", k: int = 8,
+                               dimensions: int = 0, precision: str = "float32", k: int = 8, mode: str = "auto",
                                progress=gr.Progress()):
             """An image plus a text modifier → ranked images."""
             if not image:
                 raise gr.Error("choose an image first")
             parts = [{"image": image}] + ([text] if text and text.strip() else [])  # a bare str part is text
-            return run(Modality.INTERLEAVED, parts, target, model, dimensions, precision, k, progress)
+            return run(Modality.INTERLEAVED, parts, target, model, dimensions, precision, k, progress, mode)
 
         wiring = [
             (search_text, [text_q, t_target, t_model], t_btn, t_ex),

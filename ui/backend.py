@@ -114,3 +114,12 @@ def supporting(backend: Backend, modalities: tuple[Modality, ...]) -> list[str]:
 def full_vectors(embedder: Embedder, inputs: list, modality: str) -> np.ndarray:
     """Full-width normalized float32 vectors (the index applies dimensions/precision itself)."""
     return embedder.encode(inputs, modality, normalize=True, precision="float32")
+
+
+def kind_outputs(embedder: Embedder, inputs: list, modality: str, kind: str, query: bool = False):
+    """Full-width float32 output of one ``kind`` (vectors normalized, sparse weights as the model gives them);
+    ``query`` encodes the inputs as queries (with the prompt named ``query`` when the model has one)."""
+    if kind == "dense" and not query:
+        return full_vectors(embedder, inputs, modality)
+    prompt = "query" if query and "query" in embedder.spec.prompts else None
+    return embedder.encode(inputs, modality, output=kind, precision="float32", prompt_name=prompt)

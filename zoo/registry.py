@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 _MODELS: dict[str, EmbedderSpec] = {}
 _FAMILIES: dict[str, type[Family]] = {}
 # imported lazily so `import zoo` stays light
-_FAMILY_MODULES = ("text", "aligned", "clip", "clap", "speaker", "vlm", "colbert", "splade", "colvision")
+_FAMILY_MODULES = ("text", "aligned", "clip", "clap", "speaker", "vlm", "colbert", "splade", "colvision", "m3")
 
 
 class Family(Protocol):

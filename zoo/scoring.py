@@ -13,7 +13,7 @@ import numpy as np
 
 from . import postprocess as pp
 
-_CHUNK = 1 << 24  # floats of one query × documents block: bounds memory whatever the corpus size
+_CHUNK = 1 << 24  # scores held per block (64 MB): bounds memory whatever the corpus size
 
 
 def _padded(items: Sequence[np.ndarray], precision: str) -> tuple[np.ndarray, np.ndarray]:
@@ -36,15 +36,17 @@ def maxsim(queries: Sequence[np.ndarray], documents: Sequence[np.ndarray], preci
     scores = np.zeros((len(queries), len(documents)), np.float32)
     if docs.size == 0:
         return scores
+    flat = docs.reshape(-1, docs.shape[-1])  # [N * L, d]: one BLAS product per query and block
     for qi, q in enumerate(queries):
         q = pp.dequantize(np.asarray(q), precision)
         if len(q) == 0:
             continue
-        step = max(1, _CHUNK // max(1, len(q) * docs.shape[1]))
+        step = max(1, _CHUNK // max(1, docs.shape[1] * len(q)))
         for s in range(0, len(docs), step):
-            sim = np.einsum("qd,nld->nql", q, docs[s:s + step])
-            sim = np.where(mask[s:s + step, None, :], sim, -np.inf).max(-1)
-            scores[qi, s:s + step] = np.where(np.isfinite(sim), sim, 0.0).sum(-1)
+            block = min(step, len(docs) - s)
+            sim = (q @ flat[s * docs.shape[1]:(s + block) * docs.shape[1]].T).reshape(len(q), block, -1)
+            best = np.where(mask[None, s:s + block], sim, -np.inf).max(-1)  # [n_q, block]
+            scores[qi, s:s + block] = np.where(np.isfinite(best), best, 0.0).sum(0)
     return scores
 
 
