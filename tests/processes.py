@@ -100,8 +100,8 @@ def start_serve(*extra: str, wait_for: str = "health:", repository: str | Path =
     """`zoo serve` of ``repository`` (the committed default one unless told), every port (the OpenAI door's too)
     free on loopback."""
     ports, health_port, openai_port = free_ports(), free_ports().grpc, free_ports().http
-    proc, lines = start_and_wait(["serve", "--repository", str(repository), "--grpc-port", str(ports.grpc), "--http-port",
-                                  str(ports.http), "--metrics-port", str(ports.metrics), "--health-port",
+    proc, lines = start_and_wait(["serve", "--repository", str(repository), "--grpc-port", str(ports.grpc),
+                                  "--http-port", str(ports.http), "--metrics-port", str(ports.metrics), "--health-port",
                                   str(health_port), "--openai-port", str(openai_port), *extra], wait_for)
     assert lines and lines[-1].startswith(wait_for.split()[0]) or wait_for == "", "".join(lines)
     return Serve(proc, ports, health_port, openai_port)

@@ -19,6 +19,7 @@ from .tiny_models import (
     make_colpali,
     make_colqwen2,
     make_m3,
+    make_pylate_colbert,
     make_splade,
     make_tiny_text_folder,
 )
@@ -64,6 +65,24 @@ def test_colbert_parity_with_multivectorencoder(tmp_path, variant):
     assert np.allclose(scoring.maxsim(q, d), ref.similarity(ref_q, ref_d).numpy(), atol=1e-4)
     if "skiplist" in variant:  # punctuation is dropped on the document side only
         assert len(d[5]) < len(ours.encode(DOCS[5:], "text", prompt_name="query")[0])
+
+
+def test_pylate_layout_colbert_parity(tmp_path):
+    """A checkpoint in PyLate's layout (what lightonai/colbertv2.0 and most ColBERTs ship) loads as
+    MultiVectorEncoder loads it: prefixes as one token, query expansion, punctuation skip list."""
+    from sentence_transformers import MultiVectorEncoder
+
+    folder = make_pylate_colbert(tmp_path / "pylate")
+    ours, ref = zoo.create(str(folder), device="cpu"), MultiVectorEncoder(str(folder), device="cpu")
+    assert ours.spec.prompts == {"query": "[unused0]", "document": "[unused1]"} and ours.spec.dim == 16
+    q = ours.encode(TEXTS, "text", prompt_name="query")
+    d = ours.encode(DOCS, "text", prompt_name="document")
+    assert {len(x) for x in q} == {16}  # expanded to the query length
+    assert_vectors_equal(q, ref.encode_query(TEXTS))
+    assert_vectors_equal(d, ref.encode_document(DOCS))
+    assert ours.tokenizer.tokenize("[unused0]hello")[0] == "[unused0]"
+    spec = zoo.get_spec("lightonai/colbertv2.0")
+    assert spec.family == "colbert" and spec.outputs == ("multivector",) and spec.prompts["query"] == "[unused0]"
 
 
 def test_splade_parity_with_sparseencoder(tmp_path):

@@ -222,6 +222,31 @@ def make_colbert(dest: Path, *, expansion: dict | None = None, skiplist: list[st
     return dest
 
 
+def make_pylate_colbert(dest: Path) -> Path:
+    """A tiny ColBERT in PyLate's (v3) layout, as the published checkpoints are: [Transformer, pylate Dense]
+    modules, the multi-vector knobs at the top of config_sentence_transformers.json (``[unused0]`` /
+    ``[unused1]`` prefixes, query length 16 with expansion, document length 40), skip list implied."""
+    import torch
+    from safetensors.torch import save_file
+
+    make_tiny_text_folder(dest)
+    torch.manual_seed(6)
+    (dest / "1_Dense").mkdir()
+    (dest / "1_Dense" / "config.json").write_text(json.dumps({
+        "in_features": 32, "out_features": 16, "bias": False,
+        "activation_function": "torch.nn.modules.linear.Identity"}))
+    save_file({"linear.weight": torch.randn(16, 32) * 0.2}, dest / "1_Dense" / "model.safetensors")
+    (dest / "modules.json").write_text(json.dumps([
+        {"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
+        {"idx": 1, "name": "1", "path": "1_Dense", "type": "pylate.models.Dense.Dense"}]))
+    (dest / "sentence_bert_config.json").write_text(json.dumps({"max_seq_length": 40, "do_lower_case": False}))
+    (dest / "config_sentence_transformers.json").write_text(json.dumps({
+        "model_type": "ColBERT", "query_prefix": "[unused0]", "document_prefix": "[unused1]", "query_length": 16,
+        "document_length": 40, "attend_to_expansion_tokens": False, "prompts": {}, "default_prompt_name": None,
+        "similarity_fn_name": "MaxSim"}))
+    return dest
+
+
 def make_splade(dest: Path) -> Path:
     """A tiny SPLADE saved by sentence-transformers' SparseEncoder (random BERT MLM head, max pooling)."""
     import torch

@@ -7,12 +7,17 @@ positions too; on the document side minus the skip list and, with ``keep_only_to
 tokens); ``Normalize`` makes them unit vectors. ``query_length`` / ``document_length`` cap each side and
 ColBERT's query expansion (``fixed`` or ``min``: pads swapped for ``[MASK]``, scored but, unless
 ``attend``, not attended to) is reproduced. A call is on the query side when its ``prompt_name`` is
-``"query"`` (what ``encode_query`` does), else on the document side. A pipeline with any other module is
-refused rather than loaded differently.
+``"query"`` (what ``encode_query`` does), else on the document side. PyLate saves (``model_type:
+ColBERT``, the layout of most published ColBERT checkpoints) are read as ``MultiVectorEncoder`` reads them:
+their top-level prefixes, lengths and expansion flags, the implied punctuation skip list and Normalize, and
+a ``[unused0]``-style prefix kept one token. A pipeline with any other module is refused rather than loaded
+differently.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import string
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +25,7 @@ import numpy as np
 
 from ..base import Embedder, EncodeOptions
 from ..errors import InvalidArgumentError
-from ..registry import register_family
+from ..registry import register_checkpoints, register_family
 from ..spec import EmbedderSpec, Modality
 from .common import (
     declared_max_length,
@@ -29,13 +34,14 @@ from .common import (
     refuse_modules,
     st_model_type,
     st_modules,
-    st_prompts,
     token_counts,
     tokenizer_max_length,
     with_prompt,
 )
 
 MODULES = {"Transformer", "Dense", "MultiVectorMask", "Normalize"}
+MODEL_TYPES = ("MultiVectorEncoder", "ColBERT")  # sentence-transformers' own saves, PyLate's (v3 and before)
+PYLATE_KNOBS = ("query_length", "document_length", "query_expansion")
 ACTIVATIONS = {"torch.nn.modules.linear.Identity": None, "torch.nn.modules.activation.Tanh": "tanh",
                "torch.nn.modules.activation.ReLU": "relu"}
 
@@ -56,6 +62,68 @@ def load_dense(folder: Path):
     return layer.eval(), ACTIVATIONS[act]
 
 
+def folder_settings(path: Path) -> dict[str, Any]:
+    """What a folder says about its pipeline, the way ``MultiVectorEncoder`` reads it: the Dense folders,
+    the scoring mask settings (``None``: no mask), Normalize, the transformer's length and expansion knobs,
+    the prompts and the legacy prefix tokens. PyLate saves (``model_type: ColBERT``) keep their knobs at the
+    top level (``query_prefix``/``document_prefix`` become prompts, ``query_length`` the expansion length,
+    expansion on unless ``do_query_expansion`` is false) and imply a punctuation skip list and Normalize."""
+    modules = st_modules(path)
+    refuse_modules(path, modules, MODULES, "multi-vector")
+    top = read_json(path / "config_sentence_transformers.json") or {}
+    st_cfg = read_json(path / "sentence_bert_config.json") or {}
+    if st_cfg.get("processing_kwargs"):
+        raise InvalidArgumentError(f"{path.name}: processing_kwargs in sentence_bert_config.json are not "
+                                   "reproduced; refusing the folder rather than tokenizing differently")
+    prompts, prefixes = dict(top.get("prompts") or {}), {}
+    for key, side in (("query_prefix", "query"), ("document_prefix", "document")):
+        if key in top:
+            prefixes[side] = top[key] or ""
+            prompts[side] = prefixes[side] + (prompts.get(side) or "").removeprefix(prefixes[side])
+    legacy = {k: top[k] for k in PYLATE_KNOBS if k in top and (top[k] is not None or k == "query_expansion")}
+    markers = PYLATE_KNOBS + ("do_query_expansion", "attend_to_expansion_tokens", "attend_to_mask_tokens",
+                              "query_prefix", "document_prefix", "skiplist_words")
+    if "query_expansion" not in legacy and any(k in top for k in markers):
+        if top.get("do_query_expansion") is False:
+            legacy["query_expansion"] = None
+        else:
+            attend = top.get("attend_to_expansion_tokens", top.get("attend_to_mask_tokens"))
+            length = legacy.pop("query_length", None) or top.get("query_length") or 32
+            legacy["query_expansion"] = {"strategy": "fixed", "attend": bool(attend), "length": length}
+    transformer = legacy | {k: st_cfg[k] for k in PYLATE_KNOBS if k in st_cfg}  # the saved module config wins
+    mask_dir = next((folder for name, folder in modules if name == "MultiVectorMask"), None)
+    mask = (read_json(mask_dir / "config.json") or {}) if mask_dir else None
+    normalize = any(name == "Normalize" for name, _ in modules)
+    if top.get("model_type") == "ColBERT":  # PyLate v3 listed only [Transformer, Dense]
+        skip = top.get("skiplist_words")
+        mask, normalize = {"skiplist_words": list(string.punctuation) if skip is None else skip}, True
+    kept = {k: v for k, v in prompts.items() if v or k in ("query", "document")}
+    default = top.get("default_prompt_name")
+    return {"dense": [folder for name, folder in modules if name == "Dense"], "mask": mask, "normalize": normalize,
+            "transformer": transformer, "prompts": kept, "prefixes": prefixes,
+            "default_prompt_name": default if default in kept else None}
+
+
+def register_prefix_tokens(tokenizer: Any, prefixes: dict[str, str]) -> None:
+    """A legacy checkpoint's prefix (``[unused0]``, ``[Q] ``) that its tokenizer knows but splits is made a
+    special token, so prepending it as text gives the one token the model was trained with (what
+    ``MultiVectorEncoder`` does for such checkpoints)."""
+    from transformers import AddedToken
+
+    added, vocab, register = set(getattr(tokenizer, "added_tokens_encoder", None) or {}), tokenizer.get_vocab(), []
+    for value in prefixes.values():
+        if not value or not value.split():
+            continue
+        for prefix in (value, value.split(None, 1)[0]):
+            if prefix not in added and prefix not in vocab:
+                continue
+            if tokenizer.tokenize(prefix) != [prefix]:
+                register.append(AddedToken(prefix, normalized=False, special=True))
+            break
+    if register:
+        tokenizer.add_special_tokens({"additional_special_tokens": register})
+
+
 @register_family("colbert")
 class ColbertEmbedder(Embedder):
     """A ``MultiVectorEncoder`` folder: transformer → Dense projections → scoring mask → unit token vectors."""
@@ -63,20 +131,21 @@ class ColbertEmbedder(Embedder):
     folder_priority = 20
 
     def __init__(self, spec: EmbedderSpec, path: Path, device: str | None = None) -> None:
-        super().__init__(spec, device)
         import torch
         from transformers import AutoModel, AutoTokenizer
 
-        modules = st_modules(path)
-        refuse_modules(path, modules, MODULES, "multi-vector")
+        cfg = folder_settings(path)
+        if cfg["prompts"] != dict(spec.prompts):  # the folder is the truth about the text its model was trained on
+            spec = dataclasses.replace(spec, prompts=cfg["prompts"], default_prompt_name=cfg["default_prompt_name"])
+        super().__init__(spec, device)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
+        register_prefix_tokens(self.tokenizer, cfg["prefixes"])
         self.model = AutoModel.from_pretrained(path).to(self.device).eval()
-        self.dense = [load_dense(folder) for name, folder in modules if name == "Dense"]
+        self.dense = [load_dense(folder) for folder in cfg["dense"]]
         for layer, _ in self.dense:
             layer.to(self.device)
-        self.normalize_vectors = any(name == "Normalize" for name, _ in modules)
-        mask_dir = next((folder for name, folder in modules if name == "MultiVectorMask"), None)
-        mask_cfg = (read_json(mask_dir / "config.json") if mask_dir else None) or {}
+        self.normalize_vectors, self.scored_expansion = cfg["normalize"], cfg["mask"] is not None
+        mask_cfg = cfg["mask"] or {}
         words = mask_cfg.get("skiplist_words") or []
         unk = self.tokenizer.unk_token_id
         ids = [self.tokenizer.convert_tokens_to_ids(w) for w in words]
@@ -85,29 +154,24 @@ class ColbertEmbedder(Embedder):
         tasks = mask_cfg.get("skiplist_tasks", ["document"])
         self.skiplist_tasks = [tasks] if isinstance(tasks, str) else list(tasks)
         self.keep_only = mask_cfg.get("keep_only_token_ids")
-        st_cfg = read_json(path / "sentence_bert_config.json") or {}
-        if st_cfg.get("processing_kwargs"):
-            raise InvalidArgumentError(f"{path.name}: processing_kwargs in sentence_bert_config.json are not "
-                                       "reproduced; refusing the folder rather than tokenizing differently")
-        self.expansion = st_cfg.get("query_expansion") if mask_dir is not None else None
+        transformer = cfg["transformer"]
+        self.expansion = transformer.get("query_expansion")
         self.max_length = tokenizer_max_length(spec.max_length, path, self.tokenizer)
-        self.lengths = {"query": st_cfg.get("query_length"), "document": st_cfg.get("document_length")}
+        self.lengths = {"query": transformer.get("query_length"), "document": transformer.get("document_length")}
 
     @classmethod
     def spec_from_folder(cls, path: Path) -> EmbedderSpec | None:
-        """Claim folders saved by sentence-transformers' ``MultiVectorEncoder``."""
-        if st_model_type(path) != "MultiVectorEncoder":
+        """Claim folders saved by sentence-transformers' ``MultiVectorEncoder`` or by PyLate (``ColBERT``)."""
+        if st_model_type(path) not in MODEL_TYPES:
             return None
         config = read_json(path / "config.json") or {}
-        refuse_modules(path, st_modules(path), MODULES, "multi-vector")
-        dims = [(read_json(folder / "config.json") or {}).get("out_features") for name, folder in st_modules(path)
-                if name == "Dense"]
-        prompts, default = st_prompts(path)
+        cfg = folder_settings(path)
+        dims = [(read_json(folder / "config.json") or {}).get("out_features") for folder in cfg["dense"]]
         return EmbedderSpec(
             name=str(path), family="colbert", modalities=(Modality.TEXT,),
             dim=int(dims[-1] if dims else config["hidden_size"]), license="see the folder's model card",
             source=str(path), max_length=declared_max_length(path, config),
-            prompts=prompts, default_prompt_name=default, outputs=("multivector",),
+            prompts=cfg["prompts"], default_prompt_name=cfg["default_prompt_name"], outputs=("multivector",),
             description=f"local {config.get('model_type', 'transformers')} late-interaction (multi-vector) encoder",
         )
 
@@ -128,7 +192,7 @@ class ColbertEmbedder(Embedder):
             enc = self.tokenizer(texts, padding=True, truncation=True, max_length=cap, return_tensors="pt",
                                  verbose=False)
         extra = None
-        if expansion:
+        if expansion:  # (pads within the floor are scored only when the folder has a scoring mask)
             floor = expansion["length"]
             ids, mask = enc["input_ids"], enc["attention_mask"]
             if ids.shape[1] < floor:
@@ -151,7 +215,7 @@ class ColbertEmbedder(Embedder):
         import torch
 
         keep = enc["attention_mask"].bool()
-        if extra is not None:
+        if extra is not None and self.scored_expansion:
             keep = keep | extra
         ids = enc["input_ids"]
         if side in self.skiplist_tasks and len(self.skiplist):
@@ -182,3 +246,15 @@ class ColbertEmbedder(Embedder):
                 hidden = torch.nn.functional.normalize(hidden, dim=-1)
         hidden = hidden.float().cpu()
         return [h[m].numpy() for h, m in zip(hidden, keep)]
+
+
+#: registry name (the hub id, PyLate layout) → spec fields; the folder's own prompts and lengths govern
+CHECKPOINTS: dict[str, dict[str, Any]] = {
+    "lightonai/colbertv2.0": dict(
+        license="mit", max_length=512, prompts={"query": "[unused0]", "document": "[unused1]"},
+        description="ColBERTv2 (BERT base) in PyLate's layout: 128-d token vectors, query expansion to 32"),
+    "lightonai/GTE-ModernColBERT-v1": dict(
+        license="apache-2.0", max_length=8192, prompts={"query": "[Q] ", "document": "[D] "},
+        description="GTE-ModernColBERT v1 (ModernBERT): 128-d token vectors, long documents"),
+}
+register_checkpoints("colbert", CHECKPOINTS, modalities=(Modality.TEXT,), dim=128, outputs=("multivector",))
