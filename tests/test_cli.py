@@ -54,3 +54,31 @@ def test_encode_default_model_for_images_and_interleaved(tmp_path):
     out = zoo_cli("encode", "default", "--modality", "interleaved", str(path), "but blue", "--json")
     assert out.returncode == 0, out.stderr
     assert json.loads(out.stdout)["shape"] == [1, 384]
+
+
+def test_encode_other_output_kinds(tmp_path):
+    """`zoo encode --output` on a model with three kinds: multi-vector rows per item, sparse {indices, values},
+    as in-process encode() gives them; a control that does not apply is a one-line error."""
+    import numpy as np
+
+    import zoo
+
+    from .tiny_models import make_m3
+
+    folder = str(make_m3(tmp_path / "m3"))
+    model = zoo.create(folder, device="cpu")
+    out = zoo_cli("encode", folder, "a red circle", "two squares", "--output", "multivector", "--max-vectors", "3",
+                  "--json")
+    assert out.returncode == 0, out.stderr
+    doc = json.loads(out.stdout)
+    want = model.encode(["a red circle", "two squares"], "text", output="multivector", max_vectors=3)
+    assert doc["output"] == "multivector" and doc["shape"] == [list(x.shape) for x in want]
+    assert all(np.allclose(got, ref, atol=1e-5) for got, ref in zip(doc["embeddings"], want))
+    doc = json.loads(zoo_cli("encode", folder, "a red circle", "--output", "sparse", "--top-k", "4", "--json").stdout)
+    want = model.encode(["a red circle"], "text", output="sparse", top_k=4)
+    assert doc["embeddings"][0]["indices"] == want.indices.tolist()
+    assert f"{want.nnz} terms" in zoo_cli("encode", folder, "a red circle", "--output", "sparse", "--top-k", "4").stdout
+    out = zoo_cli("encode", folder, "x", "--top-k", "4")
+    assert out.returncode == 2 and "top_k applies to sparse" in out.stderr and "Traceback" not in out.stderr
+    listed = zoo_cli("list", "--pattern", "BAAI/bge-m3").stdout
+    assert "dense,sparse,multivector" in listed

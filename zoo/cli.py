@@ -17,11 +17,12 @@ def _cmd_list(args: argparse.Namespace) -> int:
     from .registry import get_spec, list_models
     from .weights import available_offline
 
-    rows = [("NAME", "FAMILY", "MODALITIES", "DIM", "LICENSE", "OFFLINE")]
+    rows = [("NAME", "FAMILY", "MODALITIES", "OUTPUTS", "DIM", "LICENSE", "OFFLINE")]
     for name in list_models(modality=args.modality, pattern=args.pattern):
         s = get_spec(name)
         mods = ",".join(m.value for m in s.modalities)
-        rows.append((name, s.family, mods, str(s.dim), s.license, "yes" if available_offline(s) else "no"))
+        rows.append((name, s.family, mods, ",".join(s.outputs), str(s.dim), s.license,
+                     "yes" if available_offline(s) else "no"))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
@@ -60,17 +61,29 @@ def _cmd_encode(args: argparse.Namespace) -> int:
         dimensions=args.dimensions,
         precision=args.precision,
         prompt_name=args.prompt_name,
-        normalize=not args.no_normalize,
+        normalize=False if args.no_normalize else None,
+        output=args.output,
+        max_vectors=args.max_vectors,
+        top_k=args.top_k,
     )
+    from .kinds import items_of
+
+    rows = items_of(emb)
+
+    def plain(row):  # one item's result as JSON values
+        if hasattr(row, "tocsr"):
+            return {"indices": row.indices.tolist(), "values": row.data.tolist()}
+        return (row.astype(np.float32) if row.dtype == pp.FLOAT8 else row).tolist()
+
     if args.json:
-        values = emb.astype(np.float32) if emb.dtype == pp.FLOAT8 else emb
-        print(json.dumps({"model": model.spec.name, "precision": args.precision, "shape": list(emb.shape),
-                          "embeddings": values.tolist()}))
+        shape = list(emb.shape) if hasattr(emb, "shape") else [list(x.shape) for x in emb]  # per item: multivector
+        print(json.dumps({"model": model.spec.name, "precision": args.precision, "output": args.output or
+                          model.spec.output, "shape": shape, "embeddings": [plain(r) for r in rows]}))
     else:
         with np.printoptions(precision=4, threshold=12, edgeitems=4):
-            for item, row in zip([" ".join(args.inputs)] if len(emb) == 1 else args.inputs, emb):
-                print(f"{item[:40]!r}: {row}")
-        print(f"shape={emb.shape} dtype={emb.dtype}")
+            for item, row in zip([" ".join(args.inputs)] if len(rows) == 1 else args.inputs, rows):
+                print(f"{item[:40]!r}: {f'{row.nnz} terms' if hasattr(row, 'tocsr') else row}")
+        print(f"{len(rows)} item(s), output {args.output or model.spec.output}, dtype {rows[0].dtype}")
     return 0
 
 
@@ -102,6 +115,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=list(PRECISIONS), default="float32")
     p.add_argument("--prompt-name")
     p.add_argument("--no-normalize", action="store_true")
+    p.add_argument("--output", choices=["dense", "multivector", "sparse", "fde"],
+                   help="output kind (default: the model's first)")
+    p.add_argument("--max-vectors", type=int, help="multivector: at most this many vectors per item")
+    p.add_argument("--top-k", type=int, help="sparse: at most this many terms per item")
     p.add_argument("--device")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=_cmd_encode)

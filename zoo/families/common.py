@@ -119,3 +119,11 @@ def tokenizer_max_length(spec_max: int, path: Path, tokenizer: Any) -> int:
     st_cfg = read_json(path / "sentence_bert_config.json") or {}
     limits = [spec_max, st_cfg.get("max_seq_length"), tokenizer.model_max_length]
     return min(int(x) for x in limits if x and x < 10**9)
+
+
+def tokenize_texts(tokenizer: Any, texts: list[str], max_length: int, device: str):
+    """A padded, truncated batch on ``device`` (texts cut to ``max_length`` are noted, see
+    :func:`note_truncated_texts`)."""
+    enc = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt", verbose=False)
+    note_truncated_texts(tokenizer, texts, enc["attention_mask"].sum(1).tolist(), max_length)
+    return enc.to(device)

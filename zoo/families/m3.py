@@ -20,7 +20,7 @@ from typing import Any
 from ..base import Embedder, EncodeOptions
 from ..registry import register_checkpoints, register_family
 from ..spec import EmbedderSpec, Modality
-from .common import note_truncated_texts, read_json, token_counts, tokenizer_max_length
+from .common import read_json, token_counts, tokenize_texts, tokenizer_max_length, with_prompt
 
 HEADS = ("colbert_linear.pt", "sparse_linear.pt")
 OUTPUTS = ("dense", "sparse", "multivector")
@@ -74,16 +74,13 @@ class M3Embedder(Embedder):
         )
 
     def _text_tokens(self, texts: list[str], prompt: str | None) -> list[int]:
-        return token_counts(self.tokenizer, [(prompt or "") + t for t in texts], self.max_length)
+        return token_counts(self.tokenizer, with_prompt(texts, prompt), self.max_length)
 
     def _embed_as(self, batch: list[Any], modality: Modality, opts: EncodeOptions, kind: str) -> Any:
         import torch
 
-        texts = [(opts.prompt or "") + t for t in batch]
-        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt",
-                             verbose=False)
-        note_truncated_texts(self.tokenizer, texts, enc["attention_mask"].sum(1).tolist(), self.max_length)
-        enc = enc.to(self.device)
+        texts = with_prompt(batch, opts.prompt)
+        enc = tokenize_texts(self.tokenizer, texts, self.max_length, self.device)
         with torch.inference_mode():
             hidden = self.model(**enc).last_hidden_state
             if kind == "dense":

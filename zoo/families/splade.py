@@ -20,13 +20,13 @@ from ..registry import register_checkpoints, register_family
 from ..spec import EmbedderSpec, Modality
 from .common import (
     declared_max_length,
-    note_truncated_texts,
     read_json,
     refuse_modules,
     st_model_type,
     st_modules,
     st_prompts,
     token_counts,
+    tokenize_texts,
     tokenizer_max_length,
     with_prompt,
 )
@@ -88,10 +88,7 @@ class SpladeEmbedder(Embedder):
         import torch
 
         texts = with_prompt(batch, opts.prompt)
-        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt",
-                             verbose=False)
-        note_truncated_texts(self.tokenizer, texts, enc["attention_mask"].sum(1).tolist(), self.max_length)
-        enc = enc.to(self.device)
+        enc = tokenize_texts(self.tokenizer, texts, self.max_length, self.device)
         with torch.inference_mode():
             logits = self.model(**enc).logits
             weights = torch.log1p(torch.relu(logits * enc["attention_mask"].unsqueeze(-1).to(logits.dtype)))

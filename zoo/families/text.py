@@ -20,12 +20,12 @@ from ..registry import register_checkpoints, register_family
 from ..spec import EmbedderSpec, Modality
 from .common import (
     declared_max_length,
-    note_truncated_texts,
     pool,
     read_json,
     refuse_modules,
     st_modules,
     token_counts,
+    tokenize_texts,
     tokenizer_max_length,
     with_prompt,
 )
@@ -103,10 +103,7 @@ class TextEmbedder(Embedder):
         import torch
 
         texts = with_prompt(batch, prompt)
-        enc = self.tokenizer(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt",
-                             verbose=False)
-        note_truncated_texts(self.tokenizer, texts, enc["attention_mask"].sum(1).tolist(), self.max_length)
-        enc = enc.to(self.device)
+        enc = tokenize_texts(self.tokenizer, texts, self.max_length, self.device)
         with torch.inference_mode():
             hidden = self.model(**enc).last_hidden_state
             pooled = pool(hidden, enc["attention_mask"], self.pooling)
