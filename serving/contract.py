@@ -60,10 +60,18 @@ TOKENS_DATATYPE = "INT32"
 LENGTHS = "LENGTHS"  # [batch, 1] INT32: vectors (multivector) or terms (sparse) per item
 INDICES = "INDICES"  # [total, 1] INT32: sparse vocabulary ids
 VALUES = "VALUES"  # [total, 1] FP32: sparse weights
-COUNT_DATATYPE = "INT32"
 #: output kind → the tensors that carry it (what a client asks for)
 KIND_OUTPUTS: dict[str, tuple[str, ...]] = {
     "dense": (OUTPUT,), "fde": (OUTPUT,), "multivector": (OUTPUT, LENGTHS), "sparse": (INDICES, VALUES, LENGTHS)}
+#: the outputs besides EMBEDDING, in the order config.pbtxt declares them, with their datatypes
+EXTRA_OUTPUTS: dict[str, str] = {TOKENS: TOKENS_DATATYPE, LENGTHS: "INT32", INDICES: "INT32", VALUES: "FP32"}
+
+
+def declared_outputs(kinds_given: tuple[str, ...]) -> dict[str, str]:
+    """The outputs besides EMBEDDING a model giving ``kinds_given`` declares: TOKENS, and the tensors of its
+    kinds (see :data:`KIND_OUTPUTS`), each with its datatype."""
+    used = {name for kind in kinds_given for name in KIND_OUTPUTS[kind]} | {TOKENS}
+    return {name: dtype for name, dtype in EXTRA_OUTPUTS.items() if name in used}
 DECLARED_OUTPUT_PRECISION = "float32"
 
 #: precision → KServe v2 datatype of the EMBEDDING tensor on the wire (float8 travels as its bits)
@@ -181,11 +189,9 @@ def result_to_wire(result: Any, opts: EncodeOptions) -> dict[str, np.ndarray]:
 def result_from_wire(tensors: dict[str, np.ndarray], opts: EncodeOptions, vocab_size: int | None = None) -> Any:
     """Undo :func:`result_to_wire`: exactly what in-process ``encode()`` returns for those items."""
     if opts.output == "sparse":
-        lengths = tensors[LENGTHS].reshape(-1)
-        ends = np.cumsum(lengths)[:-1]
-        rows = zip(np.split(tensors[INDICES].reshape(-1), ends), np.split(tensors[VALUES].reshape(-1), ends))
-        return kinds.sparse_rows(list(rows), int(vocab_size or 0))
+        return kinds.csr_of(tensors[INDICES].reshape(-1), tensors[VALUES].reshape(-1),
+                            tensors[LENGTHS].reshape(-1), int(vocab_size or 0))
     emb = from_wire(tensors[OUTPUT], opts.precision)
     if opts.output == "multivector":
-        return np.split(emb, np.cumsum(tensors[LENGTHS].reshape(-1))[:-1])
+        return kinds.split_rows(emb, tensors[LENGTHS].reshape(-1))
     return emb

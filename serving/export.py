@@ -50,14 +50,7 @@ def build_config(
             dims=[-1],
         )
     )
-    config.output.append(mc.ModelOutput(name=contract.TOKENS, data_type=mc.DataType.Value(
-        "TYPE_" + contract.TOKENS_DATATYPE), dims=[1]))
-    kinds = {"multivector", "sparse"} & set(spec.outputs)
-    names = [contract.LENGTHS] if kinds else []
-    if "sparse" in kinds:
-        names += [contract.INDICES, contract.VALUES]
-    for name in names:  # declared for the kinds this model gives
-        dtype = "FP32" if name == contract.VALUES else contract.COUNT_DATATYPE
+    for name, dtype in contract.declared_outputs(spec.outputs).items():
         config.output.append(mc.ModelOutput(name=name, data_type=mc.DataType.Value("TYPE_" + dtype), dims=[1]))
     config.parameters[contract.CONFIG_MODEL_KEY].string_value = source
     config.parameters[contract.CONFIG_SPEC_KEY].string_value = json.dumps(spec.to_dict(), sort_keys=True)

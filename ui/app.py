@@ -22,7 +22,7 @@ from zoo.defaults import default_model
 from zoo.errors import InvalidArgumentError, ZooError, choices
 from zoo.spec import Modality
 
-from .backend import Backend, full_vectors, kind_outputs, supporting
+from .backend import Backend, kind_outputs, supporting
 from .corpus import AUDIO_EXT, IMAGE_EXT, MAX_UPLOAD_FILES, TEXT_EXT, Corpus
 from .index import INDEXES, Hit
 
@@ -92,19 +92,6 @@ class Searcher:
             self.indexes[key].update(self.corpus, lambda x, m: kind_outputs(embedder, x, m, kind), progress)
             return self.indexes[key]
 
-    def _ranked(self, model: str, kind: str, query: Any, modality: Modality, target: str, k: int,
-                dimensions: int | None, precision: str, progress) -> tuple[list, Any, float]:
-        """(hits, index, seconds embedding the query) of one output kind."""
-        index = self.index(model, progress, kind)
-        t0 = time.perf_counter()
-        embedder = self.backend.embedder(model)
-        if kind == "dense":
-            q = full_vectors(embedder, [query], modality.value)[0]
-        else:
-            q = kind_outputs(embedder, [query], modality.value, kind, query=True)[0]
-        seconds = time.perf_counter() - t0
-        return index.search(q, self.corpus, target, k, dimensions=dimensions, precision=precision), index, seconds
-
     def search(self, model: str, query: Any, modality: Modality, target: str, k: int, dimensions: int,
                precision: str, progress=None, mode: str = "auto") -> tuple[list, list[dict], str]:
         """Run one query; returns gallery entries, ranked results and a latency line (with what one item of
@@ -115,20 +102,22 @@ class Searcher:
             raise InvalidArgumentError(f"retrieval {mode!r} needs outputs {kinds_used} but {model} gives "
                                        f"{choices(outputs)}; choose one of {choices(RETRIEVAL)}")
         dims = int(dimensions) or None
+        indexes = [self.index(model, progress, kind) for kind in kinds_used]
+        embedder = self.backend.embedder(model)
         t0 = time.perf_counter()
-        ranked = [self._ranked(model, kind, query, modality, target, int(k), dims, precision, progress)
-                  for kind in kinds_used]
-        embed_seconds = sum(r[2] for r in ranked)
-        if len(ranked) == 1:
-            hits = ranked[0][0]
+        queries = [kind_outputs(embedder, [query], modality.value, kind, query=True)[0] for kind in kinds_used]
+        t1 = time.perf_counter()
+        rankings = [index.search(q, self.corpus, target, int(k), dimensions=dims, precision=precision)
+                    for index, q in zip(indexes, queries)]
+        if len(rankings) == 1:
+            hits = rankings[0]
         else:  # reciprocal rank fusion of the dense and the sparse ranking
-            by_id = {h.item.id: h.item for r in ranked for h in r[0]}
-            fused = scoring.reciprocal_rank_fusion([[h.item.id for h in r[0]] for r in ranked])[: int(k)]
+            by_id = {h.item.id: h.item for ranking in rankings for h in ranking}
+            fused = scoring.reciprocal_rank_fusion([[h.item.id for h in ranking] for ranking in rankings])[: int(k)]
             hits = [Hit(by_id[key], score) for key, score in fused]
         t2 = time.perf_counter()
-        t1 = t0 + embed_seconds
-        index = ranked[0][1]
-        costs = " + ".join(f"{r[1].kind} {r[1].bytes_per_item(dims, precision):,.0f} B" for r in ranked)
+        index = indexes[0]
+        costs = " + ".join(f"{i.kind} {i.bytes_per_item(dims, precision):,.0f} B" for i in indexes)
         results = [{"rank": r + 1, "score": round(h.score, 4), "label": h.item.label, "modality": h.item.modality,
                     "id": h.item.id} for r, h in enumerate(hits)]
         gallery = [(str(self.corpus.file(h.item)), f"{h.score:.3f}  {h.item.label}") for h in hits

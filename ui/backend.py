@@ -118,8 +118,9 @@ def full_vectors(embedder: Embedder, inputs: list, modality: str) -> np.ndarray:
 
 def kind_outputs(embedder: Embedder, inputs: list, modality: str, kind: str, query: bool = False):
     """Full-width float32 output of one ``kind`` (vectors normalized, sparse weights as the model gives them);
-    ``query`` encodes the inputs as queries (with the prompt named ``query`` when the model has one)."""
-    if kind == "dense" and not query:
+    ``query`` encodes multi-vector and sparse inputs as queries (with the prompt named ``query`` when the model
+    has one); dense vectors use the model's default prompt on both sides."""
+    if kind == "dense":
         return full_vectors(embedder, inputs, modality)
     prompt = "query" if query and "query" in embedder.spec.prompts else None
     return embedder.encode(inputs, modality, output=kind, precision="float32", prompt_name=prompt)

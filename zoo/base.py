@@ -60,11 +60,6 @@ class EncodeOptions:
     max_vectors: int | None = None  # multivector: at most this many vectors per item
     top_k: int | None = None  # sparse: at most this many terms per item
 
-    @property
-    def query(self) -> bool:
-        """Whether the items are queries (late-interaction models and FDEs treat the two sides apart)."""
-        return self.prompt_name == kinds.QUERY
-
 
 class EncodeFront:
     """What every ``encode()`` shares, in-process or remote: the spec, and the validation of the modality
@@ -112,8 +107,7 @@ class EncodeFront:
         if not isinstance(normalize, (bool, np.bool_)):
             raise InvalidArgumentError(f"normalize must be true or false, got {normalize!r}", "normalize")
         dims = pp.check_dimensions(dimensions, self.spec.dim, precision)
-        if output not in ("sparse", "fde"):  # (checked above for those)
-            pp.check_calibration(precision, bool(normalize))
+        pp.check_calibration(precision, bool(normalize))
         name = prompt_name if prompt_name is not None else self.spec.default_prompt_name
         if name is not None and name not in self.spec.prompts:
             known = choices(self.spec.prompts) if self.spec.prompts else "none (this model has no prompts)"
@@ -162,7 +156,7 @@ class Embedder(EncodeFront, ABC):
     def is_query(self, modality: Modality, opts: EncodeOptions) -> bool:
         """Whether a call's items are queries (see :mod:`zoo.kinds`): ``prompt_name == "query"`` unless the
         family knows better (page retrievers: texts are queries, images documents)."""
-        return opts.query
+        return opts.prompt_name == kinds.QUERY
 
     def _lengths(self, items: list[Any], modality: Modality, prompt: str | None) -> list[int]:
         """Cheap sort keys for length-sorted batching (longest first): characters of a text, samples of

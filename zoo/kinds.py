@@ -108,20 +108,26 @@ def postprocess_multivector(items: list[np.ndarray], *, normalize_output: bool, 
                             precision: str, max_vectors: int | None, budget: str = "pool") -> list[np.ndarray]:
     """Per item ``[n_i, d]``: Matryoshka truncation → normalize → the ``max_vectors`` budget (first ``k`` or
     pooled to ``k``, then normalized again) → quantize, each vector like a dense row."""
-    out = []
-    for x in items:
-        x = pp.truncate(np.asarray(x, np.float32), dimensions)
-        if normalize_output:
-            x = pp.normalize(x)
-        if max_vectors is not None and len(x) > max_vectors:
+    if not items:
+        return []
+    flat = pp.truncate(np.concatenate(items).astype(np.float32, copy=False), dimensions)  # every vector at once
+    if normalize_output:
+        flat = pp.normalize(flat)
+    out = split_rows(flat, [len(x) for x in items])
+    if max_vectors is not None:
+        def within(x: np.ndarray) -> np.ndarray:  # an item over the budget: its first k, or pooled to k
             x = x[:max_vectors] if budget == "first" else pool_vectors(x, max_vectors)
-            if normalize_output:
-                x = pp.normalize(x)
-        out.append(x)
+            return pp.normalize(x) if normalize_output else x
+
+        out = [x if len(x) <= max_vectors else within(x) for x in out]
     if precision == "float32":
         return out
-    flat = pp.quantize(np.concatenate(out) if out else np.zeros((0, 0), np.float32), precision)
-    return np.split(flat, np.cumsum([len(x) for x in out])[:-1])
+    return split_rows(pp.quantize(np.concatenate(out), precision), [len(x) for x in out])
+
+
+def split_rows(flat: np.ndarray, lengths) -> list[np.ndarray]:
+    """Consecutive items' rows of ``flat``, ``lengths[i]`` rows for item ``i`` (the flat form on the wire)."""
+    return np.split(flat, np.cumsum(lengths)[:-1])
 
 
 # ---- sparse -----------------------------------------------------------------------------------------
@@ -151,13 +157,19 @@ def postprocess_sparse(matrix, *, normalize_output: bool, top_k: int | None):
 
 def sparse_rows(rows: list[tuple[np.ndarray, np.ndarray]], vocab_size: int):
     """``(indices, values)`` per item → one ``csr_matrix [N, vocab_size]``."""
+    if not rows:
+        return csr_of(np.zeros(0, np.int64), np.zeros(0, np.float32), [], vocab_size)
+    return csr_of(np.concatenate([i for i, _ in rows]), np.concatenate([v for _, v in rows]),
+                  [len(i) for i, _ in rows], vocab_size)
+
+
+def csr_of(indices: np.ndarray, values: np.ndarray, lengths, vocab_size: int):
+    """A float32 ``csr_matrix [len(lengths), vocab_size]`` from every row's terms, row after row."""
     import scipy.sparse as sps
 
-    lengths = [len(i) for i, _ in rows]
     indptr = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    indices = np.concatenate([i for i, _ in rows]).astype(np.int64) if rows else np.zeros(0, np.int64)
-    values = np.concatenate([v for _, v in rows]).astype(np.float32) if rows else np.zeros(0, np.float32)
-    return sps.csr_matrix((values, indices, indptr), shape=(len(rows), vocab_size))
+    return sps.csr_matrix((np.asarray(values, np.float32), np.asarray(indices, np.int64), indptr),
+                          shape=(len(lengths), vocab_size))
 
 
 # ---- results of one call ------------------------------------------------------------------------------

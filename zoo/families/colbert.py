@@ -34,6 +34,7 @@ from .common import (
     refuse_modules,
     st_model_type,
     st_modules,
+    st_prompts,
     token_counts,
     tokenizer_max_length,
     with_prompt,
@@ -42,12 +43,12 @@ from .common import (
 MODULES = {"Transformer", "Dense", "MultiVectorMask", "Normalize"}
 MODEL_TYPES = ("MultiVectorEncoder", "ColBERT")  # sentence-transformers' own saves, PyLate's (v3 and before)
 PYLATE_KNOBS = ("query_length", "document_length", "query_expansion")
-ACTIVATIONS = {"torch.nn.modules.linear.Identity": None, "torch.nn.modules.activation.Tanh": "tanh",
-               "torch.nn.modules.activation.ReLU": "relu"}
+ACTIVATIONS = {"torch.nn.modules.linear.Identity": "Identity", "torch.nn.modules.activation.Tanh": "Tanh",
+               "torch.nn.modules.activation.ReLU": "ReLU"}  # the Dense configs' names → torch.nn classes
 
 
 def load_dense(folder: Path):
-    """One sentence-transformers ``Dense`` module as a torch ``Linear`` and its activation name."""
+    """One sentence-transformers ``Dense`` module as torch ``Linear`` → activation."""
     import torch
     from safetensors.torch import load_file
 
@@ -59,7 +60,7 @@ def load_dense(folder: Path):
     weights = folder / "model.safetensors"
     state = load_file(weights) if weights.is_file() else torch.load(folder / "pytorch_model.bin", weights_only=True)
     layer.load_state_dict({k.removeprefix("linear."): v for k, v in state.items()})
-    return layer.eval(), ACTIVATIONS[act]
+    return torch.nn.Sequential(layer, getattr(torch.nn, ACTIVATIONS[act])()).eval()
 
 
 def folder_settings(path: Path) -> dict[str, Any]:
@@ -75,11 +76,9 @@ def folder_settings(path: Path) -> dict[str, Any]:
     if st_cfg.get("processing_kwargs"):
         raise InvalidArgumentError(f"{path.name}: processing_kwargs in sentence_bert_config.json are not "
                                    "reproduced; refusing the folder rather than tokenizing differently")
-    prompts, prefixes = dict(top.get("prompts") or {}), {}
-    for key, side in (("query_prefix", "query"), ("document_prefix", "document")):
-        if key in top:
-            prefixes[side] = top[key] or ""
-            prompts[side] = prefixes[side] + (prompts.get(side) or "").removeprefix(prefixes[side])
+    prefixes = {side: top[key] or "" for key, side in (("query_prefix", "query"), ("document_prefix", "document"))
+                if key in top}
+    prompts, default = st_prompts(path, prefixes)
     legacy = {k: top[k] for k in PYLATE_KNOBS if k in top and (top[k] is not None or k == "query_expansion")}
     markers = PYLATE_KNOBS + ("do_query_expansion", "attend_to_expansion_tokens", "attend_to_mask_tokens",
                               "query_prefix", "document_prefix", "skiplist_words")
@@ -97,11 +96,8 @@ def folder_settings(path: Path) -> dict[str, Any]:
     if top.get("model_type") == "ColBERT":  # PyLate v3 listed only [Transformer, Dense]
         skip = top.get("skiplist_words")
         mask, normalize = {"skiplist_words": list(string.punctuation) if skip is None else skip}, True
-    kept = {k: v for k, v in prompts.items() if v or k in ("query", "document")}
-    default = top.get("default_prompt_name")
     return {"dense": [folder for name, folder in modules if name == "Dense"], "mask": mask, "normalize": normalize,
-            "transformer": transformer, "prompts": kept, "prefixes": prefixes,
-            "default_prompt_name": default if default in kept else None}
+            "transformer": transformer, "prompts": prompts, "prefixes": prefixes, "default_prompt_name": default}
 
 
 def register_prefix_tokens(tokenizer: Any, prefixes: dict[str, str]) -> None:
@@ -141,9 +137,7 @@ class ColbertEmbedder(Embedder):
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         register_prefix_tokens(self.tokenizer, cfg["prefixes"])
         self.model = AutoModel.from_pretrained(path).to(self.device).eval()
-        self.dense = [load_dense(folder) for folder in cfg["dense"]]
-        for layer, _ in self.dense:
-            layer.to(self.device)
+        self.dense = torch.nn.Sequential(*(load_dense(folder) for folder in cfg["dense"])).to(self.device)
         self.normalize_vectors, self.scored_expansion = cfg["normalize"], cfg["mask"] is not None
         mask_cfg = cfg["mask"] or {}
         words = mask_cfg.get("skiplist_words") or []
@@ -153,7 +147,8 @@ class ColbertEmbedder(Embedder):
                                      dtype=torch.long)
         tasks = mask_cfg.get("skiplist_tasks", ["document"])
         self.skiplist_tasks = [tasks] if isinstance(tasks, str) else list(tasks)
-        self.keep_only = mask_cfg.get("keep_only_token_ids")
+        keep_only = mask_cfg.get("keep_only_token_ids")
+        self.keep_only = torch.as_tensor(keep_only, dtype=torch.long) if keep_only else None
         transformer = cfg["transformer"]
         self.expansion = transformer.get("query_expansion")
         self.max_length = tokenizer_max_length(spec.max_length, path, self.tokenizer)
@@ -174,9 +169,6 @@ class ColbertEmbedder(Embedder):
             prompts=cfg["prompts"], default_prompt_name=cfg["default_prompt_name"], outputs=("multivector",),
             description=f"local {config.get('model_type', 'transformers')} late-interaction (multi-vector) encoder",
         )
-
-    def _side(self, opts: EncodeOptions) -> str:
-        return "query" if opts.query else "document"
 
     def _tokenize(self, texts: list[str], side: str):
         """Token ids and masks as ``MultiVectorEncoder`` makes them: the side's length cap, and on the query
@@ -220,8 +212,8 @@ class ColbertEmbedder(Embedder):
         ids = enc["input_ids"]
         if side in self.skiplist_tasks and len(self.skiplist):
             keep = keep & ~torch.isin(ids, self.skiplist)
-        if side != "query" and self.keep_only:
-            keep = keep & torch.isin(ids, torch.as_tensor(self.keep_only, dtype=torch.long))
+        if side != "query" and self.keep_only is not None:
+            keep = keep & torch.isin(ids, self.keep_only)
         return keep
 
     def _text_tokens(self, texts: list[str], prompt: str | None) -> list[int]:
@@ -230,7 +222,7 @@ class ColbertEmbedder(Embedder):
     def _embed_as(self, batch: list[Any], modality: Modality, opts: EncodeOptions, kind: str) -> list[np.ndarray]:
         import torch
 
-        side = self._side(opts)
+        side = "query" if self.is_query(modality, opts) else "document"
         texts = with_prompt(batch, opts.prompt)
         enc, extra, cap = self._tokenize(texts, side)
         if extra is None:
@@ -238,10 +230,7 @@ class ColbertEmbedder(Embedder):
         keep = self._scoring_mask(enc, extra, side)
         enc = enc.to(self.device)
         with torch.inference_mode():
-            hidden = self.model(**enc).last_hidden_state
-            for layer, act in self.dense:
-                hidden = layer(hidden)
-                hidden = torch.tanh(hidden) if act == "tanh" else torch.relu(hidden) if act == "relu" else hidden
+            hidden = self.dense(self.model(**enc).last_hidden_state)  # the folder's Dense projections in order
             if self.normalize_vectors:
                 hidden = torch.nn.functional.normalize(hidden, dim=-1)
         hidden = hidden.float().cpu()

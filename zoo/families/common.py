@@ -99,11 +99,15 @@ def refuse_modules(path: Path, modules: list[tuple[str, Path]], known: set[str],
                                    "than giving different vectors")
 
 
-def st_prompts(path: Path) -> tuple[dict[str, str], str | None]:
-    """Named prompts and the default prompt name a sentence-transformers folder declares. Empty prompts are
-    kept only under the names ``query``/``document``, which also choose the side of asymmetric models."""
+def st_prompts(path: Path, prefixes: dict[str, str] | None = None) -> tuple[dict[str, str], str | None]:
+    """Named prompts and the default prompt name a sentence-transformers folder declares, each of
+    ``prefixes`` (a legacy save's per-side prefix) put in front of its side's prompt. Empty prompts are kept
+    only under the names ``query``/``document``, which also choose the side of asymmetric models."""
     st_model = read_json(path / "config_sentence_transformers.json") or {}
-    prompts = {k: v for k, v in (st_model.get("prompts") or {}).items() if v or k in ("query", "document")}
+    prompts = dict(st_model.get("prompts") or {})
+    for side, prefix in (prefixes or {}).items():
+        prompts[side] = prefix + (prompts.get(side) or "").removeprefix(prefix)
+    prompts = {k: v for k, v in prompts.items() if v or k in ("query", "document")}
     default = st_model.get("default_prompt_name")
     return prompts, default if default in prompts else None
 
@@ -119,6 +123,16 @@ def tokenizer_max_length(spec_max: int, path: Path, tokenizer: Any) -> int:
     st_cfg = read_json(path / "sentence_bert_config.json") or {}
     limits = [spec_max, st_cfg.get("max_seq_length"), tokenizer.model_max_length]
     return min(int(x) for x in limits if x and x < 10**9)
+
+
+def sparse_rows_of(weights) -> list[tuple[Any, Any]]:
+    """Each row of a ``[B, V]`` tensor of term weights as ``(indices, values)`` of its non-zero terms."""
+    import torch
+
+    weights = weights.float().cpu()
+    rows, cols = torch.nonzero(weights, as_tuple=True)
+    counts = torch.bincount(rows, minlength=len(weights)).tolist()
+    return [(c.numpy(), v.numpy()) for c, v in zip(cols.split(counts), weights[rows, cols].split(counts))]
 
 
 def tokenize_texts(tokenizer: Any, texts: list[str], max_length: int, device: str):

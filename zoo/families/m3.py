@@ -20,7 +20,7 @@ from typing import Any
 from ..base import Embedder, EncodeOptions
 from ..registry import register_checkpoints, register_family
 from ..spec import EmbedderSpec, Modality
-from .common import read_json, token_counts, tokenize_texts, tokenizer_max_length, with_prompt
+from .common import read_json, sparse_rows_of, token_counts, tokenize_texts, tokenizer_max_length, with_prompt
 
 HEADS = ("colbert_linear.pt", "sparse_linear.pt")
 OUTPUTS = ("dense", "sparse", "multivector")
@@ -44,6 +44,7 @@ class M3Embedder(Embedder):
 
     def __init__(self, spec: EmbedderSpec, path: Path, device: str | None = None) -> None:
         super().__init__(spec, device)
+        import torch
         from transformers import AutoModel, AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(path)
@@ -57,7 +58,7 @@ class M3Embedder(Embedder):
         self.max_length = tokenizer_max_length(spec.max_length, path, self.tokenizer)
         special = (self.tokenizer.cls_token_id, self.tokenizer.eos_token_id, self.tokenizer.pad_token_id,
                    self.tokenizer.unk_token_id)
-        self.unused = sorted({i for i in special if i is not None})
+        self.unused = torch.tensor(sorted({i for i in special if i is not None}), device=self.device)
 
     @classmethod
     def spec_from_folder(cls, path: Path) -> EmbedderSpec | None:
@@ -91,13 +92,9 @@ class M3Embedder(Embedder):
                 return [v[: int(n)].numpy() for v, n in zip(vecs, counts)]
             weights = torch.relu(self.sparse(hidden)).squeeze(-1)
             ids = enc["input_ids"]
-            weights = weights * enc["attention_mask"] * ~torch.isin(ids, torch.tensor(self.unused, device=ids.device))
-            rows = []
-            for w, i in zip(weights.float().cpu(), ids.cpu()):  # a term's weight: its largest over the tokens
-                best = torch.zeros(self.spec.vocab_size).scatter_reduce(0, i, w, reduce="amax")
-                keep = torch.nonzero(best > 0).squeeze(-1)
-                rows.append((keep.numpy(), best[keep].numpy()))
-            return rows
+            weights = (weights * enc["attention_mask"] * ~torch.isin(ids, self.unused)).float()
+            best = torch.zeros(len(ids), self.spec.vocab_size, device=ids.device)  # a term's weight: its largest
+            return sparse_rows_of(best.scatter_reduce(1, ids, weights, reduce="amax"))  # over the item's tokens
 
 
 #: registry name (the hub id) → spec fields

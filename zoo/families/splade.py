@@ -22,6 +22,7 @@ from .common import (
     declared_max_length,
     read_json,
     refuse_modules,
+    sparse_rows_of,
     st_model_type,
     st_modules,
     st_prompts,
@@ -55,11 +56,11 @@ class SpladeEmbedder(Embedder):
         super().__init__(spec, device)
         from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-        if st_modules(path):
-            refuse_modules(path, st_modules(path), MODULES, "SPLADE")
+        modules = st_modules(path)
+        refuse_modules(path, modules, MODULES, "SPLADE")
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.model = AutoModelForMaskedLM.from_pretrained(path).to(self.device).eval()
-        cfg = splade_config(path) if st_modules(path) else {"pooling_strategy": "max", "activation_function": "relu"}
+        cfg = splade_config(path)  # (a plain MLM folder has no SpladePooling: max and relu)
         self.pooling, self.activation = cfg["pooling_strategy"], cfg["activation_function"]
         self.max_length = tokenizer_max_length(spec.max_length, path, self.tokenizer)
 
@@ -95,11 +96,7 @@ class SpladeEmbedder(Embedder):
             if self.activation == "log1p_relu":
                 weights = torch.log1p(weights)
             pooled = weights.max(1).values if self.pooling == "max" else weights.sum(1)
-        rows = []
-        for row in pooled.float().cpu():
-            idx = torch.nonzero(row).squeeze(-1)
-            rows.append((idx.numpy(), row[idx].numpy()))
-        return rows
+        return sparse_rows_of(pooled)
 
     def terms(self, matrix, top_k: int | None = None) -> list[dict[str, float]]:
         """Each sparse row as ``{token: weight}``, heaviest first (what a sparse vector means, readable)."""
