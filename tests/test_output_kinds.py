@@ -126,6 +126,12 @@ def test_m3_three_kinds_parity_with_flagembedding(tmp_path):
         row = sparse[r]
         assert sorted(int(k) for k in weights) == row.indices.tolist()
         assert np.allclose([weights[str(k)] for k in row.indices], row.data, rtol=1e-4)
+    for r, terms in enumerate(ours.terms(sparse[:3])):  # readable terms, as FlagEmbedding decodes its ids
+        ref_terms = ref.convert_id_to_token(want["lexical_weights"][r])  # one dict in, one dict out
+        assert len(terms) == len(ref_terms) and list(terms.values()) == sorted(terms.values(), reverse=True)
+        for token, weight in terms.items():
+            assert np.isclose(ref_terms[ours.tokenizer.decode([ours.tokenizer.convert_tokens_to_ids(token)])],
+                              weight, rtol=1e-4)
     mv = ours.encode(TEXTS[:2], "text", output="multivector")
     assert np.allclose(scoring.maxsim(mv, mv), [[ref.colbert_score(a, b) * len(a) for b in mv] for a in mv],
                        rtol=1e-4)

@@ -135,6 +135,26 @@ def sparse_rows_of(weights) -> list[tuple[Any, Any]]:
     return [(c.numpy(), v.numpy()) for c, v in zip(cols.split(counts), weights[rows, cols].split(counts))]
 
 
+class SparseTerms:
+    """For families with sparse output over their tokenizer's vocabulary: what a sparse row means."""
+
+    tokenizer: Any
+
+    def terms(self, matrix, top_k: int | None = None) -> list[dict[str, float]]:
+        """Each sparse row as ``{token: weight}``, heaviest first (``top_k``: at most that many)."""
+        import numpy as np
+        import scipy.sparse as sps
+
+        m = sps.csr_matrix(matrix)
+        out = []
+        for r in range(m.shape[0]):
+            lo, hi = m.indptr[r], m.indptr[r + 1]
+            order = np.argsort(-m.data[lo:hi], kind="stable")[:top_k]
+            tokens = self.tokenizer.convert_ids_to_tokens(m.indices[lo:hi][order].tolist())
+            out.append({t: float(v) for t, v in zip(tokens, m.data[lo:hi][order])})
+        return out
+
+
 def tokenize_texts(tokenizer: Any, texts: list[str], max_length: int, device: str):
     """A padded, truncated batch on ``device`` (texts cut to ``max_length`` are noted, see
     :func:`note_truncated_texts`)."""

@@ -20,7 +20,15 @@ from typing import Any
 from ..base import Embedder, EncodeOptions
 from ..registry import register_checkpoints, register_family
 from ..spec import EmbedderSpec, Modality
-from .common import read_json, sparse_rows_of, token_counts, tokenize_texts, tokenizer_max_length, with_prompt
+from .common import (
+    SparseTerms,
+    read_json,
+    sparse_rows_of,
+    token_counts,
+    tokenize_texts,
+    tokenizer_max_length,
+    with_prompt,
+)
 
 HEADS = ("colbert_linear.pt", "sparse_linear.pt")
 OUTPUTS = ("dense", "sparse", "multivector")
@@ -37,7 +45,7 @@ def _linear(path: Path):
 
 
 @register_family("m3")
-class M3Embedder(Embedder):
+class M3Embedder(SparseTerms, Embedder):
     """An encoder with BGE-M3's ColBERT and sparse heads."""
 
     folder_priority = 15

@@ -12,13 +12,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..base import Embedder, EncodeOptions
 from ..errors import InvalidArgumentError
 from ..registry import register_checkpoints, register_family
 from ..spec import EmbedderSpec, Modality
 from .common import (
+    SparseTerms,
     declared_max_length,
     read_json,
     refuse_modules,
@@ -47,7 +46,7 @@ def splade_config(path: Path) -> dict[str, Any]:
 
 
 @register_family("splade")
-class SpladeEmbedder(Embedder):
+class SpladeEmbedder(SparseTerms, Embedder):
     """An MLM transformer with SPLADE pooling: one sparse row of term weights per text."""
 
     folder_priority = 20
@@ -97,19 +96,6 @@ class SpladeEmbedder(Embedder):
                 weights = torch.log1p(weights)
             pooled = weights.max(1).values if self.pooling == "max" else weights.sum(1)
         return sparse_rows_of(pooled)
-
-    def terms(self, matrix, top_k: int | None = None) -> list[dict[str, float]]:
-        """Each sparse row as ``{token: weight}``, heaviest first (what a sparse vector means, readable)."""
-        import scipy.sparse as sps
-
-        m = sps.csr_matrix(matrix)
-        out = []
-        for r in range(m.shape[0]):
-            lo, hi = m.indptr[r], m.indptr[r + 1]
-            order = np.argsort(-m.data[lo:hi], kind="stable")[:top_k]
-            tokens = self.tokenizer.convert_ids_to_tokens(m.indices[lo:hi][order].tolist())
-            out.append({t: float(v) for t, v in zip(tokens, m.data[lo:hi][order])})
-        return out
 
 
 #: registry name (the hub id) → spec fields
