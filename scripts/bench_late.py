@@ -18,44 +18,13 @@ Run: ``python scripts/bench_late.py [--pairs 600]``.
 from __future__ import annotations
 
 import argparse
-import importlib
-import inspect
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-MODULES = ("json", "os", "re", "collections", "itertools", "functools", "pathlib", "string", "textwrap", "shutil",
-           "subprocess", "argparse", "logging", "email.utils", "urllib.parse", "statistics", "decimal", "datetime",
-           "calendar", "random", "heapq", "bisect", "csv", "zipfile", "tarfile", "difflib", "inspect", "typing",
-           "contextlib", "threading", "socket", "base64", "hashlib", "tempfile", "glob", "fnmatch", "copy",
-           "pickle", "gzip", "io", "codecs", "unicodedata", "locale", "gettext", "shlex", "configparser",
-           "operator", "ast", "dis", "tokenize", "traceback", "warnings", "weakref", "types", "pdb", "doctest",
-           "unittest.case", "sqlite3", "xml.dom.minidom", "html", "http.cookies", "mimetypes", "uuid", "ipaddress")
-
-
-def docstring_pairs(limit: int) -> list[tuple[str, str]]:
-    """(summary line, rest of the docstring) of standard-library functions and methods, deduplicated."""
-    pairs, seen = [], set()
-    for name in MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
-        members = [m for _, m in inspect.getmembers(module)]
-        members += [f for c in members if inspect.isclass(c) for _, f in inspect.getmembers(c, inspect.isfunction)]
-        for obj in members:
-            doc = inspect.getdoc(obj) if callable(obj) else None
-            if not doc:
-                continue
-            head, _, rest = doc.partition("\n")
-            rest = " ".join(rest.split())
-            if len(head) < 20 or len(rest) < 80 or head in seen:
-                continue
-            seen.add(head)
-            pairs.append((head.strip(), rest[:1500]))
-    return pairs[:limit]
+from zoo.evaluation.build import MODULES, docstring_pairs
 
 
 def multivector_folder(dest: Path) -> Path:

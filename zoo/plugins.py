@@ -15,8 +15,14 @@ from importlib.metadata import entry_points
 from typing import Any
 
 COMMANDS = "zoo.commands"  # callables (sub-parsers action) -> None that add sub-commands to `zoo`
+BACKENDS = "zoo.backends"  # name -> callable (model name, url) -> an object with zoo's encode() and spec
 
 
 def load(group: str) -> list[Any]:
     """The objects every installed distribution registers under ``group``, in name order."""
     return [ep.load() for ep in sorted(entry_points(group=group), key=lambda ep: ep.name)]
+
+
+def named(group: str) -> dict[str, Any]:
+    """``{name: entry point}`` of ``group``; ``.load()`` only the one needed, so the others cost no import."""
+    return {ep.name: ep for ep in sorted(entry_points(group=group), key=lambda ep: ep.name)}

@@ -191,3 +191,66 @@ def postprocess(
     if normalize_output:
         x = normalize(x)
     return quantize(x, precision, ranges)
+
+
+class PCA:
+    """A linear projection onto the top principal components of a sample (e.g. a corpus's embeddings).
+
+    Fit it once on the stored vectors, keep it with them (:meth:`save` / :meth:`load`), and apply the same
+    :meth:`transform` to queries, then :func:`postprocess` as usual (normalize → quantize). Centring uses the
+    sample mean, as scikit-learn's ``PCA`` does; components are sign-fixed (largest loading positive) so a
+    refit on the same sample gives the same vectors.
+    """
+
+    def __init__(self, mean: np.ndarray, components: np.ndarray, explained_variance: np.ndarray) -> None:
+        self.mean = np.asarray(mean, np.float32)
+        self.components = np.asarray(components, np.float32)  # [k, d]
+        self.explained_variance = np.asarray(explained_variance, np.float32)
+        if self.components.ndim != 2 or self.mean.shape != (self.components.shape[1],):
+            raise InvalidArgumentError(f"PCA: components {self.components.shape} do not match mean {self.mean.shape}")
+
+    @property
+    def n_components(self) -> int:
+        """Width of the projected vectors."""
+        return self.components.shape[0]
+
+    @classmethod
+    def fit(cls, sample: np.ndarray, n_components: int) -> PCA:
+        """The first ``n_components`` principal axes of ``sample`` ``[n, d]`` (eigenvectors of its covariance,
+        largest variance first)."""
+        x = np.asarray(sample, np.float64)
+        if x.ndim != 2 or len(x) < 2:
+            raise InvalidArgumentError(f"PCA needs a [n >= 2, d] sample, got shape {x.shape}")
+        if not 1 <= n_components <= min(x.shape):
+            raise InvalidArgumentError(
+                f"n_components={n_components} is outside 1..{min(x.shape)} (min of samples and width)", "n_components")
+        mean = x.mean(axis=0)
+        cov = np.cov(x - mean, rowvar=False)  # [d, d]: cheaper than an SVD of the sample when n >> d
+        values, vectors = np.linalg.eigh(np.atleast_2d(cov))
+        order = np.argsort(values)[::-1][:n_components]
+        comps = vectors[:, order].T
+        comps *= np.sign(comps[np.arange(len(comps)), np.abs(comps).argmax(axis=1)])[:, None]
+        return cls(mean, comps, values[order])
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        """``[n, k]`` coordinates of rows ``x`` ``[n, d]`` on the components."""
+        x = np.asarray(x, np.float32)
+        if x.shape[-1] != self.mean.shape[0]:
+            raise InvalidArgumentError(f"PCA was fitted on width {self.mean.shape[0]}, got vectors of width "
+                                       f"{x.shape[-1]}")
+        return (x - self.mean) @ self.components.T
+
+    def save(self, path) -> None:
+        """Store as safetensors (mean, components, explained variance)."""
+        from safetensors.numpy import save_file
+
+        save_file({"mean": self.mean, "components": self.components,
+                   "explained_variance": self.explained_variance}, str(path))
+
+    @classmethod
+    def load(cls, path) -> PCA:
+        """The PCA :meth:`save` stored at ``path``."""
+        from safetensors.numpy import load_file
+
+        t = load_file(str(path))
+        return cls(t["mean"], t["components"], t["explained_variance"])

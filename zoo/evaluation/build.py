@@ -1,0 +1,208 @@
+"""Retrieval sets made at run time from what is on this machine: nothing is downloaded and nothing is stored
+in the repository. ``zoo eval --build NAME DIR`` writes one in the BEIR layout (:mod:`.data`).
+
+==============  =====================================================================================
+name            how it is made
+==============  =====================================================================================
+docstrings      Python standard-library functions and methods: the query is a docstring's first line
+                (its human-written summary), the one relevant document the rest of that docstring.
+debian          the installed Debian packages (``/var/lib/dpkg/status``): the query is a package's
+                one-line synopsis, the document its extended description, both written by maintainers.
+shapes          text → image: held-out renderings of every colour × shape pair (the aligned model's
+                world, as in the demo corpus) in several galleries; a query is a caption in a held-out
+                phrasing; relevant: every image of its colour × shape pair.
+shapes-i2t      image → text: the same images as queries against every held-out caption of every pair.
+speech          audio → image: captions spoken by held-out espeak-ng voices against the images.
+==============  =====================================================================================
+
+Pairs with a repeated query or document are dropped, so every query has exactly the documents it names.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import InvalidArgumentError, choices
+from .data import write
+
+#: standard-library modules whose docstrings make the ``docstrings`` set (importable without side effects)
+MODULES = ("json", "os", "re", "collections", "itertools", "functools", "pathlib", "string", "textwrap", "shutil",
+           "subprocess", "argparse", "logging", "email.utils", "urllib.parse", "statistics", "decimal", "datetime",
+           "calendar", "random", "heapq", "bisect", "csv", "zipfile", "tarfile", "difflib", "inspect", "typing",
+           "contextlib", "threading", "socket", "base64", "hashlib", "tempfile", "glob", "fnmatch", "copy",
+           "pickle", "gzip", "io", "codecs", "unicodedata", "locale", "gettext", "shlex", "configparser",
+           "operator", "ast", "dis", "tokenize", "traceback", "warnings", "weakref", "types", "pdb", "doctest",
+           "unittest.case", "sqlite3", "xml.dom.minidom", "html", "http.cookies", "mimetypes", "uuid", "ipaddress",
+           "asyncio.tasks", "asyncio.streams", "concurrent.futures", "multiprocessing.pool", "email.message",
+           "http.client", "urllib.request", "xml.etree.ElementTree", "dataclasses", "enum", "fractions", "graphlib",
+           "imaplib", "smtplib", "ftplib", "mailbox", "netrc", "plistlib", "pprint", "reprlib", "sched", "secrets",
+           "selectors", "shelve", "stat", "tomllib", "trace", "wave", "zipimport", "zoneinfo", "lzma", "bz2")
+DPKG_STATUS = Path("/var/lib/dpkg/status")
+
+
+def docstring_pairs(limit: int | None = None) -> list[tuple[str, str]]:
+    """(summary line, rest of the docstring) of standard-library functions and methods, each side unique."""
+    pairs, heads, bodies = [], set(), set()
+    for name in MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        members = [m for _, m in inspect.getmembers(module)]
+        members += [f for c in members if inspect.isclass(c) for _, f in inspect.getmembers(c, inspect.isfunction)]
+        for obj in members:
+            doc = inspect.getdoc(obj) if callable(obj) else None
+            if not doc:
+                continue
+            head, _, rest = doc.partition("\n")
+            head, rest = head.strip(), " ".join(rest.split())[:1500]
+            if len(head) < 20 or len(rest) < 80 or head in heads or rest in bodies:
+                continue
+            heads.add(head)
+            bodies.add(rest)
+            pairs.append((head, rest))
+    return pairs[:limit]
+
+
+def debian_pairs(status: Path = DPKG_STATUS) -> list[tuple[str, str]]:
+    """(synopsis, extended description) of every installed Debian package, each side unique."""
+    if not status.is_file():
+        raise InvalidArgumentError(f"{status} is missing: the debian set needs a Debian-based system")
+    pairs, heads, bodies = [], set(), set()
+    for stanza in status.read_text(encoding="utf-8", errors="replace").split("\n\n"):
+        lines = stanza.splitlines()
+        start = next((i for i, line in enumerate(lines) if line.startswith("Description:")), None)
+        if start is None:
+            continue
+        head = lines[start].partition(":")[2].strip()
+        body = []
+        for line in lines[start + 1:]:
+            if not line.startswith(" "):
+                break
+            body.append("" if line.strip() == "." else line.strip())  # " ." is a paragraph break
+        rest = " ".join(" ".join(body).split())
+        if len(head) < 10 or len(rest) < 80 or head in heads or rest in bodies:
+            continue
+        heads.add(head)
+        bodies.add(rest)
+        pairs.append((head, rest))
+    return pairs
+
+
+def _text_pairs(dest: Path, pairs: list[tuple[str, str]]) -> Path:
+    corpus = [{"_id": f"d{i}", "title": "", "text": doc} for i, (_, doc) in enumerate(pairs)]
+    queries = [{"_id": f"q{i}", "text": query} for i, (query, _) in enumerate(pairs)]
+    return write(dest, corpus, queries, [(f"q{i}", f"d{i}", 1) for i in range(len(pairs))])
+
+
+def build_docstrings(dest: Path, limit: int | None = None, seed: int = 0) -> Path:
+    """The ``docstrings`` set (see the module table)."""
+    return _text_pairs(dest, docstring_pairs(limit))
+
+
+def build_debian(dest: Path, limit: int | None = None, seed: int = 0) -> Path:
+    """The ``debian`` set (see the module table)."""
+    return _text_pairs(dest, debian_pairs()[:limit])
+
+
+def _shape_gallery(dest: Path, rng: np.random.Generator, galleries: int) -> list[tuple[str, object]]:
+    """Render ``galleries`` held-out galleries into ``dest/images``: (relative path, scene) per image."""
+    from ..data import shapes as S
+
+    (dest / "images").mkdir(parents=True, exist_ok=True)
+    out = []
+    for g in range(galleries):
+        for scene in S.single_object_gallery(rng, S.HELDOUT_RENDER):
+            rel = f"images/g{g}_{scene.key.replace(' ', '_')}.png"
+            S.render(scene, rng, S.HELDOUT_RENDER).save(dest / rel)
+            out.append((rel, scene))
+    return out
+
+
+def _media_set(dest: Path, limit: int | None, seed: int, direction: str) -> Path:
+    from ..data import shapes as S
+
+    rng = np.random.default_rng(seed)
+    images = _shape_gallery(dest, rng, max(1, (limit or 192) // len(S.ALL_COMBOS)))
+    if direction == "i2t":  # images ask for captions: every held-out phrasing of every image, deduplicated
+        key_of = {c: scene.key for _, scene in images for c in S.captions(scene, S.EVAL_TEMPLATES)}
+        texts = sorted(key_of)
+        corpus = [{"_id": f"c{i}", "text": t} for i, t in enumerate(texts)]
+        by_key: dict[str, list[str]] = {}
+        for i, t in enumerate(texts):
+            by_key.setdefault(key_of[t], []).append(f"c{i}")
+        queries = [{"_id": f"i{i}", "image": rel} for i, (rel, _) in enumerate(images)]
+        qrels = [(f"i{i}", did, 1) for i, (_, scene) in enumerate(images) for did in by_key[scene.key]]
+        return write(dest, corpus, queries, qrels)
+    corpus = [{"_id": f"i{i}", "image": rel} for i, (rel, _) in enumerate(images)]
+    by_key = {}
+    for i, (_, scene) in enumerate(images):
+        by_key.setdefault(scene.key, []).append(f"i{i}")
+    asked, texts = [], []  # one caption per image, in a shuffled order; a caption already asked is skipped
+    for i in rng.permutation(len(images)):
+        scene = images[i][1]
+        text = S.captions(scene, S.EVAL_TEMPLATES)[int(rng.integers(len(S.EVAL_TEMPLATES)))]
+        if direction != "t2i" or text not in texts:  # spoken twice, a caption is two different queries
+            asked.append(scene)
+            texts.append(text)
+    queries = ([{"_id": f"q{i}", "text": t} for i, t in enumerate(texts)] if direction == "t2i"
+               else _spoken(dest, texts, rng))
+    qrels = [(f"q{i}", did, 1) for i, scene in enumerate(asked) for did in by_key[scene.key]]
+    return write(dest, corpus, queries, qrels)
+
+
+def _spoken(dest: Path, texts: list[str], rng: np.random.Generator) -> list[dict]:
+    from ..data import speech as P
+
+    if not P.espeak_available():
+        raise InvalidArgumentError("the speech set needs espeak-ng (apt-get install espeak-ng)")
+    (dest / "audio").mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, text in enumerate(texts):
+        rel = f"audio/q{i}.wav"
+        (dest / rel).write_bytes(P.wav_bytes(P.speak(text, P.sample_voice(rng, P.HELDOUT_VOICES), rng)))
+        rows.append({"_id": f"q{i}", "audio": rel})
+    return rows
+
+
+def build_shapes(dest: Path, limit: int | None = None, seed: int = 20261123) -> Path:
+    """The ``shapes`` set (text → image; see the module table); ``limit`` is the number of images."""
+    return _media_set(dest, limit, seed, "t2i")
+
+
+def build_shapes_i2t(dest: Path, limit: int | None = None, seed: int = 20261123) -> Path:
+    """The ``shapes-i2t`` set (image → text)."""
+    return _media_set(dest, limit, seed, "i2t")
+
+
+def build_speech(dest: Path, limit: int | None = None, seed: int = 20261123) -> Path:
+    """The ``speech`` set (audio → image)."""
+    return _media_set(dest, limit, seed, "a2i")
+
+
+BUILDERS: dict[str, Callable[..., Path]] = {
+    "docstrings": build_docstrings,
+    "debian": build_debian,
+    "shapes": build_shapes,
+    "shapes-i2t": build_shapes_i2t,
+    "speech": build_speech,
+}
+
+
+def build(name: str, dest: str | Path, limit: int | None = None, seed: int | None = None) -> Path:
+    """Write the set ``name`` into the folder ``dest`` (created; it must not hold a set already)."""
+    if name not in BUILDERS:
+        raise InvalidArgumentError(f"unknown set {name!r}; choose one of {choices(BUILDERS)}", "build")
+    dest = Path(dest)
+    if (dest / "corpus.jsonl").exists():
+        raise InvalidArgumentError(f"{dest} already holds a set (corpus.jsonl); choose an empty folder")
+    if limit is not None and limit < 1:
+        raise InvalidArgumentError("limit must be at least 1", "limit")
+    dest.mkdir(parents=True, exist_ok=True)
+    kwargs = {} if seed is None else {"seed": seed}
+    return BUILDERS[name](dest, limit, **kwargs)

@@ -1,0 +1,92 @@
+"""``zoo eval``: the sweep on a set folder, or ``--build NAME DIR`` to make a set from this machine's files."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from ..errors import InvalidArgumentError
+
+
+def _backends() -> dict:
+    from .. import plugins
+
+    return plugins.named(plugins.BACKENDS)
+
+
+def check_backend(backend: str) -> str:
+    """``backend`` if it is ``local`` or installed, else an error naming the installed ones."""
+    if backend != "local" and backend not in _backends():
+        raise InvalidArgumentError(f"backend {backend!r} is not installed; installed: "
+                                   f"{', '.join(['local', *_backends()])}", "backend")
+    return backend
+
+
+def open_model(name: str, backend: str, url: str, device: str | None) -> Any:
+    """An object with zoo's ``encode()`` for ``name``: in-process, or a client of an installed backend."""
+    if check_backend(backend) == "local":
+        from ..registry import create
+
+        return create(name, device=device)
+    return _backends()[backend].load()(name, url)
+
+
+def _cmd_eval(args: argparse.Namespace) -> int:
+    from . import report
+    from .build import build
+    from .data import load
+    from .embed import Cache, default_cache_dir
+
+    if args.build:
+        name, dest = args.build
+        path = build(name, dest, limit=args.limit, seed=args.seed)
+        data = load(path)
+        print(f"wrote {name} to {path}: {len(data.corpus)} documents, {len(data.queries)} queries")
+        return 0
+    if not args.model or not args.data:
+        raise InvalidArgumentError("give a MODEL and --data DIR (or --build NAME DIR to make a set)")
+    from . import evaluate
+
+    check_backend(args.backend)
+    data = load(args.data, split=args.split, max_queries=args.max_queries)
+    model = open_model(args.model, args.backend, args.url, args.device)
+    cache = Cache(None if args.no_cache else Path(args.cache_dir or default_cache_dir()))
+    rows = evaluate(model, data, backend=args.backend, cache=cache, batch_size=args.batch_size)
+    print(f"{model.spec.name} on {data.name}: {len(data.corpus)} documents, {len(data.queries)} queries"
+          f"{' (embeddings from the cache)' if cache.hits == 2 else ''}")
+    print(report.table(rows))
+    print(report.summary(rows))
+    if args.json:
+        report.write_json(rows, args.json)
+        print(f"wrote {args.json}", file=sys.stderr)
+    if args.plot:
+        report.plot(rows, args.plot, f"{model.spec.name} on {data.name} ({len(data.queries)} queries)")
+        print(f"wrote {args.plot}", file=sys.stderr)
+    return 0
+
+
+def add_command(sub: Any) -> None:
+    """Add ``zoo eval`` to the ``zoo`` CLI's sub-parsers."""
+    from .build import BUILDERS
+
+    p = sub.add_parser("eval", help="retrieval quality across dimensions x precision on a BEIR-layout set",
+                       description=__doc__)
+    p.add_argument("model", nargs="?", help="registry name or local model folder")
+    p.add_argument("--data", help="set folder: corpus.jsonl, queries.jsonl, qrels/<split>.tsv")
+    p.add_argument("--split", default="test", help="qrels file to use (default: test)")
+    p.add_argument("--json", help="write the rows as a JSON list to this file")
+    p.add_argument("--plot", help="write quality vs bytes per vector (with the Pareto front) to this PNG")
+    p.add_argument("--backend", default="local", help="local (in-process) or an installed one, e.g. triton")
+    p.add_argument("--url", default="127.0.0.1:8001", help="server address for a remote backend")
+    p.add_argument("--device", help="local backend: torch device (default: CUDA when present)")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--max-queries", type=int, help="evaluate only the first N judged queries")
+    p.add_argument("--cache-dir", help="where embeddings are cached (default: ~/.cache/zoo/eval)")
+    p.add_argument("--no-cache", action="store_true", help="embed afresh and store nothing")
+    p.add_argument("--build", nargs=2, metavar=("NAME", "DIR"),
+                   help=f"make a set from this machine's files instead: one of {', '.join(BUILDERS)}")
+    p.add_argument("--limit", type=int, help="--build: at most this many pairs (images for the media sets)")
+    p.add_argument("--seed", type=int, help="--build: seed of the generated media sets")
+    p.set_defaults(run=_cmd_eval)

@@ -1,0 +1,1 @@
+"""Adapters that let other tools drive zoo models (each imports its tool only when used)."""
