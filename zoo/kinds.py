@@ -131,6 +131,17 @@ def split_rows(flat: np.ndarray, lengths) -> list[np.ndarray]:
 
 
 # ---- sparse -----------------------------------------------------------------------------------------
+def heaviest(matrix, top_k: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each row of a ``csr_matrix`` as ``(column ids, weights)``, heaviest first (``top_k``: at most that many;
+    ties keep column order)."""
+    out = []
+    for r in range(matrix.shape[0]):
+        lo, hi = matrix.indptr[r], matrix.indptr[r + 1]
+        order = np.argsort(-matrix.data[lo:hi], kind="stable")[:top_k]
+        out.append((matrix.indices[lo:hi][order], matrix.data[lo:hi][order]))
+    return out
+
+
 def postprocess_sparse(matrix, *, normalize_output: bool, top_k: int | None):
     """A float32 ``csr_matrix`` of term weights with at most ``top_k`` terms per row (the largest),
     L2-normalized rows when asked; column indices sorted within each row."""
@@ -139,15 +150,10 @@ def postprocess_sparse(matrix, *, normalize_output: bool, top_k: int | None):
     m = sps.csr_matrix(matrix, dtype=np.float32)
     m.eliminate_zeros()
     if top_k is not None:
-        rows, cols, vals = [], [], []
-        for r in range(m.shape[0]):
-            lo, hi = m.indptr[r], m.indptr[r + 1]
-            keep = np.argsort(-m.data[lo:hi], kind="stable")[:top_k]
-            rows.append(np.full(len(keep), r))
-            cols.append(m.indices[lo:hi][keep])
-            vals.append(m.data[lo:hi][keep])
-        m = sps.csr_matrix((np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=m.shape,
-                           dtype=np.float32)
+        kept = heaviest(m, top_k)
+        rows = np.repeat(np.arange(m.shape[0]), [len(c) for c, _ in kept])
+        m = sps.csr_matrix((np.concatenate([v for _, v in kept]), (rows, np.concatenate([c for c, _ in kept]))),
+                           shape=m.shape, dtype=np.float32)
     if normalize_output:
         norms = np.sqrt(np.asarray(m.multiply(m).sum(1)).ravel())
         m = sps.csr_matrix(sps.diags(1.0 / np.maximum(norms, 1e-12)) @ m, dtype=np.float32)

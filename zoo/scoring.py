@@ -13,7 +13,7 @@ import numpy as np
 
 from . import postprocess as pp
 
-_CHUNK = 1 << 24  # scores held per block (64 MB): bounds memory whatever the corpus size
+SCORE_BLOCK = 1 << 24  # scores held per block (64 MB): bounds memory whatever the corpus size
 
 
 def _padded(items: Sequence[np.ndarray], precision: str) -> tuple[np.ndarray, np.ndarray]:
@@ -41,7 +41,7 @@ def maxsim(queries: Sequence[np.ndarray], documents: Sequence[np.ndarray], preci
         q = pp.dequantize(np.asarray(q), precision)
         if len(q) == 0:
             continue
-        step = max(1, _CHUNK // max(1, docs.shape[1] * len(q)))
+        step = max(1, SCORE_BLOCK // max(1, docs.shape[1] * len(q)))
         for s in range(0, len(docs), step):
             block = min(step, len(docs) - s)
             sim = (q @ flat[s * docs.shape[1]:(s + block) * docs.shape[1]].T).reshape(len(q), block, -1)

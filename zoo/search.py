@@ -19,14 +19,14 @@ from __future__ import annotations
 import numpy as np
 
 from .errors import InvalidArgumentError, choices
+from .scoring import SCORE_BLOCK
 
 CORRECTIONS = ("csls", "isoftmax")
-_CHUNK = 1 << 24  # scores held per block (64 MB): bounds memory whatever the corpus size
 
 
 def _step(n_cols: int) -> int:
     """Rows per block of a ``[rows, n_cols]`` score matrix."""
-    return max(1, _CHUNK // max(1, n_cols))
+    return max(1, SCORE_BLOCK // max(1, n_cols))
 
 
 def _top_of_rows(scores: np.ndarray, k: int) -> np.ndarray:

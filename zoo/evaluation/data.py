@@ -78,12 +78,14 @@ def _media(root: Path, value: Any, where: str, key: str) -> Path:
     return path
 
 
-def _read_side(root: Path, path: Path, titled: bool) -> Side:
+def _read_side(root: Path, path: Path, titled: bool, digest) -> Side:
     if not path.is_file():
         raise InvalidArgumentError(f"{path.name} is missing from the set folder {root.name!r}")
     side, seen = Side(), set()
+    digest.update(path.name.encode())  # a line moved between files changes the fingerprint
     with path.open("rb") as f:
         for n, raw in enumerate(f, start=1):
+            digest.update(raw)  # the fingerprint is taken in the same pass as the parse
             where = _where(path, n)
             if len(raw) > MAX_LINE_BYTES:
                 raise InvalidArgumentError(f"{where}: line is over {MAX_LINE_BYTES >> 20} MiB")
@@ -119,12 +121,14 @@ def _read_side(root: Path, path: Path, titled: bool) -> Side:
     return side
 
 
-def _read_qrels(path: Path, queries: set[str], corpus: set[str]) -> dict[str, dict[str, int]]:
+def _read_qrels(path: Path, queries: set[str], corpus: set[str], digest) -> dict[str, dict[str, int]]:
     if not path.is_file():
         raise InvalidArgumentError(f"qrels/{path.name} is missing from the set folder")
     qrels: dict[str, dict[str, int]] = {}
+    digest.update(path.name.encode())
     with path.open(encoding="utf-8", errors="strict") as f:
         for n, line in enumerate(f, start=1):
+            digest.update(line.encode())
             where = f"qrels/{_where(path, n)}"
             cells = line.rstrip("\r\n").split("\t")
             if n == 1:
@@ -150,15 +154,10 @@ def _read_qrels(path: Path, queries: set[str], corpus: set[str]) -> dict[str, di
     return qrels
 
 
-def _fingerprint(files: list[Path], side_paths: list[Path]) -> str:
-    h = hashlib.sha256()
-    for path in files:
-        h.update(path.name.encode())
-        h.update(hashlib.sha256(path.read_bytes()).digest())
-    for path in side_paths:  # media: cheap identity (size, mtime) rather than re-reading every file
+def _media_identity(digest, paths: list[Path]) -> None:
+    for path in paths:  # media: cheap identity (size, mtime) rather than re-reading every file
         st = path.stat()
-        h.update(f"{path}:{st.st_size}:{st.st_mtime_ns}".encode())
-    return h.hexdigest()[:16]
+        digest.update(f"{path}:{st.st_size}:{st.st_mtime_ns}".encode())
 
 
 def load(root: str | Path, split: str = "test", max_queries: int | None = None) -> RetrievalSet:
@@ -168,10 +167,11 @@ def load(root: str | Path, split: str = "test", max_queries: int | None = None) 
         raise InvalidArgumentError(f"{root.name!r} is not a folder with corpus.jsonl, queries.jsonl and qrels/")
     if not split.replace("-", "").replace("_", "").isalnum():
         raise InvalidArgumentError(f"split {split!r} must be a plain name such as 'test'", "split")
-    corpus = _read_side(root, root / "corpus.jsonl", titled=True)
-    queries = _read_side(root, root / "queries.jsonl", titled=False)
+    digest = hashlib.sha256()
+    corpus = _read_side(root, root / "corpus.jsonl", titled=True, digest=digest)
+    queries = _read_side(root, root / "queries.jsonl", titled=False, digest=digest)
     qrels_path = root / "qrels" / f"{split}.tsv"
-    qrels = _read_qrels(qrels_path, set(queries.ids), set(corpus.ids))
+    qrels = _read_qrels(qrels_path, set(queries.ids), set(corpus.ids), digest)
     judged = [i for i, q in enumerate(queries.ids) if q in qrels]
     if max_queries is not None:
         if max_queries < 1:
@@ -179,9 +179,8 @@ def load(root: str | Path, split: str = "test", max_queries: int | None = None) 
         judged = judged[:max_queries]
     queries = queries.subset(judged)
     qrels = {q: qrels[q] for q in queries.ids}
-    media = [p for p in corpus.items + queries.items if isinstance(p, Path)]
-    files = [root / "corpus.jsonl", root / "queries.jsonl", qrels_path]
-    return RetrievalSet(root, corpus, queries, qrels, _fingerprint(files, media) + f"-{len(queries)}")
+    _media_identity(digest, [p for p in corpus.items + queries.items if isinstance(p, Path)])
+    return RetrievalSet(root, corpus, queries, qrels, f"{digest.hexdigest()[:16]}-{len(queries)}")
 
 
 def write(root: str | Path, corpus: list[dict], queries: list[dict], qrels: list[tuple[str, str, int]],

@@ -20,7 +20,7 @@ import numpy as np
 from ..base import Embedder
 from ..registry import register_checkpoints, register_family
 from ..spec import EmbedderSpec, Modality
-from .common import folder_config, projected, read_json, token_counts, with_prompt
+from .common import TokenizedText, folder_config, projected, read_json, with_prompt
 
 TEXT_IMAGE = (Modality.TEXT, Modality.IMAGE)
 HF_TYPES = {"clip", "siglip"}
@@ -106,7 +106,7 @@ def _checkpoint_file_args(spec: EmbedderSpec, path: Path) -> tuple[str, dict[str
 
 
 @register_family("hf_clip")
-class HFClipEmbedder(Embedder):
+class HFClipEmbedder(TokenizedText, Embedder):
     """transformers ``CLIPModel`` / ``SiglipModel``: ``get_text_features`` / ``get_image_features``."""
 
     folder_priority = 20
@@ -136,9 +136,6 @@ class HFClipEmbedder(Embedder):
             max_length=int(text.get("max_position_embeddings", 77)),
             description=f"local transformers {cfg['model_type']} model",
         )
-
-    def _text_tokens(self, texts: list[str], prompt: str | None) -> list[int]:
-        return token_counts(self.tokenizer, with_prompt(texts, prompt), self.max_length)
 
     def _embed(self, batch: list[Any], modality: Modality, prompt: str | None) -> np.ndarray:
         import torch

@@ -28,6 +28,7 @@ from ..errors import InvalidArgumentError
 from ..registry import register_checkpoints, register_family
 from ..spec import EmbedderSpec, Modality
 from .common import (
+    TokenizedText,
     declared_max_length,
     note_truncated_texts,
     read_json,
@@ -35,7 +36,6 @@ from .common import (
     st_model_type,
     st_modules,
     st_prompts,
-    token_counts,
     tokenizer_max_length,
     with_prompt,
 )
@@ -121,7 +121,7 @@ def register_prefix_tokens(tokenizer: Any, prefixes: dict[str, str]) -> None:
 
 
 @register_family("colbert")
-class ColbertEmbedder(Embedder):
+class ColbertEmbedder(TokenizedText, Embedder):
     """A ``MultiVectorEncoder`` folder: transformer → Dense projections → scoring mask → unit token vectors."""
 
     folder_priority = 20
@@ -215,9 +215,6 @@ class ColbertEmbedder(Embedder):
         if side != "query" and self.keep_only is not None:
             keep = keep & torch.isin(ids, self.keep_only)
         return keep
-
-    def _text_tokens(self, texts: list[str], prompt: str | None) -> list[int]:
-        return token_counts(self.tokenizer, with_prompt(texts, prompt), self.max_length)
 
     def _embed_as(self, batch: list[Any], modality: Modality, opts: EncodeOptions, kind: str) -> list[np.ndarray]:
         import torch

@@ -125,6 +125,22 @@ def tokenizer_max_length(spec_max: int, path: Path, tokenizer: Any) -> int:
     return min(int(x) for x in limits if x and x < 10**9)
 
 
+class TokenizedText:
+    """For families whose text goes through a transformers tokenizer (they set ``tokenizer``, ``max_length``
+    and ``device``): the token count the base class asks for, and the padded batch the model reads."""
+
+    tokenizer: Any
+    max_length: int
+    device: str
+
+    def _text_tokens(self, texts: list[str], prompt: str | None) -> list[int]:
+        return token_counts(self.tokenizer, with_prompt(texts, prompt), self.max_length)
+
+    def _tokenized(self, texts: list[str], prompt: str | None):
+        """``texts`` with ``prompt`` in front, tokenized (see :func:`tokenize_texts`)."""
+        return tokenize_texts(self.tokenizer, with_prompt(texts, prompt), self.max_length, self.device)
+
+
 def sparse_rows_of(weights) -> list[tuple[Any, Any]]:
     """Each row of a ``[B, V]`` tensor of term weights as ``(indices, values)`` of its non-zero terms."""
     import torch
@@ -142,17 +158,12 @@ class SparseTerms:
 
     def terms(self, matrix, top_k: int | None = None) -> list[dict[str, float]]:
         """Each sparse row as ``{token: weight}``, heaviest first (``top_k``: at most that many)."""
-        import numpy as np
         import scipy.sparse as sps
 
-        m = sps.csr_matrix(matrix)
-        out = []
-        for r in range(m.shape[0]):
-            lo, hi = m.indptr[r], m.indptr[r + 1]
-            order = np.argsort(-m.data[lo:hi], kind="stable")[:top_k]
-            tokens = self.tokenizer.convert_ids_to_tokens(m.indices[lo:hi][order].tolist())
-            out.append({t: float(v) for t, v in zip(tokens, m.data[lo:hi][order])})
-        return out
+        from ..kinds import heaviest
+
+        return [{t: float(v) for t, v in zip(self.tokenizer.convert_ids_to_tokens(cols.tolist()), vals)}
+                for cols, vals in heaviest(sps.csr_matrix(matrix), top_k)]
 
 
 def tokenize_texts(tokenizer: Any, texts: list[str], max_length: int, device: str):

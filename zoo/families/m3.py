@@ -22,12 +22,10 @@ from ..registry import register_checkpoints, register_family
 from ..spec import EmbedderSpec, Modality
 from .common import (
     SparseTerms,
+    TokenizedText,
     read_json,
     sparse_rows_of,
-    token_counts,
-    tokenize_texts,
     tokenizer_max_length,
-    with_prompt,
 )
 
 HEADS = ("colbert_linear.pt", "sparse_linear.pt")
@@ -45,7 +43,7 @@ def _linear(path: Path):
 
 
 @register_family("m3")
-class M3Embedder(SparseTerms, Embedder):
+class M3Embedder(SparseTerms, TokenizedText, Embedder):
     """An encoder with BGE-M3's ColBERT and sparse heads."""
 
     folder_priority = 15
@@ -82,14 +80,10 @@ class M3Embedder(SparseTerms, Embedder):
                         "and multi-vector",
         )
 
-    def _text_tokens(self, texts: list[str], prompt: str | None) -> list[int]:
-        return token_counts(self.tokenizer, with_prompt(texts, prompt), self.max_length)
-
     def _embed_as(self, batch: list[Any], modality: Modality, opts: EncodeOptions, kind: str) -> Any:
         import torch
 
-        texts = with_prompt(batch, opts.prompt)
-        enc = tokenize_texts(self.tokenizer, texts, self.max_length, self.device)
+        enc = self._tokenized(batch, opts.prompt)
         with torch.inference_mode():
             hidden = self.model(**enc).last_hidden_state
             if kind == "dense":

@@ -18,6 +18,7 @@ from ..registry import register_checkpoints, register_family
 from ..spec import EmbedderSpec, Modality
 from .common import (
     SparseTerms,
+    TokenizedText,
     declared_max_length,
     read_json,
     refuse_modules,
@@ -25,10 +26,7 @@ from .common import (
     st_model_type,
     st_modules,
     st_prompts,
-    token_counts,
-    tokenize_texts,
     tokenizer_max_length,
-    with_prompt,
 )
 
 MODULES = {"MLMTransformer", "Transformer", "SpladePooling"}
@@ -46,7 +44,7 @@ def splade_config(path: Path) -> dict[str, Any]:
 
 
 @register_family("splade")
-class SpladeEmbedder(SparseTerms, Embedder):
+class SpladeEmbedder(SparseTerms, TokenizedText, Embedder):
     """An MLM transformer with SPLADE pooling: one sparse row of term weights per text."""
 
     folder_priority = 20
@@ -81,14 +79,10 @@ class SpladeEmbedder(SparseTerms, Embedder):
             description=f"local {config.get('model_type', 'transformers')} SPLADE sparse encoder",
         )
 
-    def _text_tokens(self, texts: list[str], prompt: str | None) -> list[int]:
-        return token_counts(self.tokenizer, with_prompt(texts, prompt), self.max_length)
-
     def _embed_as(self, batch: list[Any], modality: Modality, opts: EncodeOptions, kind: str) -> list:
         import torch
 
-        texts = with_prompt(batch, opts.prompt)
-        enc = tokenize_texts(self.tokenizer, texts, self.max_length, self.device)
+        enc = self._tokenized(batch, opts.prompt)
         with torch.inference_mode():
             logits = self.model(**enc).logits
             weights = torch.log1p(torch.relu(logits * enc["attention_mask"].unsqueeze(-1).to(logits.dtype)))

@@ -19,15 +19,13 @@ from ..base import Embedder
 from ..registry import register_checkpoints, register_family
 from ..spec import EmbedderSpec, Modality
 from .common import (
+    TokenizedText,
     declared_max_length,
     pool,
     read_json,
     refuse_modules,
     st_modules,
-    token_counts,
-    tokenize_texts,
     tokenizer_max_length,
-    with_prompt,
 )
 
 POOLINGS = ("mean", "cls", "last", "max")
@@ -55,7 +53,7 @@ def folder_pooling(path: Path) -> str | None:
 
 
 @register_family("text")
-class TextEmbedder(Embedder):
+class TextEmbedder(TokenizedText, Embedder):
     """A transformers encoder with pooling; modality text only."""
 
     folder_priority = 100  # the fallback: other families claim their model_types first
@@ -96,14 +94,10 @@ class TextEmbedder(Embedder):
             options={"pooling": folder_pooling(path) or "mean"},
         )
 
-    def _text_tokens(self, texts: list[str], prompt: str | None) -> list[int]:
-        return token_counts(self.tokenizer, with_prompt(texts, prompt), self.max_length)
-
     def _embed(self, batch: list[Any], modality: Modality, prompt: str | None) -> np.ndarray:
         import torch
 
-        texts = with_prompt(batch, prompt)
-        enc = tokenize_texts(self.tokenizer, texts, self.max_length, self.device)
+        enc = self._tokenized(batch, prompt)
         with torch.inference_mode():
             hidden = self.model(**enc).last_hidden_state
             pooled = pool(hidden, enc["attention_mask"], self.pooling)
