@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
+from zoo.runtime import RUNTIMES
+
 SERVE_ADDONS = "zoo.serve_addons"
 
 
@@ -38,7 +40,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     from .export import export
 
     for folder in export(args.names or default_model_names(), Path(args.out), instances=args.instances,
-                         kind=args.instance_kind):
+                         kind=args.instance_kind, runtime=args.runtime):
         print(f"wrote {folder}")
     return 0
 
@@ -69,7 +71,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     else:  # a throw-away export, removed when the server stops
         repo = Path(tempfile.mkdtemp(prefix="zoo-repository-"))
         atexit.register(shutil.rmtree, repo, True)
-        export(args.names or default_model_names(), repo, instances=args.instances, kind=args.instance_kind)
+        export(args.names or default_model_names(), repo, instances=args.instances, kind=args.instance_kind,
+               runtime=args.runtime)
     set_child_subreaper()  # stubs orphaned by a killed tritonserver are reaped here, not left as zombies
     server = TritonServer(repo, host=args.host, ports=Ports(args.grpc_port, args.http_port, args.metrics_port),
                           log_path=Path(args.log) if args.log else None)
@@ -125,6 +128,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="model repository folder to write")
     p.add_argument("--instances", type=int, default=1, help="instance_group count per model")
     p.add_argument("--instance-kind", choices=["cpu", "gpu"], default="cpu")
+    p.add_argument("--runtime", choices=RUNTIMES, default="torch",
+                   help="what the models run on, for those whose family offers it (the others run on torch)")
     p.set_defaults(run=_cmd_export)
 
     p = sub.add_parser("serve", help="serve models with tritonserver (gRPC + HTTP + metrics)")
@@ -136,6 +141,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metrics-port", type=int, default=8002)
     p.add_argument("--instances", type=int, default=1)
     p.add_argument("--instance-kind", choices=["cpu", "gpu"], default="cpu")
+    p.add_argument("--runtime", choices=RUNTIMES, default="torch",
+                   help="what the models run on, for those whose family offers it (the others run on torch)")
     p.add_argument("--timeout", type=float, default=600, help="seconds to wait for READY")
     p.add_argument("--log", help="write the server log here")
     p.add_argument("--no-supervise", dest="supervise", action="store_false",

@@ -39,14 +39,17 @@ def triton_name(name: str) -> str:
     return contract.model_name(name) if "/" in name else name
 
 
-def fetch_config(client: grpcclient.InferenceServerClient, triton_name: str) -> tuple[EmbedderSpec, str]:
-    """The spec and the weights' fingerprint the exporter stored in the served model's config."""
+def fetch_config(client: grpcclient.InferenceServerClient, triton_name: str) -> tuple[EmbedderSpec, str, str]:
+    """The spec, the weights' fingerprint and the runtime the exporter stored in the served model's config."""
     try:
         params = client.get_model_config(triton_name, as_json=True)["config"]["parameters"]
     except InferenceServerException as err:
         raise ServerError(f"cannot get model {triton_name!r} from the server: {err.message()}") from None
     spec = EmbedderSpec.from_dict(json.loads(params[contract.CONFIG_SPEC_KEY]["string_value"]))
-    return spec, params.get(contract.CONFIG_WEIGHTS_KEY, {}).get("string_value", "")
+    def param(key: str) -> str:
+        return params.get(key, {}).get("string_value", "")
+
+    return spec, param(contract.CONFIG_WEIGHTS_KEY), param(contract.CONFIG_RUNTIME_KEY) or "torch"
 
 
 def fetch_spec(client: grpcclient.InferenceServerClient, triton_name: str) -> EmbedderSpec:
@@ -102,7 +105,7 @@ class _Remote(EncodeFront):
         self.device = f"triton://{url}"
         self._grpc = grpcclient.InferenceServerClient(url)  # spec look-up; the sync client also infers on it
         try:
-            self.spec, self.weights_fingerprint = fetch_config(self._grpc, self.triton_name)
+            self.spec, self.weights_fingerprint, self.runtime = fetch_config(self._grpc, self.triton_name)
         except InferenceServerException as err:  # unreachable server
             raise ServerError(f"cannot reach tritonserver at {url}: {err.message()}") from None
 

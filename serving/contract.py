@@ -93,6 +93,7 @@ SEPARATOR = "--"  # replaces "/" in Triton model names
 CONFIG_MODEL_KEY = "zoo_model"  # config.pbtxt parameter: registry name or folder to load
 CONFIG_SPEC_KEY = "zoo_spec"  # config.pbtxt parameter: the spec as JSON, for clients
 CONFIG_WEIGHTS_KEY = "zoo_weights"  # config.pbtxt parameter: the weights' fingerprint at export ("" unknown)
+CONFIG_RUNTIME_KEY = "zoo_runtime"  # config.pbtxt parameter: the runtime the model runs on (zoo.runtime)
 
 
 def model_name(registry_name: str) -> str:

@@ -11,7 +11,8 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
-from zoo.registry import get_spec
+from zoo.registry import family_of, get_spec
+from zoo.runtime import check_offered
 from zoo.spec import EmbedderSpec
 from zoo.weights import available_offline, fingerprint, resolve
 
@@ -25,9 +26,11 @@ INSTANCE_KINDS = {"cpu": mc.ModelInstanceGroup.KIND_CPU, "gpu": mc.ModelInstance
 
 
 def build_config(
-    spec: EmbedderSpec, source: str, *, triton_name: str, instances: int = 1, kind: str = "cpu", weights: str = ""
+    spec: EmbedderSpec, source: str, *, triton_name: str, instances: int = 1, kind: str = "cpu", weights: str = "",
+    runtime: str = "torch",
 ) -> mc.ModelConfig:
     """The Triton ``ModelConfig`` of one model, every field derived from its spec and the contract."""
+    check_offered(runtime, family_of(spec).runtimes, spec)
     if instances < 1:
         raise ValueError(f"instances must be ≥ 1, got {instances}")
     if kind not in INSTANCE_KINDS:
@@ -55,6 +58,7 @@ def build_config(
     config.parameters[contract.CONFIG_MODEL_KEY].string_value = source
     config.parameters[contract.CONFIG_SPEC_KEY].string_value = json.dumps(spec.to_dict(), sort_keys=True)
     config.parameters[contract.CONFIG_WEIGHTS_KEY].string_value = weights
+    config.parameters[contract.CONFIG_RUNTIME_KEY].string_value = runtime
     return config
 
 
@@ -65,7 +69,8 @@ def _weights_fingerprint(spec: EmbedderSpec, source: str) -> str:
     return fingerprint(resolve(spec)) if available_offline(spec) else ""
 
 
-def export_model(name_or_path: str, out: Path, *, instances: int = 1, kind: str = "cpu") -> Path:
+def export_model(name_or_path: str, out: Path, *, instances: int = 1, kind: str = "cpu",
+                 runtime: str = "torch") -> Path:
     """Write one model's folder into the repository ``out``; returns that folder."""
     spec = get_spec(name_or_path)
     if os.path.isdir(name_or_path):  # a local folder: Triton name from the folder, load by path
@@ -73,7 +78,7 @@ def export_model(name_or_path: str, out: Path, *, instances: int = 1, kind: str 
     else:
         triton_name, source = contract.model_name(spec.name), spec.name
     config = build_config(spec, source, triton_name=triton_name, instances=instances, kind=kind,
-                          weights=_weights_fingerprint(spec, source))
+                          weights=_weights_fingerprint(spec, source), runtime=runtime)
     folder = Path(out) / triton_name
     if folder.exists():
         shutil.rmtree(folder)
@@ -83,7 +88,10 @@ def export_model(name_or_path: str, out: Path, *, instances: int = 1, kind: str 
     return folder
 
 
-def export(names: list[str], out: Path, *, instances: int = 1, kind: str = "cpu") -> list[Path]:
-    """Write a model repository holding ``names`` (registry names or local folders)."""
+def export(names: list[str], out: Path, *, instances: int = 1, kind: str = "cpu",
+           runtime: str = "torch") -> list[Path]:
+    """Write a model repository holding ``names`` (registry names or local folders); ``runtime`` applies
+    to the models whose family offers it, the others run on torch."""
     Path(out).mkdir(parents=True, exist_ok=True)
-    return [export_model(n, Path(out), instances=instances, kind=kind) for n in names]
+    return [export_model(n, Path(out), instances=instances, kind=kind,
+                         runtime=runtime if runtime in family_of(get_spec(n)).runtimes else "torch") for n in names]

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
@@ -110,19 +111,32 @@ def handle(embedder, requests: list[Request]) -> list[Answer | ZooError | Except
     return results
 
 
+def instance_threads(config: dict[str, Any], cores: int | None = None) -> int:
+    """Threads one model instance computes with: the machine's cores shared among the model's instances,
+    which run side by side (each in its own process), so they never fight over a core."""
+    instances = sum(int(g.get("count", 1)) for g in config.get("instance_group") or [{}])
+    return max(1, (cores or os.cpu_count() or 1) // max(1, instances))
+
+
 class TritonPythonModel:
     """Triton's entry points; everything model-specific comes from config parameters."""
 
     def initialize(self, args: dict[str, str]) -> None:
         """Load the `zoo` model named in ``config.pbtxt`` on this instance's device."""
+        import torch
+
         import zoo
 
         config = json.loads(args["model_config"])
-        source = config["parameters"][contract.CONFIG_MODEL_KEY]["string_value"]
+        params = config["parameters"]
+        source = params[contract.CONFIG_MODEL_KEY]["string_value"]
+        runtime = params.get(contract.CONFIG_RUNTIME_KEY, {}).get("string_value") or "torch"
         device = None  # CUDA when visible, else CPU
         if args.get("model_instance_kind") == "GPU":
             device = f"cuda:{args.get('model_instance_device_id', 0)}"
-        self.embedder = zoo.create(source, device=device)
+        threads = instance_threads(config)
+        torch.set_num_threads(threads)
+        self.embedder = zoo.create(source, device=device, runtime=runtime, threads=threads)
         import triton_python_backend_utils as pb_utils
 
         # zoo's protocol-neutral error codes → Triton's (gRPC INVALID_ARGUMENT / HTTP 400, …)

@@ -7,7 +7,7 @@ from abc import ABC
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -16,6 +16,9 @@ from . import kinds, truncation
 from . import postprocess as pp
 from .errors import InputError, InvalidArgumentError, UnknownPromptError, UnsupportedModalityError, choices
 from .spec import EmbedderSpec, Modality
+
+if TYPE_CHECKING:
+    from .runtime import Tower
 
 LARGE_INPUT = 1000  # a progress bar appears by itself from this many items on
 MAX_AUDIO_SECONDS = 600.0  # audio read at most, for models that declare no shorter window
@@ -135,6 +138,9 @@ class Embedder(EncodeFront, ABC):
 
     device: str
     weights_path: Path | None = None  # the folder the weights were loaded from (set by zoo.create)
+    #: the runtimes this family's towers can run on (see :mod:`zoo.runtime`); families with towers widen it
+    runtimes: tuple[str, ...] = ("torch",)
+    runtime: str = "torch"  # the runtime in use (set by :meth:`use_runtime`)
 
     def __init__(self, spec: EmbedderSpec, device: str | None = None) -> None:
         self.spec = spec
@@ -167,6 +173,25 @@ class Embedder(EncodeFront, ABC):
         """Tokens the model reads for each text (prompt and special tokens included, after truncation).
         Families that embed text override it."""
         raise NotImplementedError(f"{type(self).__name__} does not count text tokens")
+
+    def _towers(self) -> list[Tower]:
+        """The towers another runtime can stand in for (families that list more than torch in ``runtimes``)."""
+        return []
+
+    def use_runtime(self, runtime: str, threads: int | None = None) -> None:
+        """Run this model's towers on ``runtime`` (see :mod:`zoo.runtime`; ``threads``: ONNX Runtime's
+        intra-op threads, default every core). ONNX files are exported and checked on first use."""
+        from . import runtime as rt
+
+        if rt.check_offered(runtime, self.runtimes, self.spec) != self.runtime:
+            self._fast = {t.name: rt.accelerate(t, self.weights_fingerprint, runtime, self.device, threads)
+                          for t in self._towers()}
+            self.runtime = runtime
+
+    def run_tower(self, name: str, module: Any, inputs: Any) -> Any:
+        """``module(**inputs)``, or what stands in for the tower ``name`` on the runtime in use."""
+        fast = self.__dict__.get("_fast", {}).get(name)
+        return module(**inputs) if fast is None else fast(inputs)
 
     @functools.cached_property
     def weights_fingerprint(self) -> str:  # type: ignore[override]

@@ -30,11 +30,11 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
-    from .registry import get_spec
+    from .registry import family_of, get_spec
     from .weights import available_offline
 
     spec = get_spec(args.name)
-    info = spec.to_dict() | {"available_offline": available_offline(spec)}
+    info = spec.to_dict() | {"available_offline": available_offline(spec), "runtimes": list(family_of(spec).runtimes)}
     if args.json:
         print(json.dumps(info, indent=2))
     else:

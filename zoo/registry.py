@@ -31,6 +31,8 @@ class Family(Protocol):
 
     #: folders are offered to families in ascending priority order; the first claim wins
     folder_priority: int
+    #: the runtimes its towers run on (see zoo.runtime)
+    runtimes: tuple[str, ...]
 
     @classmethod
     def spec_from_folder(cls, path: Path) -> EmbedderSpec | None:
@@ -139,12 +141,20 @@ def family_of(spec: EmbedderSpec) -> type[Family]:
         raise UnknownFamilyError(spec.family, _FAMILIES, spec.name) from None
 
 
-def create(name_or_path: str, device: str | None = None) -> Embedder:
-    """Load a model by registry name (hub id) or local folder; ``device`` defaults to CUDA if present."""
+def create(name_or_path: str, device: str | None = None, runtime: str = "torch",
+           threads: int | None = None) -> Embedder:
+    """Load a model by registry name (hub id) or local folder; ``device`` defaults to CUDA if present.
+
+    ``runtime``: ``torch`` (default), ``torch-fp16``, or ``onnx`` / ``onnx-int8`` for families that offer
+    them (see :mod:`zoo.runtime`; ``threads`` sets ONNX Runtime's intra-op threads)."""
+    from .runtime import check_offered
     from .weights import resolve
 
     spec = get_spec(name_or_path)
+    family = family_of(spec)
+    check_offered(runtime, family.runtimes, spec)
     path = Path(name_or_path) if os.path.isdir(name_or_path) else resolve(spec)
-    model = family_of(spec).load(spec, path, device)
+    model = family.load(spec, path, device)
     model.weights_path = path
+    model.use_runtime(runtime, threads)
     return model

@@ -26,9 +26,11 @@ import numpy as np
 
 from ..base import Embedder
 from ..registry import create, register_checkpoints, register_family
+from ..runtime import RUNTIMES, Tower
 from ..spec import EmbedderSpec, Modality
 from .common import cut_audio, folder_config
 
+CHECK_SEED = 7  # the rendered scenes an exported image tower is checked on
 IMAGE_SIZE = 64
 IMAGE_MEAN, IMAGE_STD = 0.5, 0.25
 
@@ -134,6 +136,7 @@ class AlignedEmbedder(Embedder):
     """Frozen text model + trained image/audio towers in its space; interleaved = fusion of parts."""
 
     folder_priority = 10
+    runtimes = RUNTIMES
 
     def __init__(self, spec: EmbedderSpec, path: Path, device: str | None = None) -> None:
         super().__init__(spec, device)
@@ -168,10 +171,28 @@ class AlignedEmbedder(Embedder):
             return None
         return EmbedderSpec(name=str(path), family="aligned", source=str(path), **spec_fields(cfg))
 
+    def _towers(self) -> list[Tower]:
+        return [Tower("image", self.image_tower, self._check_images)]
+
+    def _check_images(self, n: int = 256, batch_size: int = 32) -> list[dict[str, Any]]:
+        """Batches of held-out rendered scenes that an exported image tower is checked on."""
+        from ..data import shapes
+
+        rng = np.random.default_rng(CHECK_SEED)
+        images = [shapes.render(shapes.sample_scene(rng, int(rng.integers(1, 3))), rng) for _ in range(n)]
+        return [{"input": image_batch(images[i : i + batch_size]).to(self.device)} for i in range(0, n, batch_size)]
+
+    def use_runtime(self, runtime: str, threads: int | None = None) -> None:
+        """The image tower and the text model both run on ``runtime`` (the audio tower stays on torch: its
+        mel front end is an FFT that the exporters do not take)."""
+        super().use_runtime(runtime, threads)
+        self.text.use_runtime(runtime, threads)
+
     def embed_images(self, images: list) -> np.ndarray:
         """Raw image-tower embeddings of PIL images."""
         with self._torch.inference_mode():
-            return self.image_tower(image_batch(images).to(self.device)).float().cpu().numpy()
+            pixels = image_batch(images).to(self.device)
+            return self.run_tower("image", self.image_tower, {"input": pixels}).float().cpu().numpy()
 
     def embed_audio(self, waves: list[np.ndarray]) -> np.ndarray:
         """Raw audio-tower embeddings of mono waveforms at the model's rate, one utterance per pass: the

@@ -44,6 +44,24 @@ def pool(hidden, mask, mode: str):
     return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
 
 
+def pooled_encoder(model: Any, pooling: str) -> Any:
+    """``model`` and its pooling as one module from token tensors to ``[B, H]`` rows: the text tower another
+    runtime stands in for (see :mod:`zoo.runtime`)."""
+    import torch
+
+    class PooledEncoder(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+
+        def forward(self, input_ids, attention_mask, token_type_ids=None):
+            extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+            hidden = self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
+            return pool(hidden, attention_mask, pooling)
+
+    return PooledEncoder()
+
+
 def projected(out: Any):
     """The projected features of a transformers ``get_*_features`` call: transformers ≥ 5 returns an output
     whose ``pooler_output`` holds them, older versions the tensor itself."""
@@ -125,6 +143,9 @@ def tokenizer_max_length(spec_max: int, path: Path, tokenizer: Any) -> int:
     return min(int(x) for x in limits if x and x < 10**9)
 
 
+CHECK_ITEMS = 256  # rows an exported tower is checked on
+
+
 class TokenizedText:
     """For families whose text goes through a transformers tokenizer (they set ``tokenizer``, ``max_length``
     and ``device``): the token count the base class asks for, and the padded batch the model reads."""
@@ -139,6 +160,16 @@ class TokenizedText:
     def _tokenized(self, texts: list[str], prompt: str | None):
         """``texts`` with ``prompt`` in front, tokenized (see :func:`tokenize_texts`)."""
         return tokenize_texts(self.tokenizer, with_prompt(texts, prompt), self.max_length, self.device)
+
+    def _check_batches(self, n: int = CHECK_ITEMS, batch_size: int = 32) -> list[dict[str, Any]]:
+        """Batches of the benchmark corpus (:mod:`zoo.data.sentences`), longest first, that a text tower
+        exported to another runtime is checked on."""
+        from ..data.sentences import mixed_sentences
+
+        texts = sorted(mixed_sentences(n), key=len, reverse=True)
+        return [dict(self.tokenizer(texts[i : i + batch_size], padding=True, truncation=True,
+                                    max_length=self.max_length, return_tensors="pt").to(self.device))
+                for i in range(0, len(texts), batch_size)]
 
 
 def sparse_rows_of(weights) -> list[tuple[Any, Any]]:

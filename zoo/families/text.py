@@ -17,11 +17,12 @@ import numpy as np
 
 from ..base import Embedder
 from ..registry import register_checkpoints, register_family
+from ..runtime import RUNTIMES, Tower
 from ..spec import EmbedderSpec, Modality
 from .common import (
     TokenizedText,
     declared_max_length,
-    pool,
+    pooled_encoder,
     read_json,
     refuse_modules,
     st_modules,
@@ -29,6 +30,7 @@ from .common import (
 )
 
 POOLINGS = ("mean", "cls", "last", "max")
+TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # a text tower's inputs, one per token
 # model_types that other families own: a folder with one of these is not a plain text encoder
 NOT_TEXT = {"clip", "siglip", "siglip2", "clap", "qwen2_vl", "qwen2_5_vl", "llava", "blip", "align"}
 #: the sentence-transformers modules this loader reproduces (a Dense projection, a sparse or multi-vector head
@@ -57,6 +59,7 @@ class TextEmbedder(TokenizedText, Embedder):
     """A transformers encoder with pooling; modality text only."""
 
     folder_priority = 100  # the fallback: other families claim their model_types first
+    runtimes = RUNTIMES
 
     def __init__(self, spec: EmbedderSpec, path: Path, device: str | None = None) -> None:
         super().__init__(spec, device)
@@ -69,6 +72,10 @@ class TextEmbedder(TokenizedText, Embedder):
         if self.pooling not in POOLINGS:
             raise ValueError(f"{spec.name}: pooling {self.pooling!r} not in {POOLINGS}")
         self.max_length = tokenizer_max_length(spec.max_length, path, self.tokenizer)
+        self.encoder = pooled_encoder(self.model, self.pooling)
+
+    def _towers(self) -> list[Tower]:
+        return [Tower("text", self.encoder, self._check_batches, sequence=TOKEN_INPUTS, tag=self.pooling)]
 
     @classmethod
     def spec_from_folder(cls, path: Path) -> EmbedderSpec | None:
@@ -99,9 +106,7 @@ class TextEmbedder(TokenizedText, Embedder):
 
         enc = self._tokenized(batch, prompt)
         with torch.inference_mode():
-            hidden = self.model(**enc).last_hidden_state
-            pooled = pool(hidden, enc["attention_mask"], self.pooling)
-        return pooled.float().cpu().numpy()
+            return self.run_tower("text", self.encoder, enc).float().cpu().numpy()
 
 
 _BGE_QUERY = "Represent this sentence for searching relevant passages: "

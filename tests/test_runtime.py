@@ -1,0 +1,121 @@
+"""Runtimes: ONNX Runtime towers exported from the torch modules (float32 and int8), checked against torch
+at export and kept in the cache; torch in half precision; the choice carried into Triton's config."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import zoo
+from tests.tiny_models import TEXTS, make_aligned, make_open_clip, make_tiny_text_folder
+from zoo import runtime as rt
+from zoo.data import shapes
+
+
+@pytest.fixture()
+def cache(tmp_path, monkeypatch):
+    """A fresh cache folder for the exported files."""
+    monkeypatch.setenv("ZOO_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def _cos(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+@pytest.fixture(scope="module")
+def tiny_text(tmp_path_factory):
+    return str(make_tiny_text_folder(tmp_path_factory.mktemp("tiny-text"), pooling="mean"))
+
+
+def test_onnx_text_tower_matches_torch_and_is_exported_once(tiny_text, cache):
+    ref = zoo.create(tiny_text).encode(TEXTS, "text", normalize=False)
+    model = zoo.create(tiny_text, runtime="onnx")
+    assert model.runtime == "onnx"
+    got = model.encode(TEXTS, "text", normalize=False)
+    assert _cos(got, ref).min() >= rt.FP32_MIN_COS
+    np.testing.assert_allclose(got, ref, atol=1e-4)
+    (onnx_file,) = cache.glob("onnx/*/fp32.onnx")
+    check = json.loads((onnx_file.parent / "check.json").read_text())
+    assert check["onnx"]["min_cos"] >= rt.FP32_MIN_COS and check["rows"] == 256
+    stamp = onnx_file.stat().st_mtime_ns
+    again = zoo.create(tiny_text, runtime="onnx")  # from the cache: not exported again
+    assert onnx_file.stat().st_mtime_ns == stamp
+    np.testing.assert_allclose(again.encode(TEXTS, "text", normalize=False), got, atol=1e-6)
+
+
+def test_int8_text_tower_meets_the_bar_it_records(tiny_text, cache):
+    ref = zoo.create(tiny_text).encode(TEXTS, "text")
+    model = zoo.create(tiny_text, runtime="onnx-int8")
+    check = model._fast["text"].check
+    assert check["runtime"] == "onnx-int8" and check["int8"] > 0
+    assert check["min_cos"] >= rt.INT8_MIN_COS and check["top10_overlap"] >= rt.INT8_MIN_OVERLAP
+    got = model.encode(TEXTS, "text")
+    assert _cos(got, ref).min() >= rt.INT8_MIN_COS
+    assert not np.allclose(got, ref, atol=1e-6)  # truly int8, not the float32 graph
+    import onnx
+
+    (int8_file,) = cache.glob("onnx/*/int8.onnx")
+    ops = {n.op_type for n in onnx.load(str(int8_file)).graph.node}
+    assert "DynamicQuantizeLinear" in ops or "MatMulInteger" in ops
+
+
+def test_agreement_measures_cosine_and_neighbour_overlap():
+    rng = np.random.default_rng(0)
+    rows = rng.normal(size=(50, 16))
+    same = rt.agreement(rows, rows * 3.0)
+    assert same["min_cos"] == pytest.approx(1.0) and same["top10_overlap"] == 1.0
+    shuffled = rt.agreement(rows, rows[rng.permutation(50)])
+    assert shuffled["min_cos"] < 0.9 and shuffled["top10_overlap"] < 0.5
+
+
+def test_a_failing_export_is_refused_not_used(tiny_text, cache, monkeypatch):
+    monkeypatch.setattr(rt, "_run", lambda session, batches: np.random.default_rng(0).normal(size=(256, 32)))
+    with pytest.raises(rt.RuntimeCheckError, match="differs from torch"):
+        zoo.create(tiny_text, runtime="onnx")
+    assert not list(cache.glob("onnx/*/fp32.onnx"))
+
+
+def test_half_precision_runtime(tiny_text):
+    ref = zoo.create(tiny_text).encode(TEXTS, "text")
+    got = zoo.create(tiny_text, runtime="torch-fp16").encode(TEXTS, "text")
+    assert got.dtype == np.float32 and _cos(got, ref).min() > 0.99
+
+
+def test_unknown_or_unoffered_runtime_is_a_clear_error(tiny_text, tmp_path):
+    with pytest.raises(zoo.InvalidArgumentError, match="unknown runtime 'tensorrt'"):
+        zoo.create(tiny_text, runtime="tensorrt")
+    clip = str(make_open_clip(tmp_path / "clip"))
+    with pytest.raises(zoo.InvalidArgumentError, match="runs on 'torch', not 'onnx'"):
+        zoo.create(clip, runtime="onnx")
+
+
+def test_aligned_model_runs_its_image_and_text_towers_on_onnx(tmp_path, cache):
+    folder = str(make_aligned(tmp_path / "aligned"))
+    rng = np.random.default_rng(3)
+    images = [shapes.render(shapes.sample_scene(rng), rng) for _ in range(5)]
+    torch_model, onnx_model = zoo.create(folder), zoo.create(folder, runtime="onnx")
+    assert set(onnx_model._fast) == {"image"} and onnx_model.text.runtime == "onnx"
+    for items, modality in ((images, "image"), (TEXTS, "text"), ([["a red circle", images[0]]], "interleaved")):
+        np.testing.assert_allclose(onnx_model.encode(items, modality), torch_model.encode(items, modality), atol=1e-4)
+
+
+def test_export_records_the_runtime_and_shares_cores_among_instances(tiny_text, tmp_path):
+    from serving import contract
+    from serving.export import build_config, export
+    from serving.triton_model import instance_threads
+
+    spec = zoo.get_spec(tiny_text)
+    config = build_config(spec, tiny_text, triton_name="t", instances=2, runtime="onnx-int8")
+    assert config.parameters[contract.CONFIG_RUNTIME_KEY].string_value == "onnx-int8"
+    as_json = {"instance_group": [{"count": 2, "kind": "KIND_CPU"}]}
+    assert instance_threads(as_json, cores=16) == 8 and instance_threads(as_json, cores=1) == 1
+    with pytest.raises(zoo.InvalidArgumentError, match="runs on .torch., not .onnx."):
+        build_config(zoo.get_spec(str(make_open_clip(tmp_path / "clip"))), "x", triton_name="c", runtime="onnx")
+    # a repository of several families: those without an ONNX path stay on torch
+    clip = str(tmp_path / "clip")
+    folders = export([tiny_text, clip], tmp_path / "repo", runtime="onnx")
+    written = [f.joinpath("config.pbtxt").read_text() for f in folders]
+    assert 'string_value: "onnx"' in written[0] and 'string_value: "torch"' in written[1]

@@ -1,0 +1,275 @@
+"""Runtimes a model's towers run on: torch (the default), torch in half precision, or ONNX Runtime sessions
+exported from the same torch modules, in float32 or with int8 weights.
+
+A family that offers the other runtimes lists its towers (:class:`Tower`: a torch module from named
+tensors to ``[B, D]`` rows, and the batches to check it on). ``create(name, runtime=...)`` then swaps each
+tower for the chosen runtime. The ONNX files are exported once per weights and kept under
+``<cache>/onnx`` (``$ZOO_CACHE_DIR``, else ``$XDG_CACHE_HOME/zoo``, else ``~/.cache/zoo``), never in the
+weights' folder. Each export is checked against torch on the tower's check batches before it is used:
+
+- ``onnx``: every row's cosine to torch's ≥ :data:`FP32_MIN_COS`;
+- ``onnx-int8``: dynamic int8 weights (per output channel) with every row's cosine ≥ :data:`INT8_MIN_COS`
+  and the top-10 neighbours of each row among the check rows the same as torch's for ≥
+  :data:`INT8_MIN_OVERLAP` of them on average. Where quantizing every weight misses that (activation
+  outliers make some layers fragile), the matrix products are ranked by how far quantizing each alone
+  moves the rows, and the most sensitive go back to float32, a twelfth at a time, until it holds.
+
+What was measured is written beside the files as ``check.json`` and is :attr:`OrtTower.check`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .errors import InvalidArgumentError, ZooError, choices
+
+log = logging.getLogger(__name__)
+
+RUNTIMES = ("torch", "torch-fp16", "onnx", "onnx-int8")
+DEFAULT_RUNTIME = "torch"
+FP32_MIN_COS = 0.9999
+INT8_MIN_COS = 0.99
+INT8_MIN_OVERLAP = 0.95
+TOP_K = 10
+#: bump when the export recipe changes, so cached files made by an older one are not reused
+EXPORT_VERSION = 1
+OPSET = 18
+KEEP_STEPS = 12  # int8: the most sensitive products go back to float32 in about this many steps
+
+
+class RuntimeCheckError(ZooError, RuntimeError):
+    """An exported tower does not give what torch gives closely enough to be used."""
+
+
+def check_runtime(runtime: Any) -> str:
+    """``runtime`` if it is one of :data:`RUNTIMES`, else an error naming the choices."""
+    if runtime not in RUNTIMES:
+        raise InvalidArgumentError(f"unknown runtime {runtime!r}; choose one of {choices(RUNTIMES)}", "runtime")
+    return runtime
+
+
+def check_offered(runtime: Any, runtimes: tuple[str, ...], spec: Any) -> str:
+    """``runtime`` if it is known and one of ``runtimes`` (what ``spec``'s family offers), else an error."""
+    if check_runtime(runtime) not in runtimes:
+        raise InvalidArgumentError(f"model {spec.name!r} ({spec.family} family) runs on {choices(runtimes)}, "
+                                   f"not {runtime!r}", "runtime")
+    return runtime
+
+
+def cache_root() -> Path:
+    """``$ZOO_CACHE_DIR``, else ``$XDG_CACHE_HOME/zoo``, else ``~/.cache/zoo``."""
+    if os.environ.get("ZOO_CACHE_DIR"):
+        return Path(os.environ["ZOO_CACHE_DIR"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "zoo"
+
+
+@dataclass
+class Tower:
+    """One torch module a family runs: ``module(**inputs)`` gives ``[B, D]`` float rows.
+
+    ``batches()`` gives the check batches (dicts of tensors named as the module's keyword arguments; the
+    first is also the export example), ``sequence`` the inputs whose axis 1 varies with the batch's length,
+    ``tag`` whatever besides the weights changes the graph (pooling, say)."""
+
+    name: str
+    module: Any
+    batches: Callable[[], list[dict[str, Any]]]
+    sequence: tuple[str, ...] = ()
+    tag: str = ""
+
+
+@dataclass
+class OrtTower:
+    """An ONNX Runtime session standing in for a tower: called like the module, with a dict of tensors."""
+
+    path: Path
+    device: str
+    threads: int | None = None
+    check: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = self.threads or 0  # 0: ORT's default, every core
+        options.inter_op_num_threads = 1
+        providers: list[Any] = ["CPUExecutionProvider"]
+        if self.device.startswith("cuda"):
+            if "CUDAExecutionProvider" in ort.get_available_providers():
+                index = int(self.device.partition(":")[2] or 0)
+                providers.insert(0, ("CUDAExecutionProvider", {"device_id": index}))
+            else:
+                log.warning("onnxruntime has no CUDA provider here (install onnxruntime-gpu); %s runs on the CPU",
+                            self.path.name)
+        self.session = ort.InferenceSession(str(self.path), options, providers=providers)
+        self.input_names = [i.name for i in self.session.get_inputs()]
+
+    def __call__(self, inputs: Mapping[str, Any]) -> Any:
+        import torch
+
+        feed = {name: inputs[name].detach().cpu().numpy() for name in self.input_names}
+        return torch.from_numpy(self.session.run(None, feed)[0]).to(self.device)
+
+
+class HalfTower:
+    """A tower run in float16 (``torch-fp16``): its module halved, float inputs cast on the way in."""
+
+    def __init__(self, module: Any) -> None:
+        self.module = module.half()
+
+    def __call__(self, inputs: Mapping[str, Any]) -> Any:
+        import torch
+
+        cast = {k: v.half() if torch.is_floating_point(v) else v for k, v in inputs.items()}
+        return self.module(**cast).float()
+
+
+def _key(tower: Tower, weights: str) -> str:
+    import onnxruntime
+    import torch
+
+    parts = [weights, tower.name, tower.tag, str(EXPORT_VERSION), torch.__version__, onnxruntime.__version__]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
+
+
+def _rows(x: Any) -> np.ndarray:
+    rows = np.asarray(x.detach().float().cpu().numpy() if hasattr(x, "detach") else x, dtype=np.float64)
+    return rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+
+
+def agreement(reference: np.ndarray, other: np.ndarray, k: int = TOP_K) -> dict[str, float]:
+    """How closely ``other`` rows follow ``reference`` rows: each row's cosine (least and mean), and the
+    mean share of each row's top-``k`` neighbours among all rows (itself excluded) that both agree on."""
+    ref, got = _rows(reference), _rows(other)
+    cos = (ref * got).sum(1)
+    k = min(k, len(ref) - 1)
+    overlap = 1.0
+    if k > 0:
+        def tops(rows: np.ndarray) -> np.ndarray:
+            sim = rows @ rows.T
+            np.fill_diagonal(sim, -np.inf)
+            return np.argsort(-sim, axis=1, kind="stable")[:, :k]
+
+        a, b = tops(ref), tops(got)
+        overlap = float(np.mean([len(set(x) & set(y)) / k for x, y in zip(a, b)]))
+    return {"min_cos": float(cos.min()), "mean_cos": float(cos.mean()), "top10_overlap": overlap}
+
+
+def _export(tower: Tower, example: dict[str, Any], dest: Path) -> None:
+    import torch
+
+    batch, length = torch.export.Dim("batch"), torch.export.Dim("length")
+    shapes = {name: ({0: batch, 1: length} if name in tower.sequence else {0: batch}) for name in example}
+    tmp = dest.with_suffix(".tmp")
+    with torch.inference_mode(False), torch.no_grad():
+        program = torch.onnx.export(tower.module, (), kwargs=example, input_names=list(example),
+                                    output_names=["rows"], dynamic_shapes=shapes, opset_version=OPSET,
+                                    dynamo=True, external_data=False, verbose=False)
+        program.save(str(tmp))
+    os.replace(tmp, dest)
+
+
+def _run(session: OrtTower, batches: list[dict[str, Any]]) -> np.ndarray:
+    return np.concatenate([session(b).float().cpu().numpy() for b in batches])
+
+
+def _weighted_products(path: Path) -> list[str]:
+    """Names of the matrix products with constant weights (what dynamic quantization makes int8)."""
+    import onnx
+
+    graph = onnx.load(str(path)).graph
+    weights = {i.name for i in graph.initializer}
+    return [n.name for n in graph.node if n.op_type in ("MatMul", "Gemm") and n.input[1] in weights]
+
+
+def _by_sensitivity(fp32: Path, products: list[str], batches: list[dict[str, Any]], reference: np.ndarray,
+                    device: str, scratch: Path) -> list[str]:
+    """``products`` ordered by how far quantizing each one alone moves the rows (mean cosine), most first."""
+    loss = {}
+    for name in products:
+        _quantize(fp32, scratch, [], only=[name])
+        loss[name] = 1.0 - agreement(reference, _run(OrtTower(scratch, device), batches))["mean_cos"]
+    scratch.unlink(missing_ok=True)
+    return sorted(products, key=lambda n: -loss[n])
+
+
+def _quantize(src: Path, dest: Path, keep: list[str], only: list[str] | None = None) -> None:
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    tmp = dest.with_suffix(".tmp")
+    quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8, per_channel=True, nodes_to_exclude=keep,
+                     nodes_to_quantize=only)
+    os.replace(tmp, dest)
+
+
+def _int8_passes(measured: dict[str, float]) -> bool:
+    return measured["min_cos"] >= INT8_MIN_COS and measured["top10_overlap"] >= INT8_MIN_OVERLAP
+
+
+def _make(tower: Tower, folder: Path, runtime: str, device: str) -> dict[str, Any]:
+    """Export (and for int8 quantize) ``tower`` into ``folder``, check it, and return what was measured."""
+    import torch
+
+    folder.mkdir(parents=True, exist_ok=True)
+    batches = tower.batches()
+    with torch.inference_mode():
+        reference = np.concatenate([tower.module(**b).float().cpu().numpy() for b in batches])
+    fp32 = folder / "fp32.onnx"
+    if not fp32.is_file():
+        _export(tower, batches[0], fp32)
+    check = {"tower": tower.name, "rows": len(reference)}
+    check["onnx"] = agreement(reference, _run(OrtTower(fp32, device), batches))
+    if check["onnx"]["min_cos"] < FP32_MIN_COS:
+        fp32.unlink()
+        raise RuntimeCheckError(f"the ONNX export of the {tower.name} tower differs from torch (least cosine "
+                                f"{check['onnx']['min_cos']:.6f} < {FP32_MIN_COS}); use runtime='torch'")
+    if runtime == "onnx-int8":
+        int8 = folder / "int8.onnx"
+        # ranked on the shorter half of the check batches (cheap), judged on all of them
+        half = len(batches) // 2
+        rows = sum(len(next(iter(b.values()))) for b in batches[:half])
+        candidates = _by_sensitivity(fp32, _weighted_products(fp32), batches[half:], reference[rows:], device,
+                                     folder / "scratch.onnx")
+        step = max(1, len(candidates) // KEEP_STEPS)
+        for n_kept in [*range(0, len(candidates), step), len(candidates)]:
+            keep = candidates[:n_kept]
+            _quantize(fp32, int8, keep)
+            measured = agreement(reference, _run(OrtTower(int8, device), batches))
+            log.info("%s int8 with %d matrix products kept in float32: %s", tower.name, n_kept, measured)
+            if _int8_passes(measured):
+                check["onnx-int8"] = measured | {"float32_kept": len(keep), "int8": len(candidates) - len(keep)}
+                break
+        else:
+            int8.unlink(missing_ok=True)
+            raise RuntimeCheckError(f"no int8 weights for the {tower.name} tower reach least cosine {INT8_MIN_COS} "
+                                    f"and top-{TOP_K} overlap {INT8_MIN_OVERLAP}; use runtime='onnx'")
+    return check
+
+
+def accelerate(tower: Tower, weights: str, runtime: str, device: str, threads: int | None = None) -> Callable:
+    """What runs ``tower`` on ``runtime``: the module itself (torch), halved (torch-fp16), or a checked ONNX
+    Runtime session made on first use and kept in the cache folder for these weights (onnx, onnx-int8)."""
+    runtime = check_runtime(runtime)
+    if runtime == "torch":
+        return lambda inputs: tower.module(**inputs)
+    if runtime == "torch-fp16":
+        return HalfTower(tower.module)
+    folder = cache_root() / "onnx" / _key(tower, weights)
+    record = folder / "check.json"
+    check = json.loads(record.read_text()) if record.is_file() else {}
+    name = "int8.onnx" if runtime == "onnx-int8" else "fp32.onnx"
+    if runtime not in check or not (folder / name).is_file():
+        check = check | _make(tower, folder, runtime, device)
+        tmp = record.with_suffix(".tmp")
+        tmp.write_text(json.dumps(check, indent=2))
+        os.replace(tmp, record)
+    return OrtTower(folder / name, device, threads, check={"runtime": runtime} | check[runtime])
