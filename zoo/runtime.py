@@ -206,8 +206,12 @@ def _quantize(src: Path, dest: Path, keep: list[str], only: list[str] | None = N
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     tmp = dest.with_suffix(".tmp")
-    quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8, per_channel=True, nodes_to_exclude=keep,
-                     nodes_to_quantize=only)
+    logging.disable(logging.WARNING)  # the quantizer logs advice on the root logger at every call
+    try:
+        quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8, per_channel=True, nodes_to_exclude=keep,
+                         nodes_to_quantize=only)
+    finally:
+        logging.disable(logging.NOTSET)
     os.replace(tmp, dest)
 
 
