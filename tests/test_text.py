@@ -132,4 +132,22 @@ def test_texts_are_tokenized_once_and_only_cut_ones_again(minilm, monkeypatch):
     calls.clear()
     with pytest.warns(TruncationWarning, match=r"^1 of 3 inputs exceed 256 tokens"):
         minilm.encode(["x " * 300, "a dog", "a bird"], "text")
-    assert calls == [3, 1]  # the one text that filled the window is measured whole, nothing else
+    # the long text has a pass of its own, the short ones share one; the cut is read off the fast
+    # tokenizer's own overflow, with no second pass
+    assert calls == [1, 2]
+
+
+def test_length_batches_keep_short_items_away_from_long_ones():
+    from zoo.base import length_batches
+
+    # one long text among short ones gets a pass of its own; similar lengths share batches up to batch_size
+    assert length_batches([1000, 60, 50, 40, 30, 20], 32) == [(0, 1), (1, 6)]
+    assert length_batches([100] * 70, 32) == [(0, 32), (32, 64), (64, 70)]
+    assert length_batches([300, 200, 150, 140, 100, 30], 3) == [(0, 3), (3, 6)]
+    assert length_batches([], 4) == []
+
+
+def test_mixed_lengths_embed_as_they_do_alone(minilm):
+    texts = ["word " * 300, "a cat", "the dog sat", "short", "word " * 280]
+    alone = np.concatenate([minilm.encode([t], "text") for t in texts])
+    np.testing.assert_allclose(minilm.encode(texts, "text"), alone, atol=1e-5)

@@ -22,6 +22,10 @@ if TYPE_CHECKING:
 
 LARGE_INPUT = 1000  # a progress bar appears by itself from this many items on
 MAX_AUDIO_SECONDS = 600.0  # audio read at most, for models that declare no shorter window
+#: a batch ends before an item this many times shorter than its longest (and LENGTH_GAP shorter): padding a
+#: short text to a long one's length costs more than a second forward pass
+LENGTH_SPREAD = 2.0
+LENGTH_GAP = 128  # in the units of _lengths (characters of a text, samples of audio)
 
 
 def pick_device(device: str | None = None) -> str:
@@ -62,6 +66,22 @@ class EncodeOptions:
     output: str = "dense"  # the output kind (see zoo.kinds)
     max_vectors: int | None = None  # multivector: at most this many vectors per item
     top_k: int | None = None  # sparse: at most this many terms per item
+
+
+def length_batches(lengths: Sequence[int], batch_size: int, spread: float = LENGTH_SPREAD,
+                   gap: int = LENGTH_GAP) -> list[tuple[int, int]]:
+    """``(start, end)`` batches over items sorted longest first: at most ``batch_size`` items, and a batch
+    ends before an item ``spread`` times shorter than its first (and ``gap`` shorter at least), so that a
+    few long items never make many short ones pad to their length (what a server's mixed batches meet)."""
+    out, start = [], 0
+    for i, n in enumerate(lengths):
+        first = lengths[start]
+        if i > start and (i - start >= batch_size or (first > spread * n and first - n >= gap)):
+            out.append((start, i))
+            start = i
+    if lengths:
+        out.append((start, len(lengths)))
+    return out
 
 
 class EncodeFront:
@@ -246,15 +266,15 @@ class Embedder(EncodeFront, ABC):
         kind = kinds.DERIVED.get(opts.output, opts.output)
         # dense rows go straight into one array; other kinds are gathered per item
         out: Any = np.empty((len(items), self.spec.dim), dtype=np.float32) if kind == "dense" else [None] * len(items)
-        starts = range(0, len(items), batch_size)
+        batches: Any = length_batches([lengths[i] for i in order], batch_size)
         if show_progress or len(items) >= LARGE_INPUT:
             from tqdm.auto import tqdm
 
-            starts = tqdm(starts, desc=f"encode {modality.value}", unit="batch")
+            batches = tqdm(batches, desc=f"encode {modality.value}", unit="batch")
         gathering = truncation.begin()  # the batches note what they cut; one warning per call follows
         try:
-            for start in starts:
-                idx = order[start : start + batch_size]
+            for start, end in batches:
+                idx = order[start:end]
                 got = self._embed_as([items[i] for i in idx], modality, opts, kind)
                 if kind == "dense":
                     out[idx] = got

@@ -201,5 +201,9 @@ def tokenize_texts(tokenizer: Any, texts: list[str], max_length: int, device: st
     """A padded, truncated batch on ``device`` (texts cut to ``max_length`` are noted, see
     :func:`note_truncated_texts`)."""
     enc = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt", verbose=False)
-    note_truncated_texts(tokenizer, texts, enc["attention_mask"].sum(1).tolist(), max_length)
+    if enc.encodings:  # a fast tokenizer keeps what it cut: no second pass over the texts
+        over = sum(bool(e.overflowing) for e in enc.encodings)
+        truncation.note(truncation.TruncationWarning, f"inputs exceed {max_length} tokens and were truncated", over)
+    else:
+        note_truncated_texts(tokenizer, texts, enc["attention_mask"].sum(1).tolist(), max_length)
     return enc.to(device)
