@@ -2,7 +2,7 @@
 served path under several load shapes, cold start and memory. Prints a table, writes JSON and
 ``docs/BENCHMARKS.md`` (``docs/benchmarks.json``; on CUDA ``-gpu`` files beside them).
 
-    python -m scripts.bench [--sections text,image,served] [--n 2000] [--device cpu|cuda] [--out DIR]
+    python -m scripts.bench [--sections text,image,served,batcher] [--n 2000] [--device cpu|cuda] [--out DIR]
 
 Everything is measured side by side in this one run (the machine is shared and noisy: read the ratios).
 
@@ -15,7 +15,10 @@ Everything is measured side by side in this one run (the machine is shared and n
   with 1 / 16 / 64 concurrent one-item clients and 4 clients of 32 items, text and image; items/s, p50 / p99,
   the ratio to the same runtime's in-process batch-32 throughput, the generator's CPU share, Triton's own
   split of a request's time (queue, compute) and the mean executed batch; cold start to READY and the
-  server's resident memory (tritonserver and its python-backend stubs).
+  server's resident memory (tritonserver and its python-backend stubs);
+- batcher (not in the default sections): the served text model at several dynamic-batcher queue delays;
+- ``--peer infinity``: infinity-emb, installed into a throw-away virtual environment (never a dependency
+  of this project), serving the same weights folder under the same text load shapes.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from functools import partial
 from io import BytesIO
 from pathlib import Path
 
@@ -53,8 +57,8 @@ def machine(device: str) -> dict:
     """What the numbers were measured on."""
     import torch
 
-    info = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(), "python": platform.python_version(),
-            "torch": torch.__version__, "device": device}
+    info = {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+            "python": platform.python_version(), "torch": torch.__version__, "device": device}
     try:
         model = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
         info["cpu"] = model
@@ -70,8 +74,9 @@ def machine(device: str) -> dict:
 
 def text_section(args: argparse.Namespace, texts: list[str]) -> dict:
     """sentence-transformers vs zoo on every runtime: items/s per batch size, and agreement with torch."""
-    import zoo
     from sentence_transformers import SentenceTransformer
+
+    import zoo
     from zoo.runtime import agreement
     from zoo.weights import resolve
 
@@ -93,7 +98,7 @@ def text_section(args: argparse.Namespace, texts: list[str]) -> dict:
         items = singles if batch == 1 else texts
         for name in models:  # side by side: every path at this batch size before the next size
             run(name, items[:batch], batch)
-            rows[name][f"batch_{batch}"] = _rate(lambda: run(name, items, batch), len(items), args.repeat)
+            rows[name][f"batch_{batch}"] = _rate(partial(run, name, items, batch), len(items), args.repeat)
     reference = run("zoo torch", texts, 32)
     for name in models:
         rows[name]["agreement"] = agreement(reference, run(name, texts, 32))
@@ -107,10 +112,42 @@ def text_section(args: argparse.Namespace, texts: list[str]) -> dict:
         start = time.perf_counter()
         one.encode([t], "text")
         lat.append(time.perf_counter() - start)
+    profile = backend_profile(one, singles[:100])
     base = rows["sentence-transformers"]
-    for name, row in rows.items():
+    for row in rows.values():
         row["vs_sentence_transformers"] = {k: row[k] / base[k] for k in base if k.startswith("batch_")}
-    return {"model": args.text_model, "rows": rows, "one_sentence_p50_ms": float(np.median(lat) * 1000)}
+    return {"model": args.text_model, "rows": rows, "one_sentence_p50_ms": float(np.median(lat) * 1000),
+            "backend_profile_ms": profile}
+
+
+#: the python-backend's stages for one request, as functions a profile finds them by
+STAGES = {"parse and validate": "_prepare", "tokenize": "tokenize_texts", "forward": "run_tower",
+          "post-process": "postprocess", "to wire": "result_to_wire"}
+
+
+def backend_profile(model, texts: list[str]) -> dict[str, float]:
+    """Where the served model's own time goes for one-sentence requests: the backend's ``handle`` profiled
+    on one request at a time (ms per request, by stage, and in all)."""
+    import cProfile
+    import pstats
+
+    from serving import contract
+    from serving.triton_model import Request, handle
+    from zoo.spec import Modality
+
+    requests = [Request(inputs={contract.INPUTS[Modality.TEXT]: [t.encode()]}, parameters={}) for t in texts]
+    profiler = cProfile.Profile()
+    t = time.perf_counter()
+    profiler.enable()
+    for req in requests:
+        handle(model, [req])
+    profiler.disable()
+    total = time.perf_counter() - t
+    stats = pstats.Stats(profiler).stats
+    cumulative = {}
+    for stage, func in STAGES.items():
+        cumulative[stage] = sum(v[3] for k, v in stats.items() if k[2] == func) / len(requests) * 1000
+    return cumulative | {"handle (all, profiled)": total / len(requests) * 1000}
 
 
 def _png_bytes(n: int, size: int = 224) -> list[bytes]:
@@ -164,20 +201,23 @@ def image_section(args: argparse.Namespace, images: list[bytes], vit: Path) -> d
     ours = zoo.create(str(vit), device=args.device)
     aligned = {r: zoo.create(default_model("image"), device=args.device, runtime=r)
                for r in ("torch", "onnx") if args.aligned}
-    paths = {"open_clip direct (ViT-B-32)": open_clip_direct,
-             "zoo (ViT-B-32)": lambda items: ours.encode(items, "image", batch_size=32)}
-    paths |= {f"zoo aligned {r}": (lambda m: lambda items: m.encode(items, "image", batch_size=32))(m)
-              for r, m in aligned.items()}
+    def zoo_images(model, items: list[bytes]) -> np.ndarray:
+        return model.encode(items, "image", batch_size=32)
+
+    paths = {"open_clip direct (ViT-B-32)": open_clip_direct, "zoo (ViT-B-32)": partial(zoo_images, ours)}
+    paths |= {f"zoo aligned {r}": partial(zoo_images, m) for r, m in aligned.items()}
     rows = {}
     for name, fn in paths.items():
         n = len(images) if "aligned" in name else args.vit_images
         fn(images[:8])
-        rows[name] = {"batch_32": _rate(lambda: fn(images[:n]), n, args.repeat)}
+        rows[name] = {"batch_32": _rate(partial(fn, images[:n]), n, args.repeat)}
     same = (open_clip_direct(images[:16]) * ours.encode(images[:16], "image")).sum(1).min()
-    rows["zoo (ViT-B-32)"]["vs_open_clip"] = rows["zoo (ViT-B-32)"]["batch_32"] / rows["open_clip direct (ViT-B-32)"][
-        "batch_32"]
+    def ratio(a: str, b: str) -> float:
+        return rows[a]["batch_32"] / rows[b]["batch_32"]
+
+    rows["zoo (ViT-B-32)"]["vs_open_clip"] = ratio("zoo (ViT-B-32)", "open_clip direct (ViT-B-32)")
     if args.aligned:
-        rows["zoo aligned onnx"]["vs_torch"] = rows["zoo aligned onnx"]["batch_32"] / rows["zoo aligned torch"]["batch_32"]
+        rows["zoo aligned onnx"]["vs_torch"] = ratio("zoo aligned onnx", "zoo aligned torch")
     return {"rows": rows, "zoo_vs_open_clip_least_cosine": float(same)}
 
 
@@ -193,10 +233,11 @@ def _rss_mib(pids: list[int]) -> float:
     return total / 1024
 
 
-def _load(url: str, model: str, modality: str, items_file: Path, clients: int, items: int, requests: int) -> dict:
+def _load(url: str, model: str, modality: str, items_file: Path, clients: int, items: int, requests: int,
+          protocol: str = "grpc") -> dict:
     cmd = [sys.executable, "-m", "scripts.bench_load", "--url", url, "--model", model, "--modality", modality,
            "--items-file", str(items_file), "--clients", str(clients), "--items", str(items),
-           "--requests", str(requests)]
+           "--requests", str(requests), "--protocol", protocol]
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=900)
     if done.returncode != 0:
         raise RuntimeError(f"load generator failed: {done.stderr[-2000:]}")
@@ -274,6 +315,89 @@ def served_section(args: argparse.Namespace, texts: list[str], images: list[byte
     return out
 
 
+def batcher_section(args: argparse.Namespace, texts: list[str]) -> dict:
+    """The text model served on torch at each of ``--queue-delays`` (µs): what the dynamic batcher's wait
+    buys and costs at 1, 16 and 64 concurrent one-item clients."""
+    from google.protobuf import text_format
+    from tritonclient.grpc import model_config_pb2 as mc
+
+    from serving.export import export
+    from serving.server import TritonServer, free_ports
+
+    work = Path(tempfile.mkdtemp(prefix="zoo-batcher-"))
+    (work / "texts.pkl").write_bytes(pickle.dumps(texts))
+    out = {}
+    for delay in (int(d) for d in args.queue_delays.split(",")):
+        repo = work / f"repo-{delay}"
+        (folder,) = export([args.text_model], repo)
+        config = text_format.Parse((folder / "config.pbtxt").read_text(), mc.ModelConfig())
+        config.dynamic_batching.max_queue_delay_microseconds = delay
+        (folder / "config.pbtxt").write_text(text_format.MessageToString(config))
+        with TritonServer(repo, ports=free_ports()).start() as server:
+            out[str(delay)] = {f"{c}x1": _load(server.grpc_url, args.text_model, "text", work / "texts.pkl", c, 1,
+                                               max(2, args.served_items // c)) for c in (1, 16, 64)}
+    return out
+
+
+INFINITY = "infinity-emb[server,torch]==0.0.78"
+
+
+def _infinity_venv(venv: Path) -> Path:
+    """A throw-away virtual environment holding infinity-emb (never a dependency of this project); made once."""
+    exe = venv / "bin" / "infinity_emb"
+    if not exe.exists():
+        subprocess.run([sys.executable, "-m", "venv", "--clear", str(venv)], check=True)
+        pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
+        subprocess.run(pip + ["torch==2.13.0"], check=True)  # the CPU build (pip's own choice would be CUDA's)
+        subprocess.run(pip + [INFINITY], check=True)
+    return exe
+
+
+def peer_section(args: argparse.Namespace, texts: list[str], served: dict) -> dict:
+    """infinity-emb serving the same weights folder on loopback, under the same text load shapes; each shape's
+    ratio is zoo's best served runtime over infinity."""
+    import urllib.request
+
+    import zoo
+    from serving.server import free_ports
+    from zoo.weights import resolve
+
+    exe = _infinity_venv(Path(args.peer_venv).expanduser())
+    folder = args.text_model if os.path.isdir(args.text_model) else str(resolve(zoo.get_spec(args.text_model)))
+    port = free_ports().http
+    env = os.environ | {"INFINITY_ANONYMOUS_USAGE_STATS": "0", "DO_NOT_TRACK": "1", "HF_HUB_OFFLINE": "1"}
+    log = open(Path(tempfile.mkdtemp(prefix="zoo-peer-")) / "infinity.log", "w")
+    t = time.perf_counter()
+    proc = subprocess.Popen([str(exe), "v2", "--model-id", folder, "--served-model-name", "peer", "--host",
+                             "127.0.0.1", "--port", str(port), "--engine", "torch", "--device", "cpu",
+                             "--batch-size", "32"], stdout=log, stderr=subprocess.STDOUT, env=env)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"infinity exited with {proc.returncode}; its log: {log.name}")
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2):
+                    break
+            except OSError:
+                time.sleep(1)
+        out: dict = {"cold_start_s": time.perf_counter() - t, "rss_mib": _rss_mib([proc.pid]), "loads": {}}
+        items_file = Path(tempfile.mkdtemp(prefix="zoo-peer-")) / "texts.pkl"
+        items_file.write_bytes(pickle.dumps(texts))
+        for clients, per in LOADS:
+            got = _load(url, "peer", "text", items_file, clients, per, max(2, args.served_items // (clients * per)),
+                        protocol="openai-http")
+            best = max((r["loads"][f"text {clients}x{per}"]["items_per_s"] for r in served.values()
+                        if isinstance(r, dict) and "loads" in r), default=None)
+            if best:
+                got["zoo_best_served_over_infinity"] = best / got["items_per_s"]
+            out["loads"][f"text {clients}x{per}"] = got
+        return out
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
 def table(results: dict) -> str:
     """The results as markdown tables."""
     lines = []
@@ -284,7 +408,9 @@ def table(results: dict) -> str:
             cells = [f"{row[f'batch_{b}']:.1f} ({row['vs_sentence_transformers'][f'batch_{b}']:.2f}×)" for b in BATCHES]
             agree = row["agreement"]
             lines.append(f"| {name} | {' | '.join(cells)} | {agree['min_cos']:.4f} | {agree['top10_overlap']:.3f} |")
-        lines += ["", f"One sentence in-process (zoo torch): p50 {results['text']['one_sentence_p50_ms']:.1f} ms", ""]
+        lines += ["", f"One sentence in-process (zoo torch): p50 {results['text']['one_sentence_p50_ms']:.1f} ms", "",
+                  "Served model's own time for one sentence (python backend `handle`, profiled, ms): "
+                  + ", ".join(f"{k} {v:.2f}" for k, v in results["text"]["backend_profile_ms"].items()), ""]
     if "image" in results:
         lines += ["### Image in-process (items/s, batch 32, from PNG bytes)", "", "| path | items/s | ratio |",
                   "|---|---|---|"]
@@ -301,13 +427,32 @@ def table(results: dict) -> str:
                   "| mean batch | generator CPU |", "|---|---|---|---|---|---|---|---|---|---|"]
         for load, r in served["loads"].items():
             ratio = r.get("vs_in_process_batch_32")
+            cells = [f"{r[k]:.1f}" for k in ("p50_ms", "p99_ms", "server_request_ms", "queue_ms", "compute_ms",
+                                             "mean_batch")]
             lines.append(f"| {load} | {r['items_per_s']:.1f} | {'' if ratio is None else f'{ratio:.2f}×'} | "
-                         f"{r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['server_request_ms']:.1f} | {r['queue_ms']:.1f} | "
-                         f"{r['compute_ms']:.1f} | {r['mean_batch']:.1f} | {r['generator_cpu_share']:.0%} |")
+                         f"{' | '.join(cells)} | {r['generator_cpu_share']:.0%} |")
+        lines.append("")
+    if "peer" in results:
+        peer = results["peer"]
+        lines += [f"### Peer: infinity-emb (torch engine, same folder; cold start {peer['cold_start_s']:.1f} s, "
+                  f"RSS {peer['rss_mib']:.0f} MiB)", "",
+                  "| load | items/s | p50 ms | p99 ms | zoo best served ÷ infinity | generator CPU |",
+                  "|---|---|---|---|---|---|"]
+        for load, r in peer["loads"].items():
+            ratio = r.get("zoo_best_served_over_infinity")
+            lines.append(f"| {load} | {r['items_per_s']:.1f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | "
+                         f"{'' if ratio is None else f'{ratio:.2f}×'} | {r['generator_cpu_share']:.0%} |")
+        lines.append("")
+    if "batcher" in results:
+        lines += ["### Dynamic batcher: max queue delay (text, torch; items/s and p50 ms)", "",
+                  "| delay µs | 1x1 | 16x1 | 64x1 |", "|---|---|---|---|"]
+        for delay, loads in results["batcher"].items():
+            lines.append(f"| {delay} | " + " | ".join(f"{r['items_per_s']:.1f} / {r['p50_ms']:.1f}"
+                                                      for r in loads.values()) + " |")
         lines.append("")
     if "one_sentence_p50_over_in_process_ms" in results.get("served", {}):
-        lines.append(f"One sentence served over in-process: +{results['served']['one_sentence_p50_over_in_process_ms']:.1f}"
-                     " ms p50")
+        extra = results["served"]["one_sentence_p50_over_in_process_ms"]
+        lines.append(f"One sentence served over in-process: {extra:+.1f} ms p50")
     return "\n".join(lines)
 
 
@@ -327,6 +472,10 @@ def main() -> None:
     parser.add_argument("--served-items", type=int, default=640, help="text items per served load shape")
     parser.add_argument("--served-images", type=int, default=128, help="images per served load shape")
     parser.add_argument("--served-runtimes", default="torch,onnx-int8")
+    parser.add_argument("--peer", choices=["infinity"], help="also load a peer server with the same text shapes")
+    parser.add_argument("--peer-venv", default="~/.cache/zoo/bench-infinity-venv",
+                        help="the throw-away virtual environment the peer is installed into")
+    parser.add_argument("--queue-delays", default="0,2000,8000", help="batcher section: max queue delays (µs)")
     parser.add_argument("--runtimes", default=None, help="zoo runtimes timed in-process (default: torch, onnx, "
                         "onnx-int8, and torch-fp16 on CUDA)")
     parser.add_argument("--no-aligned", dest="aligned", action="store_false", help="leave the aligned model out")
@@ -348,6 +497,10 @@ def main() -> None:
         results["image"] = image_section(args, images, vit)
     if "served" in sections:
         results["served"] = served_section(args, texts, images, vit, results)
+    if "batcher" in sections:
+        results["batcher"] = batcher_section(args, texts)
+    if args.peer == "infinity":
+        results["peer"] = peer_section(args, texts, results.get("served", {}))
     report = table(results)
     print(report)
     out = Path(args.out)

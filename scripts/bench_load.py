@@ -1,5 +1,6 @@
 """The load generator ``scripts/bench.py`` runs in a process of its own (so it never shares the measuring
-process's interpreter lock): ``--clients`` asyncio clients on zoo's async gRPC client, each sending
+process's interpreter lock): ``--clients`` asyncio clients on zoo's async gRPC client (or, for a peer
+server, JSON ``POST /embeddings`` over keep-alive HTTP connections), each sending
 ``--requests`` requests of ``--items`` items one after another. Prints one JSON line: items/s, latency
 percentiles and the generator's own CPU share (CPU seconds over wall seconds)."""
 
@@ -14,10 +15,32 @@ import time
 import numpy as np
 
 
-async def _run(args: argparse.Namespace, items: list) -> dict:
-    from serving.client import AsyncTritonEmbedder
+class _OpenAIHTTP:
+    """The same calls against an OpenAI-style ``POST /embeddings`` (a peer server), on keep-alive connections."""
 
-    client = AsyncTritonEmbedder(args.model, args.url)
+    def __init__(self, model: str, url: str, clients: int) -> None:
+        import httpx
+
+        self.model = model
+        self.http = httpx.AsyncClient(base_url=url, timeout=600,
+                                      limits=httpx.Limits(max_connections=clients, max_keepalive_connections=clients))
+
+    async def encode(self, texts: list[str], modality: str, batch_size: int | None = None) -> list:
+        response = await self.http.post("/embeddings", json={"model": self.model, "input": texts})
+        response.raise_for_status()
+        return response.json()["data"]
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+
+async def _run(args: argparse.Namespace, items: list) -> dict:
+    if args.protocol == "openai-http":
+        client = _OpenAIHTTP(args.model, args.url, args.clients)
+    else:
+        from serving.client import AsyncTritonEmbedder
+
+        client = AsyncTritonEmbedder(args.model, args.url)
     await client.encode(items[: args.items], args.modality)  # connect and warm up
     latencies: list[float] = []
 
@@ -47,6 +70,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=1)
     parser.add_argument("--items", type=int, default=1, help="items per request")
     parser.add_argument("--requests", type=int, default=50, help="requests per client")
+    parser.add_argument("--protocol", choices=["grpc", "openai-http"], default="grpc",
+                        help="zoo's gRPC client, or JSON POST /embeddings (a peer server)")
     args = parser.parse_args()
     with open(args.items_file, "rb") as fh:
         items = pickle.load(fh)

@@ -292,3 +292,24 @@ def test_unloadable_model_fails_fast_with_the_reason(tmp_path, monkeypatch):
     msg = str(err.value)
     assert "BAAI--bge-small-en-v1.5: " in msg and "WeightsUnavailableError" in msg and "ZOO_MODELS_DIR" in msg
     assert server.process.poll() is not None
+
+
+def test_onnx_int8_runtime_served(tmp_path, monkeypatch):
+    """A repository exported with --runtime onnx-int8: the stub makes and checks the int8 graph in the cache,
+    the client sees the runtime, and served rows equal in-process rows on the same runtime."""
+    from serving.export import export
+    from serving.server import TritonServer
+
+    from .tiny_models import make_tiny_text_folder
+
+    monkeypatch.setenv("ZOO_CACHE_DIR", str(tmp_path / "cache"))  # the server's stub inherits it
+    folder = str(make_tiny_text_folder(tmp_path / "tiny-onnx", pooling="mean"))
+    export([folder], tmp_path / "repo", runtime="onnx-int8")
+    with TritonServer(tmp_path / "repo", ports=free_ports(), log_path=tmp_path / "log").start() as server:
+        remote = TritonEmbedder("tiny-onnx", server.grpc_url)
+        assert remote.runtime == "onnx-int8"
+        served = remote.encode(TEXTS, "text")
+        remote.close()
+    assert list((tmp_path / "cache").glob("onnx/*/int8.onnx"))
+    local = zoo.create(folder, runtime="onnx-int8")
+    np.testing.assert_allclose(served, local.encode(TEXTS, "text"), atol=1e-5)
