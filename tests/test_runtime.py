@@ -80,8 +80,11 @@ def test_a_failing_export_is_refused_not_used(tiny_text, cache, monkeypatch):
 
 def test_half_precision_runtime(tiny_text):
     ref = zoo.create(tiny_text).encode(TEXTS, "text")
-    got = zoo.create(tiny_text, runtime="torch-fp16").encode(TEXTS, "text")
+    half = zoo.create(tiny_text, runtime="torch-fp16")
+    got = half.encode(TEXTS, "text")
     assert got.dtype == np.float32 and _cos(got, ref).min() > 0.99
+    with pytest.raises(zoo.InvalidArgumentError, match="already runs on 'torch-fp16'; create it again"):
+        half.use_runtime("torch")  # its modules were halved in place
 
 
 def test_unknown_or_unoffered_runtime_is_a_clear_error(tiny_text, tmp_path):

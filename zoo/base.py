@@ -203,10 +203,14 @@ class Embedder(EncodeFront, ABC):
         intra-op threads, default every core). ONNX files are exported and checked on first use."""
         from . import runtime as rt
 
-        if rt.check_offered(runtime, self.runtimes, self.spec) != self.runtime:
-            self._fast = {t.name: rt.accelerate(t, self.weights_fingerprint, runtime, self.device, threads)
-                          for t in self._towers()}
-            self.runtime = runtime
+        if rt.check_offered(runtime, self.runtimes, self.spec) == self.runtime:
+            return
+        if self.runtime != "torch":  # torch-fp16 halved the modules in place: no way back from here
+            raise InvalidArgumentError(f"model {self.spec.name!r} already runs on {self.runtime!r}; create it again "
+                                       f"with runtime={runtime!r}", "runtime")
+        self._fast = {t.name: rt.accelerate(t, self.weights_fingerprint, runtime, self.device, threads)
+                      for t in self._towers()}
+        self.runtime = runtime
 
     def run_tower(self, name: str, module: Any, inputs: Any) -> Any:
         """``module(**inputs)``, or what stands in for the tower ``name`` on the runtime in use."""

@@ -164,12 +164,18 @@ def agreement(reference: np.ndarray, other: np.ndarray, k: int = TOP_K) -> dict[
     return {"min_cos": float(cos.min()), "mean_cos": float(cos.mean()), "top10_overlap": overlap}
 
 
+def _private(dest: Path) -> Path:
+    """A name beside ``dest`` that only this process writes (model instances may export side by side; each
+    file appears whole under its real name by one rename)."""
+    return dest.with_name(f"{dest.name}.{os.getpid()}.tmp")
+
+
 def _export(tower: Tower, example: dict[str, Any], dest: Path) -> None:
     import torch
 
     batch, length = torch.export.Dim("batch"), torch.export.Dim("length")
     shapes = {name: ({0: batch, 1: length} if name in tower.sequence else {0: batch}) for name in example}
-    tmp = dest.with_suffix(".tmp")
+    tmp = _private(dest)
     with torch.inference_mode(False), torch.no_grad():
         program = torch.onnx.export(tower.module, (), kwargs=example, input_names=list(example),
                                     output_names=["rows"], dynamic_shapes=shapes, opset_version=OPSET,
@@ -205,7 +211,7 @@ def _by_sensitivity(fp32: Path, products: list[str], batches: list[dict[str, Any
 def _quantize(src: Path, dest: Path, keep: list[str], only: list[str] | None = None) -> None:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    tmp = dest.with_suffix(".tmp")
+    tmp = _private(dest)
     logging.disable(logging.WARNING)  # the quantizer logs advice on the root logger at every call
     try:
         quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8, per_channel=True, nodes_to_exclude=keep,
@@ -242,7 +248,7 @@ def _make(tower: Tower, folder: Path, runtime: str, device: str) -> dict[str, An
         half = len(batches) // 2
         rows = sum(len(next(iter(b.values()))) for b in batches[:half])
         candidates = _by_sensitivity(fp32, _weighted_products(fp32), batches[half:], reference[rows:], device,
-                                     folder / "scratch.onnx")
+                                     _private(folder / "scratch.onnx"))
         step = max(1, len(candidates) // KEEP_STEPS)
         for n_kept in [*range(0, len(candidates), step), len(candidates)]:
             keep = candidates[:n_kept]
@@ -273,7 +279,7 @@ def accelerate(tower: Tower, weights: str, runtime: str, device: str, threads: i
     name = "int8.onnx" if runtime == "onnx-int8" else "fp32.onnx"
     if runtime not in check or not (folder / name).is_file():
         check = check | _make(tower, folder, runtime, device)
-        tmp = record.with_suffix(".tmp")
+        tmp = _private(record)
         tmp.write_text(json.dumps(check, indent=2))
         os.replace(tmp, record)
     return OrtTower(folder / name, device, threads, check={"runtime": runtime} | check[runtime])

@@ -44,7 +44,7 @@ class EmbedderSpec:
     sample_rate: int | None = None  # audio models: the rate inputs are resampled to (required for them)
     batch_size: int = 32  # in-process: items per forward pass when a call names none
     max_batch_size: int = 64  # serving: largest batch one execute() gets
-    queue_delay_us: int = 2000  # serving: how long the dynamic batcher waits to fill a batch
+    queue_delay_us: int = 0  # serving: how long the dynamic batcher waits to fill a batch (see serving/export.py)
     options: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))  # family-private knobs
     outputs: tuple[str, ...] = ("dense",)  # output kinds it produces; the first is the default
     vocab_size: int | None = None  # sparse models: width of a sparse row (required for them)

@@ -80,8 +80,12 @@ def note_truncated_texts(tokenizer: Any, texts: list[str], kept: list[int], max_
     ``max_length`` (``kept`` tokens) are tokenized again, whole, to tell a cut from an exact fit."""
     full = [t for t, n in zip(texts, kept) if n >= max_length]
     if full:
-        over = sum(n > max_length for n in token_counts(tokenizer, full, 1 << 30))
-        truncation.note(truncation.TruncationWarning, f"inputs exceed {max_length} tokens and were truncated", over)
+        note_cut_texts(sum(n > max_length for n in token_counts(tokenizer, full, 1 << 30)), max_length)
+
+
+def note_cut_texts(count: int, max_length: int) -> None:
+    """Note (see :mod:`zoo.truncation`) that ``count`` texts were cut to ``max_length`` tokens."""
+    truncation.note(truncation.TruncationWarning, f"inputs exceed {max_length} tokens and were truncated", count)
 
 
 def cut_audio(waves: list, max_samples: int, rate: int) -> list:
@@ -202,8 +206,7 @@ def tokenize_texts(tokenizer: Any, texts: list[str], max_length: int, device: st
     :func:`note_truncated_texts`)."""
     enc = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt", verbose=False)
     if enc.encodings:  # a fast tokenizer keeps what it cut: no second pass over the texts
-        over = sum(bool(e.overflowing) for e in enc.encodings)
-        truncation.note(truncation.TruncationWarning, f"inputs exceed {max_length} tokens and were truncated", over)
+        note_cut_texts(sum(bool(e.overflowing) for e in enc.encodings), max_length)
     else:
         note_truncated_texts(tokenizer, texts, enc["attention_mask"].sum(1).tolist(), max_length)
     return enc.to(device)
