@@ -95,7 +95,8 @@ def test_splade_parity_with_sparseencoder(tmp_path):
     assert isinstance(got, sps.csr_matrix) and got.shape == want.shape and got.dtype == np.float32
     want.sort_indices()
     assert np.array_equal(got.indptr, want.indptr) and np.array_equal(got.indices, want.indices)
-    assert np.allclose(got.data, want.data, rtol=1e-4, atol=0)
+    # rtol on the weights; atol covers float rounding of near-zero weights (long texts get a pass of their own)
+    assert np.allclose(got.data, want.data, rtol=1e-4, atol=1e-6)
     assert np.allclose(scoring.sparse_dot(got[:3], got), ref.similarity(ref.encode(TEXTS[:3]), ref.encode(TEXTS)),
                        rtol=1e-4)
     top = ours.encode(TEXTS[:2], "text", top_k=4)
