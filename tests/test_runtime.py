@@ -70,6 +70,13 @@ def test_agreement_measures_cosine_and_neighbour_overlap():
     shuffled = rt.agreement(rows, rows[rng.permutation(50)])
     assert shuffled["min_cos"] < 0.9 and shuffled["top10_overlap"] < 0.5
 
+    def at(degrees):
+        return np.array([[np.cos(np.radians(d)), np.sin(np.radians(d))] for d in degrees])
+
+    # nearest other row: 0°→10°, 10°→0°, 30°→10°, 90°→30°; after moving 10° to 20°: 0°→20°, 20°→30°, ...
+    moved = rt.agreement(at([0, 10, 30, 90]), at([0, 20, 30, 90]), k=1)
+    assert moved["top10_overlap"] == 0.75 and moved["min_cos"] == pytest.approx(np.cos(np.radians(10)))
+
 
 def test_a_failing_export_is_refused_not_used(tiny_text, cache, monkeypatch):
     monkeypatch.setattr(rt, "_run", lambda session, batches: np.random.default_rng(0).normal(size=(256, 32)))
