@@ -37,9 +37,8 @@ from pathlib import Path
 
 import numpy as np
 
-from scripts.bench_served import batcher_section, peer_section, served_section
+from scripts.bench_served import ROOT, batcher_section, peer_section, served_section
 
-ROOT = Path(__file__).resolve().parents[1]
 BATCHES = (1, 32, 128)
 
 

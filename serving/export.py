@@ -82,8 +82,11 @@ def _weights_fingerprint(spec: EmbedderSpec, source: str) -> str:
 
 def export_model(name_or_path: str, out: Path, *, instances: int = 1, kind: str = "cpu",
                  runtime: str = "torch") -> Path:
-    """Write one model's folder into the repository ``out``; returns that folder."""
+    """Write one model's folder into the repository ``out``; returns that folder. ``runtime`` applies when
+    the model's family offers it; otherwise the model runs on torch."""
     spec = get_spec(name_or_path)
+    if runtime not in family_of(spec).runtimes:
+        runtime = "torch"
     if os.path.isdir(name_or_path):  # a local folder: Triton name from the folder, load by path
         triton_name, source = Path(name_or_path).resolve().name, str(Path(name_or_path).resolve())
     else:
@@ -104,5 +107,4 @@ def export(names: list[str], out: Path, *, instances: int = 1, kind: str = "cpu"
     """Write a model repository holding ``names`` (registry names or local folders); ``runtime`` applies
     to the models whose family offers it, the others run on torch."""
     Path(out).mkdir(parents=True, exist_ok=True)
-    return [export_model(n, Path(out), instances=instances, kind=kind,
-                         runtime=runtime if runtime in family_of(get_spec(n)).runtimes else "torch") for n in names]
+    return [export_model(n, Path(out), instances=instances, kind=kind, runtime=runtime) for n in names]

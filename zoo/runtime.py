@@ -266,11 +266,8 @@ def _make(tower: Tower, folder: Path, runtime: str, device: str) -> dict[str, An
 
 
 def accelerate(tower: Tower, weights: str, runtime: str, device: str, threads: int | None = None) -> Callable:
-    """What runs ``tower`` on ``runtime``: the module itself (torch), halved (torch-fp16), or a checked ONNX
+    """What runs ``tower`` on a runtime other than torch: the module halved (torch-fp16), or a checked ONNX
     Runtime session made on first use and kept in the cache folder for these weights (onnx, onnx-int8)."""
-    runtime = check_runtime(runtime)
-    if runtime == "torch":
-        return lambda inputs: tower.module(**inputs)
     if runtime == "torch-fp16":
         return HalfTower(tower.module)
     folder = cache_root() / "onnx" / _key(tower, weights)

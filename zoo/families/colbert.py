@@ -223,7 +223,7 @@ class ColbertEmbedder(TokenizedText, Embedder):
         texts = with_prompt(batch, opts.prompt)
         enc, extra, cap = self._tokenize(texts, side)
         if extra is None:
-            note_truncated_texts(self.tokenizer, texts, enc["attention_mask"].sum(1).tolist(), cap)
+            note_truncated_texts(self.tokenizer, texts, enc, cap)
         keep = self._scoring_mask(enc, extra, side)
         enc = enc.to(self.device)
         with torch.inference_mode():

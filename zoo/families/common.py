@@ -75,16 +75,15 @@ def token_counts(tokenizer: Any, texts: list[str], max_length: int) -> list[int]
     return [len(x) for x in ids]
 
 
-def note_truncated_texts(tokenizer: Any, texts: list[str], kept: list[int], max_length: int) -> None:
-    """Note (see :mod:`zoo.truncation`) the texts a truncating tokenizer call cut: only those that filled
-    ``max_length`` (``kept`` tokens) are tokenized again, whole, to tell a cut from an exact fit."""
-    full = [t for t, n in zip(texts, kept) if n >= max_length]
-    if full:
-        note_cut_texts(sum(n > max_length for n in token_counts(tokenizer, full, 1 << 30)), max_length)
-
-
-def note_cut_texts(count: int, max_length: int) -> None:
-    """Note (see :mod:`zoo.truncation`) that ``count`` texts were cut to ``max_length`` tokens."""
+def note_truncated_texts(tokenizer: Any, texts: list[str], enc: Any, max_length: int) -> None:
+    """Note (see :mod:`zoo.truncation`) the texts that a truncating tokenizer call (``enc``, its output) cut.
+    A fast tokenizer keeps what it cut, so no text is read twice; with a slow one, only the texts that
+    filled ``max_length`` are tokenized again, whole, to tell a cut from an exact fit."""
+    if enc.encodings:
+        count = sum(bool(e.overflowing) for e in enc.encodings)
+    else:
+        full = [t for t, n in zip(texts, enc["attention_mask"].sum(1).tolist()) if n >= max_length]
+        count = sum(n > max_length for n in token_counts(tokenizer, full, 1 << 30)) if full else 0
     truncation.note(truncation.TruncationWarning, f"inputs exceed {max_length} tokens and were truncated", count)
 
 
@@ -205,8 +204,5 @@ def tokenize_texts(tokenizer: Any, texts: list[str], max_length: int, device: st
     """A padded, truncated batch on ``device`` (texts cut to ``max_length`` are noted, see
     :func:`note_truncated_texts`)."""
     enc = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt", verbose=False)
-    if enc.encodings:  # a fast tokenizer keeps what it cut: no second pass over the texts
-        note_cut_texts(sum(bool(e.overflowing) for e in enc.encodings), max_length)
-    else:
-        note_truncated_texts(tokenizer, texts, enc["attention_mask"].sum(1).tolist(), max_length)
+    note_truncated_texts(tokenizer, texts, enc, max_length)
     return enc.to(device)
