@@ -10,6 +10,7 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never download
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # local Ray in the tests reports nothing anywhere
 
 import zoo  # noqa: E402
 from zoo.defaults import default_model  # noqa: E402

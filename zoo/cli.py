@@ -124,9 +124,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(run=_cmd_encode)
 
     from . import plugins
+    from .batch.cli import add_command as add_embed
     from .evaluation.cli import add_command as add_eval
 
     add_eval(sub)
+    add_embed(sub)
     for add_commands in plugins.load(plugins.COMMANDS):  # export/serve, demo, ...: installed packages' own
         add_commands(sub)
     return parser

@@ -1,0 +1,320 @@
+"""The ``zoo embed`` job: a Ray Data pipeline over the input's shards, each written as one Parquet file.
+
+The dataset holds one row per pending shard; ``map_batches`` hands shards to a pool of actors, each holding
+one model (in-process, or a client of a served model with ``backend``), which read their shard, embed it
+with ``encode_per_item`` (a bad row becomes an error, never the shard's end) and write it. The driver
+follows the shards as they finish, shows progress, and writes finished shards into the vector database when
+one is given. Locally this is ``ray.init()``; with ``RAY_ADDRESS`` set the same job runs on that cluster
+(whose nodes then need zoo installed and DEST on a filesystem they share).
+
+DEST holds ``shard-NNNNN.parquet`` (columns ``id``, ``modality``, the output's column(s), ``metadata`` as
+JSON text), ``shard-NNNNN.errors.jsonl`` per shard with bad rows, ``errors.jsonl`` (all of them, rebuilt
+at the end of each run), ``job.json`` (the settings; a rerun with other settings is refused) and
+``stored.json`` (which shards each database collection already holds). A shard's Parquet file appears
+atomically, after its errors file, so its presence means the shard is done: a rerun skips it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..errors import InputError, InvalidArgumentError, ModelUnavailableError, ServerError
+from . import sources
+
+STORABLE = ("float32", "float16")  # precisions a vector database takes as they are
+PARQUET_PRECISIONS = ("float32", "float16", "int8", "uint8", "binary", "ubinary")  # arrow has no float8
+# decoded images and audio are held until embedded, so they go this many batches at a time; texts go a whole
+# shard at once, which lets the model sort all of them by length (less padding)
+FLUSH_BATCHES = 8
+
+
+@dataclass
+class Settings:
+    """What decides a job's output; a DEST written with other settings is not resumed."""
+
+    model: str
+    input: str
+    rows_per_shard: int = 1000
+    output: str | None = None
+    dimensions: int | None = None
+    precision: str = "float32"
+    prompt_name: str | None = None
+    backend: str = "local"  # "local", or an installed zoo.backends name (e.g. "triton")
+    url: str = ""
+    controls: dict = field(default_factory=dict)
+
+    def key(self) -> dict:
+        """The settings that change the stored rows (the URL of a served copy of the model does not)."""
+        return {"model": self.model, "input": str(Path(self.input).expanduser().resolve()),
+                "rows_per_shard": self.rows_per_shard, "output": self.output, "dimensions": self.dimensions,
+                "precision": self.precision, "prompt_name": self.prompt_name}
+
+
+def shard_path(dest: Path, index: int, suffix: str = ".parquet") -> Path:
+    """Where shard ``index`` is written."""
+    return dest / f"shard-{index:05d}{suffix}"
+
+
+def _table(rows: list[sources.Row], results: list[Any], kind: str):
+    """A shard's good rows as an Arrow table."""
+    import pyarrow as pa
+
+    cols: dict[str, Any] = {"id": pa.array([r.id for r in rows], pa.string()),
+                            "modality": pa.array([r.modality for r in rows], pa.string())}
+    if kind == "sparse":
+        cols["indices"] = pa.array([x.indices.astype(np.int32) for x in results], pa.list_(pa.int32()))
+        cols["values"] = pa.array([x.data.astype(np.float32) for x in results], pa.list_(pa.float32()))
+    elif kind == "multivector":
+        cols["embedding"] = pa.array([x.tolist() for x in results], pa.list_(pa.list_(pa.from_numpy_dtype(
+            results[0].dtype))) if results else pa.list_(pa.list_(pa.float32())))
+    else:
+        if results:
+            flat = np.stack(results)
+            cols["embedding"] = pa.FixedSizeListArray.from_arrays(pa.array(flat.reshape(-1)), flat.shape[1])
+        else:
+            cols["embedding"] = pa.array([], pa.list_(pa.float32()))
+    cols["metadata"] = pa.array([json.dumps(r.metadata, default=str) for r in rows], pa.string())
+    return pa.table(cols)
+
+
+def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def embed_shard(model: Any, shard: sources.Shard, dest: Path, settings: Settings, kind: str,
+                batch_size: int) -> dict:
+    """Read, embed and write one shard; returns ``{"shard", "rows", "errors", "seconds"}``."""
+    import pyarrow.parquet as pq
+
+    t = time.perf_counter()
+    done: list[tuple[int, sources.Row, Any]] = []  # (position in the shard, row, result): written in input order
+    errors: list[sources.RowError] = []
+    pending: dict[str, list[tuple[int, sources.Row]]] = {}
+    accepted = {m.value for m in model.spec.modalities}
+
+    def embed(batch: list[tuple[int, sources.Row]], modality: str) -> list[Any]:
+        try:
+            return model.encode_per_item([r.item for _, r in batch], modality, batch_size=batch_size,
+                                         output=settings.output, dimensions=settings.dimensions,
+                                         precision=settings.precision, prompt_name=settings.prompt_name,
+                                         **settings.controls)
+        except (ServerError, ModelUnavailableError):
+            raise  # the server, not a row: the job stops, finished shards stay and a rerun resumes
+        except Exception as err:  # noqa: BLE001 - a row the model chokes on must not end the job
+            if len(batch) == 1:
+                return [InputError(0, f"embedding failed: {type(err).__name__}: {err}")]
+            return [res for one in batch for res in embed([one], modality)]  # find the row(s) at fault
+
+    def flush(modality: str) -> None:
+        batch = pending.pop(modality, [])
+        if not batch:
+            return
+        for (position, row), res in zip(batch, embed(batch, modality)):
+            if isinstance(res, InputError):
+                errors.append(sources.RowError(row.id, res.reason))
+            else:
+                done.append((position, row, res))
+
+    for position, row in enumerate(sources.rows(shard)):
+        if isinstance(row, sources.RowError):
+            errors.append(row)
+        elif row.modality not in accepted:
+            errors.append(sources.RowError(row.id, f"model {model.spec.name!r} does not embed {row.modality}; "
+                                                   f"it embeds {', '.join(sorted(accepted))}"))
+        else:
+            pending.setdefault(row.modality, []).append((position, row))
+            if row.modality != "text" and len(pending[row.modality]) >= batch_size * FLUSH_BATCHES:
+                flush(row.modality)
+    for modality in list(pending):
+        flush(modality)
+    done.sort(key=lambda d: d[0])
+    good, results = [d[1] for d in done], [d[2] for d in done]
+    _atomic_write(shard_path(dest, shard.index, ".errors.jsonl"), lambda p: p.write_text(
+        "".join(json.dumps({"id": e.id, "reason": e.reason, "shard": shard.index}) + "\n" for e in errors)))
+    table = _table(good, results, kind)
+    _atomic_write(shard_path(dest, shard.index), lambda p: pq.write_table(table, p))
+    return {"shard": shard.index, "rows": len(good), "errors": len(errors), "seconds": time.perf_counter() - t}
+
+
+class ShardWorker:
+    """A Ray actor holding one model; called with a batch of shards (their JSON), embeds and writes each."""
+
+    def __init__(self, settings: Settings, dest: str, kind: str, batch_size: int, threads: int | None) -> None:
+        from ..evaluation.cli import open_model
+
+        if threads:
+            import torch
+
+            torch.set_num_threads(threads)
+        self.settings, self.dest, self.kind, self.batch_size = settings, Path(dest), kind, batch_size
+        self.model = open_model(settings.model, settings.backend, settings.url, None)
+
+    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        done = [embed_shard(self.model, sources.Shard.from_json(s), self.dest, self.settings, self.kind,
+                            self.batch_size) for s in batch["shard"]]
+        return {k: np.array([d[k] for d in done]) for k in ("shard", "rows", "errors", "seconds")}
+
+
+def output_kind(spec: Any, settings: Settings) -> str:
+    """The kind of output the job stores, or a clear error for settings the model or Parquet cannot take."""
+    from ..base import EncodeFront
+
+    front = EncodeFront()  # the same checks as encode(), on the spec alone: bad settings fail before any work
+    front.spec = spec
+    kind = front.options(output=settings.output, dimensions=settings.dimensions, precision=settings.precision,
+                         prompt_name=settings.prompt_name, **settings.controls).output
+    if settings.precision not in PARQUET_PRECISIONS:
+        raise InvalidArgumentError(f"precision {settings.precision!r} cannot be stored in Parquet; use one of "
+                                   f"{', '.join(PARQUET_PRECISIONS)}", "precision")
+    return kind
+
+
+def _check_dest(dest: Path, settings: Settings) -> None:
+    dest.mkdir(parents=True, exist_ok=True)
+    job = dest / "job.json"
+    if job.exists():
+        before = json.loads(job.read_text())
+        if before != settings.key():
+            changed = sorted(k for k in settings.key() if before.get(k) != settings.key()[k])
+            raise InvalidArgumentError(f"{dest} holds a job with other settings ({', '.join(changed)}); "
+                                       "give another --out to start afresh", "out")
+    else:
+        job.write_text(json.dumps(settings.key(), indent=1))
+
+
+def _store_shards(dest: Path, shards: list[int], kind: str, uri: str, collection: str) -> int:
+    """Write finished shards the collection does not hold yet; returns the number of rows written."""
+    import pyarrow.parquet as pq
+
+    from ..store import VectorStore
+
+    ledger_path = dest / "stored.json"
+    ledger = json.loads(ledger_path.read_text()) if ledger_path.exists() else {}
+    key = f"{uri}#{collection}"
+    have = set(ledger.get(key, []))
+    store = VectorStore(uri)
+    written = 0
+    stored_kind = "dense" if kind == "fde" else kind  # an FDE is searched as one dense vector
+    try:
+        for index in sorted(set(shards) - have):
+            t = pq.read_table(shard_path(dest, index)).to_pydict()
+            if kind == "sparse":
+                vecs = list(zip(t["indices"], t["values"]))
+            else:
+                vecs = [np.asarray(v, dtype=np.float32) for v in t["embedding"]]
+            if vecs:
+                store.ensure(collection, stored_kind, 0 if kind == "sparse" else vecs[0].shape[-1])
+                store.upsert(collection, stored_kind, t["id"], vecs, [json.loads(m) for m in t["metadata"]])
+            written += len(t["id"])
+            have.add(index)
+            ledger[key] = sorted(have)
+            _atomic_write(ledger_path, lambda p: p.write_text(json.dumps(ledger)))
+    finally:
+        store.close()
+    return written
+
+
+@dataclass
+class Report:
+    """What one run did."""
+
+    shards: int
+    skipped: int
+    rows: int
+    errors: int
+    seconds: float
+    stored: int = 0
+    busy_seconds: float = 0.0  # the actors' time inside shards (reading, embedding, writing), summed
+
+
+    @property
+    def rows_per_s(self) -> float:
+        """Rows embedded per second by this run (shards it skipped not counted)."""
+        return self.rows / self.seconds if self.seconds else 0.0
+
+
+def run(settings: Settings, dest: str | Path, *, to: str | None = None, collection: str | None = None,
+        actors: int | None = None, batch_size: int = 32, progress: bool = True) -> Report:
+    """Embed ``settings.input`` into Parquet shards under ``dest`` (and the database ``to``) on Ray Data.
+
+    ``actors``: how many model copies work side by side (default: one per two cores locally, four clients
+    of a served model). Shards already in ``dest`` are skipped; rows that fail go to ``dest/errors.jsonl``."""
+    import ray
+
+    from ..registry import get_spec
+    from ..store import collection_name
+
+    dest = Path(dest).expanduser()
+    if settings.rows_per_shard < 1:
+        raise InvalidArgumentError("rows per shard must be a positive integer", "rows_per_shard")
+    if settings.backend == "local":
+        spec = get_spec(settings.model)
+    else:
+        from ..evaluation.cli import open_model
+
+        probe = open_model(settings.model, settings.backend, settings.url, None)
+        spec = probe.spec
+        probe.close()
+    kind = output_kind(spec, settings)
+    if to and settings.precision not in STORABLE:
+        raise InvalidArgumentError(f"a vector database stores {' or '.join(STORABLE)} vectors, not "
+                                   f"{settings.precision}", "precision")
+    shards = sources.plan(settings.input, settings.rows_per_shard)
+    _check_dest(dest, settings)
+    pending = [s for s in shards if not shard_path(dest, s.index).exists()]
+    t = time.perf_counter()
+    rows = errors = 0
+    busy = 0.0
+    if pending:
+        if not ray.is_initialized():
+            ray.init(ignore_reinit_error=True, include_dashboard=False, log_to_driver=False,
+                     logging_level="WARNING")
+        ctx = ray.data.DataContext.get_current()
+        ctx.enable_progress_bars = False  # the job's own bar counts rows; Ray's would count blocks
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        local = settings.backend == "local"
+        n = actors or (max(1, cpus // 2) if local else 4)
+        threads = max(1, cpus // n) if local else None
+        ds = ray.data.from_items([{"shard": s.to_json()} for s in pending], override_num_blocks=len(pending))
+        done = ds.map_batches(ShardWorker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=n),
+                              num_cpus=threads or 0.25,
+                              fn_constructor_kwargs={"settings": settings, "dest": str(dest), "kind": kind,
+                                                     "batch_size": batch_size, "threads": threads})
+        bar = None
+        if progress:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(pending), unit="shard", desc=f"embed {len(shards)} shards", dynamic_ncols=True)
+        try:
+            for row in done.iter_rows():
+                rows += int(row["rows"])
+                errors += int(row["errors"])
+                busy += float(row["seconds"])
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(rows=rows, errors=errors, rows_per_s=f"{rows / (time.perf_counter() - t):.0f}")
+        except ray.exceptions.RayError as err:  # an actor failed as a whole (its server gone, say): say why
+            cause = getattr(err, "cause", None)
+            raise ServerError(f"the embedding job stopped: {cause or err}; finished shards are kept in "
+                              f"{dest}, and running the same command again resumes") from None
+        finally:
+            if bar is not None:
+                bar.close()
+    seconds = time.perf_counter() - t
+    merged = [shard_path(dest, s.index, ".errors.jsonl") for s in shards]
+    (dest / "errors.jsonl").write_text("".join(p.read_text() for p in merged if p.exists()))
+    report = Report(len(shards), len(shards) - len(pending), rows, errors, seconds, busy_seconds=busy)
+    if to:
+        report.stored = _store_shards(dest, [s.index for s in shards], kind, to,
+                                      collection or collection_name(spec.name))
+    return report
