@@ -7,12 +7,23 @@ error and still embeds the others). Inputs are split into chunks of the server's
 ``batch_size``), sent concurrently; rows come back in order. Server-side failures raise the same `zoo`
 error classes, with item indexes counted over the whole call; a model that is being reloaded raises
 :class:`zoo.errors.ModelUnavailableError` (retrying later works).
+
+Replicas: ``url`` may name several servers (``"host1:8001,host2:8001"``, a list, or one DNS name that
+resolves to several addresses, as a Kubernetes headless Service does). Requests go round-robin over them,
+one channel each (a single keep-alive channel would pin every request to one pod), and a request that fails
+as unavailable (connection refused or lost, model not ready) is sent again to the next replica; a replica
+that failed is tried last for :data:`REPLICA_COOLDOWN_S`. Embedding is idempotent, so a retry is safe.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ipaddress
+import itertools
 import json
+import socket
+import threading
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
@@ -32,6 +43,54 @@ MAX_CONCURRENT_CHUNKS = 8
 # what Triton says while a model is unloaded for a restart, or just before the supervisor notices a dead stub
 _UNAVAILABLE_HINTS = ("has no available versions", "is not healthy", "is not ready")
 Rows = list["np.ndarray | InputError"]
+REPLICA_COOLDOWN_S = 5.0  # a replica that just failed is tried after the others for this long
+
+
+def replica_urls(url: str | Sequence[str]) -> list[str]:
+    """The ``host:port`` of every replica ``url`` names: a comma-separated list or a sequence, each host name
+    expanded to every address it resolves to (IPv4 and IPv6, in resolver order, duplicates dropped)."""
+    parts = [u.strip() for u in (url.split(",") if isinstance(url, str) else url) if u.strip()]
+    if not parts:
+        raise ServerError("no server URL given")
+    out: list[str] = []
+    for part in parts:
+        host, sep, port = part.rpartition(":")
+        if not sep or not port.isdigit():
+            raise ServerError(f"server URL {part!r} is not host:port")
+        host = host.strip("[]")
+        try:
+            ipaddress.ip_address(host)
+            addresses = [host]
+        except ValueError:  # a name: one replica per address it resolves to
+            try:
+                infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
+            except socket.gaierror as err:
+                raise ServerError(f"cannot resolve {host!r}: {err.strerror}") from None
+            addresses = list(dict.fromkeys(info[4][0] for info in infos))
+        out += [f"[{a}]:{port}" if ":" in a else f"{a}:{port}" for a in addresses]
+    return list(dict.fromkeys(out))
+
+
+class Replicas:
+    """Round-robin order over replica URLs, with the ones that recently failed moved to the back."""
+
+    def __init__(self, urls: list[str]) -> None:
+        self.urls = urls
+        self._turn = itertools.count()
+        self._down_until = dict.fromkeys(urls, 0.0)
+        self._lock = threading.Lock()
+
+    def order(self) -> list[str]:
+        """Every replica, in the order to try them for the next request."""
+        with self._lock:
+            start = next(self._turn) % len(self.urls)
+        rotated = self.urls[start:] + self.urls[:start]
+        now = time.monotonic()
+        return sorted(rotated, key=lambda u: self._down_until[u] > now)  # stable: healthy ones first, in turn
+
+    def failed(self, url: str) -> None:
+        """Note that ``url`` just failed as unavailable."""
+        self._down_until[url] = time.monotonic() + REPLICA_COOLDOWN_S
 
 
 def triton_name(name: str) -> str:
@@ -99,15 +158,22 @@ class _PerItem:
 class _Remote(EncodeFront):
     """What the sync and async clients share: the spec from the server, checks, request building."""
 
-    def __init__(self, name: str, url: str = "127.0.0.1:8001") -> None:
-        self.url = url
+    def __init__(self, name: str, url: str | Sequence[str] = "127.0.0.1:8001") -> None:
+        self.url = url if isinstance(url, str) else ",".join(url)
+        self.replicas = Replicas(replica_urls(url))
         self.triton_name = triton_name(name)
-        self.device = f"triton://{url}"
-        self._grpc = grpcclient.InferenceServerClient(url)  # spec look-up; the sync client also infers on it
-        try:
-            self.spec, self.weights_fingerprint, self.runtime = fetch_config(self._grpc, self.triton_name)
-        except InferenceServerException as err:  # unreachable server
-            raise ServerError(f"cannot reach tritonserver at {url}: {err.message()}") from None
+        self.device = f"triton://{self.url}"
+        # one channel per replica: spec look-up, and the sync client's requests
+        self._channels = {u: grpcclient.InferenceServerClient(u) for u in self.replicas.urls}
+        reasons = []
+        for u in self.replicas.urls:  # the spec from the first replica that answers
+            try:
+                self.spec, self.weights_fingerprint, self.runtime = fetch_config(self._channels[u], self.triton_name)
+                break
+            except (InferenceServerException, ServerError) as err:
+                reasons.append(f"{u}: {err.message() if isinstance(err, InferenceServerException) else err}")
+        else:
+            raise ServerError(f"cannot reach tritonserver at {self.url}: {'; '.join(reasons)}")
 
     def wire(self, inputs: Sequence[Any], modality: Modality, allow_paths: bool = True) -> list[bytes]:
         """Check and serialize every item; raises the first bad item's :class:`InputError`.
@@ -136,6 +202,16 @@ class _Remote(EncodeFront):
         names = contract.KIND_OUTPUTS[opts.output]
         return contract.result_from_wire({n: response.as_numpy(n) for n in names}, opts, self.spec.vocab_size)
 
+    def _unavailable(self, url: str, err: InferenceServerException, offset: int) -> ModelUnavailableError:
+        """The error of a request to replica ``url``: raised as its `zoo` error, unless it says the replica
+        is unavailable, which is noted and returned (the caller tries the next replica)."""
+        try:
+            _raise_remote(err, offset)
+        except ModelUnavailableError as down:
+            self.replicas.failed(url)
+            return down
+        raise AssertionError("unreachable: _raise_remote always raises")
+
     def _chunk_size(self, batch_size: int | None) -> int:
         return min(check_batch_size(self.spec.max_batch_size if batch_size is None else batch_size),
                    self.spec.max_batch_size)
@@ -160,11 +236,15 @@ class TritonEmbedder(_Remote):
     def _infer(self, raw: list[bytes], modality: Modality, opts: EncodeOptions, offset: int) -> Any:
         inputs, params = self._request(raw, modality, opts, grpcclient.InferInput)
         outputs = [grpcclient.InferRequestedOutput(n) for n in contract.KIND_OUTPUTS[opts.output]]
-        try:
-            result = self._grpc.infer(self.triton_name, inputs, outputs=outputs, parameters=params)
-        except InferenceServerException as err:
-            _raise_remote(err, offset)
-        return self._result(result, opts)
+        unavailable = None
+        for url in self.replicas.order():
+            try:
+                result = self._channels[url].infer(self.triton_name, inputs, outputs=outputs, parameters=params)
+            except InferenceServerException as err:
+                unavailable = self._unavailable(url, err, offset)
+                continue
+            return self._result(result, opts)
+        raise unavailable
 
     def _infer_per_item(self, raw: list[bytes], modality: Modality, opts: EncodeOptions) -> Rows:
         plan = _PerItem(len(raw))
@@ -213,30 +293,37 @@ class TritonEmbedder(_Remote):
         return self._stitch(wired, [r for part in parts for r in part])
 
     def close(self) -> None:
-        """Close the gRPC channel."""
-        self._grpc.close()
+        """Close the gRPC channels."""
+        for channel in self._channels.values():
+            channel.close()
 
 
 class AsyncTritonEmbedder(_Remote):
     """asyncio variant: ``await encode(...)`` / ``await encode_per_item(...)`` with the same arguments."""
 
-    def __init__(self, name: str, url: str = "127.0.0.1:8001") -> None:
+    def __init__(self, name: str, url: str | Sequence[str] = "127.0.0.1:8001") -> None:
         super().__init__(name, url)
-        self._client = None
+        self._clients: dict[str, Any] = {}  # replica URL → its asyncio channel, made inside the running loop
 
     async def _infer(self, raw: list[bytes], modality: Modality, opts: EncodeOptions, offset: int,
                      tokens: bool = False) -> tuple[Any, np.ndarray | None]:
         import tritonclient.grpc.aio as aioclient
 
-        if self._client is None:  # created inside the running loop
-            self._client = aioclient.InferenceServerClient(self.url)
         inputs, params = self._request(raw, modality, opts, aioclient.InferInput)
         names = contract.KIND_OUTPUTS[opts.output] + ((contract.TOKENS,) if tokens else ())
         outputs = [aioclient.InferRequestedOutput(name) for name in names]
-        try:
-            result = await self._client.infer(self.triton_name, inputs, outputs=outputs, parameters=params)
-        except InferenceServerException as err:
-            _raise_remote(err, offset)
+        unavailable = None
+        for url in self.replicas.order():
+            if url not in self._clients:
+                self._clients[url] = aioclient.InferenceServerClient(url)
+            try:
+                result = await self._clients[url].infer(self.triton_name, inputs, outputs=outputs,
+                                                        parameters=params)
+                break
+            except InferenceServerException as err:
+                unavailable = self._unavailable(url, err, offset)
+        else:
+            raise unavailable
         counts = result.as_numpy(contract.TOKENS).reshape(-1) if tokens else None
         return self._result(result, opts), counts
 
@@ -288,6 +375,7 @@ class AsyncTritonEmbedder(_Remote):
 
     async def close(self) -> None:
         """Close the gRPC channels."""
-        if self._client is not None:
-            await self._client.close()
-        self._grpc.close()
+        for client in self._clients.values():
+            await client.close()
+        for channel in self._channels.values():
+            channel.close()
