@@ -39,9 +39,21 @@ def _cmd_export(args: argparse.Namespace) -> int:
 
     from .export import export
 
-    for folder in export(args.names or default_model_names(), Path(args.out), instances=args.instances,
-                         kind=args.instance_kind, runtime=args.runtime):
+    names = args.names or default_model_names()
+    if args.k8s:  # checked before the export, so a bad flag costs nothing
+        from .k8s import K8sOptions, write_manifests
+
+        opts = K8sOptions(names=list(names), image=args.k8s_image, replicas=args.k8s_replicas,
+                          max_replicas=args.k8s_max_replicas, namespace=args.k8s_namespace,
+                          repository=args.k8s_repository, gpu=args.instance_kind == "gpu",
+                          export_args=[f"--instances={args.instances}", f"--instance-kind={args.instance_kind}",
+                                       f"--runtime={args.runtime}"])
+        files = write_manifests(opts, Path(args.k8s))
+    for folder in export(names, Path(args.out), instances=args.instances, kind=args.instance_kind,
+                         runtime=args.runtime):
         print(f"wrote {folder}")
+    if args.k8s:
+        print("wrote " + ", ".join(str(f) for f in files) + " (docs/DEPLOY.md walks through them)")
     return 0
 
 
@@ -130,6 +142,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--instance-kind", choices=["cpu", "gpu"], default="cpu")
     p.add_argument("--runtime", choices=RUNTIMES, default="torch",
                    help="what the models run on, for those whose family offers it (the others run on torch)")
+    p.add_argument("--k8s", metavar="DIR", help="also write Kubernetes manifests for replicas serving it here")
+    p.add_argument("--k8s-image", default="embedding-zoo:latest", help="container image with zoo installed")
+    p.add_argument("--k8s-replicas", type=int, default=2, help="replicas (the autoscaler's minimum)")
+    p.add_argument("--k8s-max-replicas", type=int, default=8, help="the autoscaler's maximum")
+    p.add_argument("--k8s-namespace", default="default")
+    p.add_argument("--k8s-repository", default="init", metavar="init|pvc:CLAIM",
+                   help="how pods get the repository: an init container exporting it, or a volume claim")
     p.set_defaults(run=_cmd_export)
 
     p = sub.add_parser("serve", help="serve models with tritonserver (gRPC + HTTP + metrics)")

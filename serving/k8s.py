@@ -1,0 +1,170 @@
+"""Kubernetes manifests for an exported repository: ``zoo export NAMES --out REPO --k8s DIR``.
+
+What :func:`write_manifests` writes (walked through in ``docs/DEPLOY.md``):
+
+- ``deployment.yaml``: N pods, each running ``zoo serve`` on the repository: tritonserver (gRPC 8001, HTTP
+  8000, metrics 8002) under the model supervisor, zoo's ``/health`` (8003) and the OpenAI-compatible API
+  (8080). Startup and liveness probes on Triton's ``/v2/health/ready`` and ``/v2/health/live``; readiness on
+  zoo's ``/health``, which is ready only when Triton is and the supervisor has every model ready (a model
+  being restarted takes the pod out of the Service until it is back). ``/dev/shm`` is a memory-backed
+  ``emptyDir`` (the python backend moves tensors through shared memory; a container's default 64 MiB is too
+  small). The repository comes from an init container that runs the same ``zoo export`` in the same image
+  into an ``emptyDir`` (``repository="init"``), or from a PersistentVolumeClaim (``"pvc:NAME"``).
+  ``--instance-kind gpu`` gives the GPU variant: one ``nvidia.com/gpu`` per pod and the GPU toleration.
+- ``service.yaml``: a ClusterIP Service for all ports, and a headless Service whose DNS name resolves to
+  every ready pod, for clients that spread their own requests (``TritonEmbedder("zoo-replicas:8001")``).
+- ``hpa.yaml``: a HorizontalPodAutoscaler on the mean Triton queue time per request, a Pods metric served by
+  the Prometheus adapter with the rule in ``prometheus-adapter-rules.yaml``; and a PodDisruptionBudget.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from zoo.errors import InvalidArgumentError
+
+APP = "embedding-zoo"
+PORTS = {"grpc": 8001, "http": 8000, "metrics": 8002, "health": 8003, "openai": 8080}
+QUEUE_METRIC = "zoo_queue_us_per_request"  # what the adapter rule below exposes to the HPA
+ADAPTER_RULE = {
+    "seriesQuery": 'nv_inference_queue_duration_us{namespace!="",pod!=""}',
+    "resources": {"overrides": {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}},
+    "name": {"matches": "^nv_inference_queue_duration_us$", "as": QUEUE_METRIC},
+    # Triton's counters are cumulative: queue microseconds per request over the last minute
+    "metricsQuery": ("sum(rate(nv_inference_queue_duration_us{<<.LabelMatchers>>}[1m])) by (<<.GroupBy>>) / "
+                     "clamp_min(sum(rate(nv_inference_request_success{<<.LabelMatchers>>}[1m])) by (<<.GroupBy>>)"
+                     ", 1)"),
+}
+
+
+@dataclass
+class K8sOptions:
+    """What the manifests are made of (the ``zoo export`` flags fill in the export arguments)."""
+
+    names: list[str]
+    image: str = "embedding-zoo:latest"
+    replicas: int = 2
+    max_replicas: int = 8
+    namespace: str = "default"
+    repository: str = "init"  # "init" (an init container runs zoo export) or "pvc:CLAIM"
+    export_args: list[str] = field(default_factory=list)  # --instances, --instance-kind, --runtime as given
+    gpu: bool = False
+    cpu: str = "2"
+    memory: str = "4Gi"
+    shm: str = "1Gi"
+    queue_target_us: int = 50_000
+
+
+def _labels() -> dict[str, str]:
+    return {"app.kubernetes.io/name": APP, "app.kubernetes.io/component": "triton"}
+
+
+def _meta(name: str, opts: K8sOptions) -> dict[str, Any]:
+    return {"name": name, "namespace": opts.namespace, "labels": _labels()}
+
+
+def _probe(path: str, port: str, period: int, failures: int) -> dict[str, Any]:
+    return {"httpGet": {"path": path, "port": port}, "periodSeconds": period, "failureThreshold": failures,
+            "timeoutSeconds": 3}
+
+
+def deployment(opts: K8sOptions) -> dict[str, Any]:
+    """The Deployment of the Triton replicas."""
+    resources: dict[str, Any] = {"requests": {"cpu": opts.cpu, "memory": opts.memory},
+                                 "limits": {"memory": opts.memory}}
+    if opts.gpu:
+        resources["limits"]["nvidia.com/gpu"] = 1
+    mounts = [{"name": "models", "mountPath": "/models", "readOnly": True}, {"name": "dshm", "mountPath": "/dev/shm"}]
+    serve = ["zoo", "serve", "--repository", "/models", "--host", "0.0.0.0",
+             *(f"--{k}-port={v}" for k, v in PORTS.items())]
+    container = {
+        "name": "zoo", "image": opts.image, "command": serve,
+        "ports": [{"name": k, "containerPort": v} for k, v in PORTS.items()],
+        "env": [{"name": "HF_HUB_OFFLINE", "value": "1"}, {"name": "ZOO_API_KEY", "valueFrom": {
+            "secretKeyRef": {"name": "zoo-api-key", "key": "key", "optional": True}}}],
+        "resources": resources, "volumeMounts": mounts,
+        "startupProbe": _probe("/v2/health/ready", "http", 10, 60),  # model loading: up to 10 minutes
+        "livenessProbe": _probe("/v2/health/live", "http", 10, 3),
+        "readinessProbe": _probe("/health", "health", 5, 2),
+    }
+    if opts.repository == "init":
+        models = {"name": "models", "emptyDir": {}}
+        init = [{"name": "repository", "image": opts.image,
+                 "command": ["zoo", "export", *opts.names, "--out", "/models", *opts.export_args],
+                 "env": [{"name": "HF_HUB_OFFLINE", "value": "1"}],
+                 "volumeMounts": [{"name": "models", "mountPath": "/models"}]}]
+    else:
+        claim = opts.repository.removeprefix("pvc:")
+        models = {"name": "models", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
+        init = []
+    pod: dict[str, Any] = {
+        "containers": [container],
+        "volumes": [models, {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": opts.shm}}],
+        "terminationGracePeriodSeconds": 30,
+    }
+    if init:
+        pod["initContainers"] = init
+    if opts.gpu:
+        pod["tolerations"] = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+    annotations = {"prometheus.io/scrape": "true", "prometheus.io/port": str(PORTS["metrics"]),
+                   "prometheus.io/path": "/metrics"}
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": _meta("zoo-triton", opts),
+            "spec": {"replicas": opts.replicas, "selector": {"matchLabels": _labels()},
+                     "template": {"metadata": {"labels": _labels(), "annotations": annotations}, "spec": pod}}}
+
+
+def services(opts: K8sOptions) -> list[dict[str, Any]]:
+    """The load-balanced Service and the headless one (one DNS name, every ready pod's address)."""
+    ports = [{"name": k, "port": v, "targetPort": k} for k, v in PORTS.items()]
+    return [
+        {"apiVersion": "v1", "kind": "Service", "metadata": _meta("zoo", opts),
+         "spec": {"selector": _labels(), "ports": ports}},
+        {"apiVersion": "v1", "kind": "Service", "metadata": _meta("zoo-replicas", opts),
+         "spec": {"clusterIP": "None", "selector": _labels(), "ports": ports}},
+    ]
+
+
+def autoscaling(opts: K8sOptions) -> list[dict[str, Any]]:
+    """The HorizontalPodAutoscaler on Triton's queue time, and a PodDisruptionBudget."""
+    hpa = {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": _meta("zoo-triton", opts),
+           "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "zoo-triton"},
+                    "minReplicas": opts.replicas, "maxReplicas": max(opts.max_replicas, opts.replicas),
+                    "metrics": [{"type": "Pods", "pods": {"metric": {"name": QUEUE_METRIC}, "target": {
+                        "type": "AverageValue", "averageValue": str(opts.queue_target_us)}}}],
+                    "behavior": {"scaleDown": {"stabilizationWindowSeconds": 300}}}}
+    pdb = {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": _meta("zoo-triton", opts),
+           "spec": {"maxUnavailable": 1, "selector": {"matchLabels": _labels()}}}
+    return [hpa, pdb]
+
+
+def adapter_rules(opts: K8sOptions) -> dict[str, Any]:
+    """A ConfigMap in the prometheus-adapter's format with the queue-time rule (also usable as the adapter
+    Helm chart's ``rules.custom``)."""
+    return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta("zoo-prometheus-adapter-rules", opts),
+            "data": {"config.yaml": yaml.safe_dump({"rules": [ADAPTER_RULE]}, sort_keys=False)}}
+
+
+def manifests(opts: K8sOptions) -> dict[str, list[dict[str, Any]]]:
+    """File name → the objects it holds."""
+    return {"deployment.yaml": [deployment(opts)], "service.yaml": services(opts), "hpa.yaml": autoscaling(opts),
+            "prometheus-adapter-rules.yaml": [adapter_rules(opts)]}
+
+
+def write_manifests(opts: K8sOptions, folder: Path) -> list[Path]:
+    """Write the manifests under ``folder``; returns the files."""
+    if opts.replicas < 1:
+        raise InvalidArgumentError("--k8s-replicas must be at least 1", "k8s_replicas")
+    if opts.repository != "init" and not (opts.repository.startswith("pvc:") and len(opts.repository) > 4):
+        raise InvalidArgumentError(f"--k8s-repository {opts.repository!r} is not 'init' or 'pvc:CLAIM'",
+                                   "k8s_repository")
+    folder.mkdir(parents=True, exist_ok=True)
+    out = []
+    for name, objects in manifests(opts).items():
+        path = folder / name
+        path.write_text(yaml.safe_dump_all(objects, sort_keys=False))
+        out.append(path)
+    return out
