@@ -288,12 +288,14 @@ def test_zoo_demo_command_local_backend(tmp_path):
     extra.mkdir()
     (extra / "note.txt").write_text("an operator's own note about triangles")
     proc, lines = start_and_wait(["demo", "--backend", "local", "--port", str(port), "--data-dir", str(tmp_path),
-                                  "--corpus", str(extra)], "demo: http")
+                                  "--corpus", str(extra), "--index", f"qdrant:{tmp_path / 'db'}"], "demo: http")
     try:
         assert lines and lines[-1].strip() == f"demo: http://127.0.0.1:{port}", "".join(lines)
         page = urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=30).read().decode()
         assert "gradio" in page.lower()
-        assert (tmp_path / "index" / "local").is_dir() and (tmp_path / "corpus" / "items.jsonl").is_file()
+        assert (tmp_path / "index" / "local-store").is_dir() and (tmp_path / "corpus" / "items.jsonl").is_file()
+        assert f"dense vectors in qdrant:{tmp_path / 'db'}" in "".join(lines)  # --index: the vector database
+        assert (tmp_path / "db" / "collection").is_dir()
         assert "imported 1 file(s) from" in "".join(lines)  # --corpus: the operator's folder, on the command line
         assert "triangles" in (tmp_path / "corpus" / "items.jsonl").read_text()
     finally:

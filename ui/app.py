@@ -68,9 +68,11 @@ def examples(corpus: Corpus) -> dict[Modality, tuple[list[list[Any]], list[str]]
 class Searcher:
     """Holds the corpus and one index per model; thread-safe indexing."""
 
-    def __init__(self, backend: Backend, corpus: Corpus, index_root: Path, approximate: bool = False) -> None:
+    def __init__(self, backend: Backend, corpus: Corpus, index_root: Path, approximate: bool = False,
+                 store: Any = None) -> None:
         self.backend, self.corpus = backend, corpus
         self.index_root, self.approximate = Path(index_root), approximate
+        self.store = store  # a zoo.store.VectorStore: dense vectors live there instead of in FAISS
         self.indexes: dict[Any, Any] = {}  # model (dense) or (model, kind) → its index
         self._lock = threading.Lock()
 
@@ -87,8 +89,13 @@ class Searcher:
             embedder = self.backend.embedder(model)
             key = model if kind == "dense" else (model, kind)
             if key not in self.indexes:
-                self.indexes[key] = INDEXES[kind](self.index_folder(model, embedder.weights_fingerprint, kind),
-                                                  embedder.spec, self.approximate)
+                folder = self.index_folder(model, embedder.weights_fingerprint, kind)
+                if self.store is not None and kind == "dense":
+                    from .store_index import StoreIndex
+
+                    self.indexes[key] = StoreIndex(folder, embedder.spec, self.store)
+                else:
+                    self.indexes[key] = INDEXES[kind](folder, embedder.spec, self.approximate)
             self.indexes[key].update(self.corpus, lambda x, m: kind_outputs(embedder, x, m, kind), progress)
             return self.indexes[key]
 

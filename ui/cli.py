@@ -14,9 +14,10 @@ DEFAULT_DATA_DIR = Path(os.environ.get("ZOO_DATA_DIR", Path.home() / ".cache" / 
 
 
 def build(backend_kind: str, url: str, data_dir: Path, approximate: bool = False, device: str | None = None,
-          corpus_dirs: list[str] | None = None):
+          corpus_dirs: list[str] | None = None, index: str | None = None):
     """Backend, corpus (built offline on first start, plus the operator's ``corpus_dirs``) and pre-built
-    indexes of the default models."""
+    indexes of the default models; ``index``: a vector database URI (:mod:`zoo.store`) for the dense
+    vectors instead of FAISS."""
     from .backend import LocalBackend, TritonBackend
     from .corpus import build_default
 
@@ -33,7 +34,14 @@ def build(backend_kind: str, url: str, data_dir: Path, approximate: bool = False
         added, errors = corpus.add_folder(Path(folder))
         print(f"imported {len(added)} file(s) from {folder}" + "".join(f"\n  rejected {e}" for e in errors),
               flush=True)
-    searcher = Searcher(backend, corpus, data_dir / "index" / backend_kind, approximate)
+    store = None
+    if index:
+        from zoo.store import VectorStore
+
+        store = VectorStore(index)
+        print(f"dense vectors in {index}", flush=True)
+    searcher = Searcher(backend, corpus, data_dir / "index" / (f"{backend_kind}-store" if index else backend_kind),
+                        approximate, store)
     available = set(backend.models())
     from tqdm.auto import tqdm
 
@@ -79,7 +87,7 @@ class ServeDemo:
 
 def _cmd_demo(args: argparse.Namespace) -> int:
     searcher, uploads = build(args.backend, args.url, Path(args.data_dir), args.approximate, args.device,
-                              args.corpus)
+                              args.corpus, args.index)
     launch(searcher, uploads, args.host, args.port, block=True)
     return 0
 
@@ -99,6 +107,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backend", choices=["triton", "local"], default="triton")
     p.add_argument("--url", default="127.0.0.1:8001", help="tritonserver gRPC address (triton backend)")
     p.add_argument("--approximate", action="store_true", help="HNSW index instead of exact search")
+    p.add_argument("--index", metavar="URI", help="keep the dense vectors in this vector database instead of "
+                   "FAISS: qdrant:PATH (embedded), qdrant+http://HOST:PORT (a server)")
     p.add_argument("--device", help="local backend: torch device")
     add_ui_arguments(p)
     p.set_defaults(run=_cmd_demo)

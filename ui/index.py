@@ -63,7 +63,7 @@ class _CorpusIndex:
 
     def _load(self) -> None: ...
 
-    def _add(self, parts: list) -> None: ...
+    def _add(self, parts: list, ids: list[str], modalities: list[str]) -> None: ...
 
     def _save(self) -> None: ...
 
@@ -76,7 +76,7 @@ class _CorpusIndex:
         self._synced = len(corpus.items)
         if not todo:
             return 0
-        new_ids, parts = [], []
+        new_ids, new_modalities, parts = [], [], []
         chunk = 16
         for start in range(0, len(todo), chunk):
             part = todo[start : start + chunk]
@@ -85,10 +85,11 @@ class _CorpusIndex:
                 inputs = [i.text if modality == Modality.TEXT.value else str(corpus.file(i)) for i in group]
                 parts.append(encode(inputs, modality))
                 new_ids += [i.id for i in group]
+                new_modalities += [modality] * len(group)
             if progress:
                 progress(min(1.0, (start + chunk) / len(todo)), f"indexing {len(todo)} items for {self.spec.name}")
         self.ids += new_ids
-        self._add(parts)
+        self._add(parts, new_ids, new_modalities)
         self._views.clear()
         self._rows.clear()
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -116,7 +117,7 @@ class ModelIndex(_CorpusIndex):
     def _load(self) -> None:
         self.vectors = np.load(self.folder / "vectors.npy")
 
-    def _add(self, parts: list) -> None:
+    def _add(self, parts: list, ids: list[str], modalities: list[str]) -> None:
         self.vectors = np.concatenate([self.vectors, *parts]).astype(np.float32)
 
     def _save(self) -> None:
@@ -175,7 +176,7 @@ class MultiVectorIndex(_CorpusIndex):
         flat, lengths = np.load(self.folder / "vectors.npy"), np.load(self.folder / "lengths.npy")
         self.items = np.split(flat, np.cumsum(lengths)[:-1]) if len(lengths) else []
 
-    def _add(self, parts: list) -> None:
+    def _add(self, parts: list, ids: list[str], modalities: list[str]) -> None:
         self.items += [x.astype(np.float32) for p in parts for x in p]
 
     def _save(self) -> None:
@@ -234,7 +235,7 @@ class SparseIndex(_CorpusIndex):
 
         self.matrix = sps.load_npz(self.folder / "sparse.npz").tocsr()
 
-    def _add(self, parts: list) -> None:
+    def _add(self, parts: list, ids: list[str], modalities: list[str]) -> None:
         self.matrix = kinds.concat([self.matrix, *parts])
 
     def _save(self) -> None:
