@@ -34,14 +34,16 @@ from tritonclient.utils import InferenceServerException
 
 from zoo import kinds
 from zoo.base import EncodeFront, EncodeOptions, check_batch_size, check_items
-from zoo.errors import InputError, ModelUnavailableError, ServerError, from_wire
+from zoo.errors import InputError, ModelUnavailableError, ServerError, from_wire, is_wire
 from zoo.spec import EmbedderSpec, Modality
 
 from . import contract
 
 MAX_CONCURRENT_CHUNKS = 8
-# what Triton says while a model is unloaded for a restart, or just before the supervisor notices a dead stub
-_UNAVAILABLE_HINTS = ("has no available versions", "is not healthy", "is not ready")
+# what Triton says while a model is unloaded for a restart, just before the supervisor notices a dead stub, or
+# while the server shuts down (its messages start "[request id: …]", so only zoo's own wire errors are excluded)
+_UNAVAILABLE_HINTS = ("has no available versions", "is not healthy", "is not ready",
+                      "stopped accepting new inference requests")
 Rows = list["np.ndarray | InputError"]
 REPLICA_COOLDOWN_S = 5.0  # a replica that just failed is tried after the others for this long
 
@@ -123,8 +125,7 @@ def _chunks(n: int, size: int) -> list[tuple[int, int]]:
 def _raise_remote(err: InferenceServerException, offset: int) -> None:
     """Re-raise a server error as the `zoo` error it encodes, item index shifted to the whole call."""
     text = err.message() or str(err)
-    if not text.lstrip().startswith("[") and (err.status() == "StatusCode.UNAVAILABLE"
-                                              or any(h in text for h in _UNAVAILABLE_HINTS)):
+    if not is_wire(text) and (err.status() == "StatusCode.UNAVAILABLE" or any(h in text for h in _UNAVAILABLE_HINTS)):
         raise ModelUnavailableError(f"model not available right now (retry later): {text}") from None
     zerr = from_wire(text)
     if isinstance(zerr, InputError):

@@ -36,6 +36,24 @@ def test_replica_urls():
         replica_urls("no-such-host.invalid:1")
 
 
+def test_what_counts_as_a_replica_gone():
+    from tritonclient.utils import InferenceServerException
+
+    from serving.client import _raise_remote
+    from zoo.errors import InputError, ModelUnavailableError
+
+    stopping = InferenceServerException("[request id: <id_unknown>] Server is stopping, scheduler for model has "
+                                        "stopped accepting new inference requests", status="StatusCode.INTERNAL")
+    with pytest.raises(ModelUnavailableError):  # a server shutting down: the next replica gets the request
+        _raise_remote(stopping, 0)
+    with pytest.raises(ModelUnavailableError):
+        _raise_remote(InferenceServerException("failed to connect", status="StatusCode.UNAVAILABLE"), 0)
+    bad = InferenceServerException("[request id: 7] [InputError] input 1: not an image", status="StatusCode.INTERNAL")
+    with pytest.raises(InputError, match="not an image") as err:  # zoo's own error: raised, never retried
+        _raise_remote(bad, 10)
+    assert err.value.index == 11
+
+
 @pytest.mark.server
 def test_two_replicas_spread_and_survive_a_stop(tmp_path, minilm):
     export([TEXT], tmp_path / "repo")

@@ -228,3 +228,17 @@ def test_shards_cover_every_row_once(tmp_path):
     shards = sources.plan(tmp_path / "x.jsonl", 10)
     assert [len(list(sources.rows(s))) for s in shards] == [10, 10, 5]  # blank lines are not rows
     assert sources.Shard.from_json(shards[1].to_json()) == shards[1]
+
+
+def test_a_failed_shard_is_reported_and_retried(ray_local, tmp_path):
+    source = tmp_path / "t.jsonl"
+    source.write_text("".join(json.dumps({"id": str(i), "text": f"a shape number {i}"}) + "\n" for i in range(9)))
+    out = tmp_path / "out"
+    (out / "shard-00001.errors.jsonl").mkdir(parents=True)  # shard 1 cannot be written: it fails as a whole
+    settings = Settings(model=ALIGNED, input=str(source), rows_per_shard=3)
+    with pytest.raises(zoo.ServerError, match=r"1 of 3 shards failed \(shard 1: IsADirectoryError.*retries"):
+        run(settings, out, progress=False)
+    assert sorted(p.name for p in out.glob("*.parquet")) == ["shard-00000.parquet", "shard-00002.parquet"]
+    (out / "shard-00001.errors.jsonl").rmdir()
+    again = run(settings, out, progress=False)
+    assert (again.skipped, again.rows) == (2, 3)

@@ -134,6 +134,11 @@ def to_wire(err: BaseException) -> str:
     return f"[ServerError] {INTERNAL_MESSAGE}"
 
 
+def is_wire(message: str) -> bool:
+    """Whether ``message`` carries an error :func:`to_wire` encoded (anything else came from the server itself)."""
+    return _WIRE.search(message) is not None
+
+
 def from_wire(message: str) -> ZooError:
     """Rebuild the `zoo` error that :func:`to_wire` encoded inside ``message`` (or a ServerError)."""
     match = _WIRE.search(message)

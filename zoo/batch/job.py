@@ -17,7 +17,9 @@ atomically, after its errors file, so its presence means the shard is done: a re
 from __future__ import annotations
 
 import json
+import logging
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -160,9 +162,17 @@ class ShardWorker:
         self.model = open_model(settings.model, settings.backend, settings.url, None)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        done = [embed_shard(self.model, sources.Shard.from_json(s), self.dest, self.settings, self.kind,
-                            self.batch_size) for s in batch["shard"]]
-        return {k: np.array([d[k] for d in done]) for k in ("shard", "rows", "errors", "seconds")}
+        done = []
+        for text in batch["shard"]:
+            shard = sources.Shard.from_json(text)
+            t = time.perf_counter()
+            try:
+                done.append(embed_shard(self.model, shard, self.dest, self.settings, self.kind, self.batch_size)
+                            | {"failed": ""})
+            except Exception as err:  # noqa: BLE001 - reported by the driver; the other shards go on
+                done.append({"shard": shard.index, "rows": 0, "errors": 0, "seconds": time.perf_counter() - t,
+                             "failed": f"{type(err).__name__}: {err}".splitlines()[0]})
+        return {k: np.array([d[k] for d in done]) for k in ("shard", "rows", "errors", "seconds", "failed")}
 
 
 def output_kind(spec: Any, settings: Settings) -> str:
@@ -236,7 +246,6 @@ class Report:
     stored: int = 0
     busy_seconds: float = 0.0  # the actors' time inside shards (reading, embedding, writing), summed
 
-
     @property
     def rows_per_s(self) -> float:
         """Rows embedded per second by this run (shards it skipped not counted)."""
@@ -275,10 +284,12 @@ def run(settings: Settings, dest: str | Path, *, to: str | None = None, collecti
     t = time.perf_counter()
     rows = errors = 0
     busy = 0.0
+    failed: list[str] = []
     if pending:
         if not ray.is_initialized():
             ray.init(ignore_reinit_error=True, include_dashboard=False, log_to_driver=False,
                      logging_level="WARNING")
+        logging.getLogger("ray.data").setLevel(logging.WARNING)  # Ray Data's INFO lines would drown the bar
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False  # the job's own bar counts rows; Ray's would count blocks
         cpus = int(ray.cluster_resources().get("CPU", 1))
@@ -300,16 +311,24 @@ def run(settings: Settings, dest: str | Path, *, to: str | None = None, collecti
                 rows += int(row["rows"])
                 errors += int(row["errors"])
                 busy += float(row["seconds"])
+                if row["failed"]:
+                    failed.append(f"shard {row['shard']}: {row['failed']}")
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(rows=rows, errors=errors, rows_per_s=f"{rows / (time.perf_counter() - t):.0f}")
-        except ray.exceptions.RayError as err:  # an actor failed as a whole (its server gone, say): say why
-            cause = getattr(err, "cause", None)
-            raise ServerError(f"the embedding job stopped: {cause or err}; finished shards are kept in "
-                              f"{dest}, and running the same command again resumes") from None
+        except ray.exceptions.RayError as err:  # an actor could not start (its model, its server): say why
+            # Ray's text holds the actor's traceback: its last "SomeError: message" line says what went wrong
+            lines = [ln.strip() for ln in str(err).splitlines() if re.match(r"\s*[\w.]+(Error|Exception): ", ln)]
+            own = [ln for ln in lines if not ln.startswith("ray.")] or lines or [type(err).__name__]
+            raise ServerError(f"the embedding job stopped: {own[-1]}; finished shards are kept in {dest}, and "
+                              "running the same command again resumes") from None
         finally:
             if bar is not None:
                 bar.close()
+        if failed:  # shards that failed as a whole (a server gone, a disk full): the rest were written
+            raise ServerError(f"{len(failed)} of {len(pending)} shards failed ({failed[0]}"
+                              f"{'; …' if len(failed) > 1 else ''}); the others are in {dest}, and running "
+                              "the same command again retries the failed ones")
     seconds = time.perf_counter() - t
     merged = [shard_path(dest, s.index, ".errors.jsonl") for s in shards]
     (dest / "errors.jsonl").write_text("".join(p.read_text() for p in merged if p.exists()))
