@@ -138,6 +138,9 @@ def test_embed_jsonl_shards_errors_resume_and_store(ray_local, aligned, tmp_path
     assert pq.read_table(out / "shard-00002.parquet").num_rows == 6
     with pytest.raises(zoo.InvalidArgumentError, match="other settings .*dimensions"):
         run(Settings(model=ALIGNED, input=str(source), rows_per_shard=6, dimensions=64), out, progress=False)
+    with pytest.raises(zoo.InvalidArgumentError, match="other settings .*controls"):
+        run(Settings(model=ALIGNED, input=str(source), rows_per_shard=6, controls={"normalize": False}), out,
+            progress=False)
     with pytest.raises(zoo.InvalidArgumentError, match="vector database stores"):
         run(Settings(model=ALIGNED, input=str(source), precision="int8"), tmp_path / "o2", to=db, progress=False)
 

@@ -51,13 +51,13 @@ class Settings:
     prompt_name: str | None = None
     backend: str = "local"  # "local", or an installed zoo.backends name (e.g. "triton")
     url: str = ""
-    controls: dict = field(default_factory=dict)
+    controls: dict = field(default_factory=dict)  # encode()'s other controls: normalize, max_vectors, top_k
 
     def key(self) -> dict:
         """The settings that change the stored rows (the URL of a served copy of the model does not)."""
         return {"model": self.model, "input": str(Path(self.input).expanduser().resolve()),
                 "rows_per_shard": self.rows_per_shard, "output": self.output, "dimensions": self.dimensions,
-                "precision": self.precision, "prompt_name": self.prompt_name}
+                "precision": self.precision, "prompt_name": self.prompt_name, "controls": self.controls}
 
 
 def shard_path(dest: Path, index: int, suffix: str = ".parquet") -> Path:
