@@ -34,7 +34,7 @@ from tritonclient.utils import InferenceServerException
 
 from zoo import kinds
 from zoo.base import EncodeFront, EncodeOptions, check_batch_size, check_items
-from zoo.errors import InputError, ModelUnavailableError, ServerError, from_wire, is_wire
+from zoo.errors import InputError, ModelUnavailableError, ServerError, ZooError, from_wire, is_wire
 from zoo.spec import EmbedderSpec, Modality
 
 from . import contract
@@ -122,15 +122,19 @@ def _chunks(n: int, size: int) -> list[tuple[int, int]]:
     return [(s, min(s + size, n)) for s in range(0, n, size)]
 
 
-def _raise_remote(err: InferenceServerException, offset: int) -> None:
-    """Re-raise a server error as the `zoo` error it encodes, item index shifted to the whole call."""
+def _remote_error(err: InferenceServerException, offset: int) -> ZooError:
+    """The `zoo` error a server error encodes, item index shifted to the whole call; a replica that is gone
+    or a model that is not ready gives :class:`ModelUnavailableError`."""
     text = err.message() or str(err)
     if not is_wire(text) and (err.status() == "StatusCode.UNAVAILABLE" or any(h in text for h in _UNAVAILABLE_HINTS)):
-        raise ModelUnavailableError(f"model not available right now (retry later): {text}") from None
+        return ModelUnavailableError(f"model not available right now (retry later): {text}")
     zerr = from_wire(text)
-    if isinstance(zerr, InputError):
-        raise InputError(zerr.index + offset, zerr.reason) from None
-    raise zerr from None
+    return InputError(zerr.index + offset, zerr.reason) if isinstance(zerr, InputError) else zerr
+
+
+def _raise_remote(err: InferenceServerException, offset: int) -> None:
+    """Re-raise a server error as the `zoo` error it encodes (:func:`_remote_error`)."""
+    raise _remote_error(err, offset) from None
 
 
 class _PerItem:
@@ -206,12 +210,11 @@ class _Remote(EncodeFront):
     def _unavailable(self, url: str, err: InferenceServerException, offset: int) -> ModelUnavailableError:
         """The error of a request to replica ``url``: raised as its `zoo` error, unless it says the replica
         is unavailable, which is noted and returned (the caller tries the next replica)."""
-        try:
-            _raise_remote(err, offset)
-        except ModelUnavailableError as down:
-            self.replicas.failed(url)
-            return down
-        raise AssertionError("unreachable: _raise_remote always raises")
+        zerr = _remote_error(err, offset)
+        if not isinstance(zerr, ModelUnavailableError):
+            raise zerr from None
+        self.replicas.failed(url)
+        return zerr
 
     def _chunk_size(self, batch_size: int | None) -> int:
         return min(check_batch_size(self.spec.max_batch_size if batch_size is None else batch_size),

@@ -191,15 +191,15 @@ def output_kind(spec: Any, settings: Settings) -> str:
 
 def _check_dest(dest: Path, settings: Settings) -> None:
     dest.mkdir(parents=True, exist_ok=True)
-    job = dest / "job.json"
+    job, key = dest / "job.json", settings.key()
     if job.exists():
         before = json.loads(job.read_text())
-        if before != settings.key():
-            changed = sorted(k for k in settings.key() if before.get(k) != settings.key()[k])
+        if before != key:
+            changed = sorted(k for k in key if before.get(k) != key[k])
             raise InvalidArgumentError(f"{dest} holds a job with other settings ({', '.join(changed)}); "
                                        "give another --out to start afresh", "out")
     else:
-        job.write_text(json.dumps(settings.key(), indent=1))
+        job.write_text(json.dumps(key, indent=1))
 
 
 def _store_shards(dest: Path, shards: list[int], kind: str, uri: str, collection: str) -> int:
@@ -215,6 +215,7 @@ def _store_shards(dest: Path, shards: list[int], kind: str, uri: str, collection
     store = VectorStore(uri)
     written = 0
     stored_kind = "dense" if kind == "fde" else kind  # an FDE is searched as one dense vector
+    ensured = False
     try:
         for index in sorted(set(shards) - have):
             t = pq.read_table(shard_path(dest, index)).to_pydict()
@@ -223,7 +224,9 @@ def _store_shards(dest: Path, shards: list[int], kind: str, uri: str, collection
             else:
                 vecs = [np.asarray(v, dtype=np.float32) for v in t["embedding"]]
             if vecs:
-                store.ensure(collection, stored_kind, 0 if kind == "sparse" else vecs[0].shape[-1])
+                if not ensured:  # once per run: every shard holds the same kind and width
+                    store.ensure(collection, stored_kind, 0 if kind == "sparse" else vecs[0].shape[-1])
+                    ensured = True
                 store.upsert(collection, stored_kind, t["id"], vecs, [json.loads(m) for m in t["metadata"]])
             written += len(t["id"])
             have.add(index)
