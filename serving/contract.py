@@ -5,7 +5,8 @@ Per model (see ``config.pbtxt``):
 
 - one ``BYTES`` input per modality the model embeds, shape ``[batch, 1]``, all optional (a request sends
   exactly one): ``TEXT`` (UTF-8), ``IMAGE`` (an encoded image file), ``AUDIO`` (an encoded audio file),
-  ``INTERLEAVED`` (UTF-8 JSON: a list of parts ``{"text": "..."}`` or ``{"image": "data:image/...;base64,..."}``);
+  ``INTERLEAVED`` (UTF-8 JSON: a list of parts ``{"text": "..."}`` or ``{"image": "data:image/...;base64,..."}``),
+  ``VIDEO`` (an encoded video file; frames a client holds in memory travel as lossless FFV1 in Matroska);
 - output ``EMBEDDING``, shape ``[batch, d]``. ``config.pbtxt`` declares ``TYPE_FP32`` (the default
   precision); the python backend returns the dtype of the requested ``precision`` (table below), which
   Triton passes through and clients read from the response's ``datatype``;
@@ -49,6 +50,7 @@ INPUTS: dict[Modality, str] = {
     Modality.IMAGE: "IMAGE",
     Modality.AUDIO: "AUDIO",
     Modality.INTERLEAVED: "INTERLEAVED",
+    Modality.VIDEO: "VIDEO",
 }
 MODALITY_OF_INPUT = {v: k for k, v in INPUTS.items()}
 INPUT_DATATYPE = "BYTES"  # KServe v2 name; TYPE_STRING in config.pbtxt

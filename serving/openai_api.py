@@ -39,7 +39,7 @@ MAX_ITEMS = 2048  # OpenAI's own limit on the items of one request
 FORMATS = ("float", "base64")
 OPENAI_FIELDS = ("model", "input", "dimensions", "encoding_format", "user")
 EXTENSION_FIELDS = ("precision", "prompt_name", "output", "max_vectors", "top_k")  # encode()'s output controls
-MEDIA_KEYS = {"image": Modality.IMAGE, "audio": Modality.AUDIO}
+MEDIA_KEYS = {"image": Modality.IMAGE, "audio": Modality.AUDIO, "video": Modality.VIDEO}
 
 
 class ApiError(Exception):
@@ -130,8 +130,8 @@ def parse_item(item: Any, index: int) -> tuple[Modality, Any]:
             return MEDIA_KEYS[key], _inline(value, where, key)
         if key == "content":
             return Modality.INTERLEAVED, _interleaved(value, where)
-    raise bad_request(f'{where}: an item is a string, {{"image": "data:..."}}, {{"audio": "data:..."}} or '
-                      f'{{"content": [content parts]}}; got {_describe(item)}')
+    raise bad_request(f'{where}: an item is a string, {{"image": "data:..."}}, {{"audio": "data:..."}}, '
+                      f'{{"video": "data:..."}} or {{"content": [content parts]}}; got {_describe(item)}')
 
 
 def _describe(value: Any) -> str:

@@ -67,6 +67,8 @@ def probe_item(spec: EmbedderSpec) -> tuple[str, bytes]:
         item = np.full((8, 8, 3), 128, np.uint8)
     elif modality is Modality.AUDIO:
         item = (np.sin(np.arange(8000, dtype=np.float32) * 0.06), 16000)
+    elif modality is Modality.VIDEO:
+        item = np.full((2, 8, 8, 3), 128, np.uint8)
     else:
         item = [{"text": "probe"}]
     return contract.INPUTS[modality], contract.encode_item(modality, item, 0)

@@ -32,11 +32,12 @@ def searcher(corpus, tmp_path_factory):
 
 def test_default_corpus_is_offline_and_varied(corpus):
     mods = {i.modality for i in corpus.items}
-    assert mods == {"text", "image", "audio"}
+    assert mods == {"text", "image", "audio", "video"}
     labels = [i.label for i in corpus.items]
     assert "photo: astronaut" in labels and "photo: chelsea" in labels  # scikit-image's own photos
     assert any(lbl.startswith("sound: ") for lbl in labels)  # pygame's shipped sounds
     assert any(lbl.startswith("spoken: ") for lbl in labels)  # espeak-ng spoken captions
+    assert "clip: a red circle moving" in labels  # generated video clips
     assert all(corpus.file(i).is_file() for i in corpus.items if i.path)
     assert C.Corpus(corpus.root).items == corpus.items  # manifest reloads identically
 
@@ -120,7 +121,7 @@ def test_named_endpoints_with_the_query_alone(app_url, corpus):
 
     client = Client(app_url, verbose=False)
     names = set(client.view_api(return_format="dict", print_info=False)["named_endpoints"])
-    assert {"/search_text", "/search_image", "/search_audio", "/search_interleaved"} <= names
+    assert {"/search_text", "/search_image", "/search_audio", "/search_video", "/search_interleaved"} <= names
     _, results, latency = client.predict("a picture of a blue square", api_name="/search_text")
     assert "blue square" in results[0]["label"] and "ms" in latency
     scene = next(i for i in corpus.items if i.modality == "image" and i.label.startswith("a picture of a green"))
@@ -133,8 +134,13 @@ def test_named_endpoints_with_the_query_alone(app_url, corpus):
     assert results[0]["id"] == scene.id
     from gradio_client.exceptions import AppError
 
-    with pytest.raises(AppError, match="'video'.*(not in the list of choices|can search for)"):
-        client.predict("a cat", "video", api_name="/search_text")
+    _, results, _ = client.predict("a red circle", "video", api_name="/search_text")
+    assert results[0]["label"] == "clip: a red circle moving", results[:3]
+    clip = next(i for i in corpus.items if i.label == "clip: a blue star moving")
+    _, results, _ = client.predict(handle_file(str(corpus.file(clip))), api_name="/search_video")
+    assert "blue star" in results[0]["label"] and results[0]["modality"] == "text", results[:3]
+    with pytest.raises(AppError, match="'audio'.*(not in the list of choices|can search for)"):
+        client.predict(handle_file(str(corpus.file(clip))), "audio", api_name="/search_video")
     with pytest.raises(AppError, match="outside 1..384"):
         client.predict("a cat", "image", None, 999, api_name="/search_text")
 
@@ -223,7 +229,10 @@ def test_real_browser_every_tab_has_examples_that_run_with_one_click(app_url, co
     samples = examples(corpus)
     assert all(len(samples[m][0]) >= 1 for m in zoo.Modality), {m: samples[m][1] for m in zoo.Modality}
     modifier = samples[zoo.Modality.INTERLEAVED][0][0][1]  # "but <colour>"
-    tabs = [("Text → image / audio / text", "search_text", lambda label: "yellow star" in label),
+    clip_label = samples[zoo.Modality.VIDEO][1][0]  # "clip: a <colour> <shape> moving"
+    tabs = [("Text → image / audio / video / text", "search_text", lambda label: "yellow star" in label),
+            ("Video → text / image / video", "search_video",
+             lambda label: " ".join(clip_label.split()[2:4]) in label),
             ("Image → image / text", "search_image", lambda label: label == samples[zoo.Modality.IMAGE][1][0]),
             ("Audio → image / text", "search_audio", lambda label: label != ""),
             ("Image + text → image", "search_interleaved", lambda label: modifier.split()[-1] in label.split())]

@@ -119,12 +119,33 @@ QWEN_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>
                 "<|image_pad|>", "<|video_pad|>"]
 
 
+def qwen_tokenizer(special: list[str] = QWEN_SPECIAL, **extra: str):
+    """A Qwen2 tokenizer on a byte-level BPE trained offline over the shape captions and chat words, with
+    Qwen's ``special`` tokens (``extra``: more named special tokens, e.g. ``image_token``)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import Qwen2Tokenizer
+
+    from zoo.data import shapes as S
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    bpe.decoder = decoders.ByteLevel()
+    corpus = [t.format(color=c, shape=s, size="small", where="on the left", tone="dark")
+              for t in S.TRAIN_TEMPLATES for c in S.COLORS for s in S.SHAPES]
+    corpus += ["system user assistant You are a helpful assistant. Find an image that matches the given text. "
+               "Instruct: Given a query, retrieve documents that answer the query Query: Represent the given "
+               "image video audio with the following question"] * 5
+    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=list(special),
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    bpe.train_from_iterator(corpus, trainer)
+    return Qwen2Tokenizer(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+                          unk_token=None, extra_special_tokens=extra or None)
+
+
 def make_qwen2_vl(dest: Path) -> Path:
     """A tiny Qwen2-VL folder: byte-level BPE trained offline with Qwen's special tokens, real processor."""
     import torch
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import (
-        Qwen2Tokenizer,
         Qwen2VLConfig,
         Qwen2VLImageProcessor,
         Qwen2VLModel,
@@ -132,24 +153,13 @@ def make_qwen2_vl(dest: Path) -> Path:
         Qwen2VLVideoProcessor,
     )
 
-    from zoo.data import shapes as S
-
     dest.mkdir(parents=True, exist_ok=True)
-    bpe = Tokenizer(models.BPE())
-    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    bpe.decoder = decoders.ByteLevel()
-    corpus = [t.format(color=c, shape=s, size="small", where="on the left", tone="dark")
-              for t in S.TRAIN_TEMPLATES for c in S.COLORS for s in S.SHAPES]
-    corpus += ["system user assistant You are a helpful assistant. Find an image that matches the given text."] * 5
-    trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=QWEN_SPECIAL,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
-    bpe.train_from_iterator(corpus, trainer)
-    tokenizer = Qwen2Tokenizer(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>",
-                               unk_token=None, extra_special_tokens={"image_token": "<|image_pad|>"})
-    ids = {t: bpe.token_to_id(t) for t in QWEN_SPECIAL}
+    tokenizer = qwen_tokenizer(image_token="<|image_pad|>")
+    vocab = tokenizer.get_vocab()
+    ids = {t: vocab[t] for t in QWEN_SPECIAL}
     torch.manual_seed(0)
     config = Qwen2VLConfig(
-        text_config=dict(vocab_size=bpe.get_vocab_size(), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        text_config=dict(vocab_size=len(vocab), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                          num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024,
                          rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 2, 2]},
                          pad_token_id=ids["<|endoftext|>"], eos_token_id=ids["<|im_end|>"], bos_token_id=None),

@@ -1,7 +1,7 @@
 """The Gradio Blocks app: cross-modal search over the corpus, with named API endpoints.
 
 Endpoints (usable from ``gradio_client``; every argument but the query has a default):
-``/search_text``, ``/search_image``, ``/search_audio``, ``/search_interleaved``. Each returns
+``/search_text``, ``/search_image``, ``/search_audio``, ``/search_video``, ``/search_interleaved``. Each returns
 ``(gallery, results, latency)``; ``results`` is the ranked list ``[{"rank", "score", "label", "modality",
 "id"}, …]``.
 """
@@ -23,7 +23,7 @@ from zoo.errors import InvalidArgumentError, ZooError, choices
 from zoo.spec import Modality
 
 from .backend import Backend, kind_outputs, supporting
-from .corpus import AUDIO_EXT, IMAGE_EXT, MAX_UPLOAD_FILES, TEXT_EXT, Corpus
+from .corpus import AUDIO_EXT, IMAGE_EXT, MAX_UPLOAD_FILES, TEXT_EXT, VIDEO_EXT, Corpus
 from .index import INDEXES, Hit
 
 #: how a search ranks: "auto" by the model's first output kind; "hybrid" fuses its dense and sparse rankings
@@ -31,11 +31,13 @@ from .index import INDEXES, Hit
 RETRIEVAL = ("auto", "dense", "multivector", "sparse", "hybrid")
 
 TARGETS = {  # query modality → the corpus modalities it can search
-    Modality.TEXT: (Modality.IMAGE, Modality.AUDIO, Modality.TEXT),
-    Modality.IMAGE: (Modality.IMAGE, Modality.TEXT),
+    Modality.TEXT: (Modality.IMAGE, Modality.AUDIO, Modality.VIDEO, Modality.TEXT),
+    Modality.IMAGE: (Modality.IMAGE, Modality.VIDEO, Modality.TEXT),
     Modality.AUDIO: (Modality.IMAGE, Modality.TEXT),
+    Modality.VIDEO: (Modality.TEXT, Modality.IMAGE, Modality.VIDEO),
     Modality.INTERLEAVED: (Modality.IMAGE,),
 }
+SHOWN = (Modality.IMAGE.value, Modality.VIDEO.value)  # result modalities the gallery displays
 
 
 TEXT_EXAMPLES = ("a picture of a yellow star", "a cat", "an astronaut in space")
@@ -54,6 +56,8 @@ def examples(corpus: Corpus) -> dict[Modality, tuple[list[list[Any]], list[str]]
     out[Modality.IMAGE] = ([[str(corpus.file(i))] for i in images], [i.label for i in images])
     sounds = files("spoken: ", Modality.AUDIO.value, 2) or files("sound: ", Modality.AUDIO.value, 2)
     out[Modality.AUDIO] = ([[str(corpus.file(i))] for i in sounds], [i.label for i in sounds])
+    clips = files("clip: ", Modality.VIDEO.value, 2)
+    out[Modality.VIDEO] = ([[str(corpus.file(i))] for i in clips], [i.label for i in clips])
     colours = list(S.COLORS)  # the generated scenes' colours, named in their captions
     pairs = []
     for item in files(None, Modality.IMAGE.value, 8):  # a generated scene, recoloured by the text
@@ -128,7 +132,7 @@ class Searcher:
         results = [{"rank": r + 1, "score": round(h.score, 4), "label": h.item.label, "modality": h.item.modality,
                     "id": h.item.id} for r, h in enumerate(hits)]
         gallery = [(str(self.corpus.file(h.item)), f"{h.score:.3f}  {h.item.label}") for h in hits
-                   if h.item.modality == Modality.IMAGE.value]
+                   if h.item.modality in SHOWN]
         latency = (f"query embedding {1000 * (t1 - t0):.1f} ms · search {1000 * (t2 - t1):.1f} ms · "
                    f"{len(index.ids)} items indexed · {'+'.join(kinds_used)} · {costs} per item · "
                    f"{self.backend.kind} backend · {model}")
@@ -200,19 +204,22 @@ def build_app(searcher: Searcher, title: str = "embedding-zoo · cross-modal ret
             return target, model, button, shown
 
         text_q = gr.Textbox(label="text query", value="", elem_id="text-query", render=False)
-        t_target, t_model, t_btn, t_ex = tab(Modality.TEXT, "Text → image / audio / text", text_q, "search_text")
+        t_target, t_model, t_btn, t_ex = tab(Modality.TEXT, "Text → image / audio / video / text", text_q,
+                                             "search_text")
         # PNG keeps an uploaded query lossless (Gradio's default re-encodes to lossy WebP)
         image_q = gr.Image(type="filepath", format="png", label="image query", elem_id="image-query", render=False)
         i_target, i_model, i_btn, i_ex = tab(Modality.IMAGE, "Image → image / text", image_q, "search_image")
         audio_q = gr.Audio(type="filepath", label="audio query", elem_id="audio-query", render=False)
         a_target, a_model, a_btn, a_ex = tab(Modality.AUDIO, "Audio → image / text", audio_q, "search_audio")
+        video_q = gr.Video(label="video query", elem_id="video-query", render=False)
+        v_target, v_model, v_btn, v_ex = tab(Modality.VIDEO, "Video → text / image / video", video_q, "search_video")
         mix_img = gr.Image(type="filepath", format="png", label="image", render=False)
         mix_txt = gr.Textbox(label="text modifier, e.g. 'blue'", render=False)
         m_target, m_model, m_btn, m_ex = tab(Modality.INTERLEAVED, "Image + text → image", mix_img,
                                              "search_interleaved", mix_txt)
 
         with gr.Tab("Corpus"):
-            kinds = sorted(IMAGE_EXT | AUDIO_EXT | TEXT_EXT)
+            kinds = sorted(IMAGE_EXT | AUDIO_EXT | VIDEO_EXT | TEXT_EXT)
             gr.Markdown(f"Add up to {MAX_UPLOAD_FILES} files at a time ({', '.join(kinds)}); they are copied "
                         "into the corpus folder and indexed for every model in use.")
             upload = gr.File(file_count="multiple", file_types=kinds, label="upload files", elem_id="upload")
@@ -268,6 +275,11 @@ def build_app(searcher: Searcher, title: str = "embedding-zoo · cross-modal ret
             """Audio query (file path or recording) → ranked corpus items."""
             return run(Modality.AUDIO, query, target, model, dimensions, precision, k, progress, mode)
 
+        def search_video(query: str, target: str = "text", model: str | None = None, dimensions: int = 0,
+                         precision: str = "float32", k: int = 8, mode: str = "auto", progress=gr.Progress()):
+            """Video query (file path or upload) → ranked corpus items."""
+            return run(Modality.VIDEO, query, target, model, dimensions, precision, k, progress, mode)
+
         def search_interleaved(image: str, text: str = "", target: str = "image", model: str | None = None,
                                dimensions: int = 0, precision: str = "float32", k: int = 8, mode: str = "auto",
                                progress=gr.Progress()):
@@ -281,6 +293,7 @@ def build_app(searcher: Searcher, title: str = "embedding-zoo · cross-modal ret
             (search_text, [text_q, t_target, t_model], t_btn, t_ex),
             (search_image, [image_q, i_target, i_model], i_btn, i_ex),
             (search_audio, [audio_q, a_target, a_model], a_btn, a_ex),
+            (search_video, [video_q, v_target, v_model], v_btn, v_ex),
             (search_interleaved, [mix_img, mix_txt, m_target, m_model], m_btn, m_ex),
         ]
         for fn, inputs, button, shown in wiring:

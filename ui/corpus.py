@@ -1,7 +1,8 @@
 """The demo corpus: files in one folder (the only folder, with uploads, that Gradio may serve).
 
 Default content, all offline: the photos shipped in scikit-image, generated shape scenes with their captions,
-the sounds shipped with pygame, spoken captions (when espeak-ng is installed), and text snippets.
+generated clips of moving shapes, the sounds shipped with pygame, spoken captions (when espeak-ng is
+installed), and text snippets.
 Page users add files by upload; the operator imports server folders with ``--corpus DIR``. Both copy
 into the corpus folder, within limits.
 """
@@ -22,6 +23,10 @@ from zoo.spec import Modality
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"}
 AUDIO_EXT = {".wav", ".flac", ".ogg", ".mp3"}
 TEXT_EXT = {".txt"}
+VIDEO_EXT = {".mp4", ".mkv", ".webm", ".mov", ".avi"}
+#: the generated clips of the default corpus: one shape each, moving across the frame
+CLIPS = (("red", "circle"), ("blue", "star"), ("green", "triangle"), ("yellow", "square"), ("purple", "circle"),
+         ("orange", "star"))
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # per file
 MAX_UPLOAD_FILES = 50  # per upload or folder import
 SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "moon", "page", "horse",
@@ -85,9 +90,12 @@ class Corpus:
             modality = Modality.IMAGE
         elif ext in AUDIO_EXT:
             modality = Modality.AUDIO
+        elif ext in VIDEO_EXT:
+            modality = Modality.VIDEO
         else:
             raise InvalidArgumentError(f"{src.name}: unsupported file type {ext or '(none)'}; use images "
-                                       f"({', '.join(sorted(IMAGE_EXT))}) or audio ({', '.join(sorted(AUDIO_EXT))})")
+                                       f"({', '.join(sorted(IMAGE_EXT))}), audio ({', '.join(sorted(AUDIO_EXT))}) "
+                                       f"or video ({', '.join(sorted(VIDEO_EXT))})")
         size = src.stat().st_size
         if size > MAX_UPLOAD_BYTES:
             raise InvalidArgumentError(f"{src.name}: {size} bytes is over the {MAX_UPLOAD_BYTES} byte limit")
@@ -116,7 +124,7 @@ class Corpus:
         folder = Path(folder).expanduser()
         if not folder.is_dir():
             raise InvalidArgumentError(f"not a folder: {folder}")
-        kinds = IMAGE_EXT | AUDIO_EXT | TEXT_EXT
+        kinds = IMAGE_EXT | AUDIO_EXT | VIDEO_EXT | TEXT_EXT
         files = sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in kinds)
         return self.add_files(files[:MAX_UPLOAD_FILES])
 
@@ -162,6 +170,7 @@ def build_default(root: Path, *, scenes: int = 48, spoken: int = 8, seed: int = 
             caption = S.captions(scene, S.EVAL_TEMPLATES if len(scene.objects) == 1 else S.TRAIN_TEMPLATES)[0]
             corpus.add_file(path, label=caption)
             corpus.add_text(caption)
+        _add_clips(corpus, tmp)
         _add_pygame_sounds(corpus)
         _add_spoken(corpus, tmp, rng, spoken)
         for text in SNIPPETS:
@@ -169,6 +178,17 @@ def build_default(root: Path, *, scenes: int = 48, spoken: int = 8, seed: int = 
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return corpus
+
+
+def _add_clips(corpus: Corpus, tmp: Path) -> None:
+    from zoo.data import shapes as S
+    from zoo.video import encode_frames
+
+    for color, shape in CLIPS:
+        path = tmp / f"clip_{color}_{shape}.mp4"
+        path.write_bytes(encode_frames(S.moving_clip(color, shape, 16), 8, lossless=False))
+        article = "an" if color[0] in "aeiou" else "a"
+        corpus.add_file(path, label=f"clip: {article} {color} {shape} moving")
 
 
 def _add_pygame_sounds(corpus: Corpus) -> None:

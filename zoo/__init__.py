@@ -1,4 +1,4 @@
-"""`zoo`: text, image, audio and interleaved embedders behind one ``encode()``.
+"""`zoo`: text, image, audio, video and interleaved embedders behind one ``encode()``.
 
 >>> import zoo
 >>> m = zoo.create("sentence-transformers/all-MiniLM-L6-v2")
@@ -10,6 +10,7 @@ from .errors import (
     InputError,
     InvalidArgumentError,
     ModelUnavailableError,
+    RemoteCodeRefusedError,
     ServerError,
     UnknownFamilyError,
     UnknownModelError,
@@ -27,6 +28,7 @@ __all__ = [
     "InvalidArgumentError",
     "Modality",
     "ModelUnavailableError",
+    "RemoteCodeRefusedError",
     "ServerError",
     "UnknownFamilyError",
     "UnknownModelError",

@@ -10,6 +10,7 @@ DEFAULT_MODELS: dict[Modality, str] = {
     Modality.IMAGE: _ALIGNED,
     Modality.AUDIO: _ALIGNED,
     Modality.INTERLEAVED: _ALIGNED,
+    Modality.VIDEO: _ALIGNED,
 }
 
 

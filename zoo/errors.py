@@ -78,6 +78,13 @@ class UnknownPromptError(InvalidArgumentError):
     code = "not_found"
 
 
+class RemoteCodeRefusedError(ZooError, ValueError):
+    """A checkpoint runs only with modelling code of its own from the hub (``trust_remote_code``), which `zoo`
+    never executes; the message names what to use instead."""
+
+    code = "invalid_argument"
+
+
 class InputError(ZooError, ValueError):
     """One input item could not be decoded or used; ``index`` is its position in the call."""
 

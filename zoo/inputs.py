@@ -8,6 +8,8 @@ Every decoder takes ``(item, index)`` and raises :class:`zoo.errors.InputError` 
   (decompression bombs).
 - audio: a path, encoded ``bytes`` (WAV/FLAC/OGG…, whatever libsndfile reads), or an
   ``(array, sample_rate)`` pair; mixed down to mono and resampled to the model's rate.
+- video: a path, encoded file ``bytes``, a ``data:`` URI (what FFmpeg reads), a ``TxHxWxC`` frame array or a
+  list of images; decoded by :mod:`zoo.video` (frame sampling, bounds, the audio track).
 - interleaved: a list of parts, each a ``str`` (text) or an image as above, or a dict
   ``{"text": ...}`` / ``{"image": ...}``; decoded to a list of ``str`` and ``PIL.Image``.
 
@@ -190,6 +192,34 @@ def decode_audio(
     return samples
 
 
+def decode_video(item: Any, index: int, sample_rate: int = 0, max_seconds: float | None = None,
+                 allow_paths: bool = True):
+    """A video item as a :class:`zoo.video.Video`; ``sample_rate`` > 0 also reads its audio track (at most
+    ``max_seconds`` of it) for models that listen."""
+    from . import video
+
+    if isinstance(item, np.ndarray) or (isinstance(item, (list, tuple)) and not isinstance(item, str)):
+        return video.decode_frames(item, index)
+    data = _file_bytes(item, index, "video", allow_paths)
+    if data is None:
+        raise InputError(index, f"unsupported video input type {type(item).__name__}")
+    return video.decode_file(data, index, sample_rate=sample_rate or None, audio_seconds=max_seconds)
+
+
+def _video_wire(item: Any, index: int, allow_paths: bool = True) -> bytes:
+    """A video as encoded file bytes: files as they are (after checking they hold a video stream), frames in
+    memory as a lossless FFV1 file."""
+    from . import video
+
+    if isinstance(item, np.ndarray) or isinstance(item, (list, tuple)):
+        return video.encode_frames(video.decode_frames(item, index).frames)
+    data = _file_bytes(item, index, "video", allow_paths)
+    if data is None:
+        raise InputError(index, f"unsupported video input type {type(item).__name__}")
+    video.probe(data, index)
+    return data
+
+
 class _ImagePart:
     """An interleaved part that is an image, not yet decoded (it may be a string: a path or a data: URI)."""
 
@@ -274,6 +304,8 @@ def to_wire(item: Any, index: int, modality: Modality, allow_paths: bool = True)
         return _image_wire(item, index, allow_paths)
     if modality is Modality.AUDIO:
         return _audio_wire(item, index, allow_paths)
+    if modality is Modality.VIDEO:
+        return _video_wire(item, index, allow_paths)
     return [{"text": p} if isinstance(p, str) else {"image": _image_data_uri(p.item, index, allow_paths)}
             for p in _split_interleaved(item, index)]
 
@@ -282,11 +314,14 @@ def decode(
     item: Any, index: int, modality: Modality, sample_rate: int = 16000, max_seconds: float | None = None,
     allow_paths: bool = True,
 ) -> Any:
-    """Decode one item of ``modality`` (audio: at most ``max_seconds`` of it)."""
+    """Decode one item of ``modality`` (audio: at most ``max_seconds`` of it; video: its audio track too when
+    ``sample_rate`` is given, i.e. the model listens)."""
     if modality is Modality.TEXT:
         return decode_text(item, index)
     if modality is Modality.IMAGE:
         return decode_image(item, index, allow_paths)
     if modality is Modality.AUDIO:
         return decode_audio(item, index, sample_rate, max_seconds, allow_paths)
+    if modality is Modality.VIDEO:
+        return decode_video(item, index, sample_rate, max_seconds, allow_paths)
     return decode_interleaved(item, index, allow_paths)

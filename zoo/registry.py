@@ -9,18 +9,27 @@ from __future__ import annotations
 
 import fnmatch
 import importlib
+import json
 import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from .errors import InvalidArgumentError, UnknownFamilyError, UnknownModelError, UnsupportedModalityError, choices
+from .errors import (
+    InvalidArgumentError,
+    RemoteCodeRefusedError,
+    UnknownFamilyError,
+    UnknownModelError,
+    UnsupportedModalityError,
+    choices,
+)
 from .spec import EmbedderSpec, Modality
 
 if TYPE_CHECKING:
     from .base import Embedder
 
 _MODELS: dict[str, EmbedderSpec] = {}
+_REFUSED: dict[str, str] = {}  # hub ids that need remote code → why, and what to use instead
 _FAMILIES: dict[str, type[Family]] = {}
 # imported lazily so `import zoo` stays light
 _FAMILY_MODULES = ("text", "aligned", "clip", "clap", "speaker", "vlm", "colbert", "splade", "colvision", "m3")
@@ -72,6 +81,12 @@ def register_checkpoints(family: str, table: Mapping[str, Mapping[str, Any]], **
             for name, row in table.items()]
 
 
+def register_refusals(table: Mapping[str, str]) -> None:
+    """Checkpoints a family knows but will not load, each with the reason and what to use instead (asked for
+    by name they raise :class:`RemoteCodeRefusedError`, never load as a silently different model)."""
+    _REFUSED.update(table)
+
+
 def list_families() -> list[str]:
     """Keys of every registered family."""
     _load_families()
@@ -116,12 +131,21 @@ def get_spec(name: str) -> EmbedderSpec:
     _load_families()
     if name in _MODELS:
         return _MODELS[name]
+    if name in _REFUSED:
+        raise RemoteCodeRefusedError(f"{name} is refused: {_REFUSED[name]}")
     if os.path.isdir(name):
         return _spec_for_folder(Path(name))
     raise UnknownModelError(name, _MODELS)
 
 
 def _spec_for_folder(path: Path) -> EmbedderSpec:
+    config = path / "config.json"
+    auto_map = json.loads(config.read_text()).get("auto_map") if config.is_file() else None
+    if auto_map:
+        # the folder's own classes would build the model; loading the stock class instead could differ silently
+        raise RemoteCodeRefusedError(
+            f"the folder {path.name} ships its own modelling code (auto_map: {choices(sorted(auto_map))}), which "
+            "zoo never runs (no trust_remote_code); use a registered name (`zoo list`) whose recipe zoo reproduces")
     for family in sorted(_FAMILIES.values(), key=lambda f: f.folder_priority):
         spec = family.spec_from_folder(path)
         if spec is not None:

@@ -15,6 +15,7 @@ class Modality(str, Enum):
     IMAGE = "image"
     AUDIO = "audio"
     INTERLEAVED = "interleaved"  # an ordered list of text and image parts
+    VIDEO = "video"  # a clip: sampled frames, and its audio track where the model listens (see zoo.video)
 
     def __str__(self) -> str:
         return self.value

@@ -186,6 +186,26 @@ def render(scene: Scene, rng: np.random.Generator, params: RenderParams = TRAIN_
     return img
 
 
+def moving_clip(color: str, shape: str, n_frames: int = 12, size: tuple[int, int] = (128, 96),
+                background: tuple[int, int, int] = (40, 40, 48)) -> list[Image.Image]:
+    """Frames of one ``color`` ``shape`` gliding from the left edge to the right across a plain background (a
+    generated video whose every frame shows the same thing: what a video embedder must find)."""
+    w, h = size
+    r = 0.18 * min(w, h)
+    frames = []
+    for i in range(n_frames):
+        t = i / max(1, n_frames - 1)
+        cx, cy = (0.2 + 0.6 * t) * w, (0.45 + 0.1 * math.sin(math.pi * t)) * h
+        img = Image.new("RGB", size, background)
+        draw = ImageDraw.Draw(img)
+        if shape == "circle":
+            draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=COLORS[color])
+        else:
+            draw.polygon(_polygon(shape, cx, cy, r, 0.3 * math.pi * t), fill=COLORS[color])
+        frames.append(img)
+    return frames
+
+
 def _plural(shape: str) -> str:
     return shape + "s"
 

@@ -12,6 +12,11 @@ each image part by the image tower, each is L2-normalized, and the result is the
 from ``config.json`` (2.5 and 1 for the shipped model), so ``[image of a red circle, "but blue"]`` lands
 near a blue circle.
 
+Video is a documented fusion too: each sampled frame (see :mod:`zoo.video` for the policy) is embedded by
+the image tower and L2-normalized, the frames are averaged, and when the clip has an audio track its
+normalized audio-tower embedding is added with weight :data:`VIDEO_AUDIO_WEIGHT`; so a clip of a moving red
+circle lands near "a red circle", and a spoken caption in its sound track pulls it toward what is said.
+
 Audio longer than ``max_seconds`` is truncated to its first ``max_seconds`` (counted in one
 ``AudioTruncationWarning`` per call).
 """
@@ -30,6 +35,7 @@ from ..runtime import RUNTIMES, Tower
 from ..spec import EmbedderSpec, Modality
 from .common import cut_audio, folder_config
 
+VIDEO_AUDIO_WEIGHT = 1.0  # a clip's sound track against the mean of its frames (each normalized)
 CHECK_SEED = 7  # the rendered scenes an exported image tower is checked on
 IMAGE_SIZE = 64
 IMAGE_MEAN, IMAGE_STD = 0.5, 0.25
@@ -224,7 +230,25 @@ class AlignedEmbedder(Embedder):
                 np.add.at(total, owners, weight * normalize(embed(parts)))
         return total
 
+    def embed_videos(self, videos: list) -> np.ndarray:
+        """Decoded videos (:class:`zoo.video.Video`): the mean of each clip's normalized frame embeddings,
+        plus its normalized sound-track embedding times :data:`VIDEO_AUDIO_WEIGHT` where it has one. All
+        frames of the batch go through the image tower together, all sound tracks through the audio tower."""
+        from ..postprocess import normalize
+
+        owners = np.repeat(np.arange(len(videos)), [len(v.frames) for v in videos])
+        frames = normalize(self.embed_images([f for v in videos for f in v.frames]))
+        total = np.zeros((len(videos), self.spec.dim), dtype=np.float32)
+        np.add.at(total, owners, frames)
+        total = normalize(total / np.bincount(owners, minlength=len(videos))[:, None])
+        heard = [i for i, v in enumerate(videos) if v.audio is not None]
+        if heard:
+            total[heard] += VIDEO_AUDIO_WEIGHT * normalize(self.embed_audio([videos[i].audio for i in heard]))
+        return total
+
     def _embed(self, batch: list[Any], modality: Modality, prompt: str | None) -> np.ndarray:
+        if modality is Modality.VIDEO:
+            return self.embed_videos(batch)
         if modality is Modality.TEXT:
             return self._embed_text(batch, prompt)
         if modality is Modality.IMAGE:
@@ -237,7 +261,7 @@ class AlignedEmbedder(Embedder):
 def spec_fields(cfg: dict[str, Any]) -> dict[str, Any]:
     """Spec fields of an aligned model, read from its ``config.json`` (which training writes)."""
     return dict(
-        modalities=(Modality.TEXT, Modality.IMAGE, Modality.AUDIO, Modality.INTERLEAVED),
+        modalities=(Modality.TEXT, Modality.IMAGE, Modality.AUDIO, Modality.INTERLEAVED, Modality.VIDEO),
         dim=int(cfg["dim"]), license="apache-2.0", max_length=int(cfg.get("max_length", 256)),
         description=cfg.get("description", "text model with aligned image and audio towers"),
         sample_rate=int(cfg["sample_rate"]), batch_size=32, max_batch_size=32,

@@ -44,6 +44,20 @@ def pool(hidden, mask, mode: str):
     return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
 
 
+def bidirectional(model: Any) -> Any:
+    """``model`` (a transformers decoder) with its causal mask lifted, so every token sees the whole input: how
+    embedders trained with bidirectional attention on a decoder (KaLM-Embedding-V2, Omni-Embed-Nemotron) read
+    text. transformers builds a full padding mask for a config with ``is_causal=False``; the attention modules'
+    own flag covers the unpadded case, where no mask is built at all."""
+    for module in model.modules():
+        config = getattr(module, "config", None)
+        if config is not None and hasattr(module, "layers"):
+            config.is_causal = False
+        if hasattr(module, "is_causal"):
+            module.is_causal = False
+    return model
+
+
 def pooled_encoder(model: Any, pooling: str) -> Any:
     """``model`` and its pooling as one module from token tensors to ``[B, H]`` rows: the text tower another
     runtime stands in for (see :mod:`zoo.runtime`)."""
@@ -68,10 +82,11 @@ def projected(out: Any):
     return getattr(out, "pooler_output", out)
 
 
-def token_counts(tokenizer: Any, texts: list[str], max_length: int) -> list[int]:
+def token_counts(tokenizer: Any, texts: list[str], max_length: int, firsts: list[str] | None = None) -> list[int]:
     """How many tokens a transformers tokenizer feeds the model for each text (special tokens included,
-    truncated to ``max_length``, no padding)."""
-    ids = tokenizer(list(texts), truncation=True, max_length=max_length, verbose=False)["input_ids"]
+    truncated to ``max_length``, no padding); ``firsts``: each text is the second of a pair after these."""
+    args = (list(texts),) if firsts is None else (list(firsts), list(texts))
+    ids = tokenizer(*args, truncation=True, max_length=max_length, verbose=False)["input_ids"]
     return [len(x) for x in ids]
 
 
@@ -157,12 +172,20 @@ class TokenizedText:
     max_length: int
     device: str
 
+    def _text_args(self, texts: list[str], prompt: str | None) -> tuple[list[str], list[str] | None, int]:
+        """What the tokenizer reads for ``texts`` under ``prompt``: the texts, the first texts of pairs (None
+        when the prompt goes in front instead) and the most tokens kept. Families whose card reads a prompt
+        as the first text of a pair, or cuts each side at its own length, override this."""
+        return with_prompt(texts, prompt), None, self.max_length
+
     def _text_tokens(self, texts: list[str], prompt: str | None) -> list[int]:
-        return token_counts(self.tokenizer, with_prompt(texts, prompt), self.max_length)
+        texts, firsts, limit = self._text_args(texts, prompt)
+        return token_counts(self.tokenizer, texts, limit, firsts)
 
     def _tokenized(self, texts: list[str], prompt: str | None):
-        """``texts`` with ``prompt`` in front, tokenized (see :func:`tokenize_texts`)."""
-        return tokenize_texts(self.tokenizer, with_prompt(texts, prompt), self.max_length, self.device)
+        """``texts`` under ``prompt``, tokenized (see :func:`tokenize_texts`)."""
+        texts, firsts, limit = self._text_args(texts, prompt)
+        return tokenize_texts(self.tokenizer, texts, limit, self.device, firsts)
 
     def _check_batches(self, n: int = CHECK_ITEMS, batch_size: int = 32) -> list[dict[str, Any]]:
         """Batches of the benchmark corpus (:mod:`zoo.data.sentences`), longest first, that a text tower
@@ -200,9 +223,10 @@ class SparseTerms:
                 for cols, vals in heaviest(sps.csr_matrix(matrix), top_k)]
 
 
-def tokenize_texts(tokenizer: Any, texts: list[str], max_length: int, device: str):
+def tokenize_texts(tokenizer: Any, texts: list[str], max_length: int, device: str, firsts: list[str] | None = None):
     """A padded, truncated batch on ``device`` (texts cut to ``max_length`` are noted, see
-    :func:`note_truncated_texts`)."""
-    enc = tokenizer(texts, padding=True, truncation=True, max_length=max_length, return_tensors="pt", verbose=False)
+    :func:`note_truncated_texts`); ``firsts``: each text is the second of a pair after these."""
+    args = (texts,) if firsts is None else (firsts, texts)
+    enc = tokenizer(*args, padding=True, truncation=True, max_length=max_length, return_tensors="pt", verbose=False)
     note_truncated_texts(tokenizer, texts, enc, max_length)
     return enc.to(device)

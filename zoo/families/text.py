@@ -1,7 +1,13 @@
 """Text encoders on transformers: any HF encoder folder or hub id, sentence-transformers layout aware.
 
 Pooling (mean / cls / last / max) is read from ``1_Pooling/config.json`` when the folder has one, else
-from the spec's ``options["pooling"]``, else mean. Named prompts come from the spec, or from
+from the spec's ``options["pooling"]``, else mean. Other options carry a card's recipe:
+
+- ``bidirectional``: the decoder's causal mask is lifted (checkpoints trained that way, e.g. KaLM-Embedding-V2);
+- ``text_pair``: prompt names whose text is the first text of a pair, not a prefix (SimLM reads a document
+  as the pair ``(title, passage)``, with ``-`` for an unknown title);
+- ``max_lengths``: tokens kept per prompt name, where a card cuts queries and documents differently.
+ Named prompts come from the spec, or from
 ``config_sentence_transformers.json`` for a plain folder. Input longer than the model's max length is
 truncated (counted in one :class:`zoo.truncation.TruncationWarning` per call), never an error. Empty and
 whitespace-only strings are embedded as they are (the tokenizer gives just the special tokens), as
@@ -16,11 +22,12 @@ from typing import Any
 import numpy as np
 
 from ..base import Embedder
-from ..registry import register_checkpoints, register_family
+from ..registry import register_checkpoints, register_family, register_refusals
 from ..runtime import RUNTIMES, Tower
 from ..spec import EmbedderSpec, Modality
 from .common import (
     TokenizedText,
+    bidirectional,
     declared_max_length,
     pooled_encoder,
     read_json,
@@ -72,7 +79,19 @@ class TextEmbedder(TokenizedText, Embedder):
         if self.pooling not in POOLINGS:
             raise ValueError(f"{spec.name}: pooling {self.pooling!r} not in {POOLINGS}")
         self.max_length = tokenizer_max_length(spec.max_length, path, self.tokenizer)
+        if spec.options.get("bidirectional"):
+            bidirectional(self.model)
+        # the card's per-prompt recipe, keyed by the prompt's text (what _embed is handed)
+        self.pair_prompts = {spec.prompts[n] for n in spec.options.get("text_pair", ())}
+        self.prompt_lengths = {spec.prompts[n]: min(int(n_tokens), self.max_length)
+                               for n, n_tokens in spec.options.get("max_lengths", {}).items()}
         self.encoder = pooled_encoder(self.model, self.pooling)
+
+    def _text_args(self, texts: list[str], prompt: str | None) -> tuple[list[str], list[str] | None, int]:
+        limit = self.prompt_lengths.get(prompt, self.max_length) if prompt is not None else self.max_length
+        if prompt is not None and prompt in self.pair_prompts:
+            return list(texts), [prompt] * len(texts), limit
+        return super()._text_args(texts, prompt)[0], None, limit
 
     def _towers(self) -> list[Tower]:
         return [Tower("text", self.encoder, self._check_batches, sequence=TOKEN_INPUTS, tag=self.pooling)]
@@ -111,6 +130,8 @@ class TextEmbedder(TokenizedText, Embedder):
 
 _BGE_QUERY = "Represent this sentence for searching relevant passages: "
 _QWEN3_QUERY = "Instruct: Given a web search query, retrieve relevant passages that answer the query\nQuery:"
+_KALM_QUERY = "Instruct: Given a query, retrieve documents that answer the query \n Query: "
+_GIST = "GISTEmbed (BGE fine-tuned with guided in-sample negatives): CLS pooling, no instruction"
 #: registry name (the hub id) → spec fields; ``options["pooling"]`` applies when a folder declares none
 CHECKPOINTS: dict[str, dict[str, Any]] = {
     "sentence-transformers/all-MiniLM-L6-v2": dict(
@@ -132,5 +153,28 @@ CHECKPOINTS: dict[str, dict[str, Any]] = {
         matryoshka_dims=(1024, 768, 512, 256, 128, 64, 32), batch_size=8, max_batch_size=16,
         prompts={"query": _QWEN3_QUERY, "document": ""},
         description="Qwen3 embedding 0.6B: decoder, last-token pooling, instructions, Matryoshka"),
+    "KaLM-Embedding/KaLM-embedding-multilingual-mini-instruct-v2": dict(
+        dim=896, license="mit", options={"pooling": "mean", "bidirectional": True}, max_length=512,
+        matryoshka_dims=(896, 512, 256, 128, 64), batch_size=16, max_batch_size=32,
+        prompts={"query": _KALM_QUERY, "document": ""},
+        description="KaLM-Embedding-V2 mini (Qwen2 0.5B): bidirectional attention, mean pooling, "
+                    "'Instruct: … \\n Query: ' prompts, Matryoshka"),
+    "avsolatorio/GIST-Embedding-v0": dict(dim=768, license="mit", options={"pooling": "cls"}, description=_GIST),
+    "avsolatorio/GIST-small-Embedding-v0": dict(dim=384, license="mit", options={"pooling": "cls"},
+                                                description=_GIST),
+    "dwzhu/e5-base-4k": dict(
+        dim=768, license="see the model card", options={"pooling": "mean"}, max_length=4096, batch_size=8,
+        prompts={"query": "query: ", "document": "passage: "}, default_prompt_name="query",
+        description="LongEmbed E5 base 4k: E5 with positions extended to 4,096 tokens, mean pooling, "
+                    "query:/passage: prefixes"),
+    "intfloat/simlm-base-msmarco-finetuned": dict(
+        dim=768, license="mit", prompts={"query": "", "document": "-"}, default_prompt_name="query",
+        options={"pooling": "cls", "text_pair": ["document"], "max_lengths": {"query": 32, "document": 144}},
+        description="SimLM (MS MARCO retriever): CLS pooling; a query alone in 32 tokens, a document as the "
+                    "pair (title '-', passage) in 144"),
 }
 register_checkpoints("text", CHECKPOINTS, modalities=(Modality.TEXT,))
+_NV_EMBED = ("its latent-attention pooling on Mistral 7B exists only as modelling code shipped with the checkpoint "
+             "(trust_remote_code), which zoo never runs. For a decoder-based text embedder use "
+             "Qwen/Qwen3-Embedding-0.6B or KaLM-Embedding/KaLM-embedding-multilingual-mini-instruct-v2.")
+register_refusals({"nvidia/NV-Embed-v2": _NV_EMBED, "nvidia/NV-Embed-v1": _NV_EMBED})
