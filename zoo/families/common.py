@@ -154,8 +154,11 @@ def declared_max_length(path: Path, config: dict[str, Any]) -> int:
     return int(st_cfg.get("max_seq_length") or config.get("max_position_embeddings", 512))
 
 
-def tokenizer_max_length(spec_max: int, path: Path, tokenizer: Any) -> int:
-    """Tokens a text keeps: the least of the spec's, the folder's ``max_seq_length`` and the tokenizer's."""
+def tokenizer_max_length(spec_max: int, path: Path, tokenizer: Any, spec_rules: bool = False) -> int:
+    """Tokens a text keeps: the least of the spec's, the folder's ``max_seq_length`` and the tokenizer's
+    (``spec_rules``: the spec's alone, where the card sets the length over what the folder saved)."""
+    if spec_rules:
+        return int(spec_max)
     st_cfg = read_json(path / "sentence_bert_config.json") or {}
     limits = [spec_max, st_cfg.get("max_seq_length"), tokenizer.model_max_length]
     return min(int(x) for x in limits if x and x < 10**9)

@@ -6,7 +6,9 @@ from the spec's ``options["pooling"]``, else mean. Other options carry a card's 
 - ``bidirectional``: the decoder's causal mask is lifted (checkpoints trained that way, e.g. KaLM-Embedding-V2);
 - ``text_pair``: prompt names whose text is the first text of a pair, not a prefix (SimLM reads a document
   as the pair ``(title, passage)``, with ``-`` for an unknown title);
-- ``max_lengths``: tokens kept per prompt name, where a card cuts queries and documents differently.
+- ``max_lengths``: tokens kept per prompt name, where a card cuts queries and documents differently;
+- ``card_max_length``: the spec's ``max_length`` holds over the tokenizer's saved default, as when a card
+  passes ``max_length`` itself (LongEmbed's 4k E5 reads 4,096 tokens with a tokenizer saved at 512).
  Named prompts come from the spec, or from
 ``config_sentence_transformers.json`` for a plain folder. Input longer than the model's max length is
 truncated (counted in one :class:`zoo.truncation.TruncationWarning` per call), never an error. Empty and
@@ -39,7 +41,8 @@ from .common import (
 POOLINGS = ("mean", "cls", "last", "max")
 TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # a text tower's inputs, one per token
 # model_types that other families own: a folder with one of these is not a plain text encoder
-NOT_TEXT = {"clip", "siglip", "siglip2", "clap", "qwen2_vl", "qwen2_5_vl", "llava", "blip", "align"}
+NOT_TEXT = {"clip", "siglip", "siglip2", "clap", "qwen2_vl", "qwen2_5_vl", "llava", "blip", "align", "mllama",
+            "qwen2_5_omni", "qwen2_5_omni_thinker", "nvomniembed"}
 #: the sentence-transformers modules this loader reproduces (a Dense projection, a sparse or multi-vector head
 #: would change the vectors, so such a folder is refused, never silently mean-pooled)
 MODULES = {"Transformer", "Pooling", "Normalize"}
@@ -78,7 +81,8 @@ class TextEmbedder(TokenizedText, Embedder):
         self.pooling = folder_pooling(path) or spec.options.get("pooling", "mean")
         if self.pooling not in POOLINGS:
             raise ValueError(f"{spec.name}: pooling {self.pooling!r} not in {POOLINGS}")
-        self.max_length = tokenizer_max_length(spec.max_length, path, self.tokenizer)
+        self.max_length = tokenizer_max_length(spec.max_length, path, self.tokenizer,
+                                               spec.options.get("card_max_length", False))
         if spec.options.get("bidirectional"):
             bidirectional(self.model)
         # the card's per-prompt recipe, keyed by the prompt's text (what _embed is handed)
@@ -163,7 +167,8 @@ CHECKPOINTS: dict[str, dict[str, Any]] = {
     "avsolatorio/GIST-small-Embedding-v0": dict(dim=384, license="mit", options={"pooling": "cls"},
                                                 description=_GIST),
     "dwzhu/e5-base-4k": dict(
-        dim=768, license="see the model card", options={"pooling": "mean"}, max_length=4096, batch_size=8,
+        dim=768, license="see the model card", options={"pooling": "mean", "card_max_length": True},
+        max_length=4096, batch_size=8,
         prompts={"query": "query: ", "document": "passage: "}, default_prompt_name="query",
         description="LongEmbed E5 base 4k: E5 with positions extended to 4,096 tokens, mean pooling, "
                     "query:/passage: prefixes"),

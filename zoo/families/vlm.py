@@ -1,15 +1,23 @@
-"""Interleaved image+text embeddings from a Qwen2-VL-class model, GME style.
+"""Interleaved image+text embeddings from a vision-language model, each checkpoint read by its card's recipe.
 
-An input is an ordered list of parts (text and images). It is written into the chat format GME was trained
-on::
+An input is an ordered list of parts (text and images); plain ``text`` and ``image`` inputs are one-part
+interleaved inputs. Here a *prompt* is the card's instruction: ``spec.prompts`` maps names to instructions. The
+embedding is the final hidden state of the last token (last-token pooling). ``options["recipe"]`` names how an
+input is written for the model:
+
+- ``gme`` (GME, Qwen2-VL): the chat format GME was trained on::
 
     <|im_start|>system\\n{instruction}<|im_end|>\\n<|im_start|>user\\n{parts}<|im_end|>\\n<|im_start|>assistant\\n<|endoftext|>
 
-where each image part becomes ``<|vision_start|><|image_pad|><|vision_end|>`` (the processor expands the
-pad to the image's patch tokens) and text parts are inserted as they are. The embedding is the last token's
-final hidden state (last-token pooling). Here a *prompt* is the system instruction: ``spec.prompts`` maps
-names to instructions, and the default instruction applies when none is named. Plain ``text`` and
-``image`` inputs are one-part interleaved inputs.
+  where each image part becomes ``<|vision_start|><|image_pad|><|vision_end|>`` and text parts are inserted
+  as they are.
+- ``vlm2vec`` (VLM2Vec, Qwen2-VL): no chat wrapping; the image placeholders, the instruction and the text,
+  joined by spaces: ``<|image_pad|> Represent the given image with the following question: {text}``. The hub
+  checkpoint is a LoRA adapter on ``options["base"]``; it is merged into the base weights at load.
+- ``mme5`` (mmE5, Llama 3.2 Vision): ``<|image|><|begin_of_text|> {instruction} {text}`` with images, the
+  instruction and text alone without (the processor puts ``<|begin_of_text|>`` first).
+
+(the processor expands each image placeholder to the image's patch tokens).
 """
 
 from __future__ import annotations
@@ -20,21 +28,41 @@ from typing import Any
 import numpy as np
 
 from ..base import Embedder
-from ..registry import register_checkpoints, register_family
+from ..registry import register_checkpoints, register_family, register_refusals
 from ..spec import EmbedderSpec, Modality
 from .common import folder_config, pool, token_counts
 
 MODALITIES = (Modality.TEXT, Modality.IMAGE, Modality.INTERLEAVED)
-VLM_TYPES = {"qwen2_vl", "qwen2_5_vl"}
+VLM_TYPES = {"qwen2_vl", "qwen2_5_vl", "mllama"}
 DEFAULT_INSTRUCTION = "You are a helpful assistant."
 IMAGE_PART = "<|vision_start|><|image_pad|><|vision_end|>"
 
 
-def chat_text(parts: list, instruction: str) -> str:
+def chat_text(parts: list, instruction: str | None) -> str:
     """The GME chat string of one interleaved input (images become vision placeholders)."""
     content = "".join(p if isinstance(p, str) else IMAGE_PART for p in parts)
-    return (f"<|im_start|>system\n{instruction}<|im_end|>\n<|im_start|>user\n{content}<|im_end|>\n"
-            "<|im_start|>assistant\n<|endoftext|>")
+    return (f"<|im_start|>system\n{instruction or DEFAULT_INSTRUCTION}<|im_end|>\n<|im_start|>user\n{content}"
+            "<|im_end|>\n<|im_start|>assistant\n<|endoftext|>")
+
+
+def _spaced(images: str, instruction: str | None, parts: list) -> str:
+    text = " ".join(p for p in parts if isinstance(p, str))
+    return " ".join(x for x in (images, instruction or "", text) if x)
+
+
+def vlm2vec_text(parts: list, instruction: str | None) -> str:
+    """VLM2Vec's input string: image placeholders, instruction and text, joined by spaces."""
+    return _spaced("<|image_pad|>" * sum(not isinstance(p, str) for p in parts), instruction, parts)
+
+
+def mme5_text(parts: list, instruction: str | None) -> str:
+    """mmE5's input string: ``<|image|>``s and ``<|begin_of_text|>`` first when there are images."""
+    images = sum(not isinstance(p, str) for p in parts)
+    return _spaced("<|image|>" * images + "<|begin_of_text|>" if images else "", instruction, parts)
+
+
+#: recipe → how one input is written for the model (see the module docstring)
+RECIPES = {"gme": chat_text, "vlm2vec": vlm2vec_text, "mme5": mme5_text}
 
 
 @register_family("vlm")
@@ -45,24 +73,31 @@ class VLMEmbedder(Embedder):
 
     def __init__(self, spec: EmbedderSpec, path: Path, device: str | None = None) -> None:
         super().__init__(spec, device)
-        from transformers import AutoModel, AutoProcessor
+        from transformers import AutoProcessor
 
+        self.recipe = spec.options.get("recipe", "gme")
+        if self.recipe not in RECIPES:
+            raise ValueError(f"{spec.name}: recipe {self.recipe!r} not in {sorted(RECIPES)}")
+        self.write = RECIPES[self.recipe]
         self.processor = AutoProcessor.from_pretrained(path)
-        self.model = AutoModel.from_pretrained(path).to(self.device).eval()
+        # a mixed batch of Llama-Vision inputs cannot hold items without an image: they go separately
+        self.split_imageless = self.recipe == "mme5"
+        self.model = _load_model(spec, path).to(self.device).eval()
 
     @classmethod
     def spec_from_folder(cls, path: Path) -> EmbedderSpec | None:
-        """A Qwen2-VL / Qwen2.5-VL folder."""
+        """A Qwen2-VL / Qwen2.5-VL folder (GME recipe) or a Llama 3.2 Vision one (mmE5 recipe)."""
         cfg = folder_config(path, VLM_TYPES)
         if cfg is None:
             return None
         text = cfg.get("text_config", cfg)
+        recipe = "mme5" if cfg["model_type"] == "mllama" else "gme"
         return EmbedderSpec(
             name=str(path), family="vlm", modalities=MODALITIES, dim=int(text["hidden_size"]),
             license="see the folder's model card", source=str(path),
             max_length=int(text.get("max_position_embeddings", 32768)),
             prompts={"default": DEFAULT_INSTRUCTION}, default_prompt_name="default",
-            description=f"local {cfg['model_type']} model, GME-style embeddings",
+            description=f"local {cfg['model_type']} model, {recipe} recipe", options={"recipe": recipe},
         )
 
     def _parts(self, item: Any, modality: Modality) -> list:
@@ -73,21 +108,57 @@ class VLMEmbedder(Embedder):
         return [sum(len(p) if isinstance(p, str) else 256 for p in self._parts(x, modality)) for x in items]
 
     def _text_tokens(self, texts: list[str], prompt: str | None) -> list[int]:
-        chats = [chat_text([t], prompt or DEFAULT_INSTRUCTION) for t in texts]
-        return token_counts(self.processor.tokenizer, chats, self.spec.max_length)
+        return token_counts(self.processor.tokenizer, [self.write([t], prompt) for t in texts], self.spec.max_length)
 
     def _embed(self, batch: list[Any], modality: Modality, prompt: str | None) -> np.ndarray:
+        parts = [self._parts(x, modality) for x in batch]
+        groups = [list(range(len(parts)))]
+        if self.split_imageless:
+            seen = [i for i, ps in enumerate(parts) if any(not isinstance(p, str) for p in ps)]
+            groups = [g for g in (seen, [i for i in range(len(parts)) if i not in seen]) if g]
+        out = np.empty((len(parts), self.spec.dim), dtype=np.float32)
+        for group in groups:
+            out[group] = self._forward([parts[i] for i in group], prompt)
+        return out
+
+    def _forward(self, parts: list[list], prompt: str | None) -> np.ndarray:
         import torch
 
-        parts = [self._parts(x, modality) for x in batch]
-        texts = [chat_text(p, prompt or DEFAULT_INSTRUCTION) for p in parts]
+        texts = [self.write(p, prompt) for p in parts]
         images = [p for ps in parts for p in ps if not isinstance(p, str)]
+        if images and self.recipe == "mme5":  # Llama-Vision's processor takes each input's images apart
+            images = [[p for p in ps if not isinstance(p, str)] for ps in parts]
         inputs = self.processor(text=texts, images=images or None, padding=True, return_tensors="pt")
         inputs = inputs.to(self.device)
         with torch.inference_mode():
             hidden = self.model(**inputs).last_hidden_state
             out = pool(hidden, inputs["attention_mask"], "last")
         return out.float().cpu().numpy()
+
+
+def _load_model(spec: EmbedderSpec, path: Path) -> Any:
+    """The checkpoint's base model (the transformer without its language-model head). A folder that holds a
+    LoRA adapter (``adapter_config.json``, as VLM2Vec's hub checkpoints) is merged into the weights of
+    ``options["base"]`` first, found like any registered model's (``zoo.weights``)."""
+    import dataclasses
+
+    from transformers import AutoModel, AutoModelForImageTextToText
+
+    if not (path / "adapter_config.json").is_file():
+        return AutoModel.from_pretrained(path)
+    from peft import PeftModel
+
+    from ..errors import InvalidArgumentError
+    from ..weights import resolve
+
+    base = spec.options.get("base")
+    if not base:
+        raise InvalidArgumentError(f"{spec.name}: the folder holds a LoRA adapter but the spec names no base "
+                                   "model (options['base'])")
+    base_path = resolve(dataclasses.replace(spec, name=base, source=base))
+    # the adapter was trained on the generation model; its module names are that class's
+    merged = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(base_path), path).merge_and_unload()
+    return merged.model
 
 
 _GME_PROMPTS = {
@@ -103,3 +174,31 @@ CHECKPOINTS: dict[str, dict[str, Any]] = {
 }
 register_checkpoints("vlm", CHECKPOINTS, modalities=MODALITIES, license="apache-2.0", max_length=32768,
                      prompts=_GME_PROMPTS, default_prompt_name="default", batch_size=4, max_batch_size=8)
+
+#: the MMEB instructions the VLM2Vec and mmE5 cards use (a query names its task; a target says what it is)
+_MMEB_PROMPTS = {
+    "document": "Represent the given image.",
+    "query": "Find me an everyday image that matches the given caption:",
+    "image_query": "Find a day-to-day image that looks similar to the provided image.",
+    "question": "Represent the given image with the following question:",
+    "text": "",
+}
+_VLM2VEC = "VLM2Vec (Qwen2-VL + LoRA, MMEB): instruction-following text / image / interleaved embeddings"
+register_checkpoints("vlm", {
+    "TIGER-Lab/VLM2Vec-Qwen2VL-2B": dict(dim=1536, options={"recipe": "vlm2vec", "base": "Qwen/Qwen2-VL-2B-Instruct"},
+                                         description=_VLM2VEC),
+    "TIGER-Lab/VLM2Vec-Qwen2VL-7B": dict(dim=3584, options={"recipe": "vlm2vec", "base": "Qwen/Qwen2-VL-7B-Instruct"},
+                                         description=_VLM2VEC),
+}, modalities=MODALITIES, license="apache-2.0", max_length=32768, prompts=_MMEB_PROMPTS,
+    default_prompt_name="document", batch_size=4, max_batch_size=8)
+register_checkpoints("vlm", {
+    "intfloat/mmE5-mllama-11b-instruct": dict(
+        dim=4096, options={"recipe": "mme5"}, license="llama3.2", max_length=8192,
+        description="mmE5 (Llama 3.2 Vision 11B): multimodal E5, instruction prompts, last-token pooling"),
+}, modalities=MODALITIES, prompts=_MMEB_PROMPTS, default_prompt_name="document", batch_size=2, max_batch_size=4)
+register_refusals({
+    name: "it is VLM2Vec on Phi-3.5-V, whose modelling code ships with the checkpoint (trust_remote_code), "
+          "which zoo never runs. Use TIGER-Lab/VLM2Vec-Qwen2VL-2B or TIGER-Lab/VLM2Vec-Qwen2VL-7B: the same "
+          "recipe on Qwen2-VL, which transformers implements."
+    for name in ("TIGER-Lab/VLM2Vec-Full", "TIGER-Lab/VLM2Vec-LoRA")
+})

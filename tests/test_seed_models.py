@@ -1,0 +1,214 @@
+"""The research embedders' registered loaders, each on a tiny random model of its architecture saved where the
+registry finds the hub checkpoint ($ZOO_MODELS_DIR), against the model called directly through transformers
+with the card's recipe."""
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+
+import zoo
+from zoo import registry
+from zoo.data import shapes as S
+from zoo.postprocess import normalize
+
+from .tiny_models import copy_bert_tokenizer, make_qwen2_vl, qwen_tokenizer
+
+
+def cos(a, b):
+    return (normalize(np.asarray(a, np.float32)) * normalize(np.asarray(b, np.float32))).sum(1)
+
+
+def as_registered(monkeypatch, tmp_path, name: str, build, **spec_changes):
+    """Save a tiny model with ``build(folder)`` where the registry looks for ``name``'s weights, with the
+    registered spec's width set to the tiny model's (everything else, the card's recipe, unchanged)."""
+    root = tmp_path / "models"
+    folder = root / name
+    folder.mkdir(parents=True)
+    dim = build(folder)
+    spec = dataclasses.replace(zoo.get_spec(name), dim=dim, matryoshka_dims=(), **spec_changes)
+    monkeypatch.setitem(registry._MODELS, name, spec)
+    monkeypatch.setenv("ZOO_MODELS_DIR", str(root))
+    return folder
+
+
+def tiny_bert(folder, max_positions: int = 512, type_scale: float = 1.0) -> int:
+    """A tiny random BERT (``type_scale``: its segment embeddings scaled up, so reading a text as the second
+    of a pair shows in the vectors)."""
+    import torch
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    model = BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                 intermediate_size=64, max_position_embeddings=max_positions))
+    with torch.no_grad():
+        model.embeddings.token_type_embeddings.weight *= type_scale
+    model.save_pretrained(folder)
+    copy_bert_tokenizer(folder)
+    return 32
+
+
+def tiny_qwen2(folder) -> int:
+    import torch
+    from transformers import Qwen2Config, Qwen2Model
+
+    tok = qwen_tokenizer()
+    torch.manual_seed(0)
+    Qwen2Model(Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024,
+                           pad_token_id=tok.pad_token_id)).save_pretrained(folder)
+    tok.save_pretrained(folder)
+    return 32
+
+
+TEXTS = ["a red circle", "two blue squares on the left of a large yellow star", "x"]
+
+
+def bert_rows(folder, texts, pooling, firsts=None, max_length=512):
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    tok, model = AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder).eval()
+    args = (texts,) if firsts is None else (firsts, texts)
+    enc = tok(*args, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+    with torch.no_grad():
+        hidden = model(**enc).last_hidden_state
+    if pooling == "cls":
+        return hidden[:, 0].numpy()
+    mask = enc["attention_mask"][..., None].float()
+    return ((hidden * mask).sum(1) / mask.sum(1)).numpy()
+
+
+def test_kalm_v2_is_bidirectional_mean_pooled_with_its_instruction(monkeypatch, tmp_path):
+    """KaLM-Embedding-V2: a Qwen2 decoder read with bidirectional attention, mean pooling, the card's
+    'Instruct: … \\n Query: ' prompt on queries only; a mixed-length batch (padding) included."""
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+    from transformers.modeling_attn_mask_utils import _prepare_4d_attention_mask
+
+    name = "KaLM-Embedding/KaLM-embedding-multilingual-mini-instruct-v2"
+    folder = as_registered(monkeypatch, tmp_path, name, tiny_qwen2)
+    model = zoo.create(name, device="cpu")
+    tok, ref = AutoTokenizer.from_pretrained(folder), AutoModel.from_pretrained(folder).eval()
+
+    def card(texts, prompt="", causal=False):
+        enc = tok([prompt + t for t in texts], padding=True, return_tensors="pt")
+        # the card's model: a full (non-causal) padding mask handed to every layer
+        mask = enc["attention_mask"] if causal else {"full_attention": _prepare_4d_attention_mask(
+            enc["attention_mask"], torch.float32)}
+        with torch.no_grad():
+            hidden = ref(input_ids=enc["input_ids"], attention_mask=mask).last_hidden_state
+        m = enc["attention_mask"][..., None].float()
+        return ((hidden * m).sum(1) / m.sum(1)).numpy()
+
+    query = model.spec.prompts["query"]
+    assert query == "Instruct: Given a query, retrieve documents that answer the query \n Query: "
+    assert cos(model.encode(TEXTS, "text", prompt_name="query"), card(TEXTS, query)).min() >= 0.9999
+    assert cos(model.encode(TEXTS, "text"), card(TEXTS)).min() >= 0.9999
+    assert cos(model.encode(TEXTS, "text"), card(TEXTS, causal=True)).min() < 0.999  # the mask matters
+
+
+@pytest.mark.parametrize("name,pooling,prefix", [
+    ("avsolatorio/GIST-Embedding-v0", "cls", ""),
+    ("avsolatorio/GIST-small-Embedding-v0", "cls", ""),
+    ("dwzhu/e5-base-4k", "mean", "query: "),
+])
+def test_bert_retrievers_follow_their_cards(monkeypatch, tmp_path, name, pooling, prefix):
+    long = dict(max_positions=4096) if "4k" in name else {}
+    folder = as_registered(monkeypatch, tmp_path, name, lambda f: tiny_bert(f, **long))
+    model = zoo.create(name, device="cpu")
+    texts = TEXTS + (["a red circle " * 150 + "and two green stars " * 600] if long else [])
+    want = bert_rows(folder, [prefix + t for t in texts], pooling, max_length=4096 if long else 512)
+    assert cos(model.encode(texts, "text"), want).min() >= 0.9999
+    if long:  # 4k positions: a 3,000-token text is read past 512 tokens
+        assert model.max_length == 4096
+        assert cos(model.encode(texts[-1:], "text"), bert_rows(folder, [prefix + texts[-1]], pooling)) < 0.999
+
+
+def test_simlm_reads_documents_as_title_passage_pairs(monkeypatch, tmp_path):
+    """SimLM: CLS pooling; a query alone cut at 32 tokens, a document as the pair ('-', passage) at 144."""
+    name = "intfloat/simlm-base-msmarco-finetuned"
+    folder = as_registered(monkeypatch, tmp_path, name, lambda f: tiny_bert(f, type_scale=50))
+    model = zoo.create(name, device="cpu")
+    texts = TEXTS + ["long passage " * 100]
+    queries = bert_rows(folder, texts, "cls", max_length=32)
+    docs = bert_rows(folder, texts, "cls", firsts=["-"] * len(texts), max_length=144)
+    assert cos(model.encode(texts, "text"), queries).min() >= 0.9999  # "query" is the default prompt
+    got = model.encode(texts, "text", prompt_name="document")
+    assert cos(got, docs).min() >= 0.9999
+    # the same words as one text (a prefix) are read differently: the parity above is not a coincidence
+    assert cos(got, bert_rows(folder, ["- " + t for t in texts], "cls", max_length=144)).min() < 0.9999
+
+
+@pytest.mark.parametrize("name,instead", [
+    ("nvidia/NV-Embed-v2", "Qwen/Qwen3-Embedding-0.6B"),
+    ("TIGER-Lab/VLM2Vec-Full", "TIGER-Lab/VLM2Vec-Qwen2VL-2B"),
+])
+def test_remote_code_checkpoints_are_refused_with_what_to_use(name, instead):
+    with pytest.raises(zoo.RemoteCodeRefusedError, match="trust_remote_code") as err:
+        zoo.create(name)
+    assert instead in str(err.value)
+    assert name not in zoo.list_models()
+
+
+def test_a_folder_with_its_own_modelling_code_is_refused(tmp_path):
+    folder = tmp_path / "custom"
+    folder.mkdir()
+    tiny_bert(folder)
+    cfg = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps(cfg | {"auto_map": {"AutoModel": "modeling_x.XModel"}}))
+    with pytest.raises(zoo.RemoteCodeRefusedError, match="ships its own modelling code"):
+        zoo.create(str(folder))
+
+
+def _vlm2vec_folders(root):
+    """A tiny Qwen2-VL generation model where the registry finds the base, and a LoRA adapter trained on it
+    (random, non-zero) with the processor files, where it finds VLM2Vec: the hub checkpoint's layout."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoProcessor, Qwen2VLForConditionalGeneration
+
+    base = root / "Qwen" / "Qwen2-VL-2B-Instruct"
+    make_qwen2_vl(base)  # saves the base transformer; the generation class adds its (unused) head
+    torch.manual_seed(1)
+    gen = Qwen2VLForConditionalGeneration.from_pretrained(base)
+    gen.save_pretrained(base)
+    lora = get_peft_model(gen, LoraConfig(r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                          init_lora_weights=False))
+    adapter = root / "TIGER-Lab" / "VLM2Vec-Qwen2VL-2B"
+    lora.save_pretrained(adapter)
+    AutoProcessor.from_pretrained(base).save_pretrained(adapter)
+    return base, adapter
+
+
+def test_vlm2vec_merges_its_lora_and_follows_the_card(monkeypatch, tmp_path):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoProcessor, Qwen2VLForConditionalGeneration
+
+    name = "TIGER-Lab/VLM2Vec-Qwen2VL-2B"
+    base, adapter = _vlm2vec_folders(tmp_path / "models")
+    monkeypatch.setitem(registry._MODELS, name, dataclasses.replace(zoo.get_spec(name), dim=32))
+    monkeypatch.setenv("ZOO_MODELS_DIR", str(tmp_path / "models"))
+    model = zoo.create(name, device="cpu")
+    rng = np.random.default_rng(2)
+    imgs = [S.render(S.sample_training_scene(rng), rng) for _ in range(2)]
+    items = [[imgs[0]], ["a red circle"], [imgs[1], "what colour is it?"]]
+    prompts = ["document", "query", "question"]
+    ref = PeftModel.from_pretrained(Qwen2VLForConditionalGeneration.from_pretrained(base), adapter).eval()
+    proc = AutoProcessor.from_pretrained(adapter)
+    strings = ["<|image_pad|> Represent the given image.",
+               "Find me an everyday image that matches the given caption: a red circle",
+               "<|image_pad|> Represent the given image with the following question: what colour is it?"]
+    for item, prompt, string in zip(items, prompts, strings):
+        pics = [p for p in item if not isinstance(p, str)] or None
+        with torch.no_grad():
+            out = ref(**proc(text=[string], images=pics, return_tensors="pt"), output_hidden_states=True)
+        want = out.hidden_states[-1][0, -1].numpy()[None]
+        got = model.encode([item], "interleaved", prompt_name=prompt)
+        assert cos(got, want)[0] >= 0.9999, (prompt, cos(got, want))
+    # a mixed batch (images and text alone, one prompt) gives the rows one at a time gives
+    batch = model.encode(items, "interleaved", prompt_name="question", batch_size=3)
+    alone = np.concatenate([model.encode([x], "interleaved", prompt_name="question") for x in items])
+    assert cos(batch, alone).min() >= 0.9999
