@@ -144,9 +144,15 @@ def test_audio_input_forms_and_resampling(speaker, clips, tmp_path):
     ("audio", (np.zeros(0, np.float32), 16000), "no samples"),
     ("audio", (np.full(10, np.nan, np.float32), 16000), "NaN"),
     ("audio", {"x": 1}, "unsupported audio input type"),
-    ("interleaved", "just a string", "list of text and image parts"),
+    ("interleaved", "just a string", "list of text and media parts"),
     ("interleaved", [], "no parts"),
-    ("interleaved", [{"video": "x"}], "keys must be"),
+    ("interleaved", [{"video": "x"}], "takes text and image parts in an interleaved input, not video"),
+    ("interleaved", [{"smell": "x"}], "got keys \\['smell'\\]"),
+    ("video", b"definitely not a video", "cannot read the video container"),
+    ("video", np.zeros((2, 4, 4), np.uint8), "TxHxWxC"),
+    ("video", [], "no frames"),
+    ("video", 3.14, "unsupported video input type"),
+    ("video", "/no/such/clip.mp4", "not found"),
 ])
 def test_bad_inputs_name_the_item(modality, item, match):
     from zoo import inputs

@@ -212,3 +212,117 @@ def test_vlm2vec_merges_its_lora_and_follows_the_card(monkeypatch, tmp_path):
     batch = model.encode(items, "interleaved", prompt_name="question", batch_size=3)
     alone = np.concatenate([model.encode([x], "interleaved", prompt_name="question") for x in items])
     assert cos(batch, alone).min() >= 0.9999
+
+
+def _omni_reference(folder):
+    """The checkpoint called directly through transformers as its card's code does: the Qwen2.5-Omni thinker
+    with a full (bidirectional) padding mask handed to its decoder, mean of the last hidden states."""
+    from transformers import Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration
+    from transformers.modeling_attn_mask_utils import _prepare_4d_attention_mask
+
+    cfg = json.loads((folder / "config.json").read_text())
+    cfg = {k: v for k, v in cfg.items() if k != "auto_map"} | {"model_type": "qwen2_5_omni_thinker"}
+    ref = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(
+        folder, config=Qwen2_5OmniThinkerConfig.from_dict(cfg)).eval()
+    decoder = ref.model.language_model
+    causal_forward = decoder.forward
+
+    def bidirectional_forward(*args, attention_mask=None, **kwargs):
+        if attention_mask is not None and not isinstance(attention_mask, dict):
+            attention_mask = {"full_attention": _prepare_4d_attention_mask(attention_mask, kwargs["inputs_embeds"].dtype)}
+        return causal_forward(*args, attention_mask=attention_mask, **kwargs)
+
+    decoder.forward = bidirectional_forward
+    return ref
+
+
+def test_omni_embed_text_image_audio_video_and_mixtures(monkeypatch, tmp_path):
+    """Omni-Embed-Nemotron: each kind of input and their mixtures, embedded in one mixed call, equal the
+    thinker called one input at a time with the card's chat turn, bidirectional mask and mean pooling."""
+    import torch
+    from transformers import Qwen2_5OmniProcessor
+
+    from zoo import inputs
+    from zoo.data import speech as P
+    from zoo.video import encode_frames
+
+    from .tiny_models import make_omni
+
+    name = "nvidia/omni-embed-nemotron-3b"
+    folder = as_registered(monkeypatch, tmp_path, name, lambda f: (make_omni(f), 32)[1])
+    model = zoo.create(name, device="cpu")
+    rng = np.random.default_rng(5)
+    img = S.render(S.sample_training_scene(rng), rng)
+    speech = P.speak("a red circle", P.sample_voice(rng), rng)
+    clip = encode_frames(S.moving_clip("red", "circle", 12), 4, audio=speech)  # 3 s, with a sound track
+    silent = encode_frames(S.moving_clip("blue", "star", 6), 2)
+    items = [["a red circle"], [img], [{"audio": (speech, P.SAMPLE_RATE)}], [{"video": clip}],
+             [{"video": silent}], ["this", img, "sounds like", {"audio": (speech, P.SAMPLE_RATE)}]]
+    got = model.encode(items, "interleaved", prompt_name="document", batch_size=6)
+
+    ref, proc = _omni_reference(folder), Qwen2_5OmniProcessor.from_pretrained(folder, trust_remote_code=False)
+    tags = {"image": "<|vision_bos|><|IMAGE|><|vision_eos|>", "audio": "<|audio_bos|><|AUDIO|><|audio_eos|>",
+            "video": "<|vision_bos|><|VIDEO|><|vision_eos|>"}
+    want = []
+    for item in items:
+        text, media = "", {"images": [], "audio": [], "videos": []}
+        for part in item:
+            if isinstance(part, str):
+                text += part
+            elif not isinstance(part, dict):
+                text += tags["image"]
+                media["images"].append(part)
+            elif "audio" in part:
+                text += tags["audio"]
+                media["audio"].append(part["audio"][0])
+            else:
+                video = inputs.decode(part["video"], 0, zoo.Modality.VIDEO, P.SAMPLE_RATE, 30.0)
+                text += tags["video"] + (tags["audio"] if video.audio is not None else "")
+                media["videos"].append([np.asarray(f) for f in video.frames])
+                if video.audio is not None:
+                    media["audio"].append(video.audio)
+                fps = video.fps
+        extra = {"videos_kwargs": {"fps": fps, "do_sample_frames": False}} if media["videos"] else {}
+        enc = proc(text=[f"<|im_start|>user\npassage: {text}<|im_end|>\n"], images=media["images"] or None,
+                   videos=media["videos"] or None, audio=media["audio"] or None, sampling_rate=P.SAMPLE_RATE,
+                   return_tensors="pt", **extra)
+        with torch.no_grad():
+            hidden = ref(**enc, output_hidden_states=True).hidden_states[-1]
+        mask = enc["attention_mask"][..., None].float()
+        want.append(((hidden * mask).sum(1) / mask.sum(1))[0].numpy())
+    assert cos(got, np.stack(want)).min() >= 0.9999, cos(got, np.stack(want))
+    # the plain modalities are one-part inputs, and a video file carries its sound track
+    assert cos(model.encode([img], "image", prompt_name="document"), got[1:2])[0] >= 0.9999
+    assert cos(model.encode([clip], "video", prompt_name="document"), got[3:4])[0] >= 0.9999
+    assert cos(model.encode([(speech, P.SAMPLE_RATE)], "audio", prompt_name="document"), got[2:3])[0] >= 0.9999
+    assert zoo.Modality.VIDEO in model.spec.modalities and model.spec.prompts["query"] == "query: "
+
+
+def test_mme5_follows_its_card_on_llama_vision(monkeypatch, tmp_path):
+    """mmE5: '<|image|><|begin_of_text|> {instruction} {text}' (the text alone without images), the
+    generation model's last hidden state at the last token; a batch mixing inputs with and without images."""
+    import torch
+    from transformers import AutoProcessor, MllamaForConditionalGeneration
+
+    from .tiny_models import make_mllama
+
+    name = "intfloat/mmE5-mllama-11b-instruct"
+    folder = as_registered(monkeypatch, tmp_path, name, lambda f: (make_mllama(f), 32)[1])
+    model = zoo.create(name, device="cpu")
+    rng = np.random.default_rng(4)
+    img = S.render(S.sample_training_scene(rng), rng)
+    items = [[img], ["a cat and a dog"], [img, "what is in the image"]]
+    strings = ["<|image|><|begin_of_text|> Represent the given image with the following question:",
+               "Represent the given image with the following question: a cat and a dog",
+               "<|image|><|begin_of_text|> Represent the given image with the following question: what is in the image"]
+    got = model.encode(items, "interleaved", prompt_name="question", batch_size=3)
+    ref, proc = MllamaForConditionalGeneration.from_pretrained(folder).eval(), AutoProcessor.from_pretrained(folder)
+    want = []
+    for item, string in zip(items, strings):
+        pics = [[p for p in item if not isinstance(p, str)]] if any(not isinstance(p, str) for p in item) else None
+        enc = proc(text=[string], images=pics, return_tensors="pt")
+        with torch.no_grad():
+            hidden = ref(**enc, output_hidden_states=True).hidden_states[-1]
+        want.append(hidden[0, int(enc["attention_mask"].sum()) - 1].numpy())
+    assert cos(got, np.stack(want)).min() >= 0.9999, cos(got, np.stack(want))
+    assert model.spec.prompts["document"] == "Represent the given image."

@@ -119,11 +119,10 @@ QWEN_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>
                 "<|image_pad|>", "<|video_pad|>"]
 
 
-def qwen_tokenizer(special: list[str] = QWEN_SPECIAL, **extra: str):
-    """A Qwen2 tokenizer on a byte-level BPE trained offline over the shape captions and chat words, with
-    Qwen's ``special`` tokens (``extra``: more named special tokens, e.g. ``image_token``)."""
+def byte_bpe(special: list[str]):
+    """A byte-level BPE trained offline over the shape captions and the words of embedding instructions, with
+    ``special`` tokens first."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import Qwen2Tokenizer
 
     from zoo.data import shapes as S
 
@@ -138,8 +137,52 @@ def qwen_tokenizer(special: list[str] = QWEN_SPECIAL, **extra: str):
     trainer = trainers.BpeTrainer(vocab_size=400, special_tokens=list(special),
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     bpe.train_from_iterator(corpus, trainer)
-    return Qwen2Tokenizer(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|endoftext|>",
+    return bpe
+
+
+def qwen_tokenizer(special: list[str] = QWEN_SPECIAL, **extra: str):
+    """A Qwen2 tokenizer on :func:`byte_bpe` with Qwen's ``special`` tokens (``extra``: more named special
+    tokens, e.g. ``image_token``)."""
+    from transformers import Qwen2Tokenizer
+
+    return Qwen2Tokenizer(tokenizer_object=byte_bpe(special), eos_token="<|im_end|>", pad_token="<|endoftext|>",
                           unk_token=None, extra_special_tokens=extra or None)
+
+
+LLAMA_SPECIAL = ["<|begin_of_text|>", "<|end_of_text|>", "<|image|>", "<|python_tag|>", "<|finetune_right_pad_id|>"]
+
+
+def make_mllama(dest: Path) -> Path:
+    """A tiny Llama 3.2 Vision (Mllama) generation folder, as mmE5 ships: one-tile 28-pixel images, one
+    cross-attention layer, the real Mllama processor on a trained BPE with Llama 3's special tokens."""
+    import torch
+    from transformers import (
+        MllamaConfig,
+        MllamaForConditionalGeneration,
+        MllamaImageProcessor,
+        MllamaProcessor,
+        PreTrainedTokenizerFast,
+    )
+
+    dest.mkdir(parents=True, exist_ok=True)
+    tokenizer = PreTrainedTokenizerFast(tokenizer_object=byte_bpe(LLAMA_SPECIAL), bos_token="<|begin_of_text|>",
+                                        eos_token="<|end_of_text|>", pad_token="<|finetune_right_pad_id|>")
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in LLAMA_SPECIAL}
+    torch.manual_seed(0)
+    config = MllamaConfig(
+        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_global_layers=1,
+                           attention_heads=2, image_size=28, patch_size=14, max_num_tiles=1,
+                           supported_aspect_ratios=[[1, 1]], intermediate_layers_indices=[0], vision_output_dim=64),
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, cross_attention_layers=[1],
+                         bos_token_id=ids["<|begin_of_text|>"], eos_token_id=ids["<|end_of_text|>"],
+                         pad_token_id=ids["<|finetune_right_pad_id|>"]),
+        image_token_index=ids["<|image|>"],
+    )
+    MllamaForConditionalGeneration(config).save_pretrained(dest)
+    MllamaProcessor(image_processor=MllamaImageProcessor(size={"height": 28, "width": 28}, max_image_tiles=1),
+                    tokenizer=tokenizer).save_pretrained(dest)
+    return dest
 
 
 def make_qwen2_vl(dest: Path) -> Path:
@@ -172,6 +215,62 @@ def make_qwen2_vl(dest: Path) -> Path:
     pixels = dict(min_pixels=56 * 56, max_pixels=112 * 112)
     Qwen2VLProcessor(image_processor=Qwen2VLImageProcessor(**pixels), tokenizer=tokenizer,
                      video_processor=Qwen2VLVideoProcessor(**pixels)).save_pretrained(dest)
+    return dest
+
+
+OMNI_SPECIAL = QWEN_SPECIAL + ["<|IMAGE|>", "<|AUDIO|>", "<|VIDEO|>", "<|vision_bos|>", "<|vision_eos|>",
+                               "<|audio_bos|>", "<|audio_eos|>"]
+
+
+def make_omni(dest: Path, *, model_type: str = "nvomniembed") -> Path:
+    """A tiny Omni-Embed-Nemotron folder: a random Qwen2.5-Omni thinker saved under the checkpoint's own
+    ``model_type`` (with the ``auto_map`` to its remote classes, which zoo must not need), and the real
+    Qwen2.5-Omni processor (Qwen2-VL image and video processors, Whisper features, a trained BPE)."""
+    import torch
+    from transformers import (
+        Qwen2_5OmniProcessor,
+        Qwen2_5OmniThinkerConfig,
+        Qwen2_5OmniThinkerForConditionalGeneration,
+        Qwen2VLImageProcessor,
+        Qwen2VLVideoProcessor,
+        WhisperFeatureExtractor,
+    )
+
+    dest.mkdir(parents=True, exist_ok=True)
+    tokenizer = qwen_tokenizer(OMNI_SPECIAL, image_token="<|IMAGE|>", audio_token="<|AUDIO|>",
+                               video_token="<|VIDEO|>", vision_bos_token="<|vision_bos|>",
+                               vision_eos_token="<|vision_eos|>", audio_bos_token="<|audio_bos|>",
+                               audio_eos_token="<|audio_eos|>")
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in OMNI_SPECIAL}
+    torch.manual_seed(0)
+    config = Qwen2_5OmniThinkerConfig(
+        text_config=dict(vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                         num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=4096,
+                         rope_parameters={"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [4, 2, 2]},
+                         pad_token_id=ids["<|endoftext|>"]),
+        vision_config=dict(depth=1, hidden_size=32, intermediate_size=64, num_heads=2, patch_size=14,
+                           spatial_merge_size=2, temporal_patch_size=2, out_hidden_size=32, window_size=56,
+                           fullatt_block_indexes=[0]),
+        audio_config=dict(d_model=32, encoder_ffn_dim=64, encoder_layers=1, encoder_attention_heads=2,
+                          num_mel_bins=16, max_source_positions=1500, n_window=50, output_dim=32),
+        image_token_index=ids["<|IMAGE|>"], video_token_index=ids["<|VIDEO|>"],
+        audio_token_index=ids["<|AUDIO|>"], vision_start_token_id=ids["<|vision_bos|>"],
+        vision_end_token_id=ids["<|vision_eos|>"], audio_start_token_id=ids["<|audio_bos|>"],
+        audio_end_token_id=ids["<|audio_eos|>"], position_id_per_seconds=25, seconds_per_chunk=2,
+        pad_token_id=ids["<|endoftext|>"],
+    )
+    Qwen2_5OmniThinkerForConditionalGeneration(config).save_pretrained(dest)
+    if model_type != "qwen2_5_omni_thinker":
+        cfg = json.loads((dest / "config.json").read_text())
+        cfg |= {"model_type": model_type, "architectures": ["NVOmniEmbedModel"],
+                "auto_map": {"AutoConfig": "modeling_nv_omni_embed.NVOmniEmbedConfig",
+                             "AutoModel": "modeling_nv_omni_embed.NVOmniEmbedModel"}}
+        (dest / "config.json").write_text(json.dumps(cfg))
+    pixels = dict(min_pixels=56 * 56, max_pixels=112 * 112)
+    Qwen2_5OmniProcessor(image_processor=Qwen2VLImageProcessor(**pixels),
+                         video_processor=Qwen2VLVideoProcessor(**pixels),
+                         feature_extractor=WhisperFeatureExtractor(feature_size=16),
+                         tokenizer=tokenizer).save_pretrained(dest)
     return dest
 
 
@@ -365,6 +464,7 @@ TINY_MODELS: dict[str, Callable[[Path], Path]] = {
     "splade": make_splade,
     "colvision": make_colqwen2,
     "m3": make_m3,
+    "omni": make_omni,
 }
 
 
@@ -374,6 +474,7 @@ def sample_inputs(spec: zoo.EmbedderSpec) -> dict[zoo.Modality, list]:
 
     from zoo.data import shapes as S
     from zoo.data import speech as P
+    from zoo.video import encode_frames
 
     rng = np.random.default_rng(3)
     images = [S.render(S.sample_training_scene(rng), rng) for _ in range(3)]
@@ -384,5 +485,7 @@ def sample_inputs(spec: zoo.EmbedderSpec) -> dict[zoo.Modality, list]:
         zoo.Modality.IMAGE: images,
         zoo.Modality.AUDIO: [*speech, noise],
         zoo.Modality.INTERLEAVED: [[images[0], "but blue"], ["a", images[1]], [images[2]]],
+        zoo.Modality.VIDEO: [encode_frames(S.moving_clip("red", "circle", 8), 4, audio=speech[0][0]),
+                             np.stack([np.asarray(f) for f in S.moving_clip("blue", "star", 5)])],
     }
     return {m: samples[m] for m in spec.modalities}

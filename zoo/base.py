@@ -161,6 +161,8 @@ class Embedder(EncodeFront, ABC):
     #: the runtimes this family's towers can run on (see :mod:`zoo.runtime`); families with towers widen it
     runtimes: tuple[str, ...] = ("torch",)
     runtime: str = "torch"  # the runtime in use (set by :meth:`use_runtime`)
+    #: the media an interleaved input may hold besides text (see :data:`zoo.inputs.PART_KINDS`)
+    interleaved_parts: tuple[str, ...] = ("image",)
 
     def __init__(self, spec: EmbedderSpec, device: str | None = None) -> None:
         self.spec = spec
@@ -242,7 +244,8 @@ class Embedder(EncodeFront, ABC):
     # ---- encoding ------------------------------------------------------------------------------
     def _decode_item(self, item: Any, index: int, modality: Modality, allow_paths: bool = True) -> Any:
         """What :meth:`embed_decoded` takes for one raw item."""
-        return _inputs.decode(item, index, modality, self.sample_rate, self.max_audio_seconds, allow_paths)
+        return _inputs.decode(item, index, modality, self.sample_rate, self.max_audio_seconds, allow_paths,
+                              self.interleaved_parts)
 
     def decode(self, items: Sequence[Any], modality: Modality | str, *, allow_paths: bool = True) -> list[Any]:
         """Decode raw inputs; raises :class:`InputError` naming the first bad item's index.

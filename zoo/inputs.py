@@ -10,8 +10,9 @@ Every decoder takes ``(item, index)`` and raises :class:`zoo.errors.InputError` 
   ``(array, sample_rate)`` pair; mixed down to mono and resampled to the model's rate.
 - video: a path, encoded file ``bytes``, a ``data:`` URI (what FFmpeg reads), a ``TxHxWxC`` frame array or a
   list of images; decoded by :mod:`zoo.video` (frame sampling, bounds, the audio track).
-- interleaved: a list of parts, each a ``str`` (text) or an image as above, or a dict
-  ``{"text": ...}`` / ``{"image": ...}``; decoded to a list of ``str`` and ``PIL.Image``.
+- interleaved: a list of parts, each a ``str`` (text) or an image as above, or a dict ``{"text": ...}`` /
+  ``{"image": ...}`` (and, for models that take them, ``{"audio": ...}`` / ``{"video": ...}``); decoded to a
+  list of ``str``, ``PIL.Image``, :class:`Audio` and :class:`zoo.video.Video`.
 
 ``allow_paths=False`` (what servers pass) refuses file paths: an item from a remote caller is data
 (bytes or a ``data:`` URI), never the name of a file on the machine that decodes it.
@@ -220,40 +221,68 @@ def _video_wire(item: Any, index: int, allow_paths: bool = True) -> bytes:
     return data
 
 
-class _ImagePart:
-    """An interleaved part that is an image, not yet decoded (it may be a string: a path or a data: URI)."""
-
-    def __init__(self, item: Any) -> None:
-        self.item = item
+PART_KINDS = ("image", "audio", "video")  # what an interleaved part may be besides text
 
 
-def _split_interleaved(item: Any, index: int) -> list[str | _ImagePart]:
-    """An interleaved item's parts in order: text as ``str``, images as undecoded :class:`_ImagePart`."""
+class _MediaPart:
+    """An interleaved part that is media of ``kind`` (see :data:`PART_KINDS`), not yet decoded (it may be a
+    string: a path or a data: URI)."""
+
+    def __init__(self, kind: str, item: Any) -> None:
+        self.kind, self.item = kind, item
+
+
+class Audio:
+    """A decoded audio part of an interleaved input: mono float32 ``samples`` at the model's rate."""
+
+    def __init__(self, samples: np.ndarray) -> None:
+        self.samples = samples
+
+
+def _split_interleaved(item: Any, index: int) -> list[str | _MediaPart]:
+    """An interleaved item's parts in order: text as ``str``, media as undecoded :class:`_MediaPart`."""
     if isinstance(item, (str, bytes)) or not hasattr(item, "__iter__"):
-        raise InputError(index, "interleaved input must be a list of text and image parts")
+        raise InputError(index, "interleaved input must be a list of text and media parts")
     parts = []
     for part in item:
         if isinstance(part, dict):
-            if set(part) == {"text"}:
-                part = decode_text(part["text"], index)
-            elif set(part) == {"image"}:
-                part = _ImagePart(part["image"])
+            (key, value), = part.items() if len(part) == 1 else ((None, None),)
+            if key == "text":
+                part = decode_text(value, index)
+            elif key in PART_KINDS:
+                part = _MediaPart(key, value)
             else:
-                raise InputError(
-                    index, f"interleaved part keys must be 'text' or 'image', got {sorted(part)}"
-                )
-        elif not isinstance(part, str) or part.startswith("data:image"):
-            part = _ImagePart(part)  # a bare str is text unless it is an image data: URI
+                raise InputError(index, f"an interleaved part is one of {{'text'}}, {{'image'}}, {{'audio'}}, "
+                                        f"{{'video'}}, got keys {sorted(part)}")
+        elif not isinstance(part, str):
+            part = _MediaPart("image", part)
+        elif part.startswith("data:"):  # a bare str is text unless it is a media data: URI
+            kind = part[5:].partition("/")[0]
+            part = _MediaPart(kind if kind in PART_KINDS else "image", part)
         parts.append(part)
     if not parts:
         raise InputError(index, "interleaved input has no parts")
     return parts
 
 
-def decode_interleaved(item: Any, index: int, allow_paths: bool = True) -> list:
-    """An interleaved item as an ordered list of ``str`` and ``PIL.Image`` parts."""
-    parts = _split_interleaved(item, index)
-    return [p if isinstance(p, str) else decode_image(p.item, index, allow_paths) for p in parts]
+def decode_interleaved(item: Any, index: int, allow_paths: bool = True, kinds: tuple[str, ...] = ("image",),
+                       sample_rate: int = 16000, max_seconds: float | None = None) -> list:
+    """An interleaved item as an ordered list of ``str``, ``PIL.Image``, :class:`Audio` and
+    :class:`zoo.video.Video` parts; ``kinds``: the media parts the model takes (others are refused)."""
+    out = []
+    for p in _split_interleaved(item, index):
+        if isinstance(p, str):
+            out.append(p)
+        elif p.kind not in kinds:
+            raise InputError(index, f"this model takes text and {' / '.join(kinds)} parts in an interleaved "
+                                    f"input, not {p.kind}")
+        elif p.kind == "image":
+            out.append(decode_image(p.item, index, allow_paths))
+        elif p.kind == "audio":
+            out.append(Audio(decode_audio(p.item, index, sample_rate, max_seconds, allow_paths)))
+        else:
+            out.append(decode_video(p.item, index, sample_rate, max_seconds, allow_paths))
+    return out
 
 
 def _image_wire(item: Any, index: int, allow_paths: bool = True) -> bytes:
@@ -306,16 +335,24 @@ def to_wire(item: Any, index: int, modality: Modality, allow_paths: bool = True)
         return _audio_wire(item, index, allow_paths)
     if modality is Modality.VIDEO:
         return _video_wire(item, index, allow_paths)
-    return [{"text": p} if isinstance(p, str) else {"image": _image_data_uri(p.item, index, allow_paths)}
+    return [{"text": p} if isinstance(p, str) else {p.kind: _media_data_uri(p, index, allow_paths)}
             for p in _split_interleaved(item, index)]
+
+
+def _media_data_uri(part: _MediaPart, index: int, allow_paths: bool) -> str:
+    """A media part as the ``data:`` URI it travels in (images with their real MIME type)."""
+    if part.kind == "image":
+        return _image_data_uri(part.item, index, allow_paths)
+    wire = _audio_wire if part.kind == "audio" else _video_wire
+    return f"data:{part.kind}/octet-stream;base64," + base64.b64encode(wire(part.item, index, allow_paths)).decode()
 
 
 def decode(
     item: Any, index: int, modality: Modality, sample_rate: int = 16000, max_seconds: float | None = None,
-    allow_paths: bool = True,
+    allow_paths: bool = True, parts: tuple[str, ...] = ("image",),
 ) -> Any:
     """Decode one item of ``modality`` (audio: at most ``max_seconds`` of it; video: its audio track too when
-    ``sample_rate`` is given, i.e. the model listens)."""
+    ``sample_rate`` is given, i.e. the model listens; interleaved: the media ``parts`` the model takes)."""
     if modality is Modality.TEXT:
         return decode_text(item, index)
     if modality is Modality.IMAGE:
@@ -324,4 +361,4 @@ def decode(
         return decode_audio(item, index, sample_rate, max_seconds, allow_paths)
     if modality is Modality.VIDEO:
         return decode_video(item, index, sample_rate, max_seconds, allow_paths)
-    return decode_interleaved(item, index, allow_paths)
+    return decode_interleaved(item, index, allow_paths, parts, sample_rate, max_seconds)

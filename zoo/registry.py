@@ -32,7 +32,8 @@ _MODELS: dict[str, EmbedderSpec] = {}
 _REFUSED: dict[str, str] = {}  # hub ids that need remote code → why, and what to use instead
 _FAMILIES: dict[str, type[Family]] = {}
 # imported lazily so `import zoo` stays light
-_FAMILY_MODULES = ("text", "aligned", "clip", "clap", "speaker", "vlm", "colbert", "splade", "colvision", "m3")
+_FAMILY_MODULES = ("text", "aligned", "clip", "clap", "speaker", "vlm", "colbert", "splade", "colvision", "m3",
+                   "omni")
 
 
 class Family(Protocol):
@@ -42,6 +43,8 @@ class Family(Protocol):
     folder_priority: int
     #: the runtimes its towers run on (see zoo.runtime)
     runtimes: tuple[str, ...]
+    #: model_types whose remote code (``auto_map``) the family reproduces, so such folders load without it
+    reproduces: frozenset[str]
 
     @classmethod
     def spec_from_folder(cls, path: Path) -> EmbedderSpec | None:
@@ -140,16 +143,18 @@ def get_spec(name: str) -> EmbedderSpec:
 
 def _spec_for_folder(path: Path) -> EmbedderSpec:
     config = path / "config.json"
-    auto_map = json.loads(config.read_text()).get("auto_map") if config.is_file() else None
-    if auto_map:
-        # the folder's own classes would build the model; loading the stock class instead could differ silently
-        raise RemoteCodeRefusedError(
-            f"the folder {path.name} ships its own modelling code (auto_map: {choices(sorted(auto_map))}), which "
-            "zoo never runs (no trust_remote_code); use a registered name (`zoo list`) whose recipe zoo reproduces")
+    cfg = json.loads(config.read_text()) if config.is_file() else {}
     for family in sorted(_FAMILIES.values(), key=lambda f: f.folder_priority):
         spec = family.spec_from_folder(path)
-        if spec is not None:
-            return spec
+        if spec is None:
+            continue
+        if cfg.get("auto_map") and cfg.get("model_type") not in getattr(family, "reproduces", ()):
+            # the folder's own classes would build the model; the stock class could differ silently
+            raise RemoteCodeRefusedError(
+                f"the folder {path.name} ships its own modelling code (auto_map: {choices(sorted(cfg['auto_map']))}"
+                "), which zoo never runs (no trust_remote_code); use a registered name (`zoo list`) whose recipe "
+                "zoo reproduces")
+        return spec
     raise InvalidArgumentError(
         f"no family can load the folder {path}: expected a Hugging Face model folder "
         "(config.json with a supported model_type)"

@@ -1,0 +1,175 @@
+"""One embedder for text, image, audio and video and their mixtures: Omni-Embed-Nemotron on the Qwen2.5-Omni
+thinker, loaded without its remote code.
+
+The checkpoint is the Qwen2.5-Omni thinker (audio encoder, vision encoder, Qwen2.5 decoder) trained as an
+embedder: its own code only swaps the decoder's causal mask for a bidirectional one. Here the stock
+transformers thinker is built from the folder's config and weights and its decoder made bidirectional
+(:func:`zoo.families.common.bidirectional`); nothing from the hub is executed.
+
+An input is written as one user turn of Qwen2.5-Omni's chat format, the prompt (``query: `` / ``passage: ``)
+first, then the item's parts in order::
+
+    <|im_start|>user\\n{prompt}{parts}<|im_end|>\\n
+
+where text is inserted as it is, an image becomes ``<|vision_bos|><|IMAGE|><|vision_eos|>``, audio
+``<|audio_bos|><|AUDIO|><|audio_eos|>`` and a video ``<|vision_bos|><|VIDEO|><|vision_eos|>`` followed by
+its sound track as an audio part when it has one (the processor expands each placeholder to the item's
+tokens). The embedding is the mean of the decoder's final hidden states over the attention mask. Video
+frames are sampled by :mod:`zoo.video`'s policy and handed over with the rate they were sampled at; audio
+is read at 16 kHz, 30 s at most (the Whisper front end's window).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..base import Embedder
+from ..registry import register_checkpoints, register_family
+from ..spec import EmbedderSpec, Modality
+from .common import bidirectional, folder_config, pool, token_counts
+
+MODALITIES = (Modality.TEXT, Modality.IMAGE, Modality.AUDIO, Modality.VIDEO, Modality.INTERLEAVED)
+OMNI_TYPES = {"nvomniembed", "qwen2_5_omni_thinker"}
+SAMPLE_RATE = 16000
+MAX_AUDIO_SECONDS = 30.0
+PLACEHOLDERS = {"image": "<|vision_bos|><|IMAGE|><|vision_eos|>", "audio": "<|audio_bos|><|AUDIO|><|audio_eos|>",
+                "video": "<|vision_bos|><|VIDEO|><|vision_eos|>"}
+
+
+def part_kind(part: Any) -> str:
+    """``text``, ``image``, ``audio`` or ``video`` for a decoded interleaved part."""
+    from ..inputs import Audio
+    from ..video import Video
+
+    if isinstance(part, str):
+        return "text"
+    if isinstance(part, Audio):
+        return "audio"
+    return "video" if isinstance(part, Video) else "image"
+
+
+def omni_text(parts: list, prompt: str | None) -> str:
+    """The chat turn one input is written as (see the module docstring)."""
+    body = "".join(p if part_kind(p) == "text" else PLACEHOLDERS[part_kind(p)] for p in parts)
+    return f"<|im_start|>user\n{prompt or ''}{body}<|im_end|>\n"
+
+
+@register_family("omni")
+class OmniEmbedder(Embedder):
+    """The Qwen2.5-Omni thinker with a bidirectional decoder; mean pooling over every token of the turn."""
+
+    folder_priority = 15
+    interleaved_parts = ("image", "audio", "video")
+    reproduces = frozenset({"nvomniembed"})  # its remote code only lifts the causal mask, done here
+
+    def __init__(self, spec: EmbedderSpec, path: Path, device: str | None = None) -> None:
+        super().__init__(spec, device)
+        from transformers import (
+            Qwen2_5OmniProcessor,
+            Qwen2_5OmniThinkerConfig,
+            Qwen2_5OmniThinkerForConditionalGeneration,
+        )
+
+        cfg = json.loads((path / "config.json").read_text())
+        cfg.pop("auto_map", None)  # the remote classes it names are never used
+        cfg["model_type"] = "qwen2_5_omni_thinker"
+        config = Qwen2_5OmniThinkerConfig.from_dict(cfg)
+        thinker = Qwen2_5OmniThinkerForConditionalGeneration.from_pretrained(path, config=config,
+                                                                             trust_remote_code=False)
+        self.model = thinker.model.to(self.device).eval()  # the lm head is never used
+        bidirectional(self.model.language_model)
+        # never run (nor ask whether to run) the code the folder's auto_map names
+        self.processor = Qwen2_5OmniProcessor.from_pretrained(path, trust_remote_code=False)
+
+    @property
+    def max_audio_seconds(self) -> float:
+        """The Whisper front end's window."""
+        return MAX_AUDIO_SECONDS
+
+    @classmethod
+    def spec_from_folder(cls, path: Path) -> EmbedderSpec | None:
+        """A Qwen2.5-Omni thinker folder (an Omni-Embed-Nemotron checkpoint, or a stock thinker)."""
+        cfg = folder_config(path, OMNI_TYPES)
+        if cfg is None:
+            return None
+        return EmbedderSpec(name=str(path), family="omni", modalities=MODALITIES, dim=int(cfg["text_config"]
+                            ["hidden_size"]), license="see the folder's model card", source=str(path),
+                            sample_rate=SAMPLE_RATE, max_length=32768, prompts=dict(PROMPTS),
+                            description=f"local {cfg['model_type']} model, omni mean-pooled embeddings")
+
+    def _parts(self, item: Any, modality: Modality) -> list:
+        from ..inputs import Audio
+
+        if modality is Modality.INTERLEAVED:
+            parts = item
+        elif modality is Modality.AUDIO:
+            parts = [Audio(item)]
+        else:
+            parts = [item]
+        # a video's sound track follows it as an audio part
+        out = []
+        for p in parts:
+            out.append(p)
+            if part_kind(p) == "video" and p.audio is not None:
+                out.append(Audio(p.audio))
+        return out
+
+    def _lengths(self, items: list[Any], modality: Modality, prompt: str | None) -> list[int]:
+        weights = {"text": None, "image": 256, "audio": 750, "video": 1024}  # rough tokens, to sort batches
+        return [sum(len(p) if part_kind(p) == "text" else weights[part_kind(p)] for p in self._parts(x, modality))
+                for x in items]
+
+    def _text_tokens(self, texts: list[str], prompt: str | None) -> list[int]:
+        return token_counts(self.processor.tokenizer, [omni_text([t], prompt) for t in texts], self.spec.max_length)
+
+    def _embed(self, batch: list[Any], modality: Modality, prompt: str | None) -> np.ndarray:
+        parts = [self._parts(x, modality) for x in batch]
+        # the processor takes one frame rate per call: items are grouped by the rate their videos were sampled at
+        groups: dict[Any, list[int]] = {}
+        for i, ps in enumerate(parts):
+            rates = {round(p.fps, 3) for p in ps if part_kind(p) == "video"}
+            groups.setdefault(rates.pop() if len(rates) == 1 else (i if rates else None), []).append(i)
+        out = np.empty((len(batch), self.spec.dim), dtype=np.float32)
+        for idx in groups.values():
+            out[idx] = self._forward([parts[i] for i in idx], prompt)
+        return out
+
+    def _forward(self, parts: list[list], prompt: str | None) -> np.ndarray:
+        import torch
+
+        media: dict[str, list] = {"image": [], "audio": [], "video": []}
+        for ps in parts:
+            for p in ps:
+                kind = part_kind(p)
+                if kind != "text":
+                    media[kind].append(p)
+        videos = [[np.asarray(f) for f in v.frames] for v in media["video"]]
+        kwargs: dict[str, Any] = {}
+        if videos:
+            kwargs["videos_kwargs"] = {"fps": media["video"][0].fps, "do_sample_frames": False}
+        if media["audio"]:
+            kwargs["sampling_rate"] = SAMPLE_RATE
+        inputs = self.processor(text=[omni_text(ps, prompt) for ps in parts], images=media["image"] or None,
+                                videos=videos or None, audio=[a.samples for a in media["audio"]] or None,
+                                padding=True, return_tensors="pt", **kwargs)
+        inputs = inputs.to(self.device)
+        with torch.inference_mode():
+            hidden = self.model(**inputs).last_hidden_state
+            out = pool(hidden, inputs["attention_mask"], "mean")
+        return out.float().cpu().numpy()
+
+
+PROMPTS = {"query": "query: ", "document": "passage: "}
+#: registry name (the hub id) → spec fields
+CHECKPOINTS: dict[str, dict[str, Any]] = {
+    "nvidia/omni-embed-nemotron-3b": dict(
+        dim=2048, license="see the model card (NVIDIA open model license)",
+        description="Omni-Embed-Nemotron 3B (Qwen2.5-Omni thinker, bidirectional): text, image, audio, video and "
+                    "their mixtures in one space; query:/passage: prompts, mean pooling"),
+}
+register_checkpoints("omni", CHECKPOINTS, modalities=MODALITIES, sample_rate=SAMPLE_RATE, max_length=32768,
+                     prompts=PROMPTS, default_prompt_name="query", batch_size=4, max_batch_size=8)
