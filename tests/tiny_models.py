@@ -488,4 +488,9 @@ def sample_inputs(spec: zoo.EmbedderSpec) -> dict[zoo.Modality, list]:
         zoo.Modality.VIDEO: [encode_frames(S.moving_clip("red", "circle", 8), 4, audio=speech[0][0]),
                              np.stack([np.asarray(f) for f in S.moving_clip("blue", "star", 5)])],
     }
+    from zoo.registry import family_of
+
+    if "video" in family_of(spec).interleaved_parts:  # a model of every medium takes their mixtures too
+        samples[zoo.Modality.INTERLEAVED] += [["said", {"audio": speech[1]}, "shown", {"video": samples[
+            zoo.Modality.VIDEO][0]}, images[0]]]
     return {m: samples[m] for m in spec.modalities}

@@ -10,8 +10,9 @@ The sampling policy (what every video model in `zoo` sees):
 - only the first :data:`MAX_VIDEO_SECONDS` of a file are read (a longer one is cut, counted in one
   :class:`VideoTruncationWarning` per call);
 - frames are taken at :data:`VIDEO_FPS` per second of that window, at most :data:`MAX_FRAMES` of them; a
-  longer window is sampled uniformly across its length (each frame is the first one at or after its slot's
-  middle). Frames passed in memory are already sampled: more than :data:`MAX_FRAMES` are thinned uniformly;
+  longer window is sampled uniformly across its length (each frame is the first one at or after the start of
+  its equal slot). Frames passed in memory count as sampled at :data:`VIDEO_FPS` (more than
+  :data:`MAX_FRAMES` are thinned uniformly), which is also the rate they travel to a server at;
 - each kept frame is scaled down so its longer side is at most :data:`MAX_FRAME_SIDE`.
 
 Bounds hold before allocation: the stream's declared frame size is checked against ``MAX_IMAGE_PIXELS``,
@@ -64,11 +65,11 @@ class Video:
 
 def slots(duration: float | None, fps: float = VIDEO_FPS, max_frames: int = MAX_FRAMES) -> list[float]:
     """The times frames are taken at for a window of ``duration`` seconds (None: unknown, so from the start at
-    ``fps``): ``fps`` per second, at most ``max_frames``, each in the middle of its slot."""
+    ``fps``): ``fps`` per second, at most ``max_frames``, each at the start of its equal slot of the window."""
     if duration is None or duration <= 0:
         return [i / fps for i in range(max_frames)]
     n = int(min(max_frames, max(1, np.floor(duration * fps))))
-    return [(i + 0.5) * duration / n for i in range(n)]
+    return [i * duration / n for i in range(n)]
 
 
 def _scaled(width: int, height: int) -> tuple[int, int]:
@@ -190,7 +191,7 @@ def decode_frames(item: Any, index: int) -> Video:
         if max(img.size) > MAX_FRAME_SIDE:
             img = img.resize(_scaled(*img.size))
         frames.append(img)
-    return Video(frames=frames, times=[float(i) / VIDEO_FPS for i in keep])
+    return Video(frames=frames, times=[k / VIDEO_FPS for k in range(len(frames))])
 
 
 def encode_frames(frames: list, fps: float = WIRE_FPS, *, audio: np.ndarray | None = None,
