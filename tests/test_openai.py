@@ -128,15 +128,22 @@ def test_dimensions_and_precisions(serve, client, local):
 
 
 def test_image_audio_and_interleaved_items(client, local, minilm_dir):
-    """Every modality in one request (as extra_body): each row equals its in-process embedding."""
+    """Every modality in one request (as extra_body), a video clip included: each row equals its in-process
+    embedding."""
+    from zoo.data import shapes as S
+    from zoo.video import encode_frames
+
     red, blue, speech = png_uri((220, 30, 30)), png_uri((30, 30, 220)), wav_uri()
+    clip = "data:video/mp4;base64," + base64.b64encode(
+        encode_frames(S.moving_clip("red", "circle", 8), 4, lossless=False)).decode()
     items = ["a red square", {"image": red}, {"audio": speech},
              {"content": [{"type": "image_url", "image_url": {"url": red}}, {"type": "text", "text": "but blue"}]},
-             {"image": blue}]
+             {"image": blue}, {"video": clip}]
     reply = client.embeddings.create(model=ALIGNED, input="", extra_body={"input": items})
     m = local[ALIGNED]
     want = np.concatenate([m.encode(["a red square"], "text"), m.encode([red], "image"), m.encode([speech], "audio"),
-                           m.encode([[red, "but blue"]], "interleaved"), m.encode([blue], "image")])
+                           m.encode([[red, "but blue"]], "interleaved"), m.encode([blue], "image"),
+                           m.encode([clip], "video")])
     assert cos([d.embedding for d in reply.data], want).min() >= 0.9999
     # usage counts text only ("a red square", "but blue") with the text tower's tokenizer (MiniLM's)
     from sentence_transformers import SentenceTransformer
@@ -232,7 +239,7 @@ def test_models_health_and_no_cors(serve, client):
     unless asked for."""
     listed = {m.id: m for m in client.models.list().data}
     assert set(listed) == {TEXT, ALIGNED}
-    assert listed[ALIGNED].modalities == ["text", "image", "audio", "interleaved"]
+    assert listed[ALIGNED].modalities == ["text", "image", "audio", "interleaved", "video"]
     assert listed[TEXT].dimension == 384 and listed[TEXT].object == "model"
     assert client.models.retrieve(ALIGNED).id == ALIGNED
     with urllib.request.urlopen(serve.openai.removesuffix("/v1") + "/health", timeout=10) as reply:

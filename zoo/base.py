@@ -253,7 +253,13 @@ class Embedder(EncodeFront, ABC):
         ``allow_paths=False`` (servers) refuses items that name files instead of carrying data."""
         mod = self.check_modality(modality)
         check_items(items)
-        return [self._decode_item(x, i, mod, allow_paths) for i, x in enumerate(items)]
+        gathering = truncation.begin()  # decoding cuts too (video past its window): one warning per call
+        try:
+            decoded = [self._decode_item(x, i, mod, allow_paths) for i, x in enumerate(items)]
+        finally:
+            cuts = truncation.end(gathering)
+        truncation.warn(cuts, len(items), stacklevel=4)
+        return decoded
 
     def embed_decoded(
         self,
