@@ -160,15 +160,24 @@ def test_embed_parquet_folder_and_cli(ray_local, aligned, tmp_path, capsys):
     (folder / "note.txt").write_text("a green triangle")
     (folder / "bad.png").write_bytes(b"not a png")
     (folder / "tool.exe").write_bytes(b"MZ")
+    from zoo.data import shapes as S
+    from zoo.video import encode_frames
+
+    clip = encode_frames(S.moving_clip("red", "circle", 8), 4, lossless=False)
+    (folder / "clip.mp4").write_bytes(clip)
     from zoo.cli import main
 
     assert main(["embed", str(folder), "--model", ALIGNED, "--out", str(tmp_path / "o2"), "--dimensions", "64",
                  "--precision", "float16", "--no-progress"]) == 0
-    assert "2 rows embedded, 2 errors" in capsys.readouterr().out
+    assert "3 rows embedded, 2 errors" in capsys.readouterr().out
     t = pq.read_table(tmp_path / "o2" / "shard-00000.parquet")
-    assert t.column("id").to_pylist() == ["note.txt", "sub/x.png"]
-    assert t.schema.field("embedding").type == pa.list_(pa.float16(), 64)
+    assert t.column("id").to_pylist() == ["clip.mp4", "note.txt", "sub/x.png"]
+    assert t.column("modality").to_pylist()[0] == "video"
     np.testing.assert_allclose(np.array(t.column("embedding").to_pylist()[0], np.float32),
+                               aligned.encode([clip], "video", dimensions=64, precision="float16")[0]
+                               .astype(np.float32), atol=1e-3)
+    assert t.schema.field("embedding").type == pa.list_(pa.float16(), 64)
+    np.testing.assert_allclose(np.array(t.column("embedding").to_pylist()[1], np.float32),
                                aligned.encode(["a green triangle"], "text", dimensions=64, precision="float16")[0]
                                .astype(np.float32), atol=1e-3)
     errors = (tmp_path / "o2" / "errors.jsonl").read_text()

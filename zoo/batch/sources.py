@@ -2,13 +2,13 @@
 
 Inputs:
 
-- a JSONL file: one object per line with ``"id"`` and exactly one of ``"text"``, ``"image"``, ``"audio"``
-  (a path relative to the file's folder, or a ``data:`` URI) or ``"content"`` (interleaved parts: strings
+- a JSONL file: one object per line with ``"id"`` and exactly one of ``"text"``, ``"image"``, ``"audio"``,
+  ``"video"`` (a path relative to the file's folder, or a ``data:`` URI) or ``"content"`` (interleaved parts: strings
   and ``{"text": …}`` / ``{"image": …}``); other keys are passed through as metadata;
-- a Parquet file, or a folder of them (a dataset): columns ``id`` and one of ``text`` / ``image`` / ``audio``
-  (bytes or a path) / ``content`` (JSON text of the parts); other columns are metadata;
+- a Parquet file, or a folder of them (a dataset): columns ``id`` and one of ``text`` / ``image`` / ``audio`` /
+  ``video`` (bytes or a path) / ``content`` (JSON text of the parts); other columns are metadata;
 - any other folder: every file under it, its path relative to the folder as its id, its modality from its
-  extension (``.txt``/``.md`` text, image and audio suffixes below).
+  extension (``.txt``/``.md`` text, image, audio and video suffixes below).
 
 A shard is a fixed slice of the input (byte offsets of a JSONL file, rows of a Parquet file, a run of sorted
 file names), planned once from the input alone, so a rerun finds the same shards and skips those already
@@ -25,11 +25,13 @@ from typing import Any
 
 from ..errors import InvalidArgumentError
 
-FIELDS = {"text": "text", "image": "image", "audio": "audio", "content": "interleaved"}  # row key → modality
+FIELDS = {"text": "text", "image": "image", "audio": "audio", "video": "video",
+          "content": "interleaved"}  # row key → modality
 SUFFIXES = {
     "text": (".txt", ".md"),
     "image": (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif", ".tif", ".tiff"),
     "audio": (".wav", ".flac", ".ogg", ".mp3"),
+    "video": (".mp4", ".mkv", ".webm", ".mov", ".avi"),
 }
 MAX_LINE_BYTES = 64 << 20  # a JSONL line longer than this is an error, not an allocation
 
@@ -147,7 +149,7 @@ def _from_record(record: dict, fallback_id: str, base: Path | None) -> Row | Row
             item = json.loads(item)
         except json.JSONDecodeError as err:
             return RowError(str(row_id), f"content is not JSON: {err.msg}")
-    if base is not None and key in ("image", "audio"):
+    if base is not None and key in ("image", "audio", "video"):
         item = _local(item, base)
     if base is not None and key == "content" and isinstance(item, list):
         item = [p | {"image": _local(p["image"], base)} if isinstance(p, dict) and "image" in p else p for p in item]
