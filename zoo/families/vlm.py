@@ -80,8 +80,6 @@ class VLMEmbedder(Embedder):
             raise ValueError(f"{spec.name}: recipe {self.recipe!r} not in {sorted(RECIPES)}")
         self.write = RECIPES[self.recipe]
         self.processor = AutoProcessor.from_pretrained(path)
-        # a mixed batch of Llama-Vision inputs cannot hold items without an image: they go separately
-        self.split_imageless = self.recipe == "mme5"
         self.model = _load_model(spec, path).to(self.device).eval()
 
     @classmethod
@@ -111,19 +109,9 @@ class VLMEmbedder(Embedder):
         return token_counts(self.processor.tokenizer, [self.write([t], prompt) for t in texts], self.spec.max_length)
 
     def _embed(self, batch: list[Any], modality: Modality, prompt: str | None) -> np.ndarray:
-        parts = [self._parts(x, modality) for x in batch]
-        groups = [list(range(len(parts)))]
-        if self.split_imageless:
-            seen = [i for i, ps in enumerate(parts) if any(not isinstance(p, str) for p in ps)]
-            groups = [g for g in (seen, [i for i in range(len(parts)) if i not in seen]) if g]
-        out = np.empty((len(parts), self.spec.dim), dtype=np.float32)
-        for group in groups:
-            out[group] = self._forward([parts[i] for i in group], prompt)
-        return out
-
-    def _forward(self, parts: list[list], prompt: str | None) -> np.ndarray:
         import torch
 
+        parts = [self._parts(x, modality) for x in batch]
         texts = [self.write(p, prompt) for p in parts]
         images = [p for ps in parts for p in ps if not isinstance(p, str)]
         if images and self.recipe == "mme5":  # Llama-Vision's processor takes each input's images apart
