@@ -229,7 +229,8 @@ def _omni_reference(folder):
 
     def bidirectional_forward(*args, attention_mask=None, **kwargs):
         if attention_mask is not None and not isinstance(attention_mask, dict):
-            attention_mask = {"full_attention": _prepare_4d_attention_mask(attention_mask, kwargs["inputs_embeds"].dtype)}
+            full = _prepare_4d_attention_mask(attention_mask, kwargs["inputs_embeds"].dtype)
+            attention_mask = {"full_attention": full}
         return causal_forward(*args, attention_mask=attention_mask, **kwargs)
 
     decoder.forward = bidirectional_forward

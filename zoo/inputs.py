@@ -193,13 +193,18 @@ def decode_audio(
     return samples
 
 
+def _frames_in_memory(item: Any) -> bool:
+    """Whether a video item is frames already decoded (an array, or a list of images), not a file."""
+    return isinstance(item, (np.ndarray, list, tuple))
+
+
 def decode_video(item: Any, index: int, sample_rate: int = 0, max_seconds: float | None = None,
                  allow_paths: bool = True):
     """A video item as a :class:`zoo.video.Video`; ``sample_rate`` > 0 also reads its audio track (at most
     ``max_seconds`` of it) for models that listen."""
     from . import video
 
-    if isinstance(item, np.ndarray) or (isinstance(item, (list, tuple)) and not isinstance(item, str)):
+    if _frames_in_memory(item):
         return video.decode_frames(item, index)
     data = _file_bytes(item, index, "video", allow_paths)
     if data is None:
@@ -212,7 +217,7 @@ def _video_wire(item: Any, index: int, allow_paths: bool = True) -> bytes:
     memory as a lossless FFV1 file."""
     from . import video
 
-    if isinstance(item, np.ndarray) or isinstance(item, (list, tuple)):
+    if _frames_in_memory(item):
         return video.encode_frames(video.decode_frames(item, index).frames)
     data = _file_bytes(item, index, "video", allow_paths)
     if data is None:

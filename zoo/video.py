@@ -91,13 +91,7 @@ def decode_file(data: bytes, index: int, *, sample_rate: int | None = None,
 
     from .inputs import MAX_IMAGE_PIXELS
 
-    try:
-        container = av.open(io.BytesIO(data), mode="r")
-    except (av.FFmpegError, ValueError) as err:
-        raise InputError(index, f"cannot read the video container ({type(err).__name__})") from None
-    with container:
-        if not container.streams.video:
-            raise InputError(index, "the file has no video stream")
+    with _open(data, index) as container:
         vs = container.streams.video[0]
         width, height = int(vs.codec_context.width or 0), int(vs.codec_context.height or 0)
         if width * height > MAX_IMAGE_PIXELS:
@@ -150,17 +144,24 @@ def decode_file(data: bytes, index: int, *, sample_rate: int | None = None,
                  sample_rate=sample_rate if audio is not None else None)
 
 
-def probe(data: bytes, index: int) -> None:
-    """Check that ``data`` is a container FFmpeg opens with a video stream (what a client checks before
-    sending; the server decodes)."""
+def _open(data: bytes, index: int) -> Any:
+    """``data`` opened as a container FFmpeg reads, with a video stream (else an :class:`InputError`)."""
     import av
 
     try:
-        with av.open(io.BytesIO(data), mode="r") as container:
-            if not container.streams.video:
-                raise InputError(index, "the file has no video stream")
+        container = av.open(io.BytesIO(data), mode="r")
     except (av.FFmpegError, ValueError) as err:
         raise InputError(index, f"cannot read the video container ({type(err).__name__})") from None
+    if not container.streams.video:
+        container.close()
+        raise InputError(index, "the file has no video stream")
+    return container
+
+
+def probe(data: bytes, index: int) -> None:
+    """Check that ``data`` is a container FFmpeg opens with a video stream (what a client checks before
+    sending; the server decodes)."""
+    _open(data, index).close()
 
 
 def _duration(container: Any, stream: Any) -> float | None:

@@ -28,23 +28,23 @@ from typing import Any
 import numpy as np
 
 from ..base import Embedder
+from ..inputs import Audio
 from ..registry import register_checkpoints, register_family
 from ..spec import EmbedderSpec, Modality
+from ..video import Video
 from .common import bidirectional, folder_config, pool, token_counts
 
 MODALITIES = (Modality.TEXT, Modality.IMAGE, Modality.AUDIO, Modality.VIDEO, Modality.INTERLEAVED)
 OMNI_TYPES = {"nvomniembed", "qwen2_5_omni_thinker"}
 SAMPLE_RATE = 16000
 MAX_AUDIO_SECONDS = 30.0
+MEDIA_TOKENS = {"image": 256, "audio": 750, "video": 1024}  # rough tokens per part: enough to sort batches
 PLACEHOLDERS = {"image": "<|vision_bos|><|IMAGE|><|vision_eos|>", "audio": "<|audio_bos|><|AUDIO|><|audio_eos|>",
                 "video": "<|vision_bos|><|VIDEO|><|vision_eos|>"}
 
 
 def part_kind(part: Any) -> str:
     """``text``, ``image``, ``audio`` or ``video`` for a decoded interleaved part."""
-    from ..inputs import Audio
-    from ..video import Video
-
     if isinstance(part, str):
         return "text"
     if isinstance(part, Audio):
@@ -102,8 +102,6 @@ class OmniEmbedder(Embedder):
                             description=f"local {cfg['model_type']} model, omni mean-pooled embeddings")
 
     def _parts(self, item: Any, modality: Modality) -> list:
-        from ..inputs import Audio
-
         if modality is Modality.INTERLEAVED:
             parts = item
         elif modality is Modality.AUDIO:
@@ -119,8 +117,7 @@ class OmniEmbedder(Embedder):
         return out
 
     def _lengths(self, items: list[Any], modality: Modality, prompt: str | None) -> list[int]:
-        weights = {"text": None, "image": 256, "audio": 750, "video": 1024}  # rough tokens, to sort batches
-        return [sum(len(p) if part_kind(p) == "text" else weights[part_kind(p)] for p in self._parts(x, modality))
+        return [sum(len(p) if part_kind(p) == "text" else MEDIA_TOKENS[part_kind(p)] for p in self._parts(x, modality))
                 for x in items]
 
     def _text_tokens(self, texts: list[str], prompt: str | None) -> list[int]:
