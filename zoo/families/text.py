@@ -76,8 +76,9 @@ class TextEmbedder(TokenizedText, Embedder):
         from transformers import AutoModel, AutoTokenizer
 
         refuse_modules(path, st_modules(path), MODULES, "dense text")
-        self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = AutoModel.from_pretrained(path).to(self.device).eval()
+        # the stock classes only: a folder's own code (auto_map) is never run, nor asked about
+        self.tokenizer = AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+        self.model = AutoModel.from_pretrained(path, trust_remote_code=False).to(self.device).eval()
         self.pooling = folder_pooling(path) or spec.options.get("pooling", "mean")
         if self.pooling not in POOLINGS:
             raise ValueError(f"{spec.name}: pooling {self.pooling!r} not in {POOLINGS}")

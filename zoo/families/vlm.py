@@ -79,7 +79,7 @@ class VLMEmbedder(Embedder):
         if self.recipe not in RECIPES:
             raise ValueError(f"{spec.name}: recipe {self.recipe!r} not in {sorted(RECIPES)}")
         self.write = RECIPES[self.recipe]
-        self.processor = AutoProcessor.from_pretrained(path)
+        self.processor = AutoProcessor.from_pretrained(path, trust_remote_code=False)  # never a folder's own code
         self.model = _load_model(spec, path).to(self.device).eval()
 
     @classmethod
@@ -133,7 +133,7 @@ def _load_model(spec: EmbedderSpec, path: Path) -> Any:
     from transformers import AutoModel, AutoModelForImageTextToText
 
     if not (path / "adapter_config.json").is_file():
-        return AutoModel.from_pretrained(path)
+        return AutoModel.from_pretrained(path, trust_remote_code=False)
     from peft import PeftModel
 
     from ..errors import InvalidArgumentError
@@ -145,7 +145,8 @@ def _load_model(spec: EmbedderSpec, path: Path) -> Any:
                                    "model (options['base'])")
     base_path = resolve(dataclasses.replace(spec, name=base, source=base))
     # the adapter was trained on the generation model; its module names are that class's
-    merged = PeftModel.from_pretrained(AutoModelForImageTextToText.from_pretrained(base_path), path).merge_and_unload()
+    base_model = AutoModelForImageTextToText.from_pretrained(base_path, trust_remote_code=False)
+    merged = PeftModel.from_pretrained(base_model, path).merge_and_unload()
     return merged.model
 
 
