@@ -181,7 +181,7 @@ def test_per_item_errors_keep_the_good_results(speaker, clips):
         speaker.encode(items, "audio")
 
 
-@pytest.mark.parametrize("modality", ["image", "audio", "interleaved"])
+@pytest.mark.parametrize("modality", ["image", "audio", "interleaved", "video"])
 def test_cli_lists_families_per_modality(modality):
     out = subprocess.run([sys.executable, "-m", "zoo.cli", "list", "--modality", modality], capture_output=True,
                          text=True, timeout=300)
@@ -190,6 +190,8 @@ def test_cli_lists_families_per_modality(modality):
     assert rows and all(modality in r.split()[2] for r in rows)
     assert any(r.split()[-1] == "yes" for r in rows)  # the offline aligned model covers every modality
     assert all(r.split()[-1] in ("yes", "no") for r in rows)
+    if modality == "video":
+        assert {r.split()[0] for r in rows} == {"zoo/shapes-aligned-minilm", "nvidia/omni-embed-nemotron-3b"}
 
 
 def test_long_audio_is_truncated_with_one_warning(speaker):
