@@ -216,14 +216,15 @@ def test_demo_on_the_database_index_matches_exact_search(tmp_path):
     stored = Searcher(backend, corpus, tmp_path / "store", store=store)
     queries = [f"a {c} {s}" for c in S.COLORS for s in S.SHAPES]
     overlaps = []
-    for target in ("image", "audio", "text"):
+    for target in ("image", "audio", "video", "text"):
         for q in queries:
             a = exact.search(ALIGNED, q, zoo.Modality.TEXT, target, 10, 0, "float32")[1]
             b = stored.search(ALIGNED, q, zoo.Modality.TEXT, target, 10, 0, "float32")[1]
             overlaps.append(len({r["id"] for r in a} & {r["id"] for r in b}) / max(1, len(a)))
-    assert len(overlaps) == 3 * len(queries) and np.mean(overlaps) >= 0.95
+    assert len(overlaps) == 4 * len(queries) and np.mean(overlaps) >= 0.95
+    # the aligned model embeds every modality of the corpus, clips included
     assert stored.indexes[ALIGNED].store is store and store.count(stored.indexes[ALIGNED].collection) == len(
-        [i for i in corpus.items if i.modality in ("text", "image", "audio")])
+        corpus.items) and {i.modality for i in corpus.items} == set(zoo.Modality) - {zoo.Modality.INTERLEAVED}
     with pytest.raises(zoo.InvalidArgumentError, match="full-width float32"):
         stored.search(ALIGNED, "a red circle", zoo.Modality.TEXT, "image", 5, 64, "float32")
     store.close()
