@@ -163,6 +163,8 @@ class Embedder(EncodeFront, ABC):
     runtime: str = "torch"  # the runtime in use (set by :meth:`use_runtime`)
     #: the media an interleaved input may hold besides text (see :data:`zoo.inputs.PART_KINDS`)
     interleaved_parts: tuple[str, ...] = ("image",)
+    #: model_types whose own modelling code (a folder's ``auto_map``) the family reproduces without running it
+    reproduces: frozenset[str] = frozenset()
 
     def __init__(self, spec: EmbedderSpec, device: str | None = None) -> None:
         self.spec = spec
@@ -253,13 +255,8 @@ class Embedder(EncodeFront, ABC):
         ``allow_paths=False`` (servers) refuses items that name files instead of carrying data."""
         mod = self.check_modality(modality)
         check_items(items)
-        gathering = truncation.begin()  # decoding cuts too (video past its window): one warning per call
-        try:
-            decoded = [self._decode_item(x, i, mod, allow_paths) for i, x in enumerate(items)]
-        finally:
-            cuts = truncation.end(gathering)
-        truncation.warn(cuts, len(items), stacklevel=4)
-        return decoded
+        with truncation.gathered(len(items)):  # decoding cuts too (video past its window): one warning per call
+            return [self._decode_item(x, i, mod, allow_paths) for i, x in enumerate(items)]
 
     def embed_decoded(
         self,
@@ -284,8 +281,7 @@ class Embedder(EncodeFront, ABC):
             from tqdm.auto import tqdm
 
             batches = tqdm(batches, desc=f"encode {modality.value}", unit="batch")
-        gathering = truncation.begin()  # the batches note what they cut; one warning per call follows
-        try:
+        with truncation.gathered(len(items)):  # the batches note what they cut; one warning per call follows
             for start, end in batches:
                 idx = order[start:end]
                 got = self._embed_as([items[i] for i in idx], modality, opts, kind)
@@ -294,9 +290,6 @@ class Embedder(EncodeFront, ABC):
                 else:
                     for i, one in zip(idx, got):
                         out[i] = one
-        finally:
-            cuts = truncation.end(gathering)
-        truncation.warn(cuts, len(items), stacklevel=4)
         if kind == "dense":
             return pp.postprocess(out, normalize_output=opts.normalize, dimensions=opts.dimensions,
                                   precision=opts.precision)

@@ -251,7 +251,7 @@ def _split_interleaved(item: Any, index: int) -> list[str | _MediaPart]:
     parts = []
     for part in item:
         if isinstance(part, dict):
-            (key, value), = part.items() if len(part) == 1 else ((None, None),)
+            key, value = next(iter(part.items())) if len(part) == 1 else (None, None)
             if key == "text":
                 part = decode_text(value, index)
             elif key in PART_KINDS:

@@ -148,7 +148,7 @@ def _spec_for_folder(path: Path) -> EmbedderSpec:
         spec = family.spec_from_folder(path)
         if spec is None:
             continue
-        if cfg.get("auto_map") and cfg.get("model_type") not in getattr(family, "reproduces", ()):
+        if cfg.get("auto_map") and cfg.get("model_type") not in family.reproduces:
             # the folder's own classes would build the model; the stock class could differ silently
             raise RemoteCodeRefusedError(
                 f"the folder {path.name} ships its own modelling code (auto_map: {choices(sorted(cfg['auto_map']))}"

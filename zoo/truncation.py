@@ -44,6 +44,24 @@ def end(token: Token) -> dict[tuple[type[Warning], str], int]:
     return notes
 
 
+class gathered:
+    """``with gathered(total):`` gathers the notes of one call's work and, when it ends without an error, warns
+    once per kind, counted over the call's ``total`` inputs. The warning points ``depth`` frames above the
+    function holding the ``with`` (2: the user's code that called ``encode()``, which called it)."""
+
+    def __init__(self, total: int, depth: int = 2) -> None:
+        self.total, self.depth = total, depth
+
+    def __enter__(self) -> gathered:
+        self.token = begin()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_: object) -> None:
+        notes = end(self.token)
+        if kind is None:  # frames: warn, this __exit__, the with's function, then depth more
+            warn(notes, self.total, stacklevel=self.depth + 3)
+
+
 def warn(notes: dict[tuple[type[Warning], str], int], total: int, stacklevel: int = 3) -> None:
     """One warning per kind of cut, counted over the call's ``total`` inputs."""
     for (category, what), count in notes.items():

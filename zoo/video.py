@@ -47,12 +47,11 @@ class VideoTruncationWarning(UserWarning):
 @dataclass
 class Video:
     """A decoded video: ``frames`` (RGB ``PIL.Image`` list, in time order), their ``times`` in seconds, and
-    the audio track as mono float32 samples at ``sample_rate`` (None: silent, or not asked for)."""
+    the audio track as mono float32 samples at the model's rate (None: silent, or the model does not listen)."""
 
     frames: list
     times: list[float]
     audio: np.ndarray | None = None
-    sample_rate: int | None = None
 
     @property
     def fps(self) -> float:
@@ -137,11 +136,8 @@ def decode_file(data: bytes, index: int, *, sample_rate: int | None = None,
                 raise InputError(index, f"cannot decode the video ({type(err).__name__})") from None
     if not frames:
         raise InputError(index, "the video has no frames")
-    audio = None
-    if chunks:
-        audio = np.concatenate(chunks).astype(np.float32)[: int(audio_end * sample_rate)]
-    return Video(frames=frames, times=times, audio=audio if audio is not None and audio.size else None,
-                 sample_rate=sample_rate if audio is not None else None)
+    audio = np.concatenate(chunks)[: int(audio_end * sample_rate)] if chunks else None
+    return Video(frames=frames, times=times, audio=audio if audio is not None and audio.size else None)
 
 
 def _open(data: bytes, index: int) -> Any:

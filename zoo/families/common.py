@@ -90,15 +90,19 @@ def token_counts(tokenizer: Any, texts: list[str], max_length: int, firsts: list
     return [len(x) for x in ids]
 
 
-def note_truncated_texts(tokenizer: Any, texts: list[str], enc: Any, max_length: int) -> None:
+def note_truncated_texts(tokenizer: Any, texts: list[str], enc: Any, max_length: int,
+                         firsts: list[str] | None = None) -> None:
     """Note (see :mod:`zoo.truncation`) the texts that a truncating tokenizer call (``enc``, its output) cut.
     A fast tokenizer keeps what it cut, so no text is read twice; with a slow one, only the texts that
-    filled ``max_length`` are tokenized again, whole, to tell a cut from an exact fit."""
+    filled ``max_length`` are tokenized again, whole (after their ``firsts``, for pairs), to tell a cut from an
+    exact fit."""
     if enc.encodings:
         count = sum(bool(e.overflowing) for e in enc.encodings)
     else:
-        full = [t for t, n in zip(texts, enc["attention_mask"].sum(1).tolist()) if n >= max_length]
-        count = sum(n > max_length for n in token_counts(tokenizer, full, 1 << 30)) if full else 0
+        full = [i for i, n in enumerate(enc["attention_mask"].sum(1).tolist()) if n >= max_length]
+        again = token_counts(tokenizer, [texts[i] for i in full], 1 << 30,
+                             None if firsts is None else [firsts[i] for i in full]) if full else []
+        count = sum(n > max_length for n in again)
     truncation.note(truncation.TruncationWarning, f"inputs exceed {max_length} tokens and were truncated", count)
 
 
@@ -231,5 +235,5 @@ def tokenize_texts(tokenizer: Any, texts: list[str], max_length: int, device: st
     :func:`note_truncated_texts`); ``firsts``: each text is the second of a pair after these."""
     args = (texts,) if firsts is None else (firsts, texts)
     enc = tokenizer(*args, padding=True, truncation=True, max_length=max_length, return_tensors="pt", verbose=False)
-    note_truncated_texts(tokenizer, texts, enc, max_length)
+    note_truncated_texts(tokenizer, texts, enc, max_length, firsts)
     return enc.to(device)

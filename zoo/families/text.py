@@ -9,11 +9,11 @@ from the spec's ``options["pooling"]``, else mean. Other options carry a card's 
 - ``max_lengths``: tokens kept per prompt name, where a card cuts queries and documents differently;
 - ``card_max_length``: the spec's ``max_length`` holds over the tokenizer's saved default, as when a card
   passes ``max_length`` itself (LongEmbed's 4k E5 reads 4,096 tokens with a tokenizer saved at 512).
- Named prompts come from the spec, or from
-``config_sentence_transformers.json`` for a plain folder. Input longer than the model's max length is
-truncated (counted in one :class:`zoo.truncation.TruncationWarning` per call), never an error. Empty and
-whitespace-only strings are embedded as they are (the tokenizer gives just the special tokens), as
-sentence-transformers does.
+
+Named prompts come from the spec, or from ``config_sentence_transformers.json`` for a plain folder. Input
+longer than the model's max length is truncated (counted in one :class:`zoo.truncation.TruncationWarning` per
+call), never an error. Empty and whitespace-only strings are embedded as they are (the tokenizer gives just the
+special tokens), as sentence-transformers does.
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from .common import (
     refuse_modules,
     st_modules,
     tokenizer_max_length,
+    with_prompt,
 )
 
 POOLINGS = ("mean", "cls", "last", "max")
@@ -93,10 +94,10 @@ class TextEmbedder(TokenizedText, Embedder):
         self.encoder = pooled_encoder(self.model, self.pooling)
 
     def _text_args(self, texts: list[str], prompt: str | None) -> tuple[list[str], list[str] | None, int]:
-        limit = self.prompt_lengths.get(prompt, self.max_length) if prompt is not None else self.max_length
-        if prompt is not None and prompt in self.pair_prompts:
+        limit = self.prompt_lengths.get(prompt, self.max_length)
+        if prompt in self.pair_prompts:
             return list(texts), [prompt] * len(texts), limit
-        return super()._text_args(texts, prompt)[0], None, limit
+        return with_prompt(texts, prompt), None, limit
 
     def _towers(self) -> list[Tower]:
         return [Tower("text", self.encoder, self._check_batches, sequence=TOKEN_INPUTS, tag=self.pooling)]

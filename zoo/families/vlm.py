@@ -22,6 +22,7 @@ input is written for the model:
 
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -45,24 +46,17 @@ def chat_text(parts: list, instruction: str | None) -> str:
             "<|im_end|>\n<|im_start|>assistant\n<|endoftext|>")
 
 
-def _spaced(images: str, instruction: str | None, parts: list) -> str:
-    text = " ".join(p for p in parts if isinstance(p, str))
-    return " ".join(x for x in (images, instruction or "", text) if x)
-
-
-def vlm2vec_text(parts: list, instruction: str | None) -> str:
-    """VLM2Vec's input string: image placeholders, instruction and text, joined by spaces."""
-    return _spaced("<|image_pad|>" * sum(not isinstance(p, str) for p in parts), instruction, parts)
-
-
-def mme5_text(parts: list, instruction: str | None) -> str:
-    """mmE5's input string: ``<|image|>``s and ``<|begin_of_text|>`` first when there are images."""
+def spaced_text(parts: list, instruction: str | None, image: str, after_images: str = "") -> str:
+    """The MMEB input string (VLM2Vec, mmE5): one ``image`` placeholder per image (then ``after_images``),
+    the instruction and the text, joined by spaces."""
     images = sum(not isinstance(p, str) for p in parts)
-    return _spaced("<|image|>" * images + "<|begin_of_text|>" if images else "", instruction, parts)
+    text = " ".join(p for p in parts if isinstance(p, str))
+    return " ".join(x for x in (image * images + after_images if images else "", instruction or "", text) if x)
 
 
 #: recipe → how one input is written for the model (see the module docstring)
-RECIPES = {"gme": chat_text, "vlm2vec": vlm2vec_text, "mme5": mme5_text}
+RECIPES = {"gme": chat_text, "vlm2vec": partial(spaced_text, image="<|image_pad|>"),
+           "mme5": partial(spaced_text, image="<|image|>", after_images="<|begin_of_text|>")}
 
 
 @register_family("vlm")
