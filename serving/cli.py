@@ -29,6 +29,10 @@ class ServeAddon(Protocol):
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         """Add the add-on's flags to ``zoo serve``."""
 
+    def check(self, args: argparse.Namespace) -> None:
+        """Before anything starts: raise a `zoo` error when ``args`` ask for the add-on and it cannot run (its
+        extra is missing, its port is taken)."""
+
     def start(self, args: argparse.Namespace, server: Any) -> Any:
         """Start on the ready ``server`` (a :class:`serving.server.TritonServer`) when ``args`` ask for it;
         returns something with ``close()``, or None when not asked."""
@@ -36,6 +40,9 @@ class ServeAddon(Protocol):
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from zoo.defaults import default_model_names
+    from zoo.extras import require
+
+    require("serve", "zoo export")
 
     from .export import export
 
@@ -70,14 +77,32 @@ def _say(message: str) -> None:
     print(message, flush=True)
 
 
+def _check_ports(args: argparse.Namespace) -> None:
+    """Every port `zoo serve` will listen on is free, else one line naming the port and its flag."""
+    from .server import ensure_port_free
+
+    wanted = [(args.grpc_port, "tritonserver gRPC", "--grpc-port"), (args.http_port, "tritonserver HTTP",
+              "--http-port"), (args.metrics_port, "tritonserver metrics", "--metrics-port"),
+              (args.openai_port, "the OpenAI-compatible API", "--openai-port")]
+    if args.supervise:
+        wanted.append((args.health_port, "zoo's health endpoint", "--health-port"))
+    for port, what, flag in wanted:
+        ensure_port_free(args.host, port, what, flag)
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from zoo.defaults import default_model_names
+    from zoo.extras import require
 
+    require("serve", "zoo serve")
     from .export import export
     from .health import HealthServer
-    from .server import Ports, TritonServer, set_child_subreaper
+    from .server import Ports, TritonServer, new_log_path, set_child_subreaper
     from .supervisor import Supervisor
 
+    _check_ports(args)  # before anything starts: a taken port is one line, and nothing is left running
+    for addon in args.addons:
+        addon.check(args)
     if args.repository:
         repo = Path(args.repository)
     else:  # a throw-away export, removed when the server stops
@@ -87,11 +112,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                runtime=args.runtime)
     set_child_subreaper()  # stubs orphaned by a killed tritonserver are reaped here, not left as zombies
     server = TritonServer(repo, host=args.host, ports=Ports(args.grpc_port, args.http_port, args.metrics_port),
-                          log_path=Path(args.log) if args.log else None)
+                          log_path=Path(args.log) if args.log else new_log_path())
     signal.signal(signal.SIGTERM, _on_sigterm)
     supervisor = health = door = None
     addons: list[Any] = []
-    _say(f"starting tritonserver on {repo} (log: {server.log_path or 'a temporary file'})")
+    _say(f"starting tritonserver on {repo} (log: {server.log_path})")
     try:
         server.start(timeout=args.timeout)
         _say(f"ready: gRPC {server.grpc_url}  HTTP {server.http_url}  metrics {server.metrics_url}")

@@ -29,8 +29,15 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
 import numpy as np
-import tritonclient.grpc as grpcclient
-from tritonclient.utils import InferenceServerException
+
+try:
+    import tritonclient.grpc as grpcclient
+    from tritonclient.utils import InferenceServerException
+except ImportError:  # without the 'serve' extra: an error that names it
+    from zoo.extras import require
+
+    require("serve", "the Triton client (serving.client)")
+    raise
 
 from zoo import kinds
 from zoo.base import EncodeFront, EncodeOptions, check_batch_size, check_items

@@ -13,6 +13,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from .server import port_error
 from .supervisor import Supervisor
 
 
@@ -65,7 +66,10 @@ class HealthServer:
             def log_message(self, *args: Any) -> None:  # probes every few seconds would flood the log
                 pass
 
-        self.httpd = ThreadingHTTPServer((host, port), Handler)
+        try:
+            self.httpd = ThreadingHTTPServer((host, port), Handler)
+        except OSError as err:  # one line for the operator, never a traceback
+            raise port_error(host, port, "zoo's health endpoint", "--health-port", err) from None
         self.url = f"http://{host}:{self.httpd.server_address[1]}/health"
         self._thread = threading.Thread(target=self.httpd.serve_forever, name="zoo-health", daemon=True)
 

@@ -38,6 +38,7 @@ from .openai_api import (
     model_not_found,
     parse_request,
 )
+from .server import port_error
 
 DEFAULT_MAX_BODY_BYTES = 64 << 20
 log = logging.getLogger(__name__)
@@ -290,7 +291,7 @@ class OpenAIServer:
         deadline = time.monotonic() + timeout
         while not self._server.started:
             if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"the OpenAI-compatible server could not listen on {self.host}:{self.port}")
+                raise port_error(self.host, self.port, "the OpenAI-compatible API", "--openai-port")
             time.sleep(0.02)
         return self
 

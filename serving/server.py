@@ -10,7 +10,9 @@ another Python 3.11 crashes importing ``ssl``).
 Models are loaded under explicit model control (``--load-model=*``), so a supervisor can unload and load one
 model while the others keep serving (:mod:`serving.supervisor`). Each server names its python-backend
 shared-memory regions with its own prefix, so :meth:`TritonServer.stop` can remove what a killed stub left
-in ``/dev/shm``. Stopping is bounded: SIGTERM, ``exit_timeout`` seconds for a graceful exit, then SIGKILL.
+in ``/dev/shm``; the next server removes regions whose owner process is gone (one killed with SIGKILL never
+ran its clean-up). Stopping is bounded: SIGTERM, ``exit_timeout`` seconds for a graceful exit, then SIGKILL.
+The server's log goes to ``<zoo cache>/logs`` unless told otherwise, keeping the newest :data:`KEEP_LOGS`.
 """
 
 from __future__ import annotations
@@ -24,17 +26,19 @@ import socket
 import subprocess
 import sys
 import sysconfig
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from zoo.errors import ServerError
+from zoo.runtime import cache_root
 
 # the log quotes messages with newlines escaped; the python backend appends "\\n\\nAt:\\n<traceback>" to the reason
 ESCAPED_NEWLINE = "\\n"
 SHM_DIR = Path("/dev/shm")
 STUB_NAME = "triton_python_backend_stub"
+KEEP_LOGS = 20  # server logs kept in <zoo cache>/logs; older ones are removed when a server starts
+_SHM_OWNER = re.compile(r"zoo(\d+)_[0-9a-f]{8}_")  # TritonServer.shm_prefix: the pid of the process that made it
 
 
 @dataclass(frozen=True)
@@ -58,6 +62,57 @@ def free_ports(host: str = "127.0.0.1") -> Ports:
     finally:
         for s in socks:
             s.close()
+
+
+def ensure_port_free(host: str, port: int, what: str, flag: str) -> None:
+    """Raise a one-line :class:`ServerError` naming ``port`` and the ``flag`` that changes it when something
+    already listens there, before anything is started."""
+    if not port:
+        return
+    family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind: TIME_WAIT is free
+        try:
+            sock.bind((host, port))
+        except OSError as err:
+            raise port_error(host, port, what, flag, err) from None
+
+
+def port_error(host: str, port: int, what: str, flag: str, err: OSError | None = None) -> ServerError:
+    """The one-line error for a port that cannot be listened on: which port, for what, the flag to change it."""
+    why = f" ({err.strerror or err})" if err is not None else ""
+    return ServerError(f"port {port} on {host} ({what}) is not available{why}; choose another with {flag} PORT")
+
+
+def log_dir() -> Path:
+    """Where server logs go by default: ``<zoo cache>/logs``."""
+    return cache_root() / "logs"
+
+
+def new_log_path() -> Path:
+    """A fresh log file name in :func:`log_dir`, after removing all but the newest ``KEEP_LOGS - 1`` logs."""
+    folder = log_dir()
+    folder.mkdir(parents=True, exist_ok=True)
+    old = sorted(folder.glob("tritonserver-*.log"), key=lambda p: p.stat().st_mtime)
+    for path in old[: max(0, len(old) - (KEEP_LOGS - 1))]:
+        path.unlink(missing_ok=True)
+    return folder / f"tritonserver-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{secrets.token_hex(2)}.log"
+
+
+def remove_orphaned_shm() -> list[Path]:
+    """Remove this user's python-backend regions in ``/dev/shm`` whose owner process is gone (a ``zoo serve``
+    killed with SIGKILL or by the OOM killer never removes its own); the removed paths."""
+    removed = []
+    for path in SHM_DIR.glob("zoo*_*"):
+        match = _SHM_OWNER.match(path.name)
+        try:
+            mine = path.stat().st_uid == os.getuid()
+        except OSError:
+            continue
+        if match and mine and not process_alive(int(match[1])):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
 
 
 def _wheel_root() -> Path | None:
@@ -84,19 +139,34 @@ def find_tritonserver() -> tuple[Path, Path | None]:
 
 
 def _wheel_backends(root: Path) -> Path:
-    """A backend folder with the wheel's python backend and the stub for this Python version."""
+    """A backend folder with the wheel's python backend and the stub for this Python version, kept in zoo's
+    cache: a folder only this user can write, whose files are compared with the wheel's by content."""
     version = f"{sys.version_info.major}.{sys.version_info.minor}"
     stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
     if not stub.is_file():
         raise ServerError(f"the nvidia-pytriton wheel has no python-backend stub for Python {version}")
-    dest = Path(tempfile.gettempdir()) / f"zoo-triton-backends-{os.getuid()}-py{version}"
+    dest = cache_root() / "triton-backends" / f"py{version}"
     python = dest / "python"
-    python.mkdir(parents=True, exist_ok=True)
+    dest.mkdir(parents=True, exist_ok=True, mode=0o700)
+    python.mkdir(exist_ok=True, mode=0o700)
+    for folder in (dest, python):
+        info = folder.stat()
+        if info.st_uid != os.getuid() or info.st_mode & 0o022:
+            raise ServerError(f"refusing the backend folder {folder}: it must belong to this user and not be "
+                              "writable by others (remove it, or set ZOO_CACHE_DIR)")
     for src in [stub, *(root / "backends" / "python").glob("*.*")]:
         target = python / src.name
-        if not target.exists() or target.stat().st_size != src.stat().st_size:
-            shutil.copy2(src, target)
+        if not target.is_file() or target.is_symlink() or _digest(target) != _digest(src):
+            tmp = target.with_name(f".{target.name}.{os.getpid()}")
+            shutil.copy2(src, tmp)
+            os.replace(tmp, target)  # atomic: a server starting beside us never sees half a file
     return dest
+
+
+def _digest(path: Path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def server_env() -> dict[str, str]:
@@ -109,6 +179,8 @@ def server_env() -> dict[str, str]:
         libs.append(str(root.parent.parent / "nvidia_pytriton.libs"))
     env["LD_LIBRARY_PATH"] = os.pathsep.join([*filter(None, libs), env.get("LD_LIBRARY_PATH", "")])
     env.setdefault("HF_HUB_OFFLINE", "1")  # the server never downloads while loading
+    # torch keeps its compile cache in TMPDIR unless told: zoo's cache instead, so a run leaves no temporary file
+    env.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_root() / "torchinductor"))
     return env
 
 
@@ -203,9 +275,8 @@ class TritonServer:
         if backends is not None:
             cmd.append(f"--backend-directory={backends}")
         if self.log_path is None:
-            fd, name = tempfile.mkstemp(prefix="tritonserver-", suffix=".log")
-            os.close(fd)
-            self.log_path = Path(name)
+            self.log_path = new_log_path()
+        remove_orphaned_shm()
         log = open(self.log_path, "wb")  # not a with-block: the child keeps writing to it
         self.process = subprocess.Popen(
             cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,

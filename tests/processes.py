@@ -19,11 +19,14 @@ from serving.server import free_ports
 REPO = str(Path(__file__).resolve().parent.parent / "model_repository")
 
 
-def start_and_wait(args: list[str], ready_prefix: str, timeout: float = 300) -> tuple[subprocess.Popen, list[str]]:
-    """Start ``python -m zoo.cli ARGS`` in its own process group; return once a line starts with
-    ``ready_prefix`` (or the process exits, or ``timeout`` passes) with the lines read so far."""
+def start_and_wait(args: list[str], ready_prefix: str, timeout: float = 300,
+                   env: dict[str, str] | None = None) -> tuple[subprocess.Popen, list[str]]:
+    """Start ``python -m zoo.cli ARGS`` in its own process group (``env`` added to this environment); return
+    once a line starts with ``ready_prefix`` (or the process exits, or ``timeout`` passes) with the lines read
+    so far."""
     proc = subprocess.Popen([sys.executable, "-m", "zoo.cli", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            env={**os.environ, **(env or {})})
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()
     seen: list[str] = []

@@ -167,9 +167,8 @@ def build_app(searcher: Searcher, title: str = "embedding-zoo · cross-modal ret
         return preferred if preferred in names else (names[0] if names else None)
 
     with gr.Blocks(title=title) as demo:
-        gr.Markdown(f"# {title}\nBackend: **{backend.kind}**"
-                    + (f" at `{backend.url}`" if hasattr(backend, "url") else " (in-process `zoo`)")
-                    + f" · corpus: {len(searcher.corpus.items)} items in `{searcher.corpus.root}`")
+        # page users see counts only: server addresses and folders are the operator's business
+        gr.Markdown(f"# {title}\nBackend: **{backend.kind}** · corpus: {len(searcher.corpus.items)} items")
         with gr.Row():
             dims = gr.Number(value=0, precision=0, label="dimensions (0 = full)", minimum=0)
             precision = gr.Dropdown(precisions, value="float32", label="precision")

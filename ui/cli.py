@@ -77,6 +77,12 @@ class ServeDemo:
         add_ui_arguments(parser, "--ui-host", "--ui-port")
 
     @staticmethod
+    def check(args: argparse.Namespace) -> None:
+        """With ``--ui``: the demo's extra is installed and its port is free."""
+        if args.ui:
+            _check(args, "zoo serve --ui", args.ui_host, args.ui_port, "--ui-port")
+
+    @staticmethod
     def start(args: argparse.Namespace, server) -> Any:
         """The running demo (its ``close()`` stops it), or None without ``--ui``."""
         if not args.ui:
@@ -85,7 +91,24 @@ class ServeDemo:
         return launch(searcher, uploads, args.ui_host, args.ui_port, block=False)
 
 
+def _check(args: argparse.Namespace, what: str, host: str, port: int, flag: str) -> None:
+    """The demo can run: its extras are installed (and the vector database's, with ``--index``), its port free."""
+    from zoo.extras import require
+
+    require("ui", what)
+    if getattr(args, "index", None):
+        require("scale", f"{what} --index")
+    from serving.server import ensure_port_free
+
+    ensure_port_free(host, port, "the demo", flag)
+
+
 def _cmd_demo(args: argparse.Namespace) -> int:
+    if args.backend == "triton":
+        from zoo.extras import require
+
+        require("serve", "zoo demo --backend triton")
+    _check(args, "zoo demo", args.host, args.port, "--port")
     searcher, uploads = build(args.backend, args.url, Path(args.data_dir), args.approximate, args.device,
                               args.corpus, args.index)
     launch(searcher, uploads, args.host, args.port, block=True)

@@ -9,6 +9,7 @@
 from .errors import (
     InputError,
     InvalidArgumentError,
+    MissingExtraError,
     ModelUnavailableError,
     RemoteCodeRefusedError,
     ServerError,
@@ -26,6 +27,7 @@ __all__ = [
     "EmbedderSpec",
     "InputError",
     "InvalidArgumentError",
+    "MissingExtraError",
     "Modality",
     "ModelUnavailableError",
     "RemoteCodeRefusedError",

@@ -105,6 +105,12 @@ class WeightsUnavailableError(ZooError, OSError):
     code = "unavailable"
 
 
+class MissingExtraError(ZooError, ImportError):
+    """A part of embedding-zoo is used without the extra that installs what it needs (see :mod:`zoo.extras`)."""
+
+    code = "unavailable"
+
+
 class ServerError(ZooError, RuntimeError):
     """The inference server failed in a way that maps to no more specific `zoo` error."""
 

@@ -68,6 +68,9 @@ class VectorStore:
     """A Qdrant database: collections of one model's output each, written and searched by item id."""
 
     def __init__(self, uri: str) -> None:
+        from .extras import require
+
+        require("scale", "the vector database (zoo.store)")
         from qdrant_client import QdrantClient, models
 
         self.uri = uri

@@ -16,6 +16,7 @@ import os
 from pathlib import Path
 
 from .errors import WeightsUnavailableError
+from .extras import extra_of
 from .spec import EmbedderSpec
 
 PACKAGE_PREFIX = "package:"
@@ -50,8 +51,9 @@ def _local_candidates(spec: EmbedderSpec) -> list[tuple[str, Path | None]]:
         found.append((f"$ZOO_MODELS_DIR/{spec.name} ({path})", path if path.is_dir() else None))
     if spec.source.startswith(PACKAGE_PREFIX):
         module = spec.source[len(PACKAGE_PREFIX) :].partition("/")[0]
-        found.append((f"the installed package {module!r} (pip install {module.replace('_', '-')})",
-                      _package_dir(spec.source)))
+        extra = extra_of(module)
+        fix = f"pip install 'embedding-zoo[{extra}]'" if extra else f"pip install {module.replace('_', '-')}"
+        found.append((f"the installed package {module!r} ({fix})", _package_dir(spec.source)))
     elif os.path.isabs(spec.source) or spec.source.startswith("."):
         path = Path(spec.source)
         found.append((f"folder {path}", path if path.is_dir() else None))

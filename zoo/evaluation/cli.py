@@ -34,6 +34,9 @@ def open_model(name: str, backend: str, url: str, device: str | None) -> Any:
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
+    from ..extras import require
+
+    require("eval", "zoo eval")
     from . import report
     from .build import build
     from .data import load

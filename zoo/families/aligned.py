@@ -83,6 +83,9 @@ def _audio_tower_cls():
 
         def features(self, wave: torch.Tensor) -> torch.Tensor:
             """Per-utterance normalized log-mel ``[B, n_mels, T]``."""
+            shortest = self.mel.n_fft // 2 + 1  # centred frames reflect-pad by n_fft/2: shorter input has no frame
+            if wave.shape[-1] < shortest:
+                wave = torch.nn.functional.pad(wave, (0, shortest - wave.shape[-1]))
             spec = torch.log(self.mel(wave) + 1e-6)
             return (spec - spec.mean(dim=(1, 2), keepdim=True)) / (spec.std(dim=(1, 2), keepdim=True) + 1e-5)
 

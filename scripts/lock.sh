@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Re-resolve every dependency to the newest versions pyproject.toml allows, run the whole test suite in a
+# fresh virtual environment made from the new lock, and only if it passes, write the new lock files:
+#   requirements.lock       the core, every extra and the test references (what run.sh and test.sh install)
+#   requirements-core.lock  the core alone, at the same versions (tests/test_install.py builds it)
+# Both are for Linux x86-64 and Python 3.11. Extra arguments go to pytest.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+source "$ROOT/scripts/env.sh"  # uv, at its locked version
+tmp="$(mktemp -d)"
+trap 'rm -rf "$tmp"' EXIT
+compile() {
+  # setuptools is locked too: the project is installed with --no-build-isolation. `typing` (a Python 2
+  # backport that resemblyzer still names) is the standard library's on 3.11 and has no installable release.
+  printf 'setuptools>=68,<81\n' | uv pip compile pyproject.toml - --python-version 3.11 \
+    --python-platform x86_64-manylinux_2_36 --generate-hashes --no-header --quiet --no-emit-package typing "$@"
+}
+compile --extra dev -o "$tmp/requirements.lock"
+compile -c "$tmp/requirements.lock" -o "$tmp/requirements-core.lock"
+ZOO_VENV="$tmp/venv" ZOO_LOCK="$tmp/requirements.lock" ZOO_CORE_LOCK="$tmp/requirements-core.lock" \
+  "$ROOT/scripts/test.sh" "$@"
+cp "$tmp/requirements.lock" "$tmp/requirements-core.lock" "$ROOT/"
+echo "the suite passed: requirements.lock and requirements-core.lock rewritten" >&2

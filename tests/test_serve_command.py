@@ -1,0 +1,148 @@
+"""`zoo serve` as a newcomer meets it: a taken port is one line and leaves nothing running; a clean exit leaves
+no temporary file; what a killed server left in /dev/shm is removed by the next one; audio of a few samples
+is embedded, in-process and served."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import zoo
+from serving import contract
+from serving.client import TritonEmbedder
+from serving.server import free_ports, process_alive, remove_orphaned_shm
+from zoo.postprocess import normalize
+from zoo.spec import Modality
+
+from .processes import REPO, start_and_wait, stop_group
+
+
+def _serve_args(ports, health: int, *extra: str) -> list[str]:
+    return ["serve", "--repository", REPO, "--grpc-port", str(ports.grpc), "--http-port", str(ports.http),
+            "--metrics-port", str(ports.metrics), "--health-port", str(health), "--openai-port", "0", *extra]
+
+
+def _group_gone(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return False
+    except ProcessLookupError:
+        return True
+
+
+@pytest.mark.parametrize("taken", ["--health-port", "--grpc-port"])
+def test_a_taken_port_is_one_line_and_leaves_nothing_running(taken):
+    """A port in use: one line naming the port and the flag that changes it, a non-zero exit, no traceback, and
+    no process left (tritonserver is never started)."""
+    ports, health = free_ports(), free_ports().grpc
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    holder.listen()
+    port = holder.getsockname()[1]
+    if taken == "--health-port":
+        health = port
+    else:
+        ports = type(ports)(port, ports.http, ports.metrics)
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "zoo.cli", *_serve_args(ports, health)],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        holder.close()
+    assert proc.returncode != 0
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1, err
+    assert f"port {port}" in lines[0] and taken in lines[0] and "Traceback" not in err + out, err
+    assert _group_gone(proc.pid), "processes of zoo serve outlived it"
+
+
+def test_health_server_on_a_taken_port_is_a_zoo_error():
+    """Taken between the check and the bind: still one error naming the port and its flag."""
+    from serving.health import HealthServer
+
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        with pytest.raises(zoo.ServerError, match=f"port {port} .*--health-port"):
+            HealthServer(supervisor=None, port=port)
+
+
+def test_clean_exit_leaves_no_temporary_file_and_orphaned_regions_are_removed(tmp_path):
+    """A `zoo serve` with TMPDIR and the zoo cache pointed at empty folders: its log lands in the cache's logs/,
+    SIGTERM leaves TMPDIR empty, and on start it removed a region whose owner process is gone (as after a
+    SIGKILL) while keeping one whose owner lives."""
+    tmp, cache = tmp_path / "tmp", tmp_path / "cache"
+    tmp.mkdir()
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    assert not process_alive(dead.pid)
+    orphan = Path("/dev/shm") / f"zoo{dead.pid}_0badc0de_triton_python_backend_shm_region_1"
+    living = Path("/dev/shm") / f"zoo{os.getpid()}_0badc0de_triton_python_backend_shm_region_1"
+    orphan.write_bytes(b"x")
+    living.write_bytes(b"x")
+    ports, health = free_ports(), free_ports().grpc
+    try:
+        proc, lines = start_and_wait(_serve_args(ports, health), "health:",
+                                     env={"TMPDIR": str(tmp), "ZOO_CACHE_DIR": str(cache)})
+        try:
+            assert lines and lines[-1].startswith("health:"), "".join(lines)
+            assert not orphan.exists() and living.exists()
+            logs = list((cache / "logs").glob("tritonserver-*.log"))
+            assert len(logs) == 1 and logs[0].stat().st_size > 0
+            assert any(str(logs[0]) in line for line in lines), "".join(lines)
+        finally:
+            assert stop_group(proc) == 0
+        time.sleep(0.5)
+        assert _group_gone(proc.pid)
+        assert sorted(p.name for p in tmp.iterdir()) == []
+    finally:
+        orphan.unlink(missing_ok=True)
+        living.unlink(missing_ok=True)
+
+
+def test_orphaned_regions_of_other_users_and_live_owners_stay(tmp_path):
+    """Only regions named like a server's (``zoo<pid>_<8 hex>_``) whose owner is gone are removed."""
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    names = [f"zoo{dead.pid}_12345678_a", f"zoo{os.getpid()}_12345678_a", f"zoo{dead.pid}_nothex!!_a"]
+    paths = [Path("/dev/shm") / n for n in names]
+    for path in paths:
+        path.write_bytes(b"x")
+    try:
+        removed = remove_orphaned_shm()
+        assert paths[0] in removed and not paths[0].exists()
+        assert paths[1].exists() and paths[2].exists()
+    finally:
+        for path in paths:
+            path.unlink(missing_ok=True)
+
+
+SHORT = (1, 50, 199)  # fewer samples than one STFT frame's centre padding (n_fft/2 = 200) of the aligned tower
+
+
+def _audio_models(models: dict[str, str]) -> list[tuple[str, str]]:
+    return [(t, n) for t, n in models.items() if Modality.AUDIO in zoo.get_spec(n).modalities]
+
+
+def test_a_few_samples_of_audio_embed_in_process_and_served(triton):
+    """1, 50 and 199 samples: every served audio model answers each with the row it gives in-process."""
+    server, models = triton
+    rng = np.random.default_rng(0)
+    clips = [(0.1 * rng.standard_normal(n).astype(np.float32), 16000) for n in SHORT]
+    audio = _audio_models(models)
+    assert any(contract.model_name(zoo.defaults.default_model("audio")) == t for t, _ in audio)
+    for tname, name in audio:
+        local = zoo.create(name, device="cpu").encode(clips, modality="audio", normalize=True)
+        remote = TritonEmbedder(tname, server.grpc_url).encode(clips, modality="audio", normalize=True)
+        assert local.shape == remote.shape == (len(SHORT), zoo.get_spec(name).dim), tname
+        assert np.isfinite(local).all(), tname
+        np.testing.assert_allclose(remote, local, atol=1e-5, err_msg=tname)
+        assert (normalize(local) @ normalize(local).T)[~np.eye(len(SHORT), dtype=bool)].max() < 0.9999, tname
