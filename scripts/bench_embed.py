@@ -23,6 +23,9 @@ from zoo.data.sentences import corpus_id, mixed_sentences
 from zoo.defaults import default_model
 
 
+KEPT_FROM = "## The output folder"  # BATCH.md from this heading on is written by hand
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--model", default=default_model("text"))
@@ -75,14 +78,18 @@ def main(argv: list[str] | None = None) -> None:
         f"| {r['path']} | {r['rows_per_s']} | {r['seconds']} | {r['ratio_to_single_process']} | {r['note']} |\n"
         for r in rows)
     print(table)
-    (out / "BATCH.md").write_text(
+    page = out / "BATCH.md"
+    # the page's hand-written sections (the output folder's layout) follow the measurement and are kept
+    kept = page.read_text().partition(KEPT_FROM) if page.exists() else ("", "", "")
+    page.write_text(
         f"# zoo embed on Ray Data: the measurement\n\n`python -m scripts.bench_embed --n {args.n}` on "
         f"{meta['cpu']} ({meta['cores']} cores), Ray {meta['ray']}, model `{args.model}`, corpus "
         f"`{meta['corpus']}` ({args.n} rows of `zoo.data.sentences.mixed_sentences`). `ray.init()` took "
         f"{meta['ray_init_s']} s and is not counted.\n\n{table}\n"
         f"One process already keeps all {meta['cores']} cores busy (torch's threads), so local actors share the same "
         "cores with Ray's own processes and cannot beat it on one machine; what Ray adds is the same job on a "
-        "cluster (`RAY_ADDRESS`), where every node brings its cores, and resuming, error rows and progress.\n")
+        "cluster (`RAY_ADDRESS`), where every node brings its cores, and resuming, error rows and progress.\n"
+        + (f"\n{kept[1]}{kept[2]}" if kept[1] else ""))
 
 
 if __name__ == "__main__":

@@ -41,8 +41,8 @@ def _load(url: str, model: str, modality: str, items_file: Path, clients: int, i
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
-def _stats(client, name: str) -> dict:
-    stats = client.get_inference_statistics(name, as_json=True)["model_stats"][0]
+def _stats(client, name: str, headers: dict[str, str]) -> dict:
+    stats = client.get_inference_statistics(name, as_json=True, headers=headers)["model_stats"][0]
     inference = stats.get("inference_stats", {})
     batches = stats.get("batch_stats", [])
     executions = sum(int(b["compute_infer"]["count"]) for b in batches)
@@ -98,10 +98,10 @@ def served_section(args: argparse.Namespace, texts: list[str], images: list[byte
                 for clients, per in LOADS:
                     total = args.served_items if modality == "text" else args.served_images
                     requests = max(2, total // (clients * per))
-                    before = _stats(client, triton)
+                    before = _stats(client, triton, server.admin_headers)
                     got = _load(server.grpc_url, name if not os.path.isdir(name) else triton, modality, items_file,
                                 clients, per, requests)
-                    got |= _split(before, _stats(client, triton))
+                    got |= _split(before, _stats(client, triton, server.admin_headers))
                     if base and runtime in ("torch", "onnx", "onnx-int8"):
                         got["vs_in_process_batch_32"] = got["items_per_s"] / base
                     rows[f"{modality} {clients}x{per}"] = got

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
+from zoo.errors import ServerError
 from zoo.runtime import RUNTIMES
 
 SERVE_ADDONS = "zoo.serve_addons"
@@ -81,13 +82,32 @@ def _check_ports(args: argparse.Namespace) -> None:
     """Every port `zoo serve` will listen on is free, else one line naming the port and its flag."""
     from .server import ensure_port_free
 
-    wanted = [(args.grpc_port, "tritonserver gRPC", "--grpc-port"), (args.http_port, "tritonserver HTTP",
-              "--http-port"), (args.metrics_port, "tritonserver metrics", "--metrics-port"),
-              (args.openai_port, "the OpenAI-compatible API", "--openai-port")]
+    wanted = [(args.triton_host, args.grpc_port, "tritonserver gRPC", "--grpc-port"),
+              (args.triton_host, args.http_port, "tritonserver HTTP", "--http-port"),
+              (args.triton_host, args.metrics_port, "tritonserver metrics", "--metrics-port"),
+              (args.host, args.openai_port, "the OpenAI-compatible API", "--openai-port")]
     if args.supervise:
-        wanted.append((args.health_port, "zoo's health endpoint", "--health-port"))
-    for port, what, flag in wanted:
-        ensure_port_free(args.host, port, what, flag)
+        wanted.append((args.triton_host, args.health_port, "zoo's health endpoint", "--health-port"))
+    for host, port, what, flag in wanted:
+        ensure_port_free(host, port, what, flag)
+
+
+def _is_loopback(host: str) -> bool:
+    import ipaddress
+
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_exposure(args: argparse.Namespace) -> None:
+    """A door reachable from other machines must ask for a key."""
+    if args.openai_port and not _is_loopback(args.host) and not args.api_key:
+        raise ServerError(f"refusing to serve the OpenAI-compatible API on {args.host} without an API key: set "
+                          "--api-key or ZOO_API_KEY (or keep --host on 127.0.0.1)")
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
@@ -100,6 +120,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from .server import Ports, TritonServer, new_log_path, set_child_subreaper
     from .supervisor import Supervisor
 
+    _check_exposure(args)
     _check_ports(args)  # before anything starts: a taken port is one line, and nothing is left running
     for addon in args.addons:
         addon.check(args)
@@ -111,8 +132,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         export(args.names or default_model_names(), repo, instances=args.instances, kind=args.instance_kind,
                runtime=args.runtime)
     set_child_subreaper()  # stubs orphaned by a killed tritonserver are reaped here, not left as zombies
-    server = TritonServer(repo, host=args.host, ports=Ports(args.grpc_port, args.http_port, args.metrics_port),
-                          log_path=Path(args.log) if args.log else new_log_path())
+    server = TritonServer(repo, host=args.triton_host, ports=Ports(args.grpc_port, args.http_port,
+                          args.metrics_port), log_path=Path(args.log) if args.log else new_log_path())
+    if args.triton_admin_key:
+        server.admin_key = args.triton_admin_key
     signal.signal(signal.SIGTERM, _on_sigterm)
     supervisor = health = door = None
     addons: list[Any] = []
@@ -123,10 +146,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         for model in sorted(p.name for p in repo.iterdir() if (p / "config.pbtxt").is_file()):
             _say(f"  model {model}")
         if args.supervise:
-            supervisor = Supervisor(server, hang_timeout=args.hang_timeout,
+            supervisor = Supervisor(server, hang_timeout=args.hang_timeout, max_execution=args.max_execution,
                                     on_event=lambda msg: _say(f"supervisor: {msg}")).start()
             if args.health_port:
-                health = HealthServer(supervisor, args.host, args.health_port).start()
+                health = HealthServer(supervisor, args.triton_host, args.health_port).start()
                 _say(f"health: {health.url}")
         if args.openai_port:
             from .health import health_report
@@ -136,6 +159,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                 server.grpc_url, args.host, args.openai_port, api_key=args.api_key or None,
                 max_body_bytes=int(args.max_body_mb * (1 << 20)), cors_origins=args.cors_origin,
                 health=(lambda: health_report(supervisor)) if supervisor is not None else None,
+                admin_headers=server.admin_headers,
             ).start()
             _say(f"OpenAI-compatible API: {door.url}  (POST /v1/embeddings, GET /v1/models"
                  f"{', bearer key required' if args.api_key else ''})")
@@ -179,7 +203,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("serve", help="serve models with tritonserver (gRPC + HTTP + metrics)")
     p.add_argument("names", nargs="*", help="models to export and serve (default: the default models)")
     p.add_argument("--repository", help="serve this existing model repository instead of exporting")
-    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address the OpenAI-compatible API binds to; any other than loopback needs --api-key")
+    p.add_argument("--triton-host", default="127.0.0.1",
+                   help="address tritonserver (gRPC, HTTP, metrics) and zoo's /health bind to; its admin APIs "
+                   "need the admin key whatever the address")
+    p.add_argument("--triton-admin-key", default=os.environ.get("ZOO_TRITON_ADMIN_KEY"), metavar="KEY",
+                   help="the secret of tritonserver's admin APIs (model load/unload, config, statistics, shared "
+                   "memory, trace, logging), sent as the `zoo-admin-key` header (default: $ZOO_TRITON_ADMIN_KEY, "
+                   "else a new random one at each start)")
     p.add_argument("--grpc-port", type=int, default=8001)
     p.add_argument("--http-port", type=int, default=8000)
     p.add_argument("--metrics-port", type=int, default=8002)
@@ -192,7 +224,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-supervise", dest="supervise", action="store_false",
                    help="do not watch the models (by default a model whose stub dies or hangs is reloaded)")
     p.add_argument("--hang-timeout", type=float, default=60.0,
-                   help="seconds an idle model may take to answer a probe before it is restarted (0: never probe)")
+                   help="seconds a model with work pending may go without finishing anything while its stubs "
+                   "compute nothing, before it is restarted (0: never)")
+    p.add_argument("--max-execution", type=float, default=None,
+                   help="seconds a model may compute without finishing anything before it counts as a runaway "
+                   "and is restarted (default: 10 x --hang-timeout)")
     p.add_argument("--health-port", type=int, default=8003,
                    help="port of zoo's own GET /health (ready only when every model is); 0 disables")
     p.add_argument("--openai-port", type=int, default=8080,

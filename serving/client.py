@@ -108,16 +108,18 @@ def triton_name(name: str) -> str:
 
 
 def fetch_config(client: grpcclient.InferenceServerClient, triton_name: str) -> tuple[EmbedderSpec, str, str]:
-    """The spec, the weights' fingerprint and the runtime the exporter stored in the served model's config."""
+    """The spec, the weights' fingerprint and the runtime of a served model, asked of the model itself (a
+    :data:`contract.DESCRIBE` request: Triton's model-config API is an admin API, closed without its secret)."""
     try:
-        params = client.get_model_config(triton_name, as_json=True)["config"]["parameters"]
+        first = client.get_model_metadata(triton_name, as_json=True)["inputs"][0]["name"]
+        tensor = grpcclient.InferInput(first, [1, 1], contract.INPUT_DATATYPE)
+        tensor.set_data_from_numpy(np.array([[b""]], dtype=object))
+        result = client.infer(triton_name, [tensor], outputs=[grpcclient.InferRequestedOutput(contract.SPEC)],
+                              parameters={contract.DESCRIBE: True})
+        data = json.loads(bytes(result.as_numpy(contract.SPEC).reshape(-1)[0]))
     except InferenceServerException as err:
         raise ServerError(f"cannot get model {triton_name!r} from the server: {err.message()}") from None
-    spec = EmbedderSpec.from_dict(json.loads(params[contract.CONFIG_SPEC_KEY]["string_value"]))
-    def param(key: str) -> str:
-        return params.get(key, {}).get("string_value", "")
-
-    return spec, param(contract.CONFIG_WEIGHTS_KEY), param(contract.CONFIG_RUNTIME_KEY) or "torch"
+    return EmbedderSpec.from_dict(data["spec"]), data.get("weights", ""), data.get("runtime") or "torch"
 
 
 def fetch_spec(client: grpcclient.InferenceServerClient, triton_name: str) -> EmbedderSpec:

@@ -27,6 +27,10 @@ Per model (see ``config.pbtxt``):
 - request parameters ``dimensions`` (int), ``normalize`` (bool), ``precision`` (str), ``prompt_name``
   (str), ``output`` (str), ``max_vectors`` (int), ``top_k`` (int), with the same meaning and defaults as
   ``encode()``; any other parameter is refused.
+- output ``SPEC``, shape ``[batch, 1]`` ``BYTES``: a request with the parameter ``zoo_describe`` true (and any
+  one input element, which is not decoded) is answered with the served model's description, UTF-8 JSON
+  ``{"spec": …, "weights": …, "runtime": …}`` (:func:`description`); clients learn the spec this way, since
+  Triton's model-config API is an admin API that needs the server's secret (see :mod:`serving.server`).
 
 Model names: a registry name maps to a Triton model name by replacing ``/`` with ``--``
 (``sentence-transformers/all-MiniLM-L6-v2`` → ``sentence-transformers--all-MiniLM-L6-v2``) and back.
@@ -65,14 +69,17 @@ VALUES = "VALUES"  # [total, 1] FP32: sparse weights
 #: output kind → the tensors that carry it (what a client asks for)
 KIND_OUTPUTS: dict[str, tuple[str, ...]] = {
     "dense": (OUTPUT,), "fde": (OUTPUT,), "multivector": (OUTPUT, LENGTHS), "sparse": (INDICES, VALUES, LENGTHS)}
+SPEC = "SPEC"  # [batch, 1] BYTES: the served model's description (answer to a DESCRIBE request)
+DESCRIBE = "zoo_describe"  # request parameter (bool): answer with SPEC, embed nothing
 #: the outputs besides EMBEDDING, in the order config.pbtxt declares them, with their datatypes
-EXTRA_OUTPUTS: dict[str, str] = {TOKENS: TOKENS_DATATYPE, LENGTHS: "INT32", INDICES: "INT32", VALUES: "FP32"}
+EXTRA_OUTPUTS: dict[str, str] = {TOKENS: TOKENS_DATATYPE, LENGTHS: "INT32", INDICES: "INT32", VALUES: "FP32",
+                                 SPEC: INPUT_DATATYPE}
 
 
 def declared_outputs(kinds_given: tuple[str, ...]) -> dict[str, str]:
     """The outputs besides EMBEDDING a model giving ``kinds_given`` declares: TOKENS, and the tensors of its
     kinds (see :data:`KIND_OUTPUTS`), each with its datatype."""
-    used = {name for kind in kinds_given for name in KIND_OUTPUTS[kind]} | {TOKENS}
+    used = {name for kind in kinds_given for name in KIND_OUTPUTS[kind]} | {TOKENS, SPEC}
     return {name: dtype for name, dtype in EXTRA_OUTPUTS.items() if name in used}
 DECLARED_OUTPUT_PRECISION = "float32"
 
@@ -108,6 +115,31 @@ def model_name(registry_name: str) -> str:
 def registry_name(triton_name: str) -> str:
     """Registry name of a Triton model name."""
     return triton_name.replace(SEPARATOR, "/")
+
+
+def served_spec(spec: Any, served_name: str) -> Any:
+    """The spec as clients of the served model ``served_name`` see it: a local folder's path (in ``name`` and
+    ``source``) becomes the served name, so no server path leaves the server."""
+    import dataclasses
+    import os
+
+    def is_path(value: str) -> bool:
+        return os.path.isabs(value) or value.startswith(".")
+
+    return dataclasses.replace(spec, name=served_name if is_path(spec.name) else spec.name,
+                               source=served_name if is_path(spec.source) else spec.source)
+
+
+def description(spec: Any, served_name: str, weights: str, runtime: str) -> bytes:
+    """The SPEC answer of a served model: its :func:`served_spec`, the weights' fingerprint and the runtime, as
+    UTF-8 JSON."""
+    data = {"spec": served_spec(spec, served_name).to_dict(), "weights": weights, "runtime": runtime}
+    return json.dumps(data, sort_keys=True).encode("utf-8")
+
+
+def wants_description(params: dict[str, Any]) -> bool:
+    """Whether a request's parameters ask for the model's description (:data:`DESCRIBE`)."""
+    return params.get(DESCRIBE) in (True, "true", "True")
 
 
 def parse_parameters(params: dict[str, Any]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from pathlib import Path
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as mc
 
+from zoo.errors import InvalidArgumentError
 from zoo.registry import family_of, get_spec
 from zoo.runtime import check_offered
 from zoo.spec import EmbedderSpec
@@ -65,7 +66,8 @@ def build_config(
         )
     )
     for name, dtype in contract.declared_outputs(spec.outputs).items():
-        config.output.append(mc.ModelOutput(name=name, data_type=mc.DataType.Value("TYPE_" + dtype), dims=[1]))
+        wire = "STRING" if dtype == contract.INPUT_DATATYPE else dtype  # KServe's BYTES is config's TYPE_STRING
+        config.output.append(mc.ModelOutput(name=name, data_type=mc.DataType.Value("TYPE_" + wire), dims=[1]))
     config.parameters[contract.CONFIG_MODEL_KEY].string_value = source
     config.parameters[contract.CONFIG_SPEC_KEY].string_value = json.dumps(spec.to_dict(), sort_keys=True)
     config.parameters[contract.CONFIG_WEIGHTS_KEY].string_value = weights
@@ -78,6 +80,26 @@ def _weights_fingerprint(spec: EmbedderSpec, source: str) -> str:
     if os.path.isdir(source):
         return fingerprint(Path(source))
     return fingerprint(resolve(spec)) if available_offline(spec) else ""
+
+
+def _check_replaceable(folder: Path, source: str, spec: EmbedderSpec) -> None:
+    """Refuse to write ``folder`` when that would delete the model's own weights, or anything that is not a
+    model folder `zoo export` wrote (a ``config.pbtxt`` and ``1/model.py``, nothing else)."""
+    target = folder.resolve()
+    weights = [Path(source).resolve()] if os.path.isdir(source) else []
+    if not weights and available_offline(spec):
+        weights.append(resolve(spec).resolve())
+    for w in weights:
+        if target == w or target.is_relative_to(w) or w.is_relative_to(target):
+            raise InvalidArgumentError(f"--out would put the exported model {folder.name!r} over its own weights "
+                                       f"({w}); choose a repository folder outside them", "out")
+    if folder.exists():
+        entries = {p.name for p in folder.iterdir()}
+        if not entries <= {"config.pbtxt", "1"} or ((folder / "1").is_dir() and
+                                                    {p.name for p in (folder / "1").iterdir()} - {"model.py",
+                                                                                                   "__pycache__"}):
+            raise InvalidArgumentError(f"{folder} exists and is not a model folder `zoo export` wrote; remove it "
+                                       "or choose another --out", "out")
 
 
 def export_model(name_or_path: str, out: Path, *, instances: int = 1, kind: str = "cpu",
@@ -94,6 +116,7 @@ def export_model(name_or_path: str, out: Path, *, instances: int = 1, kind: str 
     config = build_config(spec, source, triton_name=triton_name, instances=instances, kind=kind,
                           weights=_weights_fingerprint(spec, source), runtime=runtime)
     folder = Path(out) / triton_name
+    _check_replaceable(folder, source, spec)
     if folder.exists():
         shutil.rmtree(folder)
     (folder / "1").mkdir(parents=True)

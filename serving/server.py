@@ -37,6 +37,11 @@ from zoo.runtime import cache_root
 ESCAPED_NEWLINE = "\\n"
 SHM_DIR = Path("/dev/shm")
 STUB_NAME = "triton_python_backend_stub"
+#: Triton's admin APIs (load a model with uploaded code, unload, register shared memory, read configs and
+#: statistics, change tracing and logging): each needs this header with the server's secret
+RESTRICTED_APIS = ("model-repository", "model-config", "shared-memory", "statistics", "trace", "logging")
+ADMIN_HEADER = "zoo-admin-key"
+GRPC_ADMIN_PREFIX = "triton-grpc-protocol-"  # what Triton puts before a restricted gRPC protocol's header
 KEEP_LOGS = 20  # server logs kept in <zoo cache>/logs; older ones are removed when a server starts
 _SHM_OWNER = re.compile(r"zoo(\d+)_[0-9a-f]{8}_")  # TritonServer.shm_prefix: the pid of the process that made it
 
@@ -201,6 +206,15 @@ def _proc_stat(pid: int) -> tuple[str, int] | None:
     return tail[0], int(tail[1])
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) ``pid`` has used, from /proc; 0 when it is gone."""
+    try:
+        tail = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(tail[11]) + int(tail[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime: fields 14 and 15
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 def child_pids(parent: int, *, zombies: bool = True) -> list[int]:
     """The pids whose parent is ``parent`` (from /proc), zombies included unless ``zombies=False``."""
     out = []
@@ -240,6 +254,19 @@ class TritonServer:
     process: subprocess.Popen | None = None
     exit_timeout: int = 5  # seconds tritonserver may take to finish in-flight requests on SIGTERM
     shm_prefix: str = field(default_factory=lambda: f"zoo{os.getpid()}_{secrets.token_hex(4)}_")
+    #: the secret of the admin APIs (:data:`RESTRICTED_APIS`), a new one at each start unless given
+    admin_key: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
+
+    @property
+    def admin_headers(self) -> dict[str, str]:
+        """gRPC metadata that opens the admin APIs: what the supervisor and zoo's tools send (Triton expects a
+        restricted gRPC protocol's header under the ``triton-grpc-protocol-`` prefix)."""
+        return {GRPC_ADMIN_PREFIX + ADMIN_HEADER: self.admin_key}
+
+    @property
+    def admin_http_headers(self) -> dict[str, str]:
+        """The HTTP header that opens the admin APIs of Triton's HTTP endpoint."""
+        return {ADMIN_HEADER: self.admin_key}
 
     @property
     def grpc_url(self) -> str:
@@ -271,6 +298,9 @@ class TritonServer:
             "--model-control-mode=explicit", "--load-model=*",
             f"--exit-timeout-secs={self.exit_timeout}",
             f"--backend-config=python,shm-region-prefix-name={self.shm_prefix}",
+            # inference, health and metadata stay open; everything that changes or reveals the server does not
+            f"--http-restricted-api={','.join(RESTRICTED_APIS)}:{ADMIN_HEADER}={self.admin_key}",
+            f"--grpc-restricted-protocol={','.join(RESTRICTED_APIS)}:{ADMIN_HEADER}={self.admin_key}",
         ]
         if backends is not None:
             cmd.append(f"--backend-directory={backends}")

@@ -5,12 +5,16 @@ every later request fails with "Stub process ... is not healthy" while Triton's 
 answering 200. The :class:`Supervisor` watches, from outside the server:
 
 - **stub processes** (every ``interval`` seconds): a stub of a ready model that is gone or a zombie;
-- **liveness** (when a model has executed nothing for ``probe_every`` seconds): one tiny request must be
-  answered within ``hang_timeout`` seconds, else the model's stubs are killed.
+- **progress**: a model with work pending (a probe is sent when it has finished nothing for ``probe_every``
+  seconds, so a silent model always has some) is hung only when no execution has finished for
+  ``hang_timeout`` seconds *and* its stubs used almost no CPU meanwhile. A long, legitimate batch keeps its
+  stub computing and is left alone (up to ``max_execution`` seconds); a stopped or deadlocked stub is not.
 
-A dead model is unloaded at once (Triton's per-model and, with strict readiness, server ready endpoints
-then say "not ready", and :meth:`Supervisor.ready` does too), then loaded again under explicit model
-control: a fresh stub loads the weights and the model answers again. Failed loads are retried with backoff.
+A dead or hung model is unloaded at once (Triton's per-model and, with strict readiness, server ready
+endpoints then say "not ready", and :meth:`Supervisor.ready` does too), then loaded again under explicit
+model control: a fresh stub loads the weights and the model answers again. Restarts back off (the first at
+once, then 2, 4, 8 … s), and a model restarted more than :data:`MAX_RESTARTS` times within
+:data:`CRASH_WINDOW_S` is left failed, with its reason on ``/health`` (503), instead of restarted forever.
 
 Triton 2.51 keeps the old version of a model pinned (state UNLOADING) when a request reached its dead
 stub before the unload; the new version serves regardless, and the pinned one's zombie stub and shared
@@ -33,11 +37,15 @@ import numpy as np
 from zoo.spec import EmbedderSpec, Modality
 
 from . import contract
-from .server import TritonServer, process_alive
+from .server import TritonServer, cpu_seconds, process_alive
 
 log = logging.getLogger(__name__)
 
 READY, RESTARTING, FAILED = "ready", "restarting", "failed"
+MAX_RESTARTS = 5  # restarts within CRASH_WINDOW_S after which a model is left failed (a crash loop)
+CRASH_WINDOW_S = 600.0
+MAX_BACKOFF_S = 60.0  # the longest wait before a restart
+WORKING_CPU_SHARE = 0.1  # a stub computing uses at least this share of one core; an idle or stopped one less
 
 
 @dataclass
@@ -50,12 +58,25 @@ class ModelHealth:
     since: float = field(default_factory=time.monotonic)  # when the state was entered
     stubs: tuple[int, ...] = ()  # pids of its stubs while ready
     executions: int = -1  # Triton's execution_count at the last look
-    active_at: float = field(default_factory=time.monotonic)  # last time it was seen executing or answering
+    progress_at: float = field(default_factory=time.monotonic)  # last time an execution was seen to finish
+    cpu: float = 0.0  # its stubs' CPU seconds at the last look
+    cpu_look: float = field(default_factory=time.monotonic)  # when that was read
+    working_at: float = field(default_factory=time.monotonic)  # last time its stubs were seen computing
+    probe_since: float | None = None  # when the probe still outstanding was sent
+    recent: list[float] = field(default_factory=list)  # times of its restarts within CRASH_WINDOW_S
+    gave_up: bool = False  # restarted too often: left failed
 
     def to_dict(self) -> dict[str, Any]:
         """JSON view for health endpoints."""
         return {"state": self.state, "reason": self.reason, "restarts": self.restarts,
                 "for_seconds": round(time.monotonic() - self.since, 1)}
+
+    def fresh(self, stubs: tuple[int, ...]) -> None:
+        """Ready again with new ``stubs``: progress is counted from now."""
+        now = time.monotonic()
+        self.state, self.stubs, self.executions, self.probe_since = READY, stubs, -1, None
+        self.progress_at = self.working_at = self.cpu_look = now
+        self.cpu = sum(cpu_seconds(pid) for pid in stubs)
 
 
 def probe_item(spec: EmbedderSpec) -> tuple[str, bytes]:
@@ -79,12 +100,15 @@ class Supervisor:
 
     def __init__(
         self, server: TritonServer, *, interval: float = 0.5, probe_every: float = 5.0, hang_timeout: float = 60.0,
-        load_timeout: float = 600.0, on_event: Callable[[str], None] | None = None,
+        max_execution: float | None = None, load_timeout: float = 600.0,
+        on_event: Callable[[str], None] | None = None,
     ) -> None:
         import tritonclient.grpc as grpcclient
 
         self.server = server
         self.interval, self.probe_every, self.hang_timeout = interval, probe_every, hang_timeout
+        # a stub may compute this long without finishing anything before it counts as a runaway
+        self.max_execution = max_execution if max_execution is not None else 10 * hang_timeout
         self.load_timeout = load_timeout
         self.on_event = on_event or (lambda msg: log.warning("%s", msg))
         self._client = grpcclient.InferenceServerClient(server.grpc_url)
@@ -111,13 +135,15 @@ class Supervisor:
         """Record the models the server has loaded and their stubs, then watch in a daemon thread."""
         from .client import fetch_spec
 
-        index = self._client.get_model_repository_index(as_json=True).get("models", [])
+        index = self._client.get_model_repository_index(as_json=True, headers=self.server.admin_headers)
+        index = index.get("models", [])
         stubs = self._stubs_by_model()
         for entry in index:
             if entry.get("state") == "READY":
                 name = entry["name"]
                 self.specs[name] = fetch_spec(self._client, name)
-                self.health[name] = ModelHealth(stubs=stubs.get(name, ()))
+                self.health[name] = ModelHealth()
+                self.health[name].fresh(stubs.get(name, ()))
         self._thread = threading.Thread(target=self._run, name="zoo-supervisor", daemon=True)
         self._thread.start()
         return self
@@ -146,11 +172,13 @@ class Supervisor:
 
     # ---- one look ----------------------------------------------------------------------------------
     def check(self) -> None:
-        """One round: dead stubs restart their model at once; idle models are probed now and then."""
+        """One round: dead stubs restart their model; a model with work pending that makes no progress and
+        computes nothing for ``hang_timeout`` is restarted; failed loads are retried with backoff."""
         now = time.monotonic()
         for name, h in list(self.health.items()):
-            if h.state == FAILED and now - h.since >= min(60.0, 5.0 * 2 ** min(h.restarts, 4)):
-                self._restart_async(name, h.reason)  # retry a failed load, with backoff
+            if h.state == FAILED:
+                if not h.gave_up and now - h.since >= _backoff(len(h.recent)):
+                    self._restart_async(name, h.reason)
                 continue
             if h.state != READY:
                 continue
@@ -159,26 +187,44 @@ class Supervisor:
                 self._restart_async(name, f"stub process {', '.join(map(str, dead)) or '?'} is gone")
                 continue
             if self.hang_timeout > 0:
-                self._check_liveness(name, h, now)
+                self._check_progress(name, h, now)
 
-    def _check_liveness(self, name: str, h: ModelHealth, now: float) -> None:
-        if now - h.active_at < self.probe_every:  # one look (and at most one probe) per probe_every
-            return
-        h.active_at = now
+    def _check_progress(self, name: str, h: ModelHealth, now: float) -> None:
         executions = self._executions(name)
-        if executions != h.executions:  # it executed something since the last look: alive
-            h.executions = executions
+        if executions >= 0 and executions != h.executions:  # something finished since the last look
+            h.executions, h.progress_at = executions, now
             return
-        threading.Thread(target=self._probe, args=(name,), name=f"zoo-probe-{name}", daemon=True).start()
+        cpu = sum(cpu_seconds(pid) for pid in h.stubs)
+        if now > h.cpu_look:
+            if cpu - h.cpu >= WORKING_CPU_SHARE * (now - h.cpu_look):
+                h.working_at = now  # its stubs are computing: a long batch, not a hang
+            h.cpu, h.cpu_look = cpu, now
+        if h.probe_since is None:
+            if now - h.progress_at >= self.probe_every:  # silent: give it some work to show it still answers
+                h.probe_since = now
+                threading.Thread(target=self._probe, args=(name,), name=f"zoo-probe-{name}", daemon=True).start()
+            return
+        pending_since = max(h.progress_at, h.probe_since)
+        stalled = now - max(pending_since, h.working_at)
+        if stalled >= self.hang_timeout:
+            why = f"no execution finished and its stubs computed nothing for {stalled:.0f} s with work pending"
+        elif now - pending_since >= self.max_execution:
+            why = f"no execution finished for {now - pending_since:.0f} s (longer than --max-execution)"
+        else:
+            return
+        self._kill_stubs(name)
+        self._restart_async(name, why)
 
     def _executions(self, name: str) -> int:
         try:
-            stats = self._client.get_inference_statistics(name, as_json=True).get("model_stats", [])
-            return sum(int(s.get("execution_count", 0)) for s in stats)
+            stats = self._client.get_inference_statistics(name, as_json=True, headers=self.server.admin_headers)
+            return sum(int(s.get("execution_count", 0)) for s in stats.get("model_stats", []))
         except Exception:  # model being reloaded, or the server busy: no news is not a failure
             return -1
 
     def _probe(self, name: str) -> None:
+        """Send the smallest valid request; a stub reported dead restarts the model at once. Whether a silent
+        model is hung is decided by :meth:`_check_progress`, never by this call's own timeout."""
         import tritonclient.grpc as grpcclient
         from tritonclient.utils import InferenceServerException
 
@@ -187,18 +233,19 @@ class Supervisor:
         tensor.set_data_from_numpy(np.array([[element]], dtype=object))
         client = grpcclient.InferenceServerClient(self.server.grpc_url)
         try:
-            client.infer(name, [tensor], client_timeout=self.hang_timeout)
+            client.infer(name, [tensor], client_timeout=self.max_execution + self.hang_timeout)
         except InferenceServerException as err:
-            dead = "not healthy" in (err.message() or "")
-            hung = err.status() == "StatusCode.DEADLINE_EXCEEDED"
             with self._lock:
                 still_ready = self.health[name].state == READY
-            if still_ready and (dead or hung):
+            if still_ready and "not healthy" in (err.message() or ""):
                 self._kill_stubs(name)
-                self._restart_async(name, "stub process is not healthy" if dead else
-                                    f"no answer to a probe within {self.hang_timeout:g} s")
+                self._restart_async(name, "stub process is not healthy")
         finally:
             client.close()
+            with self._lock:
+                h = self.health[name]
+                if h.state == READY:
+                    h.probe_since = None
 
     def _kill_stubs(self, name: str) -> None:
         """SIGKILL the model's stubs: an unload waits forever for a stub that hangs."""
@@ -213,24 +260,40 @@ class Supervisor:
     def _restart_async(self, name: str, reason: str) -> None:
         with self._lock:
             h = self.health[name]
-            if h.state == RESTARTING:
+            if h.state == RESTARTING or h.gave_up:
                 return
-            h.state, h.reason, h.since, h.stubs = RESTARTING, reason, time.monotonic(), ()
-        self.on_event(f"model {name} not ready: {reason}; reloading it")
-        threading.Thread(target=self._restart, args=(name,), name=f"zoo-restart-{name}", daemon=True).start()
+            now = time.monotonic()
+            h.recent = [t for t in h.recent if now - t < CRASH_WINDOW_S] + [now]
+            if len(h.recent) > MAX_RESTARTS:
+                h.state, h.gave_up, h.since, h.stubs = FAILED, True, now, ()
+                h.reason = (f"restarted {MAX_RESTARTS} times within {CRASH_WINDOW_S:.0f} s; not restarting it again "
+                            f"(last: {reason})")
+                delay = None
+            else:
+                h.state, h.reason, h.since, h.stubs = RESTARTING, reason, now, ()
+                delay = _backoff(len(h.recent) - 1)
+        if delay is None:
+            self._kill_stubs(name)
+            self.on_event(f"model {name} failed: {h.reason}")
+            return
+        self.on_event(f"model {name} not ready: {reason}; reloading it" + (f" in {delay:g} s" if delay else ""))
+        threading.Thread(target=self._restart, args=(name, delay), name=f"zoo-restart-{name}", daemon=True).start()
 
-    def _restart(self, name: str) -> None:
-        """Unload (Triton reports the model not ready at once), then load a fresh stub with its weights."""
+    def _restart(self, name: str, delay: float = 0.0) -> None:
+        """Unload (Triton reports the model not ready at once), wait ``delay``, then load a fresh stub."""
         from tritonclient.utils import InferenceServerException
 
         started = time.monotonic()
+        admin = self.server.admin_headers
         self._kill_stubs(name)  # the remaining instances of a multi-instance model go too
         try:
-            self._client.unload_model(name)
+            self._client.unload_model(name, headers=admin)
         except InferenceServerException as err:
             log.warning("unloading %s: %s", name, err.message())
+        if self._stop.wait(delay):
+            return  # shutting down
         try:
-            self._client.load_model(name, client_timeout=self.load_timeout)
+            self._client.load_model(name, headers=admin, client_timeout=self.load_timeout)
             ok = self._client.is_model_ready(name)
             why = "" if ok else "not ready after loading"
         except InferenceServerException as err:
@@ -241,10 +304,15 @@ class Supervisor:
             h.restarts += 1
             h.since = time.monotonic()
             if ok and stubs:
-                h.state, h.stubs, h.executions, h.active_at = READY, stubs, -1, time.monotonic()
+                h.fresh(stubs)
             else:
                 h.state, h.reason = FAILED, why or "no stub process after loading"
         if ok and stubs:
             self.on_event(f"model {name} ready again after {time.monotonic() - started:.1f} s")
         else:
             self.on_event(f"model {name} failed to load again: {h.reason}; retrying")
+
+
+def _backoff(restarts: int) -> float:
+    """Seconds to wait before a model's next restart after ``restarts`` recent ones: 0, 2, 4, 8 … 60."""
+    return 0.0 if restarts <= 0 else min(MAX_BACKOFF_S, 2.0 ** restarts)

@@ -11,6 +11,9 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never download
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # local Ray in the tests reports nothing anywhere
+from zoo.batch.job import ONE_MACHINE_RAY  # noqa: E402
+
+os.environ.update(ONE_MACHINE_RAY)  # before Ray is imported: a local Ray listens on 127.0.0.1 only
 
 import zoo  # noqa: E402
 from zoo.defaults import default_model  # noqa: E402

@@ -21,7 +21,7 @@ TEXT = default_model("text")
 def _served(server: TritonServer) -> int:
     """Successful requests the server has answered for the text model."""
     with grpcclient.InferenceServerClient(server.grpc_url) as c:
-        stats = c.get_inference_statistics(triton_name(TEXT), as_json=True)["model_stats"]
+        stats = c.get_inference_statistics(triton_name(TEXT), as_json=True, headers=server.admin_headers)["model_stats"]
     return sum(int(s["inference_stats"]["success"].get("count", 0)) for s in stats)
 
 

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:
-    from .job import Settings, run
+    from ..extras import require
+
+    require("scale", "zoo embed")
+    from .job import Settings, errors_path, run
 
     settings = Settings(model=args.model, input=args.input, rows_per_shard=args.rows_per_shard, output=args.output,
                         dimensions=args.dimensions, precision=args.precision, prompt_name=args.prompt_name,
@@ -14,7 +18,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     report = run(settings, args.out, to=args.to, collection=args.collection, actors=args.actors,
                  batch_size=args.batch_size, progress=not args.no_progress)
     print(f"{report.shards} shards ({report.skipped} already done): {report.rows} rows embedded, "
-          f"{report.errors} errors (see {args.out}/errors.jsonl), {report.rows_per_s:.1f} rows/s"
+          f"{report.errors} errors (see {errors_path(Path(args.out))}), {report.rows_per_s:.1f} rows/s"
           + (f"; {report.stored} rows written to {args.to}" if args.to else ""))
     return 0
 
@@ -27,7 +31,8 @@ def add_command(sub: argparse._SubParsersAction) -> None:
                        description="Runs locally (ray.init()) or on the cluster named by RAY_ADDRESS.")
     p.add_argument("input", help="a JSONL file, a Parquet file or dataset folder, or a folder of files")
     p.add_argument("--model", required=True, help="registry name or local model folder")
-    p.add_argument("--out", required=True, help="folder for the Parquet shards, errors and the job's record")
+    p.add_argument("--out", required=True, help="folder for the Parquet shards (one dataset); the job's errors "
+                   "and record go to its _zoo/ sub-folder")
     p.add_argument("--to", help="also write into this vector database: qdrant:PATH, qdrant+http://HOST:PORT")
     p.add_argument("--collection", help="collection name in --to (default: from the model name)")
     p.add_argument("--triton", metavar="URL", help="call the model served at this tritonserver (host:grpc-port) "
