@@ -22,7 +22,6 @@ from zoo.batch.job import Settings, run
 from zoo.data.sentences import corpus_id, mixed_sentences
 from zoo.defaults import default_model
 
-
 KEPT_FROM = "## The output folder"  # BATCH.md from this heading on is written by hand
 
 
