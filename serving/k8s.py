@@ -11,8 +11,16 @@ What :func:`write_manifests` writes (walked through in ``docs/DEPLOY.md``):
   small). The repository comes from an init container that runs the same ``zoo export`` in the same image
   into an ``emptyDir`` (``repository="init"``), or from a PersistentVolumeClaim (``"pvc:NAME"``).
   ``--instance-kind gpu`` gives the GPU variant: one ``nvidia.com/gpu`` per pod and the GPU toleration.
-- ``service.yaml``: a ClusterIP Service for all ports, and a headless Service whose DNS name resolves to
-  every ready pod, for clients that spread their own requests (``TritonEmbedder("zoo-replicas:8001")``).
+  The pod runs as a non-root user with a read-only root file system, no capabilities and no privilege
+  escalation; it never starts without its two secrets: ``zoo-api-key`` (the door's bearer key) and
+  ``zoo-admin-key`` (Triton's admin APIs, see :mod:`serving.server`).
+- ``service.yaml``: a ClusterIP Service publishing what may be reached from the cluster: the OpenAI-compatible
+  API, gRPC inference (the admin APIs on it need the admin key) and ``/health``; and a headless Service
+  (gRPC) whose DNS name resolves to every ready pod, for clients that spread their own requests
+  (``TritonEmbedder("zoo-replicas:8001")``). Triton's HTTP port (the kubelet's probes) and metrics
+  (Prometheus scrapes pods) are not published.
+- ``networkpolicy.yaml``: ingress to the pods only on the published ports, plus metrics from pods labelled
+  as Prometheus.
 - ``hpa.yaml``: a HorizontalPodAutoscaler on the mean Triton queue time per request, a Pods metric served by
   the Prometheus adapter with the rule in ``prometheus-adapter-rules.yaml``; and a PodDisruptionBudget.
 """
@@ -29,6 +37,9 @@ from zoo.errors import InvalidArgumentError
 
 APP = "embedding-zoo"
 PORTS = {"grpc": 8001, "http": 8000, "metrics": 8002, "health": 8003, "openai": 8080}
+PUBLISHED = ("openai", "grpc", "health")  # what the Services publish; http (probes) and metrics (scrapes) are not
+USER = 10001  # the non-root user the pod runs as
+SECRETS = {"ZOO_API_KEY": "zoo-api-key", "ZOO_TRITON_ADMIN_KEY": "zoo-admin-key"}  # variable → Secret (key "key")
 QUEUE_METRIC = "zoo_queue_us_per_request"  # what the adapter rule below exposes to the HPA
 ADAPTER_RULE = {
     "seriesQuery": 'nv_inference_queue_duration_us{namespace!="",pod!=""}',
@@ -72,20 +83,30 @@ def _probe(path: str, port: str, period: int, failures: int) -> dict[str, Any]:
             "timeoutSeconds": 3}
 
 
+def _container_security() -> dict[str, Any]:
+    return {"runAsNonRoot": True, "runAsUser": USER, "allowPrivilegeEscalation": False,
+            "readOnlyRootFilesystem": True, "capabilities": {"drop": ["ALL"]}}
+
+
 def deployment(opts: K8sOptions) -> dict[str, Any]:
     """The Deployment of the Triton replicas."""
     resources: dict[str, Any] = {"requests": {"cpu": opts.cpu, "memory": opts.memory},
                                  "limits": {"memory": opts.memory}}
     if opts.gpu:
         resources["limits"]["nvidia.com/gpu"] = 1
-    mounts = [{"name": "models", "mountPath": "/models", "readOnly": True}, {"name": "dshm", "mountPath": "/dev/shm"}]
-    serve = ["zoo", "serve", "--repository", "/models", "--host", "0.0.0.0",
+    mounts = [{"name": "models", "mountPath": "/models", "readOnly": True}, {"name": "dshm", "mountPath": "/dev/shm"},
+              {"name": "cache", "mountPath": "/cache"}, {"name": "tmp", "mountPath": "/tmp"}]
+    # the pod's address for probes, scrapes and the Services; the admin APIs stay closed without their key
+    serve = ["zoo", "serve", "--repository", "/models", "--host", "0.0.0.0", "--triton-host", "0.0.0.0",
              *(f"--{k}-port={v}" for k, v in PORTS.items())]
+    env = [{"name": "HF_HUB_OFFLINE", "value": "1"}, {"name": "ZOO_CACHE_DIR", "value": "/cache"},
+           {"name": "HOME", "value": "/cache"}]
+    env += [{"name": var, "valueFrom": {"secretKeyRef": {"name": secret, "key": "key", "optional": False}}}
+            for var, secret in SECRETS.items()]  # a missing secret keeps the pod from starting
     container = {
         "name": "zoo", "image": opts.image, "command": serve,
         "ports": [{"name": k, "containerPort": v} for k, v in PORTS.items()],
-        "env": [{"name": "HF_HUB_OFFLINE", "value": "1"}, {"name": "ZOO_API_KEY", "valueFrom": {
-            "secretKeyRef": {"name": "zoo-api-key", "key": "key", "optional": True}}}],
+        "env": env, "securityContext": _container_security(),
         "resources": resources, "volumeMounts": mounts,
         "startupProbe": _probe("/v2/health/ready", "http", 10, 60),  # model loading: up to 10 minutes
         "livenessProbe": _probe("/v2/health/live", "http", 10, 3),
@@ -95,16 +116,23 @@ def deployment(opts: K8sOptions) -> dict[str, Any]:
         models = {"name": "models", "emptyDir": {}}
         init = [{"name": "repository", "image": opts.image,
                  "command": ["zoo", "export", *opts.names, "--out", "/models", *opts.export_args],
-                 "env": [{"name": "HF_HUB_OFFLINE", "value": "1"}],
-                 "volumeMounts": [{"name": "models", "mountPath": "/models"}]}]
+                 "env": [{"name": "HF_HUB_OFFLINE", "value": "1"}, {"name": "ZOO_CACHE_DIR", "value": "/cache"},
+                         {"name": "HOME", "value": "/cache"}],
+                 "securityContext": _container_security(),
+                 "volumeMounts": [{"name": "models", "mountPath": "/models"}, {"name": "cache", "mountPath": "/cache"},
+                                  {"name": "tmp", "mountPath": "/tmp"}]}]
     else:
         claim = opts.repository.removeprefix("pvc:")
         models = {"name": "models", "persistentVolumeClaim": {"claimName": claim, "readOnly": True}}
         init = []
     pod: dict[str, Any] = {
         "containers": [container],
-        "volumes": [models, {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": opts.shm}}],
+        "volumes": [models, {"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": opts.shm}},
+                    {"name": "cache", "emptyDir": {}}, {"name": "tmp", "emptyDir": {}}],
         "terminationGracePeriodSeconds": 30,
+        "securityContext": {"runAsNonRoot": True, "runAsUser": USER, "runAsGroup": USER, "fsGroup": USER,
+                            "seccompProfile": {"type": "RuntimeDefault"}},
+        "automountServiceAccountToken": False,  # zoo never talks to the Kubernetes API
     }
     if init:
         pod["initContainers"] = init
@@ -119,13 +147,24 @@ def deployment(opts: K8sOptions) -> dict[str, Any]:
 
 def services(opts: K8sOptions) -> list[dict[str, Any]]:
     """The load-balanced Service and the headless one (one DNS name, every ready pod's address)."""
-    ports = [{"name": k, "port": v, "targetPort": k} for k, v in PORTS.items()]
+    ports = [{"name": k, "port": PORTS[k], "targetPort": k} for k in PUBLISHED]
+    grpc = [{"name": "grpc", "port": PORTS["grpc"], "targetPort": "grpc"}]
     return [
         {"apiVersion": "v1", "kind": "Service", "metadata": _meta("zoo", opts),
          "spec": {"selector": _labels(), "ports": ports}},
         {"apiVersion": "v1", "kind": "Service", "metadata": _meta("zoo-replicas", opts),
-         "spec": {"clusterIP": "None", "selector": _labels(), "ports": ports}},
+         "spec": {"clusterIP": "None", "selector": _labels(), "ports": grpc}},
     ]
+
+
+def network_policy(opts: K8sOptions) -> dict[str, Any]:
+    """Ingress only on the published ports, and metrics only from Prometheus's pods (any namespace)."""
+    prometheus = {"podSelector": {"matchLabels": {"app.kubernetes.io/name": "prometheus"}},
+                  "namespaceSelector": {}}
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": _meta("zoo-triton", opts),
+            "spec": {"podSelector": {"matchLabels": _labels()}, "policyTypes": ["Ingress"],
+                     "ingress": [{"ports": [{"protocol": "TCP", "port": PORTS[k]} for k in PUBLISHED]},
+                                 {"from": [prometheus], "ports": [{"protocol": "TCP", "port": PORTS["metrics"]}]}]}}
 
 
 def autoscaling(opts: K8sOptions) -> list[dict[str, Any]]:
@@ -151,7 +190,7 @@ def adapter_rules(opts: K8sOptions) -> dict[str, Any]:
 def manifests(opts: K8sOptions) -> dict[str, list[dict[str, Any]]]:
     """File name → the objects it holds."""
     return {"deployment.yaml": [deployment(opts)], "service.yaml": services(opts), "hpa.yaml": autoscaling(opts),
-            "prometheus-adapter-rules.yaml": [adapter_rules(opts)]}
+            "networkpolicy.yaml": [network_policy(opts)], "prometheus-adapter-rules.yaml": [adapter_rules(opts)]}
 
 
 def write_manifests(opts: K8sOptions, folder: Path) -> list[Path]:

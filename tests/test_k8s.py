@@ -5,7 +5,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from serving.k8s import ADAPTER_RULE, PORTS, QUEUE_METRIC
+from serving.k8s import ADAPTER_RULE, PORTS, PUBLISHED, QUEUE_METRIC, SECRETS
 from zoo.cli import main
 from zoo.defaults import default_model
 
@@ -27,7 +27,8 @@ def test_cpu_manifests_validate_and_wire_probes_shm_and_autoscaling(tmp_path):
     assert main(["export", name, "--out", str(tmp_path / "repo"), "--k8s", str(tmp_path / "k8s"),
                  "--k8s-replicas", "3", "--runtime", "onnx-int8", "--k8s-image", "registry.local/zoo:1"]) == 0
     objects = _objects(tmp_path / "k8s")
-    assert set(objects) == {"deployment.yaml", "service.yaml", "hpa.yaml", "prometheus-adapter-rules.yaml"}
+    assert set(objects) == {"deployment.yaml", "service.yaml", "hpa.yaml", "networkpolicy.yaml",
+                            "prometheus-adapter-rules.yaml"}
     _validate(objects)
     dep = objects["deployment.yaml"][0]
     assert dep["spec"]["replicas"] == 3
@@ -46,6 +47,24 @@ def test_cpu_manifests_validate_and_wire_probes_shm_and_autoscaling(tmp_path):
     assert "nvidia.com/gpu" not in zoo["resources"]["limits"] and "tolerations" not in pod
     svc, headless = objects["service.yaml"]
     assert headless["spec"]["clusterIP"] == "None" and svc["spec"]["selector"] == dep["spec"]["selector"]["matchLabels"]
+    # published: the door, gRPC inference (admin needs its key) and /health; never Triton's HTTP or metrics
+    assert {p["port"] for p in svc["spec"]["ports"]} == {8080, 8001, 8003} == {PORTS[k] for k in PUBLISHED}
+    assert [p["port"] for p in headless["spec"]["ports"]] == [8001]
+    policy = objects["networkpolicy.yaml"][0]["spec"]
+    assert policy["podSelector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
+    open_ports = {p["port"] for rule in policy["ingress"] if "from" not in rule for p in rule["ports"]}
+    assert open_ports == {8080, 8001, 8003}
+    scrape = next(rule for rule in policy["ingress"] if "from" in rule)
+    assert [p["port"] for p in scrape["ports"]] == [8002]
+    # non-root, nothing to escalate, and never without the keys
+    assert pod["securityContext"]["runAsNonRoot"] and pod["securityContext"]["runAsUser"] != 0
+    for c in [zoo, *pod["initContainers"]]:
+        sc = c["securityContext"]
+        assert sc["runAsNonRoot"] and not sc["allowPrivilegeEscalation"] and sc["capabilities"]["drop"] == ["ALL"]
+        assert sc["readOnlyRootFilesystem"]
+    refs = {e["name"]: e["valueFrom"]["secretKeyRef"] for e in zoo["env"] if "valueFrom" in e}
+    assert {n: r["name"] for n, r in refs.items()} == SECRETS and not any(r["optional"] for r in refs.values())
+    assert zoo["command"][zoo["command"].index("--triton-host") + 1] == "0.0.0.0"
     hpa = objects["hpa.yaml"][0]
     assert hpa["spec"]["metrics"][0]["pods"]["metric"]["name"] == QUEUE_METRIC and hpa["spec"]["minReplicas"] == 3
     rules = yaml.safe_load(objects["prometheus-adapter-rules.yaml"][0]["data"]["config.yaml"])["rules"]

@@ -146,3 +146,15 @@ def test_a_few_samples_of_audio_embed_in_process_and_served(triton):
         assert np.isfinite(local).all(), tname
         np.testing.assert_allclose(remote, local, atol=1e-5, err_msg=tname)
         assert (normalize(local) @ normalize(local).T)[~np.eye(len(SHORT), dtype=bool)].max() < 0.9999, tname
+
+
+def test_a_door_off_loopback_without_a_key_refuses_to_start():
+    """`--host 0.0.0.0` with no API key: one line saying why, nothing started or bound."""
+    ports, health = free_ports(), free_ports().grpc
+    env = {k: v for k, v in os.environ.items() if k != "ZOO_API_KEY"}
+    done = subprocess.run([sys.executable, "-m", "zoo.cli", *_serve_args(ports, health)[:-2], "--openai-port",
+                           str(free_ports().grpc), "--host", "0.0.0.0"], capture_output=True, text=True,
+                          timeout=120, env=env, stdin=subprocess.DEVNULL)
+    assert done.returncode == 2
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "without an API key" in lines[0] and "--api-key" in lines[0], done.stderr
