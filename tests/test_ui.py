@@ -97,12 +97,29 @@ def test_dimensions_and_precision_views(searcher, corpus, precision):
 
 
 def test_approximate_index_agrees_on_top_hit(searcher, corpus, tmp_path):
+    """The approximate (HNSW) view finds what exact search finds for queries it does not hold (captions embedded
+    fresh: a stored vector finds itself in almost any index): the same top hit with the same score, and nearly the
+    same top 5; and the view searched is the HNSW graph, not the exact index."""
+    import faiss
+
+    from ui.backend import full_vectors
+
     exact = searcher.indexes.get(ALIGNED) or searcher.index(ALIGNED)
     approx = ModelIndex(tmp_path, exact.spec, approximate=True)
     approx.ids, approx.vectors = list(exact.ids), exact.vectors.copy()
-    q = exact.vectors[0]
-    target = next(i for i in corpus.items if i.id == exact.ids[0]).modality
-    assert approx.search(q, corpus, target, 1)[0].item.id == exact.search(q, corpus, target, 1)[0].item.id
+    captions = ["a small green star near the top", "two large purple triangles", "something round and blue",
+                "a dog barking in the rain", "an orange square below a yellow circle", "a rocket in the sky"]
+    queries = full_vectors(searcher.backend.embedder(ALIGNED), captions, "text")
+    assert (queries @ exact.vectors.T).max() < 0.999  # held out: no query is (nearly) a stored vector
+    overlaps = []
+    for target in ("image", "text", "audio"):
+        for caption, q in zip(captions, queries):
+            want, got = exact.search(q, corpus, target, 5), approx.search(q, corpus, target, 5)
+            assert len(got) == len(want) == 5
+            assert got[0].item.id == want[0].item.id and abs(got[0].score - want[0].score) < 1e-5, (target, caption)
+            overlaps.append(len({h.item.id for h in got} & {h.item.id for h in want}) / 5)
+    assert np.mean(overlaps) >= 0.9, overlaps
+    assert len(approx._views) == 3 and all(isinstance(v, faiss.IndexHNSWFlat) for v in approx._views.values())
 
 
 @pytest.fixture(scope="module")
@@ -158,7 +175,7 @@ def test_only_corpus_and_uploads_are_served(app_url, corpus):
 def test_triton_backend_matches_local(triton, searcher, corpus, tmp_path):
     """The same searches through the served model and in-process rank the same items with the same scores."""
     server, models = triton
-    backend = TritonBackend(server.grpc_url)
+    backend = TritonBackend(server.grpc_url, server.admin_headers)
     assert ALIGNED in backend.models()
     remote = Searcher(backend, corpus, tmp_path)
     for query, target, dims, precision in [("a picture of a yellow star", "image", 0, "float32"),
@@ -392,3 +409,16 @@ def test_multivector_sparse_and_hybrid_search(tmp_path):
     assert mv_index.bytes_per_item(None, "float32") > mv_index.bytes_per_item(16, "int8") > 0
     with pytest.raises(zoo.InvalidArgumentError, match="retrieval 'sparse' needs outputs"):
         searcher.search(ALIGNED, query, zoo.Modality.TEXT, "text", k, 0, "float32", mode="sparse")
+
+
+def test_page_header_shows_the_corpus_size_not_server_folders(searcher, corpus):
+    """Page users see how many items the corpus holds, never the server's folder or backend address."""
+    import json
+
+    config = build_app(searcher).get_config_file()
+    headers = [c["props"]["value"] for c in config["components"] if c["type"] == "markdown"
+               and str(c["props"].get("value", "")).startswith("# ")]
+    assert len(headers) == 1 and f"corpus: {len(corpus.items)} items" in headers[0], headers
+    text = json.dumps(config["components"])
+    assert str(corpus.root) not in headers[0] and str(corpus.root.parent) not in headers[0]
+    assert "127.0.0.1" not in text

@@ -23,7 +23,19 @@ from zoo.errors import InvalidArgumentError, ZooError, choices
 from zoo.spec import Modality
 
 from .backend import Backend, kind_outputs, supporting
-from .corpus import AUDIO_EXT, IMAGE_EXT, MAX_UPLOAD_FILES, TEXT_EXT, VIDEO_EXT, Corpus
+from .corpus import (
+    AUDIO_EXT,
+    IMAGE_EXT,
+    MAX_CORPUS_BYTES,
+    MAX_CORPUS_ITEMS,
+    MAX_UPLOAD_FILES,
+    TEXT_EXT,
+    UPLOAD_MAX_AGE_S,
+    VIDEO_EXT,
+    Corpus,
+    discard_leftovers,
+    discard_uploads,
+)
 from .index import INDEXES, Hit
 
 #: how a search ranks: "auto" by the model's first output kind; "hybrid" fuses its dense and sparse rankings
@@ -153,9 +165,13 @@ def _guard(fn):
     return wrapped
 
 
-def build_app(searcher: Searcher, title: str = "embedding-zoo · cross-modal retrieval") -> gr.Blocks:
-    """The Blocks page; every search button is also a named API endpoint."""
+def build_app(searcher: Searcher, title: str = "embedding-zoo · cross-modal retrieval",
+              uploads: Path | None = None) -> gr.Blocks:
+    """The Blocks page; every search button is also a named API endpoint. ``uploads``: Gradio's upload folder
+    (``GRADIO_TEMP_DIR``): an uploaded file's temporary copy there is deleted once it is added or rejected, and
+    Gradio removes its other temporary files after :data:`UPLOAD_MAX_AGE_S`."""
     backend = searcher.backend
+    corpus = searcher.corpus
     precisions = list(pp.PRECISIONS)
 
     def models_for(query: Modality, target: str) -> list[str]:
@@ -166,9 +182,14 @@ def build_app(searcher: Searcher, title: str = "embedding-zoo · cross-modal ret
         preferred = default_model(Modality(target) if target != Modality.TEXT.value else query)
         return preferred if preferred in names else (names[0] if names else None)
 
-    with gr.Blocks(title=title) as demo:
+    def header() -> str:
         # page users see counts only: server addresses and folders are the operator's business
-        gr.Markdown(f"# {title}\nBackend: **{backend.kind}** · corpus: {len(searcher.corpus.items)} items")
+        quarantined = len(corpus.quarantined)
+        return (f"# {title}\nBackend: **{backend.kind}** · corpus: {len(corpus.items)} items"
+                + (f" · {quarantined} item{'s' if quarantined != 1 else ''} quarantined" if quarantined else ""))
+
+    with gr.Blocks(title=title, delete_cache=(UPLOAD_MAX_AGE_S, UPLOAD_MAX_AGE_S)) as demo:
+        gr.Markdown(header)  # computed again on each page load
         with gr.Row():
             dims = gr.Number(value=0, precision=0, label="dimensions (0 = full)", minimum=0)
             precision = gr.Dropdown(precisions, value="float32", label="precision")
@@ -219,24 +240,42 @@ def build_app(searcher: Searcher, title: str = "embedding-zoo · cross-modal ret
 
         with gr.Tab("Corpus"):
             kinds = sorted(IMAGE_EXT | AUDIO_EXT | VIDEO_EXT | TEXT_EXT)
-            gr.Markdown(f"Add up to {MAX_UPLOAD_FILES} files at a time ({', '.join(kinds)}); they are copied "
-                        "into the corpus folder and indexed for every model in use.")
+            gr.Markdown(f"Add up to {MAX_UPLOAD_FILES} files at a time ({', '.join(kinds)}); each must decode as "
+                        "a model decodes it, then it is copied into the corpus folder and indexed for every model "
+                        f"in use. Added files may total {MAX_CORPUS_BYTES // 2**20} MiB and {MAX_CORPUS_ITEMS} "
+                        "items.")
             upload = gr.File(file_count="multiple", file_types=kinds, label="upload files", elem_id="upload")
             add = gr.Button("Add to corpus", elem_id="btn-add")
             added = gr.Markdown(elem_id="corpus-status")
+            gr.Markdown(corpus.quarantine_summary, elem_id="corpus-quarantine")  # again on each page load
 
             def add_files(files, progress=gr.Progress()):
                 """Add uploaded files to the corpus, then index them (server folders are the operator's
-                `--corpus DIR` option, never a page field)."""
+                `--corpus DIR` option, never a page field). Items a model fails on are quarantined."""
+                paths = [Path(f) for f in files or []]
                 try:
-                    items, errors = searcher.corpus.add_files([Path(f) for f in files or []])
+                    items, errors = corpus.add_files(paths)
                 except ZooError as err:
                     raise gr.Error(str(err)) from None
-                for model in list(searcher.indexes):
-                    searcher.index(model, progress)
+                finally:  # copied into the corpus or rejected: Gradio's temporary copy goes either way
+                    if uploads is not None:
+                        discard_uploads(paths, uploads)
+                        discard_leftovers(uploads)
+                before = set(corpus.quarantined)
+                try:
+                    for key in list(searcher.indexes):
+                        model, kind = key if isinstance(key, tuple) else (key, "dense")
+                        searcher.index(model, progress, kind)
+                except ZooError as err:
+                    raise gr.Error(str(err)) from None
+                quarantined = [corpus.quarantined[i] for i in corpus.quarantined if i not in before]
+                kept = [i for i in items if i.id in corpus.by_id]
                 for e in errors:
                     gr.Warning(e)
-                return f"added {len(items)} item(s); rejected {len(errors)}" + "".join(f"\n- {e}" for e in errors)
+                lines = errors + [f"{q.item.label}: quarantined ({q.reason})" for q in quarantined]
+                return (f"added {len(kept)} item(s); rejected {len(errors)}"
+                        + (f"; quarantined {len(quarantined)}" if quarantined else "")
+                        + "".join(f"\n- {line}" for line in lines))
 
             add.click(add_files, [upload], added, api_name="add_files")
 

@@ -64,13 +64,14 @@ class TritonBackend:
 
     kind = "triton"
 
-    def __init__(self, url: str = "127.0.0.1:8001") -> None:
+    def __init__(self, url: str = "127.0.0.1:8001", admin_headers: dict[str, str] | None = None) -> None:
         import tritonclient.grpc as grpcclient
         from tritonclient.utils import InferenceServerException
 
         from zoo.errors import ServerError
 
         self.url = url
+        self.admin_headers = admin_headers  # the model list is an admin API of Triton's (serving.server)
         self._client = grpcclient.InferenceServerClient(url)
         self._cache: dict[str, Embedder] = {}
         self._lock = threading.Lock()
@@ -84,7 +85,7 @@ class TritonBackend:
 
     def models(self) -> list[str]:
         """Registry names of the READY models on the server (one client each, kept for later searches)."""
-        index = self._client.get_model_repository_index(as_json=True).get("models", [])
+        index = self._client.get_model_repository_index(as_json=True, headers=self.admin_headers).get("models", [])
         return [self._remote(m["name"]).spec.name for m in index if m.get("state") == "READY"]
 
     def _remote(self, name: str) -> Embedder:

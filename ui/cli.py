@@ -14,20 +14,25 @@ DEFAULT_DATA_DIR = Path(os.environ.get("ZOO_DATA_DIR", Path.home() / ".cache" / 
 
 
 def build(backend_kind: str, url: str, data_dir: Path, approximate: bool = False, device: str | None = None,
-          corpus_dirs: list[str] | None = None, index: str | None = None):
+          corpus_dirs: list[str] | None = None, index: str | None = None,
+          admin_headers: dict[str, str] | None = None):
     """Backend, corpus (built offline on first start, plus the operator's ``corpus_dirs``) and pre-built
     indexes of the default models; ``index``: a vector database URI (:mod:`zoo.store`) for the dense
-    vectors instead of FAISS."""
+    vectors instead of FAISS. No corpus item stops it: one a model fails on is quarantined (listed, not
+    indexed), and a model that cannot be indexed now is indexed at its first search."""
     from .backend import LocalBackend, TritonBackend
-    from .corpus import build_default
+    from .corpus import UPLOAD_MAX_AGE_S, build_default, clean_uploads
 
     data_dir = Path(data_dir).resolve()
     uploads = data_dir / "uploads"
     uploads.mkdir(parents=True, exist_ok=True)
     os.environ["GRADIO_TEMP_DIR"] = str(uploads)  # uploads land here, the other folder Gradio may serve
+    stale = clean_uploads(uploads, UPLOAD_MAX_AGE_S)  # what an earlier run left (a crash, a kill)
+    if stale:
+        print(f"removed {stale} stale upload file(s)", flush=True)
     from .app import Searcher
 
-    backend = TritonBackend(url) if backend_kind == "triton" else LocalBackend(device)
+    backend = TritonBackend(url, admin_headers) if backend_kind == "triton" else LocalBackend(device)
     print(f"corpus: {data_dir / 'corpus'}", flush=True)
     corpus = build_default(data_dir / "corpus")
     for folder in corpus_dirs or []:  # the operator's choice on the command line; page users can only upload
@@ -47,8 +52,15 @@ def build(backend_kind: str, url: str, data_dir: Path, approximate: bool = False
 
     for model in dict.fromkeys(DEFAULT_MODELS.values()):
         if model in available:
-            with tqdm(total=100, desc=f"indexing for {model}", unit="%") as bar:
-                searcher.index(model, lambda frac, _msg: bar.update(round(100 * frac) - bar.n))
+            try:
+                with tqdm(total=100, desc=f"indexing for {model}", unit="%") as bar:
+                    searcher.index(model, lambda frac, _msg: bar.update(round(100 * frac) - bar.n))
+            except Exception as err:  # the page still starts; the search that needs this index says why
+                print(f"indexing for {model} failed ({type(err).__name__}: {err}); it is tried again at its "
+                      "first search", flush=True)
+    if corpus.quarantined:
+        print(f"{len(corpus.quarantined)} corpus item(s) quarantined (listed in {corpus.manifest}, not indexed)",
+              flush=True)
     return searcher, uploads
 
 
@@ -57,7 +69,7 @@ def launch(searcher, uploads: Path, host: str, port: int, block: bool = True):
     from .app import build_app
     from .corpus import MAX_UPLOAD_BYTES
 
-    demo = build_app(searcher)
+    demo = build_app(searcher, uploads=uploads)
     demo.queue(default_concurrency_limit=4)
     demo.launch(server_name=host, server_port=port, allowed_paths=[str(searcher.corpus.root), str(uploads)],
                 max_file_size=MAX_UPLOAD_BYTES, prevent_thread_lock=True, show_error=True, quiet=True)
@@ -87,7 +99,8 @@ class ServeDemo:
         """The running demo (its ``close()`` stops it), or None without ``--ui``."""
         if not args.ui:
             return None
-        searcher, uploads = build("triton", server.grpc_url, Path(args.data_dir), corpus_dirs=args.corpus)
+        searcher, uploads = build("triton", server.grpc_url, Path(args.data_dir), corpus_dirs=args.corpus,
+                                  admin_headers=server.admin_headers)
         return launch(searcher, uploads, args.ui_host, args.ui_port, block=False)
 
 
@@ -109,8 +122,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
         require("serve", "zoo demo --backend triton")
     _check(args, "zoo demo", args.host, args.port, "--port")
+    admin = None
+    if args.triton_admin_key:
+        from serving.server import ADMIN_HEADER, GRPC_ADMIN_PREFIX
+
+        admin = {GRPC_ADMIN_PREFIX + ADMIN_HEADER: args.triton_admin_key}
     searcher, uploads = build(args.backend, args.url, Path(args.data_dir), args.approximate, args.device,
-                              args.corpus, args.index)
+                              args.corpus, args.index, admin)
     launch(searcher, uploads, args.host, args.port, block=True)
     return 0
 
@@ -133,5 +151,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--index", metavar="URI", help="keep the dense vectors in this vector database instead of "
                    "FAISS: qdrant:PATH (embedded), qdrant+http://HOST:PORT (a server)")
     p.add_argument("--device", help="local backend: torch device")
+    p.add_argument("--triton-admin-key", default=os.environ.get("ZOO_TRITON_ADMIN_KEY"), metavar="KEY",
+                   help="the served tritonserver's admin secret, which listing its models needs (default: "
+                   "$ZOO_TRITON_ADMIN_KEY; `zoo serve --ui` passes its own)")
     add_ui_arguments(p)
     p.set_defaults(run=_cmd_demo)

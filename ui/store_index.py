@@ -30,6 +30,7 @@ class StoreIndex(_CorpusIndex):
         self.collection = collection_name(Path(folder).name)
         super().__init__(folder, spec)
 
+    # no files of its own (``files`` is empty): index.json keeps the ids sent, the database keeps the vectors
     def _load(self) -> None:
         if self.store.count(self.collection) != len(self.ids):  # wiped or another database: start again
             self.ids = []
@@ -39,9 +40,6 @@ class StoreIndex(_CorpusIndex):
                                  dimensions=self.spec.dim, precision="float32")  # as the FAISS index's views
         self.store.ensure(self.collection, "dense", vectors.shape[1])
         self.store.upsert(self.collection, "dense", ids, list(vectors), [{"modality": m} for m in modalities])
-
-    def _save(self) -> None:  # the database keeps the vectors
-        pass
 
     def bytes_per_item(self, dimensions: int | None, precision: str) -> float:
         """Stored bytes of one item's vector (full-width float32, what the database holds)."""
