@@ -8,7 +8,7 @@ import zoo
 from zoo.registry import list_families
 from zoo.weights import fingerprint
 
-from .tiny_models import TINY_MODELS, sample_inputs
+from .tiny_models import TINY_MODELS, assert_tells_apart, sample_inputs
 
 
 def test_every_registered_family_has_a_tiny_model():
@@ -51,13 +51,15 @@ def test_fingerprint_follows_the_weights(tmp_path):
 def check_output(emb, reversed_single, output: str, spec: zoo.EmbedderSpec, n: int) -> None:
     """An encode() result of ``output`` kind has its documented type and shape, unit vectors (non-negative
     weights for sparse), and rows that do not depend on batching or order (``reversed_single``: the items
-    reversed, one per batch)."""
+    reversed, one per batch), which tell the items apart (else an item swapped for another would pass)."""
     if output == "dense":
         assert emb.shape == (n, spec.dim) and emb.dtype == np.float32
         assert np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
+        assert_tells_apart(reversed_single)
         assert np.abs(reversed_single[::-1] - emb).max() < 1e-4
     elif output == "multivector":
         assert isinstance(emb, list) and len(emb) == n
+        assert_tells_apart(np.stack([b.mean(0) for b in reversed_single]))
         for a, b in zip(emb, reversed_single[::-1]):
             assert a.ndim == 2 and a.shape[1] == spec.dim and a.dtype == np.float32 and len(a) > 0
             assert np.allclose(np.linalg.norm(a, axis=1), 1, atol=1e-5)
@@ -67,4 +69,5 @@ def check_output(emb, reversed_single, output: str, spec: zoo.EmbedderSpec, n: i
 
         assert sps.issparse(emb) and emb.shape == (n, spec.vocab_size) and emb.dtype == np.float32
         assert emb.nnz > 0 and emb.data.min() > 0
+        assert_tells_apart(reversed_single.toarray())
         assert abs(emb - reversed_single[::-1]).max() < 1e-4

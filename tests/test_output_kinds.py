@@ -15,6 +15,9 @@ from zoo import postprocess as pp
 
 from .tiny_models import (
     TEXTS,
+    assert_multivector_parity,
+    assert_parity,
+    assert_tells_apart,
     make_colbert,
     make_colpali,
     make_colqwen2,
@@ -26,18 +29,6 @@ from .tiny_models import (
 
 pytestmark = pytest.mark.filterwarnings("ignore::zoo.truncation.TruncationWarning")
 DOCS = ["a red circle, on the left.", "two blue squares", "héllo wörld 🐱", "", "long " * 300, "x . , !"]
-
-
-def cos_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return (a * b).sum(1) / np.maximum(np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1), 1e-12)
-
-
-def assert_vectors_equal(ours: list, theirs: list) -> None:
-    assert len(ours) == len(theirs)
-    for a, b in zip(ours, theirs):
-        b = b.float().numpy() if isinstance(b, torch.Tensor) else np.asarray(b)
-        assert a.shape == b.shape, (a.shape, b.shape)
-        assert cos_rows(a, b).min() >= 0.9999
 
 
 def as_csr(t: torch.Tensor) -> sps.csr_matrix:
@@ -60,8 +51,8 @@ def test_colbert_parity_with_multivectorencoder(tmp_path, variant):
     q = ours.encode(TEXTS, "text", prompt_name="query")
     d = ours.encode(DOCS, "text", prompt_name="document")
     ref_q, ref_d = ref.encode_query(TEXTS), ref.encode_document(DOCS)
-    assert_vectors_equal(q, ref_q)
-    assert_vectors_equal(d, ref_d)
+    assert_multivector_parity(q, ref_q)
+    assert_multivector_parity(d, ref_d)
     assert np.allclose(scoring.maxsim(q, d), ref.similarity(ref_q, ref_d).numpy(), atol=1e-4)
     if "skiplist" in variant:  # punctuation is dropped on the document side only
         assert len(d[5]) < len(ours.encode(DOCS[5:], "text", prompt_name="query")[0])
@@ -78,8 +69,8 @@ def test_pylate_layout_colbert_parity(tmp_path):
     q = ours.encode(TEXTS, "text", prompt_name="query")
     d = ours.encode(DOCS, "text", prompt_name="document")
     assert {len(x) for x in q} == {16}  # expanded to the query length
-    assert_vectors_equal(q, ref.encode_query(TEXTS))
-    assert_vectors_equal(d, ref.encode_document(DOCS))
+    assert_multivector_parity(q, ref.encode_query(TEXTS))
+    assert_multivector_parity(d, ref.encode_document(DOCS))
     assert ours.tokenizer.tokenize("[unused0]hello")[0] == "[unused0]"
     spec = zoo.get_spec("lightonai/colbertv2.0")
     assert spec.family == "colbert" and spec.outputs == ("multivector",) and spec.prompts["query"] == "[unused0]"
@@ -93,6 +84,7 @@ def test_splade_parity_with_sparseencoder(tmp_path):
     assert ours.spec.outputs == ("sparse",) and ours.spec.vocab_size == 30522
     got, want = ours.encode(TEXTS, "text"), as_csr(ref.encode(TEXTS, convert_to_sparse_tensor=True))
     assert isinstance(got, sps.csr_matrix) and got.shape == want.shape and got.dtype == np.float32
+    assert_tells_apart(want.toarray())
     want.sort_indices()
     assert np.array_equal(got.indptr, want.indptr) and np.array_equal(got.indices, want.indices)
     # rtol on the weights; atol covers float rounding of near-zero weights (long texts get a pass of their own)
@@ -110,9 +102,43 @@ def test_splade_parity_with_sparseencoder(tmp_path):
         ours.encode(TEXTS[:2], "text", precision="float16")
 
 
+def flagembedding_m3():
+    """FlagEmbedding's BGE-M3 embedder, ``BGEM3FlagModel`` (FlagEmbedding's own code, through its public names).
+
+    FlagEmbedding 1.4.2 (the newest release) cannot be imported whole beside transformers 5.x: its top-level
+    ``__init__`` re-exports ``FlagEmbedding.inference``, whose ``__init__`` imports the rerankers, and
+    ``inference/reranker/decoder_only/models/modeling_minicpm_reranker.py`` (and ``gemma_model.py``) import
+    ``transformers.modeling_attn_mask_utils``, which transformers 5 removed. The embedders do not: the public
+    subpackage ``FlagEmbedding.inference.embedder`` loads unchanged once the two re-exporting ``__init__`` files
+    above it are passed over (bare package objects stand in for them while it loads)."""
+    import importlib.util
+    import sys
+    import types
+
+    try:
+        from FlagEmbedding import BGEM3FlagModel
+
+        return BGEM3FlagModel
+    except ModuleNotFoundError as err:
+        if err.name != "transformers.modeling_attn_mask_utils":
+            raise
+    root = importlib.util.find_spec("FlagEmbedding").submodule_search_locations[0]
+    stand_ins = {"FlagEmbedding": root, "FlagEmbedding.inference": f"{root}/inference"}
+    for name, path in stand_ins.items():
+        package = types.ModuleType(name)
+        package.__path__ = [path]
+        sys.modules[name] = package
+    try:
+        from FlagEmbedding.inference.embedder import BGEM3FlagModel
+    finally:
+        for name in stand_ins:  # a later `import FlagEmbedding` fails as it should, not on a bare stand-in
+            sys.modules.pop(name, None)
+    return BGEM3FlagModel
+
+
 def test_m3_three_kinds_parity_with_flagembedding(tmp_path):
     """Dense, sparse and multi-vector output of one BGE-M3-layout folder against FlagEmbedding's BGEM3FlagModel."""
-    from FlagEmbedding import BGEM3FlagModel
+    BGEM3FlagModel = flagembedding_m3()
 
     folder = make_m3(tmp_path / "m3")
     ours = zoo.create(str(folder), device="cpu")
@@ -120,9 +146,13 @@ def test_m3_three_kinds_parity_with_flagembedding(tmp_path):
     ref = BGEM3FlagModel(str(folder), use_fp16=False, devices="cpu")
     want = ref.encode(TEXTS, return_dense=True, return_sparse=True, return_colbert_vecs=True,
                       max_length=ours.max_length)
-    assert cos_rows(ours.encode(TEXTS, "text"), want["dense_vecs"]).min() >= 0.9999
-    assert_vectors_equal(ours.encode(TEXTS, "text", output="multivector"), want["colbert_vecs"])
+    assert_parity(ours.encode(TEXTS, "text"), want["dense_vecs"], what="dense")
+    assert_multivector_parity(ours.encode(TEXTS, "text", output="multivector"), want["colbert_vecs"])
     sparse = ours.encode(TEXTS, "text", output="sparse")
+    lexical = np.zeros(sparse.shape)
+    for r, weights in enumerate(want["lexical_weights"]):
+        lexical[r, [int(k) for k in weights]] = list(weights.values())
+    assert_tells_apart(lexical[[r for r, w in enumerate(want["lexical_weights"]) if w]])  # "" weighs no term
     for r, weights in enumerate(want["lexical_weights"]):
         row = sparse[r]
         assert sorted(int(k) for k in weights) == row.indices.tolist()
@@ -159,7 +189,7 @@ def test_colvision_parity_with_transformers(tmp_path, maker):
         with torch.no_grad():
             emb = ref(**batch).embeddings
         want = [e[m.bool()] for e, m in zip(emb, batch["attention_mask"])]
-        assert_vectors_equal(ours.encode(items, modality), want)
+        assert_multivector_parity(ours.encode(items, modality), want)
     scores = scoring.maxsim(ours.encode(TEXTS[:3], "text"), ours.encode(pages, "image"))
     qs = processor.process_queries(TEXTS[:3])
     ps = processor.process_images(pages)
@@ -211,7 +241,7 @@ def test_output_controls_are_checked_before_any_work(tmp_path):
 
 
 def test_multivector_controls_per_vector(tmp_path):
-    from sentence_transformers.multi_vector_encoder.modules.token_pooling import _hierarchical_pool_one
+    from sentence_transformers.multi_vector_encoder.modules import HierarchicalTokenPooling
 
     model = zoo.create(str(make_colbert(tmp_path / "c")), device="cpu")
     full = model.encode(DOCS, "text")
@@ -225,7 +255,8 @@ def test_multivector_controls_per_vector(tmp_path):
     long = max(range(len(full)), key=lambda i: len(full[i]))
     assert [len(p) for p in pooled] == [min(3, len(f)) for f in full]
     n = len(full[long])
-    ref = _hierarchical_pool_one(torch.from_numpy(full[long]), pool_factor=n / 3 - 1e-9, num_protected_tokens=0)
+    pooling = HierarchicalTokenPooling(pool_factor=n / 3 - 1e-9, num_protected_tokens=0, normalize_embeddings=True)
+    (ref,) = pooling.pool([torch.from_numpy(full[long])])
     assert ref.shape[0] == 3 and np.allclose(pooled[long], ref.numpy(), atol=1e-5)
 
 

@@ -13,7 +13,7 @@ from zoo import registry
 from zoo.data import shapes as S
 from zoo.postprocess import normalize
 
-from .tiny_models import copy_bert_tokenizer, make_qwen2_vl, qwen_tokenizer
+from .tiny_models import assert_parity, copy_bert_tokenizer, make_qwen2_vl, qwen_tokenizer, spread
 
 
 def cos(a, b):
@@ -33,17 +33,16 @@ def as_registered(monkeypatch, tmp_path, name: str, build, **spec_changes):
     return folder
 
 
-def tiny_bert(folder, max_positions: int = 512, type_scale: float = 1.0) -> int:
-    """A tiny random BERT (``type_scale``: its segment embeddings scaled up, so reading a text as the second
-    of a pair shows in the vectors)."""
+def tiny_bert(folder, max_positions: int = 512) -> int:
+    """A tiny random BERT (weights spread as :func:`tests.tiny_models.spread` does: its CLS row tells texts
+    apart, and reading a text as the second of a pair shows in the vectors)."""
     import torch
     from transformers import BertConfig, BertModel
 
     torch.manual_seed(0)
     model = BertModel(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                                  intermediate_size=64, max_position_embeddings=max_positions))
-    with torch.no_grad():
-        model.embeddings.token_type_embeddings.weight *= type_scale
+    spread(model)
     model.save_pretrained(folder)
     copy_bert_tokenizer(folder)
     return 32
@@ -55,14 +54,27 @@ def tiny_qwen2(folder) -> int:
 
     tok = qwen_tokenizer()
     torch.manual_seed(0)
-    Qwen2Model(Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-                           num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024,
-                           pad_token_id=tok.pad_token_id)).save_pretrained(folder)
+    model = Qwen2Model(Qwen2Config(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                   num_attention_heads=2, num_key_value_heads=1, max_position_embeddings=1024,
+                                   pad_token_id=tok.pad_token_id))
+    spread(model)
+    model.save_pretrained(folder)
     tok.save_pretrained(folder)
     return 32
 
 
 TEXTS = ["a red circle", "two blue squares on the left of a large yellow star", "x"]
+
+
+def full_padding_mask(attention_mask, dtype):
+    """A bidirectional attention mask, as the cards hand their decoders: the ``[B, T]`` padding mask (1 = token,
+    0 = padding) spread to the additive ``[B, 1, T, T]`` form every attention layer adds to its scores: 0 where a
+    query may look (every real token, before or after it), the dtype's minimum at padding; no causal triangle."""
+    import torch
+
+    b, t = attention_mask.shape
+    padding = (attention_mask[:, None, None, :] == 0).expand(b, 1, t, t)
+    return torch.zeros(b, 1, t, t, dtype=dtype).masked_fill(padding, torch.finfo(dtype).min)
 
 
 def bert_rows(folder, texts, pooling, firsts=None, max_length=512):
@@ -85,7 +97,6 @@ def test_kalm_v2_is_bidirectional_mean_pooled_with_its_instruction(monkeypatch, 
     'Instruct: … \\n Query: ' prompt on queries only; a mixed-length batch (padding) included."""
     import torch
     from transformers import AutoModel, AutoTokenizer
-    from transformers.modeling_attn_mask_utils import _prepare_4d_attention_mask
 
     name = "KaLM-Embedding/KaLM-embedding-multilingual-mini-instruct-v2"
     folder = as_registered(monkeypatch, tmp_path, name, tiny_qwen2)
@@ -94,8 +105,9 @@ def test_kalm_v2_is_bidirectional_mean_pooled_with_its_instruction(monkeypatch, 
 
     def card(texts, prompt="", causal=False):
         enc = tok([prompt + t for t in texts], padding=True, return_tensors="pt")
-        # the card's model: a full (non-causal) padding mask handed to every layer
-        mask = enc["attention_mask"] if causal else {"full_attention": _prepare_4d_attention_mask(
+        # the card's model: a full (non-causal) padding mask handed to every layer (Qwen2Model takes a dict of
+        # ready masks by layer type and uses it as it is)
+        mask = enc["attention_mask"] if causal else {"full_attention": full_padding_mask(
             enc["attention_mask"], torch.float32)}
         with torch.no_grad():
             hidden = ref(input_ids=enc["input_ids"], attention_mask=mask).last_hidden_state
@@ -104,8 +116,8 @@ def test_kalm_v2_is_bidirectional_mean_pooled_with_its_instruction(monkeypatch, 
 
     query = model.spec.prompts["query"]
     assert query == "Instruct: Given a query, retrieve documents that answer the query \n Query: "
-    assert cos(model.encode(TEXTS, "text", prompt_name="query"), card(TEXTS, query)).min() >= 0.9999
-    assert cos(model.encode(TEXTS, "text"), card(TEXTS)).min() >= 0.9999
+    assert_parity(model.encode(TEXTS, "text", prompt_name="query", normalize=False), card(TEXTS, query))
+    assert_parity(model.encode(TEXTS, "text", normalize=False), card(TEXTS))
     assert cos(model.encode(TEXTS, "text"), card(TEXTS, causal=True)).min() < 0.999  # the mask matters
 
 
@@ -120,7 +132,7 @@ def test_bert_retrievers_follow_their_cards(monkeypatch, tmp_path, name, pooling
     model = zoo.create(name, device="cpu")
     texts = TEXTS + (["a red circle " * 150 + "and two green stars " * 600] if long else [])
     want = bert_rows(folder, [prefix + t for t in texts], pooling, max_length=4096 if long else 512)
-    assert cos(model.encode(texts, "text"), want).min() >= 0.9999
+    assert_parity(model.encode(texts, "text", normalize=False), want)
     if long:  # 4k positions: a 3,000-token text is read past 512 tokens
         assert model.max_length == 4096
         assert cos(model.encode(texts[-1:], "text"), bert_rows(folder, [prefix + texts[-1]], pooling)) < 0.999
@@ -129,14 +141,14 @@ def test_bert_retrievers_follow_their_cards(monkeypatch, tmp_path, name, pooling
 def test_simlm_reads_documents_as_title_passage_pairs(monkeypatch, tmp_path):
     """SimLM: CLS pooling; a query alone cut at 32 tokens, a document as the pair ('-', passage) at 144."""
     name = "intfloat/simlm-base-msmarco-finetuned"
-    folder = as_registered(monkeypatch, tmp_path, name, lambda f: tiny_bert(f, type_scale=50))
+    folder = as_registered(monkeypatch, tmp_path, name, tiny_bert)
     model = zoo.create(name, device="cpu")
     texts = TEXTS + ["long passage " * 100]
     queries = bert_rows(folder, texts, "cls", max_length=32)
     docs = bert_rows(folder, texts, "cls", firsts=["-"] * len(texts), max_length=144)
-    assert cos(model.encode(texts, "text"), queries).min() >= 0.9999  # "query" is the default prompt
-    got = model.encode(texts, "text", prompt_name="document")
-    assert cos(got, docs).min() >= 0.9999
+    assert_parity(model.encode(texts, "text", normalize=False), queries)  # "query" is the default prompt
+    got = model.encode(texts, "text", prompt_name="document", normalize=False)
+    assert_parity(got, docs)
     # the same words as one text (a prefix) are read differently: the parity above is not a coincidence
     assert cos(got, bert_rows(folder, ["- " + t for t in texts], "cls", max_length=144)).min() < 0.9999
 
@@ -201,24 +213,25 @@ def test_vlm2vec_merges_its_lora_and_follows_the_card(monkeypatch, tmp_path):
     strings = ["<|image_pad|> Represent the given image.",
                "Find me an everyday image that matches the given caption: a red circle",
                "<|image_pad|> Represent the given image with the following question: what colour is it?"]
+    got, want = [], []
     for item, prompt, string in zip(items, prompts, strings):
         pics = [p for p in item if not isinstance(p, str)] or None
         with torch.no_grad():
             out = ref(**proc(text=[string], images=pics, return_tensors="pt"), output_hidden_states=True)
-        want = out.hidden_states[-1][0, -1].numpy()[None]
-        got = model.encode([item], "interleaved", prompt_name=prompt)
-        assert cos(got, want)[0] >= 0.9999, (prompt, cos(got, want))
+        want.append(out.hidden_states[-1][0, -1].numpy())
+        got.append(model.encode([item], "interleaved", prompt_name=prompt, normalize=False)[0])
+    assert_parity(np.stack(got), np.stack(want))
     # a mixed batch (images and text alone, one prompt) gives the rows one at a time gives
-    batch = model.encode(items, "interleaved", prompt_name="question", batch_size=3)
-    alone = np.concatenate([model.encode([x], "interleaved", prompt_name="question") for x in items])
-    assert cos(batch, alone).min() >= 0.9999
+    batch = model.encode(items, "interleaved", prompt_name="question", batch_size=3, normalize=False)
+    alone = np.concatenate([model.encode([x], "interleaved", prompt_name="question", normalize=False)
+                            for x in items])
+    assert_parity(batch, alone)
 
 
 def _omni_reference(folder):
     """The checkpoint called directly through transformers as its card's code does: the Qwen2.5-Omni thinker
     with a full (bidirectional) padding mask handed to its decoder, mean of the last hidden states."""
     from transformers import Qwen2_5OmniThinkerConfig, Qwen2_5OmniThinkerForConditionalGeneration
-    from transformers.modeling_attn_mask_utils import _prepare_4d_attention_mask
 
     cfg = json.loads((folder / "config.json").read_text())
     cfg = {k: v for k, v in cfg.items() if k != "auto_map"} | {"model_type": "qwen2_5_omni_thinker"}
@@ -229,8 +242,7 @@ def _omni_reference(folder):
 
     def bidirectional_forward(*args, attention_mask=None, **kwargs):
         if attention_mask is not None and not isinstance(attention_mask, dict):
-            full = _prepare_4d_attention_mask(attention_mask, kwargs["inputs_embeds"].dtype)
-            attention_mask = {"full_attention": full}
+            attention_mask = {"full_attention": full_padding_mask(attention_mask, kwargs["inputs_embeds"].dtype)}
         return causal_forward(*args, attention_mask=attention_mask, **kwargs)
 
     decoder.forward = bidirectional_forward
@@ -259,7 +271,7 @@ def test_omni_embed_text_image_audio_video_and_mixtures(monkeypatch, tmp_path):
     silent = encode_frames(S.moving_clip("blue", "star", 6), 2)
     items = [["a red circle"], [img], [{"audio": (speech, P.SAMPLE_RATE)}], [{"video": clip}],
              [{"video": silent}], ["this", img, "sounds like", {"audio": (speech, P.SAMPLE_RATE)}]]
-    got = model.encode(items, "interleaved", prompt_name="document", batch_size=6)
+    got = model.encode(items, "interleaved", prompt_name="document", batch_size=6, normalize=False)
 
     ref, proc = _omni_reference(folder), Qwen2_5OmniProcessor.from_pretrained(folder, trust_remote_code=False)
     tags = {"image": "<|vision_bos|><|IMAGE|><|vision_eos|>", "audio": "<|audio_bos|><|AUDIO|><|audio_eos|>",
@@ -291,7 +303,7 @@ def test_omni_embed_text_image_audio_video_and_mixtures(monkeypatch, tmp_path):
             hidden = ref(**enc, output_hidden_states=True).hidden_states[-1]
         mask = enc["attention_mask"][..., None].float()
         want.append(((hidden * mask).sum(1) / mask.sum(1))[0].numpy())
-    assert cos(got, np.stack(want)).min() >= 0.9999, cos(got, np.stack(want))
+    assert_parity(got, np.stack(want))
     # the plain modalities are one-part inputs, and a video file carries its sound track
     assert cos(model.encode([img], "image", prompt_name="document"), got[1:2])[0] >= 0.9999
     assert cos(model.encode([clip], "video", prompt_name="document"), got[3:4])[0] >= 0.9999
@@ -316,7 +328,7 @@ def test_mme5_follows_its_card_on_llama_vision(monkeypatch, tmp_path):
     strings = ["<|image|><|begin_of_text|> Represent the given image with the following question:",
                "Represent the given image with the following question: a cat and a dog",
                "<|image|><|begin_of_text|> Represent the given image with the following question: what is in the image"]
-    got = model.encode(items, "interleaved", prompt_name="question", batch_size=3)
+    got = model.encode(items, "interleaved", prompt_name="question", batch_size=3, normalize=False)
     ref, proc = MllamaForConditionalGeneration.from_pretrained(folder).eval(), AutoProcessor.from_pretrained(folder)
     want = []
     for item, string in zip(items, strings):
@@ -325,5 +337,5 @@ def test_mme5_follows_its_card_on_llama_vision(monkeypatch, tmp_path):
         with torch.no_grad():
             hidden = ref(**enc, output_hidden_states=True).hidden_states[-1]
         want.append(hidden[0, int(enc["attention_mask"].sum()) - 1].numpy())
-    assert cos(got, np.stack(want)).min() >= 0.9999, cos(got, np.stack(want))
+    assert_parity(got, np.stack(want))
     assert model.spec.prompts["document"] == "Represent the given image."

@@ -8,7 +8,7 @@ import pytest
 import zoo
 from zoo.truncation import TruncationWarning
 
-from .tiny_models import make_tiny_text_folder
+from .tiny_models import assert_parity, make_tiny_text_folder
 
 VARIED = [
     "a cat on a sofa",
@@ -35,8 +35,9 @@ def test_parity_with_sentence_transformers(minilm, st_reference):
     with warnings.catch_warnings(record=True):
         ours = minilm.encode(VARIED, "text", batch_size=3)
     ref = st_reference.encode(VARIED, normalize_embeddings=True, batch_size=3)
-    cos = (ours * ref).sum(1)
-    assert cos.min() >= 0.9999, cos
+    distinct = [i for i in range(len(VARIED)) if i != 3]  # empty and whitespace-only read as the same tokens
+    assert_parity(ours[distinct], ref[distinct])
+    np.testing.assert_allclose(ours[3], ref[3], atol=1e-4)
 
 
 def test_truncation_warns_with_count(minilm):
@@ -93,8 +94,8 @@ def test_tiny_folder_pooling_matches_reference(tmp_path, pooling):
     model = zoo.create(str(folder), device="cpu")
     assert model.spec.dim == 32 and model.pooling == pooling
     texts = ["one", "two words", "a somewhat longer sentence here", "é 🐱"]
-    ref = SentenceTransformer(str(folder), device="cpu").encode(texts, normalize_embeddings=True)
-    assert ((model.encode(texts, "text") * ref).sum(1)).min() >= 0.9999
+    ref = SentenceTransformer(str(folder), device="cpu").encode(texts)
+    assert_parity(model.encode(texts, "text", normalize=False), ref)
 
 
 def test_folder_prompts(tmp_path):

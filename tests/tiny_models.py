@@ -7,12 +7,82 @@ import shutil
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 import zoo
 from zoo.defaults import default_model
 from zoo.weights import resolve
 
 TEXTS = ["a red circle", "two blue squares on the left", "héllo wörld 🐱", "", "long " * 300, "x"]
 BERT_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json")
+
+#: The largest cosine a parity test's reference may give two of its different inputs. A random model can map
+#: every input to nearly the same vector (a tiny BERT's CLS row did, at cos 0.99997): then a row-wise bar of
+#: cos ≥ 0.9999 holds for the wrong input too, and the parity test cannot fail.
+MAX_CROSS_COS = 0.99
+
+
+def _rows(x) -> np.ndarray:
+    if hasattr(x, "detach"):
+        x = x.detach().float().cpu().numpy()
+    x = np.asarray(x, np.float64)
+    return x.reshape(len(x), -1)
+
+
+def assert_tells_apart(rows, max_cos: float = MAX_CROSS_COS, what: str = "the reference") -> None:
+    """The rows (one per input) are told apart: no two of them have a cosine of ``max_cos`` or more."""
+    rows = _rows(rows)
+    assert len(rows) >= 2, "telling inputs apart needs two of them"
+    unit = rows / np.maximum(np.linalg.norm(rows, axis=1, keepdims=True), 1e-12)
+    sim = unit @ unit.T
+    np.fill_diagonal(sim, -np.inf)
+    i, j = np.unravel_index(int(np.argmax(sim)), sim.shape)
+    assert sim[i, j] < max_cos, (f"{what} maps inputs {i} and {j} to nearly the same vector (cos {sim[i, j]:.6f} "
+                                 f"≥ {max_cos}): a parity bar could not tell a wrong input from the right one")
+
+
+def assert_parity(got, want, *, min_cos: float = 0.9999, rtol: float = 1e-4,
+                  max_cross: float | None = MAX_CROSS_COS, what: str = "") -> None:
+    """``got`` (zoo's rows) equals ``want`` (the reference's rows for the same inputs), in a way that can fail:
+    the reference tells its inputs apart (:func:`assert_tells_apart`; ``max_cross=None`` where the caller
+    checks that itself, e.g. on whole items when the rows are their token vectors), every row's cosine is at
+    least ``min_cos``, and the raw values agree within ``rtol`` of the largest reference value (far tighter than
+    the cosine bar, and blind to nothing the cosine ignores, e.g. a row's length)."""
+    got, want = _rows(got), _rows(want)
+    assert got.shape == want.shape, (what, got.shape, want.shape)
+    if max_cross is not None:
+        assert_tells_apart(want, max_cross, f"the reference{' (' + what + ')' if what else ''}")
+    cos = (got * want).sum(1) / np.maximum(np.linalg.norm(got, axis=1) * np.linalg.norm(want, axis=1), 1e-12)
+    assert cos.min() >= min_cos, (what, cos)
+    np.testing.assert_allclose(got, want, rtol=0, atol=rtol * np.abs(want).max(), err_msg=what)
+
+
+def assert_multivector_parity(got: list, want: list, *, min_cos: float = 0.9999, rtol: float = 1e-4,
+                              what: str = "") -> None:
+    """Multi-vector output (one ``[n_i, d]`` array per input) equals the reference's: the same number of vectors
+    per input, the reference tells the inputs apart (their mean vectors; single token vectors may repeat, as a
+    word does), and every vector passes :func:`assert_parity`'s cosine and raw-value bars."""
+    got, want = [_rows(g) for g in got], [_rows(w) for w in want]
+    assert [g.shape for g in got] == [w.shape for w in want], what
+    assert_tells_apart(np.stack([w.mean(0) for w in want]), what=f"the reference{' (' + what + ')' if what else ''}")
+    assert_parity(np.concatenate(got), np.concatenate(want), min_cos=min_cos, rtol=rtol, max_cross=None, what=what)
+
+
+def spread(model, gain: float = 1.0) -> None:
+    """Re-draw a random model's weight matrices (every parameter of two or more dimensions: linear, convolution
+    and embedding weights) from N(0, gain²/fan_in), in place, so that different inputs get clearly different
+    vectors.
+
+    transformers' own initialization (std 0.02) leaves a 32-wide model's residual branches a hundred times smaller
+    than the stream they add to: the CLS row of a tiny BERT, CLAP's audio rows, CLIP's image rows come out nearly
+    the same for every input (cos 0.9999+), and a parity bar of cos ≥ 0.9999 then holds for a wrong input too.
+    Variance-preserving weights make every layer mix its inputs as a trained one does."""
+    import torch
+
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.dim() >= 2:
+                param.normal_(0.0, gain * param[0].numel() ** -0.5)
 
 
 def copy_bert_tokenizer(dest: Path) -> None:
@@ -32,7 +102,9 @@ def make_tiny_text_folder(dest: Path, *, pooling: str | None = None, prompts: di
     torch.manual_seed(seed)
     cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                      intermediate_size=64, max_position_embeddings=128)
-    BertModel(cfg).save_pretrained(dest)
+    bert = BertModel(cfg)
+    spread(bert)
+    bert.save_pretrained(dest)
     copy_bert_tokenizer(dest)
     if pooling:
         (dest / "1_Pooling").mkdir(exist_ok=True)
@@ -69,6 +141,7 @@ def make_open_clip(dest: Path) -> Path:
     (dest / "open_clip_config.json").write_text(json.dumps(cfg))
     torch.manual_seed(0)
     model = open_clip.create_model(f"local-dir:{dest}")
+    spread(model)
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, dest / "open_clip_model.safetensors")
     return dest
 
@@ -86,14 +159,18 @@ def make_hf_clip(dest: Path, kind: str = "clip") -> Path:
     if kind == "clip":
         from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
 
-        CLIPModel(CLIPConfig(text_config=text | {"eos_token_id": 102, "pad_token_id": 0}, vision_config=vision,
-                             projection_dim=24)).save_pretrained(dest)
+        model = CLIPModel(CLIPConfig(text_config=text | {"eos_token_id": 102, "pad_token_id": 0},
+                                     vision_config=vision, projection_dim=24))
         CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(dest)
     else:
         from transformers import SiglipConfig, SiglipImageProcessor, SiglipModel
 
-        SiglipModel(SiglipConfig(text_config=text, vision_config=vision)).save_pretrained(dest)
+        model = SiglipModel(SiglipConfig(text_config=text, vision_config=vision))
         SiglipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(dest)
+    # SigLIP reads a text padded to 64 tokens at its last (padding) position: sharper attention lets the few
+    # real tokens show there (at gain 1, "héllo 🐱" and "" come out at cos 0.996)
+    spread(model, gain=2.0 if kind == "siglip" else 1.0)
+    model.save_pretrained(dest)
     copy_bert_tokenizer(dest)
     return dest
 
@@ -109,7 +186,14 @@ def make_clap(dest: Path) -> Path:
                 max_position_embeddings=130, pad_token_id=0)
     audio = dict(patch_embeds_hidden_size=16, hidden_size=32, depths=[1, 1], num_attention_heads=[1, 2],
                  window_size=8, num_mel_bins=64, spec_size=256)
-    ClapModel(ClapConfig(text_config=text, audio_config=audio, projection_dim=24)).save_pretrained(dest)
+    model = ClapModel(ClapConfig(text_config=text, audio_config=audio, projection_dim=24))
+    spread(model)
+    # the audio tower's input BatchNorm, as training leaves it, holds the log-mel statistics (dB, about -40 ± 15):
+    # a fresh one (0 ± 1) passes on every clip as one large constant offset, and all clips look alike
+    norm = model.audio_model.audio_encoder.batch_norm
+    norm.running_mean.fill_(-40.0)
+    norm.running_var.fill_(15.0**2)
+    model.save_pretrained(dest)
     ClapFeatureExtractor(truncation="rand_trunc").save_pretrained(dest)  # as the unfused LAION checkpoints
     copy_bert_tokenizer(dest)
     return dest
@@ -179,7 +263,12 @@ def make_mllama(dest: Path) -> Path:
                          pad_token_id=ids["<|finetune_right_pad_id|>"]),
         image_token_index=ids["<|image|>"],
     )
-    MllamaForConditionalGeneration(config).save_pretrained(dest)
+    model = MllamaForConditionalGeneration(config)
+    spread(model)
+    for name, gate in model.named_parameters():  # transformers opens the cross-attention gates at 0: images
+        if "cross_attn_" in name and name.endswith("_gate"):  # would then change nothing in the text
+            gate.data.fill_(1.0)
+    model.save_pretrained(dest)
     MllamaProcessor(image_processor=MllamaImageProcessor(size={"height": 28, "width": 28}, max_image_tiles=1),
                     tokenizer=tokenizer).save_pretrained(dest)
     return dest
@@ -211,7 +300,11 @@ def make_qwen2_vl(dest: Path) -> Path:
         image_token_id=ids["<|image_pad|>"], video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"], vision_end_token_id=ids["<|vision_end|>"],
     )
-    Qwen2VLModel(config).save_pretrained(dest)
+    model = Qwen2VLModel(config)
+    # read as GME does, every input ends in the same <|endoftext|> token, whose last hidden state is the
+    # embedding: sharper attention lets the texts show there (at gain 1, "a red circle" and "x" give cos 0.991)
+    spread(model, gain=1.5)
+    model.save_pretrained(dest)
     pixels = dict(min_pixels=56 * 56, max_pixels=112 * 112)
     Qwen2VLProcessor(image_processor=Qwen2VLImageProcessor(**pixels), tokenizer=tokenizer,
                      video_processor=Qwen2VLVideoProcessor(**pixels)).save_pretrained(dest)
@@ -259,7 +352,9 @@ def make_omni(dest: Path, *, model_type: str = "nvomniembed") -> Path:
         audio_end_token_id=ids["<|audio_eos|>"], position_id_per_seconds=25, seconds_per_chunk=2,
         pad_token_id=ids["<|endoftext|>"],
     )
-    Qwen2_5OmniThinkerForConditionalGeneration(config).save_pretrained(dest)
+    thinker = Qwen2_5OmniThinkerForConditionalGeneration(config)
+    spread(thinker)
+    thinker.save_pretrained(dest)
     if model_type != "qwen2_5_omni_thinker":
         cfg = json.loads((dest / "config.json").read_text())
         cfg |= {"model_type": model_type, "architectures": ["NVOmniEmbedModel"],
@@ -280,7 +375,8 @@ def make_aligned(dest: Path) -> Path:
     import torch
     from safetensors.torch import save_file
 
-    from zoo.families.aligned import build_audio_tower, build_image_tower
+    from zoo.data import shapes as S
+    from zoo.families.aligned import build_audio_tower, build_image_tower, image_batch
 
     dest.mkdir(parents=True, exist_ok=True)
     text = zoo.get_spec(default_model("text"))
@@ -288,9 +384,21 @@ def make_aligned(dest: Path) -> Path:
               "audio_width": 8, "sample_rate": 16000, "max_seconds": 10.0, "text_weight": 2.5, "image_weight": 1.0,
               "max_length": text.max_length, "description": "tiny random aligned towers (tests)"}
     torch.manual_seed(0)
-    state = {f"image.{k}": v for k, v in build_image_tower(text.dim, 4).state_dict().items()}
-    state |= {f"audio.{k}": v for k, v in build_audio_tower(text.dim, width=8).state_dict().items()
-              if not k.startswith("mel.")}
+    image, audio = build_image_tower(text.dim, 4), build_audio_tower(text.dim, width=8)
+    spread(image)
+    spread(audio)
+    # the image tower's BatchNorms hold the statistics of what they see, as training leaves them (fresh ones,
+    # 0 ± 1, let every ReLU layer add the same positive offset, until all pictures come out alike)
+    rng = np.random.default_rng(0)
+    for norm in image.modules():
+        if isinstance(norm, torch.nn.BatchNorm2d):
+            norm.momentum = None  # a plain average over the calibration batch
+    image.train()
+    with torch.no_grad():
+        image(image_batch([S.render(S.sample_scene(rng), rng) for _ in range(32)]))
+    image.eval()
+    state = {f"image.{k}": v for k, v in image.state_dict().items()}
+    state |= {f"audio.{k}": v for k, v in audio.state_dict().items() if not k.startswith("mel.")}
     save_file({k: v.contiguous() for k, v in state.items()}, dest / "model.safetensors")
     (dest / "config.json").write_text(json.dumps(config))
     return dest
@@ -306,6 +414,8 @@ def make_speaker(dest: Path) -> Path:
     dest.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
     lstm, linear = nn.LSTM(N_MELS, 256, 3, batch_first=True), nn.Linear(256, 256)
+    spread(lstm, gain=3.0)  # its input, mel power frames, is small: at gain 1 every clip gave one vector
+    spread(linear)
     state = {f"lstm.{k}": v for k, v in lstm.state_dict().items()} | {f"linear.{k}": v for k, v in
                                                                        linear.state_dict().items()}
     torch.save({"model_state": state}, dest / "pretrained.pt")
@@ -367,8 +477,10 @@ def make_splade(dest: Path) -> Path:
     mlm = dest.with_name(dest.name + "-mlm")
     mlm.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(2)
-    BertForMaskedLM(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                               intermediate_size=64, max_position_embeddings=128)).save_pretrained(mlm)
+    bert = BertForMaskedLM(BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                      intermediate_size=64, max_position_embeddings=128))
+    spread(bert)
+    bert.save_pretrained(mlm)
     copy_bert_tokenizer(mlm)
     model = SparseEncoder(modules=[Transformer(str(mlm), transformer_task="fill-mask", max_seq_length=64),
                                    SpladePooling("max")])
@@ -383,8 +495,9 @@ def make_colqwen2(dest: Path) -> Path:
 
     vlm = make_qwen2_vl(dest.with_name(dest.name + "-vlm"))
     torch.manual_seed(3)
-    ColQwen2ForRetrieval(ColQwen2Config(vlm_config=Qwen2VLConfig.from_pretrained(vlm), embedding_dim=16)
-                         ).save_pretrained(dest)
+    model = ColQwen2ForRetrieval(ColQwen2Config(vlm_config=Qwen2VLConfig.from_pretrained(vlm), embedding_dim=16))
+    spread(model)
+    model.save_pretrained(dest)
     base = AutoProcessor.from_pretrained(vlm)
     ColQwen2Processor(image_processor=base.image_processor, tokenizer=base.tokenizer).save_pretrained(dest)
     return dest
@@ -423,7 +536,9 @@ def make_colpali(dest: Path) -> Path:
                            num_hidden_layers=1, num_attention_heads=2, image_size=28, patch_size=14),
         image_token_id=ids["<image>"], projection_dim=32, hidden_size=32)
     torch.manual_seed(4)
-    ColPaliForRetrieval(ColPaliConfig(vlm_config=vlm, embedding_dim=16)).save_pretrained(dest)
+    model = ColPaliForRetrieval(ColPaliConfig(vlm_config=vlm, embedding_dim=16))
+    spread(model)
+    model.save_pretrained(dest)
     processor = ColPaliProcessor(image_processor=SiglipImageProcessor(size={"height": 28, "width": 28},
                                                                       image_seq_length=4), tokenizer=tokenizer)
     processor.image_seq_length = 4
@@ -439,9 +554,11 @@ def make_m3(dest: Path) -> Path:
 
     dest.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(5)
-    XLMRobertaModel(XLMRobertaConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                     intermediate_size=64, max_position_embeddings=130, pad_token_id=0),
-                    add_pooling_layer=False).save_pretrained(dest)
+    encoder = XLMRobertaModel(XLMRobertaConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2,
+                                               num_attention_heads=2, intermediate_size=64,
+                                               max_position_embeddings=130, pad_token_id=0), add_pooling_layer=False)
+    spread(encoder)
+    encoder.save_pretrained(dest)
     copy_bert_tokenizer(dest)
     torch.save(torch.nn.Linear(32, 32).state_dict(), dest / "colbert_linear.pt")
     torch.save(torch.nn.Linear(32, 1).state_dict(), dest / "sparse_linear.pt")
