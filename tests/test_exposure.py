@@ -51,8 +51,9 @@ class TritonPythonModel:
     def execute(self, requests):
         return []
 '''
-EVIL_CONFIG = '{"name": "%s", "backend": "python", "max_batch_size": 0, "input": [{"name": "X", ' \
-              '"data_type": "TYPE_FP32", "dims": [1]}], "output": [{"name": "Y", "data_type": "TYPE_FP32", "dims": [1]}]}'
+EVIL_CONFIG = ('{"name": "%s", "backend": "python", "max_batch_size": 0, "input": [{"name": "X", '
+               '"data_type": "TYPE_FP32", "dims": [1]}], "output": [{"name": "Y", "data_type": "TYPE_FP32", '
+               '"dims": [1]}]}')
 
 
 @pytest.fixture(scope="module")
