@@ -6,17 +6,20 @@
 # Both are for Linux x86-64 and Python 3.11. Extra arguments go to pytest.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-source "$ROOT/scripts/env.sh"  # uv, at its locked version
+"$ROOT/scripts/venv.sh" "${ZOO_VENV:-$ROOT/.venv}" "$ROOT/requirements.lock"  # uv, at its locked version
+uv="${ZOO_VENV:-$ROOT/.venv}/bin/uv"
+cd "$ROOT"
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 compile() {
   # setuptools is locked too: the project is installed with --no-build-isolation. `typing` (a Python 2
   # backport that resemblyzer still names) is the standard library's on 3.11 and has no installable release.
-  printf 'setuptools>=68,<81\n' | uv pip compile pyproject.toml - --python-version 3.11 \
+  printf 'setuptools>=68,<81\n' | "$uv" pip compile pyproject.toml - --python-version 3.11 \
     --python-platform x86_64-manylinux_2_36 --generate-hashes --no-header --quiet --no-emit-package typing "$@"
 }
 compile --extra dev -o "$tmp/requirements.lock"
 compile -c "$tmp/requirements.lock" -o "$tmp/requirements-core.lock"
+sed -i "s#-c $tmp/#-c #" "$tmp/requirements-core.lock"  # the annotation names the lock beside it, not the tmp copy
 ZOO_VENV="$tmp/venv" ZOO_LOCK="$tmp/requirements.lock" ZOO_CORE_LOCK="$tmp/requirements-core.lock" \
   "$ROOT/scripts/test.sh" "$@"
 cp "$tmp/requirements.lock" "$tmp/requirements-core.lock" "$ROOT/"
