@@ -1,7 +1,9 @@
 """The one generic Triton python-backend model: loads any `zoo` model named in its config.
 
-Batching: all requests of one dynamic batch that share a modality and output options are embedded by
-ONE ``embed_decoded()`` call and the rows are split back. Every request gets exactly one response, in
+Batching: all requests of one dynamic batch that share a modality and output options are embedded together
+and the rows are split back: texts (decoded up front, cut to what the model reads) by ONE ``embed_decoded()``
+call; media by one ``encode_items()`` call, which decodes them a window at a time (never every decoded image
+of a batch at once; see :mod:`zoo.media.budgets`). Every request gets exactly one response, in
 order. A request whose item cannot be decoded, or whose parameters are invalid, gets an error response
 naming the problem (and the item index) with the status its error class maps to (``INVALID_ARG`` →
 gRPC ``INVALID_ARGUMENT`` / HTTP 400, ``NOT_FOUND`` → 404, ``INTERNAL`` → 500); the others in the batch are
@@ -19,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from zoo.base import EncodeOptions
+from zoo.base import EncodeOptions, check_items
 from zoo.errors import InvalidArgumentError, ZooError, code_of, to_wire
 from zoo.spec import Modality
 
@@ -58,19 +60,19 @@ class Answer:
 class _Prepared:
     modality: Modality
     opts: EncodeOptions
-    items: list[Any]
+    items: list[Any]  # decoded texts, or (other modalities) the raw items, decoded a window at a time later
     tokens: bool
 
-    def answer(self, embedder, result: Any) -> Answer:
+    def answer(self, result: Any, counts: list[int] | None) -> Answer:
         outputs = contract.result_to_wire(result, self.opts)
         if self.tokens:
-            counts = embedder.count_tokens(self.items, self.modality, self.opts.prompt)
             outputs[contract.TOKENS] = np.asarray(counts, np.int32).reshape(-1, 1)
         return Answer(outputs)
 
 
 def _prepare(embedder, req: Request) -> _Prepared:
-    """Validate one request and decode its items; raises a ZooError for the caller to report."""
+    """Validate one request; raises a ZooError for the caller to report. Texts are decoded here (cut to what
+    the model reads, they are cheap to hold); media stay raw until :func:`_embed_media` decodes them."""
     present = [name for name in req.inputs if name in contract.MODALITY_OF_INPUT]
     if len(present) != 1:
         expected = [contract.INPUTS[m] for m in embedder.spec.modalities]
@@ -78,14 +80,77 @@ def _prepare(embedder, req: Request) -> _Prepared:
     modality = embedder.check_modality(contract.MODALITY_OF_INPUT[present[0]])
     opts = embedder.options(**contract.parse_parameters(req.parameters))
     raw = [contract.decode_item(modality, x, i) for i, x in enumerate(req.inputs[present[0]])]
+    if modality is not Modality.TEXT:
+        check_items(raw)
+        return _Prepared(modality, opts, raw, req.tokens)
     return _Prepared(modality, opts, embedder.decode(raw, modality, allow_paths=False), req.tokens)
 
 
-def handle(embedder, requests: list[Request]) -> list[Answer | ZooError | Exception]:
-    """One result per request, in order: its outputs, or the error that request gets."""
+def _embed_texts(embedder, modality: Modality, opts: EncodeOptions, members: list, results: list) -> None:
+    """One group of text requests: ONE ``embed_decoded()`` call, rows split back."""
+    try:
+        joint = embedder.embed_decoded([x for _, prep in members for x in prep.items], modality, opts)
+        ends = np.cumsum([0] + [len(prep.items) for _, prep in members])
+        rows: list[Any] | None = [joint[a:b] for a, b in zip(ends[:-1], ends[1:])]  # array, list or csr rows
+    except Exception:  # something in the joint batch failed: each request alone, so only the culprit fails
+        rows = None
+    for k, (i, prep) in enumerate(members):
+        try:
+            part = rows[k] if rows is not None else embedder.embed_decoded(prep.items, modality, opts)
+            counts = embedder.count_tokens(prep.items, modality, opts.prompt) if prep.tokens else None
+            results[i] = prep.answer(part, counts)
+        except Exception as err:  # reported to that request only; the model stays up
+            log.exception("request %d failed", i)
+            results[i] = err
+
+
+def _embed_media(embedder, modality: Modality, opts: EncodeOptions, members: list, results: list) -> None:
+    """One group of media requests: their items decoded and embedded a window at a time
+    (:meth:`zoo.base.Embedder.encode_items`), so a dynamic batch's decoded items are never all held at once. A
+    request with a bad item gets that item's error (its index within the request); the others their rows."""
+    raw = [x for _, prep in members for x in prep.items]
+    indices = [k for _, prep in members for k in range(len(prep.items))]
+    counting = any(prep.tokens for _, prep in members)
+    try:
+        done = embedder.encode_items(raw, modality, opts, allow_paths=False, indices=indices, tokens=counting)
+    except Exception:  # something in the joint batch failed: each request alone, so only the culprit fails
+        done = None
+    start, good_start = 0, 0
+    for i, prep in members:
+        n = len(prep.items)
+        try:
+            if done is None:
+                one = embedder.encode_items(prep.items, modality, opts, allow_paths=False, tokens=prep.tokens)
+                if one.errors:
+                    raise one.errors[min(one.errors)]
+                part, counts = one.result, one.tokens
+            else:
+                bad = [k for k in range(start, start + n) if k in done.errors]
+                good = n - len(bad)
+                span = slice(good_start, good_start + good)
+                good_start += good
+                if bad:
+                    raise done.errors[bad[0]]
+                part, counts = done.result[span], (done.tokens[span] if done.tokens is not None else None)
+            results[i] = prep.answer(part, counts)
+        except ZooError as err:
+            results[i] = err
+        except Exception as err:  # reported to that request only; the model stays up
+            log.exception("request %d failed", i)
+            results[i] = err
+        start += n
+
+
+def handle(embedder, requests: list[Request], description: bytes | None = None) -> list[Answer | ZooError | Exception]:
+    """One result per request, in order: its outputs, or the error that request gets (a request asking for the
+    model's ``description``, see :data:`contract.DESCRIBE`, gets it as ``SPEC``, one row per element)."""
     results: list[Any] = [None] * len(requests)
     groups: dict[tuple[Modality, EncodeOptions], list[tuple[int, _Prepared]]] = defaultdict(list)
     for i, req in enumerate(requests):
+        if description is not None and contract.wants_description(req.parameters):
+            rows = max(1, sum(len(v) for v in req.inputs.values()))
+            results[i] = Answer({contract.SPEC: np.array([[description]] * rows, dtype=object)})
+            continue
         try:
             prep = _prepare(embedder, req)
         except Exception as err:  # a MemoryError too: this request fails, the batch does not
@@ -95,19 +160,8 @@ def handle(embedder, requests: list[Request]) -> list[Answer | ZooError | Except
             continue
         groups[(prep.modality, prep.opts)].append((i, prep))
     for (modality, opts), members in groups.items():
-        try:
-            joint = embedder.embed_decoded([x for _, prep in members for x in prep.items], modality, opts)
-            ends = np.cumsum([0] + [len(prep.items) for _, prep in members])
-            rows: list[Any] | None = [joint[a:b] for a, b in zip(ends[:-1], ends[1:])]  # array, list or csr rows
-        except Exception:  # something in the joint batch failed: each request alone, so only the culprit fails
-            rows = None
-        for k, (i, prep) in enumerate(members):
-            try:
-                part = rows[k] if rows is not None else embedder.embed_decoded(prep.items, modality, opts)
-                results[i] = prep.answer(embedder, part)
-            except Exception as err:  # reported to that request only; the model stays up
-                log.exception("request %d failed", i)
-                results[i] = err
+        embed = _embed_texts if modality is Modality.TEXT else _embed_media
+        embed(embedder, modality, opts, members, results)
     return results
 
 
@@ -137,6 +191,8 @@ class TritonPythonModel:
         threads = instance_threads(config)
         torch.set_num_threads(threads)
         self.embedder = zoo.create(source, device=device, runtime=runtime, threads=threads)
+        weights = params.get(contract.CONFIG_WEIGHTS_KEY, {}).get("string_value", "")
+        self.description = contract.description(self.embedder.spec, args["model_name"], weights, runtime)
         import triton_python_backend_utils as pb_utils
 
         # zoo's protocol-neutral error codes → Triton's (gRPC INVALID_ARGUMENT / HTTP 400, …)
@@ -158,7 +214,7 @@ class TritonPythonModel:
             parsed.append(Request(inputs=inputs, parameters=json.loads(r.parameters() or "{}"),
                                   tokens=contract.TOKENS in r.requested_output_names()))
         responses = []
-        for result in handle(self.embedder, parsed):
+        for result in handle(self.embedder, parsed, self.description):
             if isinstance(result, Answer):
                 outputs = [pb_utils.Tensor(name, np.ascontiguousarray(value)) for name, value in result.outputs.items()]
                 responses.append(pb_utils.InferenceResponse(output_tensors=outputs))

@@ -49,9 +49,10 @@ def test_config_comes_from_spec(tmp_path, name):
     assert all(i.data_type == mc.TYPE_STRING and i.optional for i in cfg.input)
     lengths = [contract.LENGTHS] if {"multivector", "sparse"} & set(spec.outputs) else []
     sparse = [contract.INDICES, contract.VALUES] if "sparse" in spec.outputs else []
-    assert [o.name for o in cfg.output] == [contract.OUTPUT, contract.TOKENS, *lengths, *sparse]
+    assert [o.name for o in cfg.output] == [contract.OUTPUT, contract.TOKENS, *lengths, *sparse, contract.SPEC]
     declared = {o.name: mc.DataType.Name(o.data_type) for o in cfg.output[2:]}
-    assert declared == {n: "TYPE_FP32" if n == contract.VALUES else "TYPE_INT32" for n in lengths + sparse}
+    assert declared == {n: "TYPE_FP32" if n == contract.VALUES else "TYPE_INT32" for n in lengths + sparse} | {
+        contract.SPEC: "TYPE_STRING"}
     assert cfg.output[1].data_type == mc.TYPE_INT32 and list(cfg.output[1].dims) == [1]
     assert json.loads(cfg.parameters[contract.CONFIG_SPEC_KEY].string_value) == spec.to_dict()
     assert (folder / "1" / "model.py").read_text() == MODEL_PY

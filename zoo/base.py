@@ -11,8 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import inputs as _inputs
-from . import kinds, truncation
+from . import kinds, media, truncation
 from . import postprocess as pp
 from .errors import InputError, InvalidArgumentError, UnknownPromptError, UnsupportedModalityError, choices
 from .spec import EmbedderSpec, Modality
@@ -66,6 +65,18 @@ class EncodeOptions:
     output: str = "dense"  # the output kind (see zoo.kinds)
     max_vectors: int | None = None  # multivector: at most this many vectors per item
     top_k: int | None = None  # sparse: at most this many terms per item
+
+
+@dataclass
+class Encoded:
+    """What :meth:`Embedder.encode_items` returns: the good items' post-processed ``result`` (one call's result
+    type, see :meth:`Embedder.encode`; None when no item was good), their positions ``good`` in the input, the
+    bad items' errors by position, and each good item's text ``tokens`` when counted."""
+
+    errors: dict[int, InputError]
+    good: list[int]
+    result: Any
+    tokens: list[int] | None = None
 
 
 def length_batches(lengths: Sequence[int], batch_size: int, spread: float = LENGTH_SPREAD,
@@ -161,7 +172,7 @@ class Embedder(EncodeFront, ABC):
     #: the runtimes this family's towers can run on (see :mod:`zoo.runtime`); families with towers widen it
     runtimes: tuple[str, ...] = ("torch",)
     runtime: str = "torch"  # the runtime in use (set by :meth:`use_runtime`)
-    #: the media an interleaved input may hold besides text (see :data:`zoo.inputs.PART_KINDS`)
+    #: the media an interleaved input may hold besides text (see :data:`zoo.media.PART_KINDS`)
     interleaved_parts: tuple[str, ...] = ("image",)
     #: model_types whose own modelling code (a folder's ``auto_map``) the family reproduces without running it
     reproduces: frozenset[str] = frozenset()
@@ -243,11 +254,18 @@ class Embedder(EncodeFront, ABC):
         """The longest audio the model uses; decoding reads no further (audio families narrow it)."""
         return MAX_AUDIO_SECONDS
 
+    @property
+    def max_text_chars(self) -> int:
+        """Characters of a text (or text part) the model's tokenizer ever sees: its max tokens times
+        ``TOKENIZE_CHARS_PER_TOKEN`` (see :mod:`zoo.media.text`); the rest is cut before tokenizing."""
+        tokens = getattr(self, "max_length", None)
+        return media.text.max_chars(max(self.spec.max_length, tokens if isinstance(tokens, int) else 0))
+
     # ---- encoding ------------------------------------------------------------------------------
     def _decode_item(self, item: Any, index: int, modality: Modality, allow_paths: bool = True) -> Any:
-        """What :meth:`embed_decoded` takes for one raw item."""
-        return _inputs.decode(item, index, modality, self.sample_rate, self.max_audio_seconds, allow_paths,
-                              self.interleaved_parts)
+        """What :meth:`embed_decoded` takes for one raw item (decoded by :func:`zoo.media.decode`)."""
+        return media.decode(item, index, modality, self.sample_rate, self.max_audio_seconds, allow_paths,
+                            self.interleaved_parts, text_chars=self.max_text_chars)
 
     def decode(self, items: Sequence[Any], modality: Modality | str, *, allow_paths: bool = True) -> list[Any]:
         """Decode raw inputs; raises :class:`InputError` naming the first bad item's index.
@@ -257,6 +275,108 @@ class Embedder(EncodeFront, ABC):
         check_items(items)
         with truncation.gathered(len(items)):  # decoding cuts too (video past its window): one warning per call
             return [self._decode_item(x, i, mod, allow_paths) for i, x in enumerate(items)]
+
+    def encode_items(
+        self,
+        raw: Sequence[Any],
+        modality: Modality,
+        opts: EncodeOptions,
+        *,
+        allow_paths: bool = True,
+        indices: Sequence[int] | None = None,
+        batch_size: int | None = None,
+        show_progress: bool = False,
+        stop_on_error: bool = False,
+        tokens: bool = False,
+    ) -> Encoded:
+        """Decode and embed raw items a window at a time, so that decoded media are never all held at once.
+
+        Text is decoded in one window (cut texts are small; the whole call is then sorted by length). Other
+        modalities are decoded in arrival order into windows of at most ``batch_size`` items and
+        ``MAX_HELD_BYTES`` decoded bytes; each window is embedded (sorted by length within it) and dropped
+        before the next is decoded. A bad item's :class:`InputError` (naming ``indices[k]``, default ``k``) is
+        kept in :attr:`Encoded.errors`, or raised at once with ``stop_on_error``; the good items are
+        post-processed together, as one call.
+
+        Args:
+            raw: items as :meth:`encode` takes them.
+            modality: a checked modality; ``opts``: checked output controls (:meth:`options`).
+            allow_paths: False for servers: a path is refused, never opened.
+            indices: the index each item's error names (a server's index within its request).
+            tokens: also count each good item's text tokens (:meth:`count_tokens`).
+        """
+        if batch_size is None:
+            batch_size = self.spec.batch_size
+        batch_size = check_batch_size(batch_size)
+        kind = kinds.DERIVED.get(opts.output, opts.output)
+        limit = len(raw) if modality is Modality.TEXT else batch_size
+        errors: dict[int, InputError] = {}
+        good: list[int] = []
+        outputs: list[Any] = []  # raw outputs of the good items, in order
+        counts: list[int] = []
+        window: list[Any] = []
+        held = 0
+        progress = None
+        if show_progress or len(raw) >= LARGE_INPUT:
+            from tqdm.auto import tqdm
+
+            progress = tqdm(total=len(raw), desc=f"encode {modality.value}", unit="item")
+
+        def flush() -> None:
+            nonlocal window, held
+            if window:
+                outputs.extend(self._embed_raw(window, modality, opts, kind, batch_size))
+                if tokens:
+                    counts.extend(self.count_tokens(window, modality, opts.prompt))
+                if progress is not None:
+                    progress.update(len(window))
+            window, held = [], 0
+
+        with truncation.gathered(len(raw)):  # decoding and the batches note what they cut; one warning per call
+            for k, item in enumerate(raw):
+                try:
+                    decoded = self._decode_item(item, k if indices is None else indices[k], modality, allow_paths)
+                except InputError as err:
+                    if stop_on_error:
+                        raise
+                    errors[k] = err
+                    continue
+                good.append(k)
+                window.append(decoded)
+                held += media.nbytes(decoded)
+                if len(window) >= limit or held >= media.budgets.MAX_HELD_BYTES:
+                    flush()
+            flush()
+        if progress is not None:
+            progress.close()
+        result = self._finish(outputs, modality, opts, kind) if outputs else None
+        return Encoded(errors=errors, good=good, result=result, tokens=counts if tokens else None)
+
+    def _embed_raw(self, items: list[Any], modality: Modality, opts: EncodeOptions, kind: str,
+                   batch_size: int, show_progress: bool = False) -> list[Any]:
+        """Raw outputs (before post-processing) of decoded items, one per item in their order, computed in
+        length-sorted batches (longest first)."""
+        lengths = self._lengths(items, modality, opts.prompt)
+        order = np.argsort([-n for n in lengths], kind="stable")
+        out: list[Any] = [None] * len(items)
+        batches: Any = length_batches([lengths[i] for i in order], batch_size)
+        if show_progress:
+            from tqdm.auto import tqdm
+
+            batches = tqdm(batches, desc=f"encode {modality.value}", unit="batch")
+        for start, end in batches:
+            idx = order[start:end]
+            got = self._embed_as([items[i] for i in idx], modality, opts, kind)
+            for i, one in zip(idx, got):
+                out[i] = one
+        return out
+
+    def _finish(self, outputs: list[Any], modality: Modality, opts: EncodeOptions, kind: str) -> Any:
+        """One call's post-processed result from its raw per-item outputs."""
+        if kind == "dense":
+            return pp.postprocess(np.stack(outputs).astype(np.float32, copy=False), normalize_output=opts.normalize,
+                                  dimensions=opts.dimensions, precision=opts.precision)
+        return kinds.finish(outputs, opts, self.spec, query=self.is_query(modality, opts))
 
     def embed_decoded(
         self,
@@ -271,29 +391,11 @@ class Embedder(EncodeFront, ABC):
         if batch_size is None:
             batch_size = self.spec.batch_size
         batch_size = check_batch_size(batch_size)
-        lengths = self._lengths(items, modality, opts.prompt)
-        order = np.argsort([-n for n in lengths], kind="stable")
         kind = kinds.DERIVED.get(opts.output, opts.output)
-        # dense rows go straight into one array; other kinds are gathered per item
-        out: Any = np.empty((len(items), self.spec.dim), dtype=np.float32) if kind == "dense" else [None] * len(items)
-        batches: Any = length_batches([lengths[i] for i in order], batch_size)
-        if show_progress or len(items) >= LARGE_INPUT:
-            from tqdm.auto import tqdm
-
-            batches = tqdm(batches, desc=f"encode {modality.value}", unit="batch")
         with truncation.gathered(len(items)):  # the batches note what they cut; one warning per call follows
-            for start, end in batches:
-                idx = order[start:end]
-                got = self._embed_as([items[i] for i in idx], modality, opts, kind)
-                if kind == "dense":
-                    out[idx] = got
-                else:
-                    for i, one in zip(idx, got):
-                        out[i] = one
-        if kind == "dense":
-            return pp.postprocess(out, normalize_output=opts.normalize, dimensions=opts.dimensions,
-                                  precision=opts.precision)
-        return kinds.finish(out, opts, self.spec, query=self.is_query(modality, opts))
+            outputs = self._embed_raw(items, modality, opts, kind, batch_size,
+                                      show_progress or len(items) >= LARGE_INPUT)
+        return self._finish(outputs, modality, opts, kind)
 
     def count_tokens(self, items: list[Any], modality: Modality, prompt: str | None) -> list[int]:
         """Text tokens of each decoded item, as its model's tokenizer makes them (what servers report as
@@ -346,8 +448,9 @@ class Embedder(EncodeFront, ABC):
         """
         opts, mod = self._call(modality, normalize=normalize, dimensions=dimensions, precision=precision,
                                prompt_name=prompt_name, output=output, max_vectors=max_vectors, top_k=top_k)
-        items = self.decode(inputs, mod)
-        return self.embed_decoded(items, mod, opts, batch_size=batch_size, show_progress=show_progress)
+        check_items(inputs)
+        return self.encode_items(inputs, mod, opts, batch_size=batch_size, show_progress=show_progress,
+                                 stop_on_error=True).result
 
     def encode_per_item(
         self,
@@ -359,20 +462,16 @@ class Embedder(EncodeFront, ABC):
     ) -> list[Any]:
         """Like :meth:`encode` (``controls``: its output controls), but a bad item becomes its
         :class:`InputError` in the result list instead of failing the call: every good item still gets its
-        result (its row, vectors or sparse row), computed in one batched pass for all of them."""
+        result (its row, vectors or sparse row), computed in the same batched passes as :meth:`encode`'s."""
         opts, mod = self._call(modality, **controls)
         check_items(inputs)
+        done = self.encode_items(inputs, mod, opts, batch_size=batch_size)
         results: list[Any] = [None] * len(inputs)
-        good: list[tuple[int, Any]] = []
-        for i, item in enumerate(inputs):
-            try:
-                good.append((i, self._decode_item(item, i, mod)))
-            except InputError as err:
-                results[i] = err
-        if good:
-            rows = kinds.items_of(self.embed_decoded([d for _, d in good], mod, opts, batch_size=batch_size))
-            for (i, _), row in zip(good, rows):
-                results[i] = row
+        for k, err in done.errors.items():
+            results[k] = err
+        if done.good:
+            for k, row in zip(done.good, kinds.items_of(done.result)):
+                results[k] = row
         return results
 
     def __repr__(self) -> str:

@@ -221,16 +221,18 @@ class AlignedEmbedder(Embedder):
         return self.text._embed(texts, Modality.TEXT, prompt)
 
     def _fuse(self, batch: list[list]) -> np.ndarray:
-        """Weighted sums of each item's normalized part embeddings; one text and one image pass per batch."""
+        """Weighted sums of each item's normalized part embeddings; the batch's text parts, then its image
+        parts, go through their tower ``batch_size`` at a time (a batch of items may hold many parts each)."""
         from ..postprocess import normalize
 
         total = np.zeros((len(batch), self.spec.dim), dtype=np.float32)
+        step = self.spec.batch_size
         for is_text, embed, weight in ((True, lambda xs: self._embed_text(xs, None), self.config["text_weight"]),
                                        (False, self.embed_images, self.config["image_weight"])):
             owners = [i for i, parts in enumerate(batch) for p in parts if isinstance(p, str) == is_text]
-            if owners:
-                parts = [p for item in batch for p in item if isinstance(p, str) == is_text]
-                np.add.at(total, owners, weight * normalize(embed(parts)))
+            parts = [p for item in batch for p in item if isinstance(p, str) == is_text]
+            for k in range(0, len(parts), step):
+                np.add.at(total, owners[k : k + step], weight * normalize(embed(parts[k : k + step])))
         return total
 
     def embed_videos(self, videos: list) -> np.ndarray:

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import truncation
+from ..media.text import is_cut, marked_like
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -22,8 +23,9 @@ def folder_config(path: Path, model_types: set[str] | frozenset[str]) -> dict[st
 
 
 def with_prompt(texts: list[str], prompt: str | None) -> list[str]:
-    """Texts with the named prompt's text put in front (what sentence-transformers does with prompts)."""
-    return [prompt + t for t in texts] if prompt else list(texts)
+    """Texts with the named prompt's text put in front (what sentence-transformers does with prompts); a text
+    cut before tokenizing stays marked as cut (see :mod:`zoo.media.text`)."""
+    return [marked_like(t, prompt + t) for t in texts] if prompt else list(texts)
 
 
 def pool(hidden, mask, mode: str):
@@ -92,17 +94,21 @@ def token_counts(tokenizer: Any, texts: list[str], max_length: int, firsts: list
 
 def note_truncated_texts(tokenizer: Any, texts: list[str], enc: Any, max_length: int,
                          firsts: list[str] | None = None) -> None:
-    """Note (see :mod:`zoo.truncation`) the texts that a truncating tokenizer call (``enc``, its output) cut.
-    A fast tokenizer keeps what it cut, so no text is read twice; with a slow one, only the texts that
-    filled ``max_length`` are tokenized again, whole (after their ``firsts``, for pairs), to tell a cut from an
-    exact fit."""
+    """Note (see :mod:`zoo.truncation`) the texts that a truncating tokenizer call (``enc``, its output) cut, or
+    that were cut by characters before it (:func:`zoo.media.text.cut_text`). A fast tokenizer keeps what it
+    cut, so no text is read twice; with a slow one, only the texts that filled ``max_length`` are tokenized
+    again, whole (after their ``firsts``, for pairs), to tell a cut from an exact fit."""
     if enc.encodings:
-        count = sum(bool(e.overflowing) for e in enc.encodings)
+        cut = [bool(e.overflowing) for e in enc.encodings]
     else:
-        full = [i for i, n in enumerate(enc["attention_mask"].sum(1).tolist()) if n >= max_length]
+        lengths = enc["attention_mask"].sum(1).tolist()
+        full = [i for i, n in enumerate(lengths) if n >= max_length and not is_cut(texts[i])]
         again = token_counts(tokenizer, [texts[i] for i in full], 1 << 30,
                              None if firsts is None else [firsts[i] for i in full]) if full else []
-        count = sum(n > max_length for n in again)
+        cut = [False] * len(texts)
+        for i, n in zip(full, again):
+            cut[i] = n > max_length
+    count = sum(c or is_cut(t) for c, t in zip(cut, texts))
     truncation.note(truncation.TruncationWarning, f"inputs exceed {max_length} tokens and were truncated", count)
 
 
