@@ -235,7 +235,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="port of the OpenAI-compatible API (POST /v1/embeddings, GET /v1/models); 0 disables")
     p.add_argument("--api-key", default=os.environ.get("ZOO_API_KEY"),
                    help="require `Authorization: Bearer KEY` on the OpenAI-compatible API (default: $ZOO_API_KEY)")
-    p.add_argument("--max-body-mb", type=float, default=64.0,
+    p.add_argument("--max-body-mb", type=float, default=16.0,
                    help="largest request body the OpenAI-compatible API reads, in MiB (413 beyond)")
     p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                    help="let browsers on ORIGIN call the OpenAI-compatible API (repeatable; default: none)")

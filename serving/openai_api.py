@@ -15,12 +15,21 @@ clients pass through (``extra_body``):
 
 Media travel inline only: an ``http(s)`` URL is refused (fetching it from the server would let callers
 reach hosts they cannot), and nothing a caller sends is ever read as a server path.
+
+What one request may hold is checked before any work is done for it (400 naming the field or ``input[i]``): at
+most :data:`MAX_ITEMS` items, a text item of at most ``MAX_TEXT_CHARS`` characters, an interleaved item of at
+most ``MAX_PARTS`` parts whose text holds at most ``MAX_TEXT_CHARS`` characters (:mod:`zoo.media.budgets`); the
+body itself is decoded by :func:`parse_json`, which stops at the depth, list length and value count no valid
+request reaches.
 """
 
 from __future__ import annotations
 
 import base64
+import json
+import re
 from dataclasses import dataclass
+from json.decoder import scanstring
 from typing import Any
 
 import numpy as np
@@ -33,9 +42,15 @@ from zoo.errors import (
     UnsupportedModalityError,
     choices,
 )
+from zoo.media.budgets import MAX_PARTS, MAX_TEXT_CHARS
 from zoo.spec import Modality
 
 MAX_ITEMS = 2048  # OpenAI's own limit on the items of one request
+# The deepest valid body: {"input": [{"content": [{"image_url": {"url": ...}}]}]}, six containers.
+MAX_DEPTH = 6
+# Every JSON value of the largest valid body (2048 interleaved items of MAX_PARTS image parts, 4 values a part)
+# and some: a body of nothing but tiny values ([{}, {}, ...] is 24x its size as Python objects) stops here.
+MAX_VALUES = MAX_ITEMS * (4 * MAX_PARTS + 4) + 64
 FORMATS = ("float", "base64")
 OPENAI_FIELDS = ("model", "input", "dimensions", "encoding_format", "user")
 EXTENSION_FIELDS = ("precision", "prompt_name", "output", "max_vectors", "top_k")  # encode()'s output controls
@@ -47,9 +62,10 @@ class ApiError(Exception):
 
     # `type` shadows the builtin on purpose: it is OpenAI's field name
     def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",
-                 param: str | None = None, code: str | None = None) -> None:
+                 param: str | None = None, code: str | None = None, headers: dict[str, str] | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
+        self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
         """``{"error": {"message", "type", "param", "code"}}``."""
@@ -59,6 +75,12 @@ class ApiError(Exception):
 def bad_request(message: str, param: str | None = "input", code: str | None = "invalid_value") -> ApiError:
     """A 400 naming the parameter at fault."""
     return ApiError(400, message, param=param, code=code)
+
+
+def server_busy(message: str, retry_after: int = 1) -> ApiError:
+    """OpenAI's 429 (``rate_limit_exceeded``, which its SDK retries after ``Retry-After`` seconds)."""
+    return ApiError(429, message, type="requests", code="rate_limit_exceeded",
+                    headers={"Retry-After": str(retry_after)})
 
 
 def model_not_found(model: str) -> ApiError:
@@ -95,15 +117,27 @@ def _inline(value: Any, where: str, kind: str) -> str:
     return value
 
 
+def _too_long(where: str, chars: int | str) -> ApiError:
+    return bad_request(f"{where}: the text has {chars} characters; at most {MAX_TEXT_CHARS} per item",
+                       code="text_too_long")
+
+
 def _interleaved(parts: Any, where: str) -> list[dict[str, str]]:
-    """Chat content parts → the wire's ``{"text"}`` / ``{"image"}`` parts."""
+    """Chat content parts → the wire's ``{"text"}`` / ``{"image"}`` parts (at most ``MAX_PARTS``, their text
+    at most ``MAX_TEXT_CHARS`` characters in all)."""
     if not isinstance(parts, list) or not parts:
         raise bad_request(f"{where}: content must be a non-empty list of content parts")
-    out = []
+    if len(parts) > MAX_PARTS:
+        raise bad_request(f"{where}: content has {len(parts)} parts; at most {MAX_PARTS} per item",
+                          code="too_many_parts")
+    out, chars = [], 0
     for j, part in enumerate(parts):
         at = f"{where}.content[{j}]"
         kind = part.get("type") if isinstance(part, dict) else None
         if kind == "text" and isinstance(part.get("text"), str):
+            chars += len(part["text"])
+            if chars > MAX_TEXT_CHARS:
+                raise _too_long(where, f"more than {MAX_TEXT_CHARS}")
             out.append({"text": part["text"]})
         elif kind == "image_url":
             url = part.get("image_url")
@@ -119,6 +153,8 @@ def parse_item(item: Any, index: int) -> tuple[Modality, Any]:
     """One ``input`` element → ``(modality, item)``; a 400 naming ``input[index]`` when it is not one."""
     where = f"input[{index}]"
     if isinstance(item, str):
+        if len(item) > MAX_TEXT_CHARS:
+            raise _too_long(where, len(item))
         return Modality.TEXT, item
     if isinstance(item, bool) or isinstance(item, (int, float)) or (
             isinstance(item, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in item)):
@@ -138,6 +174,117 @@ def _describe(value: Any) -> str:
     if isinstance(value, dict):
         return f"an object with keys {sorted(map(str, value))[:5]}"
     return f"a {type(value).__name__}"
+
+
+_WS = re.compile(r"[ \t\n\r]*")
+_NUMBER = re.compile(r"(-?(?:0|[1-9]\d*))(\.\d+)?([eE][-+]?\d+)?")
+_CONSTANTS = (("null", None), ("true", True), ("false", False), ("NaN", float("nan")),
+              ("Infinity", float("inf")), ("-Infinity", float("-inf")))
+
+
+class _BoundedParser:
+    """JSON as :func:`json.loads` reads it, with containers walked in Python (strings and numbers by the
+    standard library's scanner), so that the walk stops early -- nesting deeper than :data:`MAX_DEPTH`, a list
+    longer than :data:`MAX_ITEMS`, more than :data:`MAX_VALUES` values -- and, run in a worker thread, lets the
+    event loop have the GIL between values (``json.loads`` holds it for the whole body)."""
+
+    def __init__(self, text: str) -> None:
+        self.s, self.values = text, 0
+
+    def ws(self, pos: int) -> int:
+        return _WS.match(self.s, pos).end()  # type: ignore[union-attr]
+
+    def fail(self, message: str, pos: int) -> None:
+        raise json.JSONDecodeError(message, self.s, pos)
+
+    def value(self, pos: int, depth: int, where: str) -> tuple[Any, int]:
+        self.values += 1
+        if self.values > MAX_VALUES:
+            raise bad_request(f"the request body holds more than {MAX_VALUES} JSON values; a request holds at most "
+                              f"{MAX_ITEMS} items of at most {MAX_PARTS} parts", param=None)
+        s = self.s
+        c = s[pos:pos + 1]
+        if c == '"':
+            return scanstring(s, pos + 1, True)
+        if c in ("{", "[") and c:
+            if depth >= MAX_DEPTH:
+                raise bad_request("the request body nests too deeply", param=None)
+            return (self.obj if c == "{" else self.arr)(pos + 1, depth + 1, where)
+        number = _NUMBER.match(s, pos)
+        if number is not None:
+            integer, frac, exp = number.groups()
+            return (float(integer + (frac or "") + (exp or "")) if frac or exp else int(integer)), number.end()
+        for name, constant in _CONSTANTS:
+            if s.startswith(name, pos):
+                return constant, pos + len(name)
+        self.fail("Expecting value", pos)
+        raise AssertionError  # unreachable: fail() raises
+
+    def obj(self, pos: int, depth: int, where: str) -> tuple[dict[str, Any], int]:
+        s, out = self.s, {}
+        pos = self.ws(pos)
+        if s[pos:pos + 1] == "}":
+            return out, pos + 1
+        while True:
+            if s[pos:pos + 1] != '"':
+                self.fail("Expecting property name enclosed in double quotes", pos)
+            key, pos = scanstring(s, pos + 1, True)
+            pos = self.ws(pos)
+            if s[pos:pos + 1] != ":":
+                self.fail("Expecting ':' delimiter", pos)
+            pos = self.ws(pos + 1)
+            child = (f"{where}.{key}" if where else key) if s[pos:pos + 1] in ("{", "[") else where
+            out[key], pos = self.value(pos, depth, child)
+            pos = self.ws(pos)
+            c = s[pos:pos + 1]
+            if c == "}":
+                return out, pos + 1
+            if c != ",":
+                self.fail("Expecting ',' delimiter", pos)
+            pos = self.ws(pos + 1)
+
+    def arr(self, pos: int, depth: int, where: str) -> tuple[list[Any], int]:
+        s, out = self.s, []
+        pos = self.ws(pos)
+        if s[pos:pos + 1] == "]":
+            return out, pos + 1
+        while True:
+            if len(out) >= MAX_ITEMS:
+                name = where or "the request body"
+                raise bad_request(f"`{name}` has more than {MAX_ITEMS} items; at most {MAX_ITEMS} per request"
+                                  if where == "input" else f"`{name}` has more than {MAX_ITEMS} elements",
+                                  param=where.split(".")[0].split("[")[0] or None)
+            child = f"{where}[{len(out)}]" if s[pos:pos + 1] in ("{", "[") else where
+            item, pos = self.value(pos, depth, child)
+            out.append(item)
+            pos = self.ws(pos)
+            c = s[pos:pos + 1]
+            if c == "]":
+                return out, pos + 1
+            if c != ",":
+                self.fail("Expecting ',' delimiter", pos)
+            pos = self.ws(pos + 1)
+
+
+def parse_json(body: bytes) -> Any:
+    """A request body as :func:`json.loads` would decode it (the same values, the same error messages), within
+    the bounds a valid request needs; a 400 otherwise. CPU work: call it off the event loop."""
+    try:
+        text = body.decode(json.detect_encoding(body), "surrogatepass")
+        parser = _BoundedParser(text)
+        value, end = parser.value(parser.ws(0), 0, "")
+        end = parser.ws(end)
+        if end != len(text):
+            parser.fail("Extra data", end)
+        return value
+    except ValueError as err:  # JSONDecodeError, UnicodeDecodeError, an integer of over 4300 digits
+        raise bad_request(f"the request body is not valid JSON: {err}", param=None) from None
+
+
+def read_request(body: bytes) -> EmbeddingRequest:
+    """:func:`parse_json` then :func:`parse_request`: a body checked, item count and per-item caps included,
+    before any work is done for it."""
+    return parse_request(parse_json(body))
 
 
 def parse_request(body: Any) -> EmbeddingRequest:
@@ -204,6 +351,17 @@ def embeddings_response(model: str, rows: list[np.ndarray], encoding_format: str
         "model": model,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }
+
+
+def render_embeddings(model: str, rows: list[np.ndarray], encoding_format: str, tokens: int) -> bytes:
+    """:func:`embeddings_response` as the JSON bytes FastAPI's ``JSONResponse`` would send, built item by item
+    (each a short call into the encoder) so that, run in a worker thread, a long answer lets the event loop
+    have the GIL between items."""
+    dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+    items = ",".join(f'{{"object":"embedding","index":{i},"embedding":{dumps(embedding_value(r, encoding_format))}}}'
+                     for i, r in enumerate(rows))
+    usage = dumps({"prompt_tokens": tokens, "total_tokens": tokens})
+    return f'{{"object":"list","data":[{items}],"model":{dumps(model)},"usage":{usage}}}'.encode()
 
 
 def api_error(err: BaseException, positions: list[int] | None = None) -> ApiError:

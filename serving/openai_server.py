@@ -5,6 +5,20 @@ modality and forwarded to tritonserver over gRPC with the asyncio client (one re
 concurrently, so Triton's dynamic batching sees them like any other client's), and the rows come back in
 input order with the model's own token counts as ``usage``. ``zoo serve --openai-port`` runs it beside
 tritonserver; production settings (bearer key, body limit, CORS) are options with safe defaults.
+
+It takes JSON and media from strangers, so every cost is bounded before it is paid:
+
+- the body is read with a running count (413 past ``max_body_bytes``, never read further; 408 when it does
+  not arrive within ``body_timeout``), and all bodies held at once share a byte budget (429 beyond);
+- it is parsed off the event loop by a parser that stops at the shape a valid request can have
+  (:func:`serving.openai_api.parse_json`; ``json.loads`` would hold the GIL, and so stall every other
+  request, for the whole body), and the item count and each item's size are checked before any work;
+- at most ``max_concurrent`` requests are worked on at once and ``max_queued`` wait for a turn; beyond that,
+  or after waiting ``queue_wait`` seconds, 429 in OpenAI's error shape with ``Retry-After``;
+- long answers are rendered off the event loop, item by item;
+- the HTTP stack (:class:`HttpServer`, shared with zoo's ``/health``) closes connections whose request
+  headers are not complete within a header timeout, idle keep-alive connections, connections that do not
+  read their answer, and connections past a cap; h11 refuses a header block still incomplete past 16 KiB.
 """
 
 from __future__ import annotations
@@ -12,16 +26,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
-import json
 import logging
-import threading
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
+from starlette.requests import ClientDisconnect
 
 from zoo import kinds
 from zoo.errors import InvalidArgumentError, ZooError
@@ -29,18 +42,28 @@ from zoo.spec import Modality
 
 from . import contract
 from .client import AsyncTritonEmbedder, triton_name
+from .http import HttpLimits, HttpServer
 from .openai_api import (
     ApiError,
     EmbeddingRequest,
     api_error,
     bad_request,
-    embeddings_response,
     model_not_found,
-    parse_request,
+    read_request,
+    render_embeddings,
+    server_busy,
 )
-from .server import port_error
 
-DEFAULT_MAX_BODY_BYTES = 64 << 20
+# What a request may cost (create_app's defaults; `zoo serve --max-body-mb` sets the first).
+DEFAULT_MAX_BODY_BYTES = 16 << 20  # a request body (413 beyond): 2048 texts of 8 KiB, or 12 MiB of media in base64
+MAX_CONCURRENT_REQUESTS = 32  # /v1/* requests worked on at once (reading, parsing, waiting on Triton, rendering)
+MAX_QUEUED_REQUESTS = 32  # more wait for a turn (holding no body yet); beyond that 429
+QUEUE_WAIT_S = 10.0  # a waiting request gets 429 after this long
+BUFFERED_BODIES = 4  # all bodies held at once: at most this many max-size bodies' bytes (429 beyond)
+BODY_TIMEOUT_S = 30.0  # the whole body must arrive within this (408 beyond): 16 MiB at >= 0.55 MiB/s
+RETRY_AFTER_S = 1  # the Retry-After of a 429
+INLINE_TEXT_CHARS = 1 << 16  # text requests this small are serialized on the event loop (cheaper than a thread)
+
 log = logging.getLogger(__name__)
 HealthReport = Callable[[], "tuple[bool, dict[str, Any]]"]
 
@@ -54,8 +77,9 @@ class Catalog:
     """The served models, found by registry or Triton name; one async gRPC client per model, made on
     first use inside the door's event loop."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, admin_headers: dict[str, str] | None = None) -> None:
         self.url = url
+        self.admin_headers = admin_headers  # the model list is an admin API of Triton's (serving.server)
         self._models: dict[str, AsyncTritonEmbedder] = {}
         self._client: Any = None
 
@@ -67,7 +91,7 @@ class Catalog:
         if self._client is None:
             self._client = aioclient.InferenceServerClient(self.url)
         try:
-            index = await self._client.get_model_repository_index(as_json=True)
+            index = await self._client.get_model_repository_index(as_json=True, headers=self.admin_headers)
         except InferenceServerException:
             raise ApiError(503, "tritonserver is not answering; retry shortly", type="server_error",
                            code="server_not_ready") from None
@@ -99,8 +123,9 @@ class Catalog:
             await self._client.close()
 
 
-async def embed(catalog: Catalog, req: EmbeddingRequest) -> dict[str, Any]:
-    """Answer one checked request: items grouped by modality, one Triton request per group, concurrently."""
+async def embed(catalog: Catalog, req: EmbeddingRequest) -> bytes:
+    """Answer one checked request: items grouped by modality, one Triton request per group, concurrently; the
+    answer's JSON is rendered off the event loop."""
     embedder = await catalog.get(req.model)
     try:
         opts = embedder.options(dimensions=req.dimensions, precision=req.precision, prompt_name=req.prompt_name,
@@ -119,8 +144,10 @@ async def embed(catalog: Catalog, req: EmbeddingRequest) -> dict[str, Any]:
         return {m: [contract.encode_item(m, req.items[i][1], i, allow_paths=False) for i in positions]
                 for m, positions in groups.items()}
 
-    try:  # decoding images and audio to check them is CPU work: off the event loop; text is cheap
-        wired = wire() if list(groups) == [Modality.TEXT] else await asyncio.to_thread(wire)
+    # decoding images and audio to check them is CPU work: off the event loop; so is much text
+    inline = list(groups) == [Modality.TEXT] and sum(len(text) for _, text in req.items) <= INLINE_TEXT_CHARS
+    try:
+        wired = wire() if inline else await asyncio.to_thread(wire)
     except ZooError as err:
         raise api_error(err) from None
 
@@ -139,7 +166,8 @@ async def embed(catalog: Catalog, req: EmbeddingRequest) -> dict[str, Any]:
         for position, row in zip(positions, kinds.items_of(answer[0])):
             rows[position] = row
         tokens += int(answer[1].sum())
-    return embeddings_response(public_name(embedder.triton_name), rows, req.encoding_format, tokens)
+    return await asyncio.to_thread(render_embeddings, public_name(embedder.triton_name), rows, req.encoding_format,
+                                   tokens)
 
 
 async def model_entry(catalog: Catalog, name: str, state: str, started: int) -> dict[str, Any]:
@@ -155,31 +183,115 @@ async def model_entry(catalog: Catalog, name: str, state: str, started: int) -> 
     return entry
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it is known to be over ``limit`` bytes (before it is read
-    when Content-Length says so)."""
+class Admission:
+    """At most ``limit`` requests at work, ``queue`` more waiting up to ``wait`` seconds; the rest get 429 at
+    once. Lives on one event loop (no locks)."""
+
+    def __init__(self, limit: int, queue: int, wait: float) -> None:
+        self.limit, self.queue, self.wait = limit, queue, wait
+        self._free = asyncio.Semaphore(limit)
+        self.waiting = 0
+
+    def _busy(self) -> ApiError:
+        return server_busy(f"the server is busy ({self.limit} requests at work, {self.waiting} waiting); retry "
+                           f"in {RETRY_AFTER_S} s", RETRY_AFTER_S)
+
+    @contextlib.asynccontextmanager
+    async def slot(self) -> AsyncIterator[None]:
+        if self._free.locked():
+            if self.waiting >= self.queue:
+                raise self._busy()
+            self.waiting += 1
+            try:
+                await asyncio.wait_for(self._free.acquire(), self.wait)
+            except asyncio.TimeoutError:
+                raise self._busy() from None
+            finally:
+                self.waiting -= 1
+        else:
+            await self._free.acquire()
+        try:
+            yield
+        finally:
+            self._free.release()
+
+
+class ByteBudget:
+    """The bytes of request bodies held at once, across requests (one event loop, no locks)."""
+
+    def __init__(self, total: int) -> None:
+        self.total, self.used = total, 0
+
+    @contextlib.contextmanager
+    def lease(self) -> Any:
+        taken = [0]
+
+        def take(n: int) -> None:
+            if self.used + n > self.total:
+                raise server_busy(f"the server holds too many large request bodies ({self.total} bytes at once); "
+                                  f"retry in {RETRY_AFTER_S} s", RETRY_AFTER_S)
+            self.used += n
+            taken[0] += n
+
+        try:
+            yield take
+        finally:
+            self.used -= taken[0]
+
+
+async def _read_body(request: Request, limit: int, timeout: float, take: Callable[[int], None]) -> bytes:
+    """The body, counted as it comes: 413 as soon as it is known to be over ``limit`` bytes (before a byte of it
+    is read when Content-Length says so), 408 when it has not all come within ``timeout`` seconds; ``take``
+    reserves its bytes in the shared budget."""
     too_large = ApiError(413, f"the request body is over the limit of {limit} bytes", code="request_too_large")
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise too_large
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
+    known = declared is not None and declared.isdigit()
+    if known:
+        if int(declared) > limit:  # type: ignore[arg-type]
             raise too_large
-        chunks.append(chunk)
+        take(int(declared))  # type: ignore[arg-type]
+    chunks, size = [], 0
+    deadline = time.monotonic() + timeout
+    stream = request.stream().__aiter__()
+    try:
+        while True:
+            try:
+                chunk = await asyncio.wait_for(stream.__anext__(), max(deadline - time.monotonic(), 0.001))
+            except StopAsyncIteration:
+                break
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            if not known:
+                take(len(chunk))
+            chunks.append(chunk)
+    except asyncio.TimeoutError:
+        raise ApiError(408, f"the request body did not arrive within {timeout:g} s", param=None,
+                       code="request_timeout") from None
+    except ClientDisconnect:
+        raise ApiError(400, "the client went away before its body arrived", param=None,
+                       code="client_disconnected") from None
     return b"".join(chunks)
 
 
 def create_app(grpc_url: str, *, api_key: str | None = None, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
-               cors_origins: Sequence[str] = (), health: HealthReport | None = None) -> FastAPI:
+               cors_origins: Sequence[str] = (), health: HealthReport | None = None,
+               max_concurrent: int = MAX_CONCURRENT_REQUESTS, max_queued: int = MAX_QUEUED_REQUESTS,
+               queue_wait: float = QUEUE_WAIT_S, body_timeout: float = BODY_TIMEOUT_S,
+               max_buffered_bytes: int | None = None, admin_headers: dict[str, str] | None = None) -> FastAPI:
     """The FastAPI application of the door, forwarding to tritonserver at ``grpc_url``.
 
     ``api_key``: when set, ``/v1/*`` needs ``Authorization: Bearer <key>`` (``/health`` stays open for
-    probes). ``health``: a ``() -> (ready, body)`` report (the supervisor's); by default Triton's own."""
-    catalog = Catalog(grpc_url)
+    probes). ``health``: a ``() -> (ready, body)`` report (the supervisor's); by default Triton's own.
+    ``max_concurrent``, ``max_queued``, ``queue_wait``: the admission of ``/v1/*`` requests (429 beyond);
+    ``body_timeout``: seconds a body may take to arrive (408); ``max_buffered_bytes``: bytes of bodies held at
+    once (default ``BUFFERED_BODIES`` x ``max_body_bytes``; 429 beyond). ``admin_headers``: what opens
+    Triton's model-repository API, which lists the models (:attr:`serving.server.TritonServer.admin_headers`)."""
+    catalog = Catalog(grpc_url, admin_headers)
     started = int(time.time())
     expected = f"Bearer {api_key}".encode() if api_key else None
+    admission = Admission(max_concurrent, max_queued, queue_wait)
+    budget = ByteBudget(max_buffered_bytes if max_buffered_bytes is not None else BUFFERED_BODIES * max_body_bytes)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
@@ -188,6 +300,7 @@ def create_app(grpc_url: str, *, api_key: str | None = None, max_body_bytes: int
 
     app = FastAPI(title="embedding-zoo OpenAI-compatible API", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
+    app.state.admission, app.state.budget = admission, budget  # for tests and metrics
     if cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -195,7 +308,7 @@ def create_app(grpc_url: str, *, api_key: str | None = None, max_body_bytes: int
                            allow_headers=["Authorization", "Content-Type"])
 
     def answer(err: ApiError) -> JSONResponse:
-        return JSONResponse(err.body(), status_code=err.status)
+        return JSONResponse(err.body(), status_code=err.status, headers=err.headers or None)
 
     def authorize(request: Request) -> None:
         if expected is None:
@@ -205,9 +318,15 @@ def create_app(grpc_url: str, *, api_key: str | None = None, max_body_bytes: int
             raise ApiError(401, "missing or incorrect API key; send `Authorization: Bearer <key>`",
                            code="invalid_api_key")
 
-    async def guarded(work: Callable[[], Any]) -> JSONResponse:
+    async def guarded(request: Request, work: Callable[[], Any]) -> Response:
+        """Authorize, wait for a turn (429 when there is none), do ``work``; every failure in OpenAI's shape."""
         try:
-            return JSONResponse(await work())
+            authorize(request)
+            async with admission.slot():
+                result = await work()
+            if isinstance(result, bytes):
+                return Response(result, media_type="application/json")
+            return JSONResponse(result)
         except ApiError as err:
             return answer(err)
         except Exception:  # the caller gets a fixed message; the details stay in this server's log
@@ -219,40 +338,34 @@ def create_app(grpc_url: str, *, api_key: str | None = None, max_body_bytes: int
         return answer(ApiError(exc.status_code, str(exc.detail), param=None, code=None))
 
     @app.post("/v1/embeddings")
-    async def embeddings(request: Request) -> JSONResponse:
-        async def work() -> dict[str, Any]:
-            authorize(request)
-            body = await _read_body(request, max_body_bytes)
-            try:
-                data = json.loads(body)
-            except (UnicodeDecodeError, json.JSONDecodeError) as err:
-                raise bad_request(f"the request body is not valid JSON: {err}", param=None) from None
-            except RecursionError:  # nesting deeper than the parser's stack
-                raise bad_request("the request body nests too deeply", param=None) from None
-            return await embed(catalog, parse_request(data))
+    async def embeddings(request: Request) -> Response:
+        async def work() -> bytes:
+            with budget.lease() as take:  # held to the end: the parsed items take about what the body did
+                body = await _read_body(request, max_body_bytes, body_timeout, take)
+                req = await asyncio.to_thread(read_request, body)  # off the event loop, bounded
+                del body
+                return await embed(catalog, req)
 
-        return await guarded(work)
+        return await guarded(request, work)
 
     @app.get("/v1/models")
-    async def models(request: Request) -> JSONResponse:
+    async def models(request: Request) -> Response:
         async def work() -> dict[str, Any]:
-            authorize(request)
             states = await catalog.repository()
             return {"object": "list", "data": [await model_entry(catalog, name, state, started)
                                                for name, state in sorted(states.items())]}
 
-        return await guarded(work)
+        return await guarded(request, work)
 
     @app.get("/v1/models/{model:path}")
-    async def model(request: Request, model: str) -> JSONResponse:
+    async def model(request: Request, model: str) -> Response:
         async def work() -> dict[str, Any]:
-            authorize(request)
             name = (await catalog.get(model)).triton_name  # 404 when not served
             return await model_entry(catalog, name, (await catalog.repository()).get(name, ""), started)
 
-        return await guarded(work)
+        return await guarded(request, work)
 
-    @app.get("/health")
+    @app.api_route("/health", methods=["GET", "HEAD"])
     async def health_endpoint() -> JSONResponse:
         if health is not None:
             ready, body = await asyncio.to_thread(health)
@@ -269,16 +382,16 @@ def create_app(grpc_url: str, *, api_key: str | None = None, max_body_bytes: int
 
 
 class OpenAIServer:
-    """The door served by uvicorn in a daemon thread (its own event loop), beside tritonserver."""
+    """The door served by :class:`HttpServer` (uvicorn in a daemon thread, its own event loop), beside
+    tritonserver. ``limits``: the HTTP stack's (:class:`HttpLimits`); other options go to :func:`create_app`.
+    The port is bound here: a taken one raises :class:`zoo.ServerError` naming ``--openai-port``."""
 
-    def __init__(self, grpc_url: str, host: str = "127.0.0.1", port: int = 8080, **options: Any) -> None:
-        import uvicorn
-
+    def __init__(self, grpc_url: str, host: str = "127.0.0.1", port: int = 8080, *, limits: HttpLimits | None = None,
+                 **options: Any) -> None:
         self.app = create_app(grpc_url, **options)
-        self.host, self.port = host, port
-        self._server = uvicorn.Server(uvicorn.Config(self.app, host=host, port=port, log_level="warning",
-                                                     access_log=False, lifespan="on"))
-        self._thread = threading.Thread(target=self._server.run, name="zoo-openai", daemon=True)
+        self._http = HttpServer(self.app, host, port, what="the OpenAI-compatible API", flag="--openai-port",
+                                limits=limits, name="zoo-openai")
+        self.host, self.port = host, self._http.port
 
     @property
     def url(self) -> str:
@@ -286,16 +399,10 @@ class OpenAIServer:
         return f"http://{self.host}:{self.port}/v1"
 
     def start(self, timeout: float = 30.0) -> OpenAIServer:
-        """Serve, and return once the port is listening; raises when it cannot bind."""
-        self._thread.start()
-        deadline = time.monotonic() + timeout
-        while not self._server.started:
-            if not self._thread.is_alive() or time.monotonic() > deadline:
-                raise port_error(self.host, self.port, "the OpenAI-compatible API", "--openai-port")
-            time.sleep(0.02)
+        """Serve, and return once the port is accepting."""
+        self._http.start(timeout)
         return self
 
     def close(self) -> None:
         """Stop accepting, finish what is in flight (a few seconds at most), release the port."""
-        self._server.should_exit = True
-        self._thread.join(timeout=10)
+        self._http.close()
