@@ -170,3 +170,26 @@ def test_the_supervisor_still_reloads_a_killed_stub(guarded):
                                    want, atol=1e-5)
     finally:
         supervisor.close()
+
+
+# ---- local files ----------------------------------------------------------------------------------------------
+def test_backend_folder_is_private_and_compared_by_content(tmp_path, monkeypatch):
+    """The python backend is assembled in the zoo cache: a planted file of the same size is replaced (content is
+    compared, not size), and a folder other users may write is refused."""
+    import os
+
+    from serving import server as S
+
+    root = S._wheel_root()
+    assert root is not None
+    monkeypatch.setenv("ZOO_CACHE_DIR", str(tmp_path / "cache"))
+    dest = S._wheel_backends(root)
+    assert dest.is_relative_to(tmp_path / "cache") and not (dest.stat().st_mode & 0o077)
+    utils = dest / "python" / "triton_python_backend_utils.py"
+    original = utils.read_bytes()
+    utils.write_bytes(b"#" * len(original))  # same size, other content: what a planted file looks like
+    S._wheel_backends(root)
+    assert utils.read_bytes() == original
+    os.chmod(dest, 0o777)
+    with pytest.raises(zoo.ServerError, match="not be writable by others"):
+        S._wheel_backends(root)
