@@ -7,7 +7,7 @@ import json
 import os
 import re
 import subprocess
-from importlib import metadata
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -29,13 +29,15 @@ def pins(lock: Path) -> dict[str, str]:
     return {canonical(n): v for n, v in found}
 
 
+# the environment's own site-packages only: setuptools, once imported, puts its vendored packages on sys.path
+LISTING = ("import json, sysconfig; from importlib import metadata as m; paths = sorted({sysconfig.get_paths()[k] "
+           "for k in ('purelib', 'platlib')}); print(json.dumps({d.metadata['Name']: d.version "
+           "for d in m.distributions(path=paths)}))")
+
+
 def installed(python: str | None = None) -> dict[str, str]:
-    """``{name: version}`` of every distribution in this interpreter's environment (or ``python``'s)."""
-    if python is None:
-        return {canonical(d.metadata["Name"]): d.version for d in metadata.distributions()}
-    code = "import json; from importlib import metadata as m; " \
-           "print(json.dumps({d.metadata['Name']: d.version for d in m.distributions()}))"
-    out = subprocess.run([python, "-c", code], capture_output=True, text=True, check=True).stdout
+    """``{name: version}`` of every distribution installed in this interpreter's environment (or ``python``'s)."""
+    out = subprocess.run([python or sys.executable, "-c", LISTING], capture_output=True, text=True, check=True).stdout
     return {canonical(n): v for n, v in json.loads(out).items()}
 
 
