@@ -247,14 +247,20 @@ class Supervisor:
                 if h.state == READY:
                     h.probe_since = None
 
-    def _kill_stubs(self, name: str) -> None:
-        """SIGKILL the model's stubs: an unload waits forever for a stub that hangs."""
+    def _kill_stubs(self, name: str, wait: float = 0.0) -> None:
+        """SIGKILL the model's stubs (an unload waits forever for a stub that hangs), and wait up to ``wait``
+        seconds until they are gone, so none of them is taken for a stub of the reloaded model."""
+        killed = []
         for stub in self.server.stubs():
             if stub.model == name:
                 try:
                     os.kill(stub.pid, signal.SIGKILL)
+                    killed.append(stub.pid)
                 except ProcessLookupError:
                     pass
+        deadline = time.monotonic() + wait
+        while any(process_alive(pid) for pid in killed) and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     # ---- bringing a model back -----------------------------------------------------------------
     def _restart_async(self, name: str, reason: str) -> None:
@@ -285,7 +291,7 @@ class Supervisor:
 
         started = time.monotonic()
         admin = self.server.admin_headers
-        self._kill_stubs(name)  # the remaining instances of a multi-instance model go too
+        self._kill_stubs(name, wait=5.0)  # the remaining instances of a multi-instance model go too
         try:
             self._client.unload_model(name, headers=admin)
         except InferenceServerException as err:
