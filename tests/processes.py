@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -17,6 +19,15 @@ from serving.server import child_pids as children
 from serving.server import free_ports
 
 REPO = str(Path(__file__).resolve().parent.parent / "model_repository")
+
+
+@contextlib.contextmanager
+def taken_port():
+    """A loopback port that something listens on while the block runs."""
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield holder.getsockname()[1]
 
 
 def start_and_wait(args: list[str], ready_prefix: str, timeout: float = 300,

@@ -26,6 +26,8 @@ from serving.openai_server import OpenAIServer
 from serving.server import free_ports
 from zoo.media.budgets import MAX_PARTS, MAX_TEXT_CHARS
 
+from .processes import taken_port
+
 NOWHERE = "127.0.0.1:1"  # nothing listens: a request that reached Triton would be a 503
 MiB = 1 << 20
 
@@ -482,10 +484,7 @@ def test_the_sdk_reuses_its_connection_after_a_413():
 
 
 def test_taken_ports_are_one_line_errors():
-    with socket.socket() as holder:
-        holder.bind(("127.0.0.1", 0))
-        holder.listen()
-        port = holder.getsockname()[1]
+    with taken_port() as port:
         with pytest.raises(zoo.ServerError, match=f"port {port} .*--openai-port"):
             OpenAIServer(NOWHERE, "127.0.0.1", port)
         with pytest.raises(zoo.ServerError, match=f"port {port} .*--health-port"):

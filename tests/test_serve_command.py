@@ -5,7 +5,6 @@ is embedded, in-process and served."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,7 +20,7 @@ from serving.server import free_ports, process_alive, remove_orphaned_shm
 from zoo.postprocess import normalize
 from zoo.spec import Modality
 
-from .processes import REPO, start_and_wait, stop_group
+from .processes import REPO, start_and_wait, stop_group, taken_port
 
 
 def _serve_args(ports, health: int, *extra: str) -> list[str]:
@@ -42,37 +41,19 @@ def test_a_taken_port_is_one_line_and_leaves_nothing_running(taken):
     """A port in use: one line naming the port and the flag that changes it, a non-zero exit, no traceback, and
     no process left (tritonserver is never started)."""
     ports, health = free_ports(), free_ports().grpc
-    holder = socket.socket()
-    holder.bind(("127.0.0.1", 0))
-    holder.listen()
-    port = holder.getsockname()[1]
-    if taken == "--health-port":
-        health = port
-    else:
-        ports = type(ports)(port, ports.http, ports.metrics)
-    try:
+    with taken_port() as port:
+        if taken == "--health-port":
+            health = port
+        else:
+            ports = type(ports)(port, ports.http, ports.metrics)
         proc = subprocess.Popen([sys.executable, "-m", "zoo.cli", *_serve_args(ports, health)],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
         out, err = proc.communicate(timeout=120)
-    finally:
-        holder.close()
     assert proc.returncode != 0
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1, err
     assert f"port {port}" in lines[0] and taken in lines[0] and "Traceback" not in err + out, err
     assert _group_gone(proc.pid), "processes of zoo serve outlived it"
-
-
-def test_health_server_on_a_taken_port_is_a_zoo_error():
-    """Taken between the check and the bind: still one error naming the port and its flag."""
-    from serving.health import HealthServer
-
-    with socket.socket() as holder:
-        holder.bind(("127.0.0.1", 0))
-        holder.listen()
-        port = holder.getsockname()[1]
-        with pytest.raises(zoo.ServerError, match=f"port {port} .*--health-port"):
-            HealthServer(supervisor=None, port=port)
 
 
 def test_clean_exit_leaves_no_temporary_file_and_orphaned_regions_are_removed(tmp_path):
