@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from zoo.evaluation.build import MODULES, docstring_pairs
+from zoo.data.docstrings import MODULES, docstring_pairs
 
 
 def multivector_folder(dest: Path) -> Path:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import atexit
-import os
 import shutil
 import signal
 import sys
@@ -20,6 +19,7 @@ from typing import Any, Protocol
 
 from zoo.errors import ServerError
 from zoo.runtime import RUNTIMES
+from zoo.settings import Settings, settings
 
 SERVE_ADDONS = "zoo.serve_addons"
 
@@ -103,9 +103,14 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def _check_exposure(args: argparse.Namespace) -> None:
+def _settings(args: argparse.Namespace) -> Settings:
+    """The environment's settings with ``zoo serve``'s flags laid over them (a flag given wins)."""
+    return settings().with_flags(api_key=args.api_key, triton_admin_key=args.triton_admin_key)
+
+
+def _check_exposure(args: argparse.Namespace, cfg: Settings) -> None:
     """A door reachable from other machines must ask for a key."""
-    if args.openai_port and not _is_loopback(args.host) and not args.api_key:
+    if args.openai_port and not _is_loopback(args.host) and not cfg.api_key:
         raise ServerError(f"refusing to serve the OpenAI-compatible API on {args.host} without an API key: set "
                           "--api-key or ZOO_API_KEY (or keep --host on 127.0.0.1)")
 
@@ -117,10 +122,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     require("serve", "zoo serve")
     from .export import export
     from .health import HealthServer
-    from .server import Ports, TritonServer, new_log_path, set_child_subreaper
+    from .processes import set_child_subreaper
+    from .server import Ports, TritonServer, new_log_path
     from .supervisor import Supervisor
 
-    _check_exposure(args)
+    cfg = _settings(args)
+    _check_exposure(args, cfg)
     _check_ports(args)  # before anything starts: a taken port is one line, and nothing is left running
     for addon in args.addons:
         addon.check(args)
@@ -134,8 +141,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     set_child_subreaper()  # stubs orphaned by a killed tritonserver are reaped here, not left as zombies
     server = TritonServer(repo, host=args.triton_host, ports=Ports(args.grpc_port, args.http_port,
                           args.metrics_port), log_path=Path(args.log) if args.log else new_log_path())
-    if args.triton_admin_key:
-        server.admin_key = args.triton_admin_key
+    if cfg.triton_admin_key:
+        server.admin_key = cfg.triton_admin_key
     signal.signal(signal.SIGTERM, _on_sigterm)
     supervisor = health = door = None
     addons: list[Any] = []
@@ -156,13 +163,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             from .openai_server import OpenAIServer
 
             door = OpenAIServer(
-                server.grpc_url, args.host, args.openai_port, api_key=args.api_key or None,
+                server.grpc_url, args.host, args.openai_port, api_key=cfg.api_key or None,
                 max_body_bytes=int(args.max_body_mb * (1 << 20)), cors_origins=args.cors_origin,
                 health=(lambda: health_report(supervisor)) if supervisor is not None else None,
                 admin_headers=server.admin_headers,
             ).start()
             _say(f"OpenAI-compatible API: {door.url}  (POST /v1/embeddings, GET /v1/models"
-                 f"{', bearer key required' if args.api_key else ''})")
+                 f"{', bearer key required' if cfg.api_key else ''})")
         for addon in args.addons:
             started = addon.start(args, server)
             if started is not None:
@@ -208,7 +215,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--triton-host", default="127.0.0.1",
                    help="address tritonserver (gRPC, HTTP, metrics) and zoo's /health bind to; its admin APIs "
                    "need the admin key whatever the address")
-    p.add_argument("--triton-admin-key", default=os.environ.get("ZOO_TRITON_ADMIN_KEY"), metavar="KEY",
+    p.add_argument("--triton-admin-key", metavar="KEY",  # unset: the environment's, through _settings
                    help="the secret of tritonserver's admin APIs (model load/unload, config, statistics, shared "
                    "memory, trace, logging), sent as the `zoo-admin-key` header (default: $ZOO_TRITON_ADMIN_KEY, "
                    "else a new random one at each start)")
@@ -233,7 +240,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="port of zoo's own GET /health (ready only when every model is); 0 disables")
     p.add_argument("--openai-port", type=int, default=8080,
                    help="port of the OpenAI-compatible API (POST /v1/embeddings, GET /v1/models); 0 disables")
-    p.add_argument("--api-key", default=os.environ.get("ZOO_API_KEY"),
+    p.add_argument("--api-key",  # unset: the environment's, through _settings
                    help="require `Authorization: Bearer KEY` on the OpenAI-compatible API (default: $ZOO_API_KEY)")
     p.add_argument("--max-body-mb", type=float, default=16.0,
                    help="largest request body the OpenAI-compatible API reads, in MiB (413 beyond)")

@@ -1,5 +1,5 @@
 """The serving contract: the one place tensor names, wire dtypes, request parameters and the model-name
-rule are written. The exporter, the python-backend model, the clients and the README all read it.
+rule are written. The exporter, the python-backend model, the clients and docs/serving.md all read it.
 
 Per model (see ``config.pbtxt``):
 
@@ -22,6 +22,9 @@ Per model (see ``config.pbtxt``):
                 after item, ids ascending within an item; ``LENGTHS [batch, 1]``: terms per item
   ============  =========================================================================================
 
+  A kind's handler (:mod:`zoo.kinds`) gives its arrays by role; :data:`ROLE_TENSORS` names the tensor of each
+  role, so a new kind whose roles exist needs nothing here;
+
 - output ``TOKENS``, shape ``[batch, 1]`` ``INT32``: the text tokens the model read per item (image and audio
   content counts 0), computed only when the request names it among its outputs;
 - request parameters ``dimensions`` (int), ``normalize`` (bool), ``precision`` (str), ``prompt_name``
@@ -39,14 +42,16 @@ Model names: a registry name maps to a Triton model name by replacing ``/`` with
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Iterator, Mapping
+from typing import Annotated, Any
 
 import numpy as np
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from zoo import inputs, kinds
+from zoo import kinds, media
 from zoo import postprocess as pp
-from zoo.base import EncodeOptions
 from zoo.errors import InputError, InvalidArgumentError, choices
+from zoo.front import EncodeOptions
 from zoo.spec import Modality
 
 INPUTS: dict[Modality, str] = {
@@ -66,9 +71,30 @@ TOKENS_DATATYPE = "INT32"
 LENGTHS = "LENGTHS"  # [batch, 1] INT32: vectors (multivector) or terms (sparse) per item
 INDICES = "INDICES"  # [total, 1] INT32: sparse vocabulary ids
 VALUES = "VALUES"  # [total, 1] FP32: sparse weights
-#: output kind → the tensors that carry it (what a client asks for)
-KIND_OUTPUTS: dict[str, tuple[str, ...]] = {
-    "dense": (OUTPUT,), "fde": (OUTPUT,), "multivector": (OUTPUT, LENGTHS), "sparse": (INDICES, VALUES, LENGTHS)}
+#: a role of an output kind's wire form (:meth:`zoo.kinds.OutputKind.to_arrays`) → the tensor that carries it;
+#: a kind names roles only, so tensor names are written here alone
+ROLE_TENSORS: dict[str, str] = {kinds.OUTPUT: OUTPUT, kinds.LENGTHS: LENGTHS, kinds.INDICES: INDICES,
+                                kinds.VALUES: VALUES}
+COLUMN_TENSORS = (LENGTHS, INDICES, VALUES)  # travel as [n, 1] columns; EMBEDDING keeps its rows
+
+
+class _KindTensors(Mapping):
+    """Output kind → the tensors that carry it (what a client asks for), from the kind's wire roles; read at
+    each use, so a kind registered later has its entry."""
+
+    def __getitem__(self, kind: str) -> tuple[str, ...]:
+        if kind not in kinds.names():
+            raise KeyError(kind)
+        return tuple(ROLE_TENSORS[role] for role in kinds.get(kind).wire_roles)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(kinds.names())
+
+    def __len__(self) -> int:
+        return len(kinds.names())
+
+
+KIND_OUTPUTS: Mapping[str, tuple[str, ...]] = _KindTensors()
 SPEC = "SPEC"  # [batch, 1] BYTES: the served model's description (answer to a DESCRIBE request)
 DESCRIBE = "zoo_describe"  # request parameter (bool): answer with SPEC, embed nothing
 #: the outputs besides EMBEDDING, in the order config.pbtxt declares them, with their datatypes
@@ -78,8 +104,9 @@ EXTRA_OUTPUTS: dict[str, str] = {TOKENS: TOKENS_DATATYPE, LENGTHS: "INT32", INDI
 
 def declared_outputs(kinds_given: tuple[str, ...]) -> dict[str, str]:
     """The outputs besides EMBEDDING a model giving ``kinds_given`` declares: TOKENS, and the tensors of its
-    kinds (see :data:`KIND_OUTPUTS`), each with its datatype."""
-    used = {name for kind in kinds_given for name in KIND_OUTPUTS[kind]} | {TOKENS, SPEC}
+    kinds and of the kinds derived from them (see :data:`KIND_OUTPUTS`), each with its datatype."""
+    every = [k for k in kinds.names() if kinds.get(k).produced_from in kinds_given]
+    used = {name for kind in every for name in KIND_OUTPUTS[kind]} | {TOKENS, SPEC}
     return {name: dtype for name, dtype in EXTRA_OUTPUTS.items() if name in used}
 DECLARED_OUTPUT_PRECISION = "float32"
 
@@ -142,26 +169,53 @@ def wants_description(params: dict[str, Any]) -> bool:
     return params.get(DESCRIBE) in (True, "true", "True")
 
 
+def _spelled_count(value: Any) -> Any:
+    return int(value) if isinstance(value, str) and value.isascii() and value.isdigit() else value
+
+
+def _spelled_bool(value: Any) -> Any:
+    return value.lower() == "true" if isinstance(value, str) and value.lower() in ("true", "false") else value
+
+
+# Triton hands parameters over as JSON of bools, integers and strings; a client may spell a number or a bool as a
+# string, which is taken (and nothing looser: strict, so 1 is no bool nor 2.0 an integer)
+_Count = Annotated[int, BeforeValidator(_spelled_count), Field(ge=0)]
+_Bool = Annotated[bool, BeforeValidator(_spelled_bool)]
+
+
+class RequestParameters(BaseModel):
+    """The request parameters (:data:`PARAMETERS`) as they arrive; one left out stays unset, so that
+    ``encode()``'s default applies."""
+
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    # not Optional: a parameter sent as null is refused; None only marks one left out
+    dimensions: _Count = Field(None)
+    normalize: _Bool = Field(None)
+    precision: str = Field(None)
+    prompt_name: str = Field(None)
+    output: str = Field(None)
+    max_vectors: _Count = Field(None)
+    top_k: _Count = Field(None)
+
+
+assert set(RequestParameters.model_fields) == set(PARAMETERS), "the parameters' model and table must agree"
+_RULES = {int: "a positive integer", bool: "true or false", str: "a string"}  # what a parameter's error says
+
+
 def parse_parameters(params: dict[str, Any]) -> dict[str, Any]:
-    """Turn request parameters into ``Embedder.options()`` keyword arguments, refusing unknown ones."""
-    out: dict[str, Any] = {}
-    for key, value in params.items():
-        if key not in PARAMETERS:
-            raise InvalidArgumentError(f"unknown request parameter {key!r}; valid: {choices(PARAMETERS)}")
-        kind = PARAMETERS[key]
-        if kind is bool:
-            if isinstance(value, str) and value.lower() in ("true", "false"):
-                value = value.lower() == "true"
-            if not isinstance(value, bool):
-                raise InvalidArgumentError(f"parameter {key!r} must be true or false, got {value!r}")
-        elif kind is int:
-            if isinstance(value, bool) or not isinstance(value, (int, str)) or not str(value).isdigit():
-                raise InvalidArgumentError(f"parameter {key!r} must be a positive integer, got {value!r}")
-            value = int(value)
-        elif not isinstance(value, str):
-            raise InvalidArgumentError(f"parameter {key!r} must be a string, got {value!r}")
-        out[key] = value
-    return out
+    """Turn request parameters into ``Embedder.options()`` keyword arguments (:class:`RequestParameters`), refusing
+    unknown ones; the first parameter at fault, in request order, is named in an :class:`InvalidArgumentError`."""
+    try:
+        return RequestParameters.model_validate(params).model_dump(exclude_unset=True)
+    except ValidationError as err:
+        order = list(params)
+        first = min(err.errors(include_url=False), key=lambda e: order.index(e["loc"][0]))
+        key = str(first["loc"][0])
+        if first["type"] == "extra_forbidden":
+            raise InvalidArgumentError(f"unknown request parameter {key!r}; valid: {choices(PARAMETERS)}") from None
+        raise InvalidArgumentError(f"parameter {key!r} must be {_RULES[PARAMETERS[key]]}, got {first['input']!r}",
+                                   key) from None
 
 
 def request_parameters(opts: EncodeOptions) -> dict[str, Any]:
@@ -176,8 +230,8 @@ def request_parameters(opts: EncodeOptions) -> dict[str, Any]:
 # ---- items on the wire ---------------------------------------------------------------------------
 def encode_item(modality: Modality, item: Any, index: int, allow_paths: bool = True) -> bytes:
     """One client-side item as the element of its modality's input tensor (checked first, see
-    :func:`zoo.inputs.to_wire`); interleaved parts travel as UTF-8 JSON."""
-    wire = inputs.to_wire(item, index, modality, allow_paths)
+    :func:`zoo.media.to_wire`); interleaved parts travel as UTF-8 JSON."""
+    wire = media.to_wire(item, index, modality, allow_paths)
     return json.dumps(wire).encode("utf-8") if modality is Modality.INTERLEAVED else wire
 
 
@@ -205,28 +259,22 @@ def from_wire(arr: np.ndarray, precision: str) -> np.ndarray:
     return arr.view(pp.FLOAT8) if precision == "float8" else arr.astype(pp.PRECISIONS[precision], copy=False)
 
 
-def _counts(n: list[int]) -> np.ndarray:
-    return np.asarray(n, np.int32).reshape(-1, 1)
-
-
 def result_to_wire(result: Any, opts: EncodeOptions) -> dict[str, np.ndarray]:
-    """One request's ``encode()`` result as the output tensors of its kind (see the module table)."""
-    if opts.output == "multivector":
-        flat = np.concatenate(result) if result else np.zeros((0, 0), np.float32)
-        return {OUTPUT: to_wire(flat, opts.precision), LENGTHS: _counts([len(x) for x in result])}
-    if opts.output == "sparse":
-        m = result.tocsr()
-        return {INDICES: m.indices.astype(np.int32).reshape(-1, 1), VALUES: m.data.reshape(-1, 1),
-                LENGTHS: _counts(np.diff(m.indptr).tolist())}
-    return {OUTPUT: to_wire(result, opts.precision)}
+    """One request's ``encode()`` result as the output tensors of its kind (see the module table): the kind's
+    arrays by role, each under its tensor's name; EMBEDDING in the request's precision (:func:`to_wire`)."""
+    out = {}
+    for role, arr in kinds.get(opts.output).to_arrays(result).items():
+        name = ROLE_TENSORS[role]
+        out[name] = np.asarray(arr).reshape(-1, 1) if name in COLUMN_TENSORS else to_wire(arr, opts.precision)
+    return out
 
 
 def result_from_wire(tensors: dict[str, np.ndarray], opts: EncodeOptions, vocab_size: int | None = None) -> Any:
     """Undo :func:`result_to_wire`: exactly what in-process ``encode()`` returns for those items."""
-    if opts.output == "sparse":
-        return kinds.csr_of(tensors[INDICES].reshape(-1), tensors[VALUES].reshape(-1),
-                            tensors[LENGTHS].reshape(-1), int(vocab_size or 0))
-    emb = from_wire(tensors[OUTPUT], opts.precision)
-    if opts.output == "multivector":
-        return kinds.split_rows(emb, tensors[LENGTHS].reshape(-1))
-    return emb
+    handler = kinds.get(opts.output)
+    arrays = {}
+    for role in handler.wire_roles:
+        name = ROLE_TENSORS[role]
+        arrays[role] = tensors[name].reshape(-1) if name in COLUMN_TENSORS else from_wire(tensors[name],
+                                                                                           opts.precision)
+    return handler.from_arrays(arrays, vocab_size=vocab_size)

@@ -1,4 +1,4 @@
-"""OpenAI's embeddings API as `zoo` sees it: request parsing, item conversion, response and error shapes.
+"""OpenAI's embeddings API as `zoo` sees it: request parsing, response and error shapes.
 
 Pure functions, no server: :mod:`serving.openai_server` puts them behind HTTP. What OpenAI defines is
 followed exactly (``model``, ``input`` as a string or a list of strings, ``dimensions``, ``encoding_format``
@@ -13,28 +13,27 @@ clients pass through (``extra_body``):
   ``multivector`` item's ``embedding`` is a list of vectors (``base64``: the ``[n, d]`` rows' bytes, row after
   row); a ``sparse`` item's is ``{"indices": [...], "values": [...]}`` (``float`` format only).
 
-Media travel inline only: an ``http(s)`` URL is refused (fetching it from the server would let callers
-reach hosts they cannot), and nothing a caller sends is ever read as a server path.
+The bodies are pydantic models (:mod:`serving.openai_models`, also what ``/openapi.json`` publishes). Media travel
+inline only: an ``http(s)`` URL is refused (fetching it from the server would let callers reach hosts they
+cannot), and nothing a caller sends is ever read as a server path.
 
-What one request may hold is checked before any work is done for it (400 naming the field or ``input[i]``): at
-most :data:`MAX_ITEMS` items, a text item of at most ``MAX_TEXT_CHARS`` characters, an interleaved item of at
-most ``MAX_PARTS`` parts whose text holds at most ``MAX_TEXT_CHARS`` characters (:mod:`zoo.media.budgets`); the
-body itself is decoded by :func:`parse_json`, which stops at the depth, list length and value count no valid
-request reaches.
+What one request may hold is checked before any work is done for it (400 naming the field, and ``input[i]`` in
+the message): at most :data:`MAX_ITEMS` items, a text item of at most ``MAX_TEXT_CHARS`` characters, an
+interleaved item of at most ``MAX_PARTS`` parts whose text holds at most ``MAX_TEXT_CHARS`` characters
+(:mod:`zoo.media.budgets`); the body itself is decoded by :func:`parse_json`, which stops at the depth, list
+length and value count no valid request reaches, and only then validated by :class:`EmbeddingRequest`.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import re
-from dataclasses import dataclass
 from json.decoder import scanstring
 from typing import Any
 
 import numpy as np
+from pydantic import ValidationError
 
-from zoo import postprocess as pp
 from zoo.errors import (
     InputError,
     InvalidArgumentError,
@@ -42,19 +41,16 @@ from zoo.errors import (
     UnsupportedModalityError,
     choices,
 )
-from zoo.media.budgets import MAX_PARTS, MAX_TEXT_CHARS
-from zoo.spec import Modality
+from zoo.media.budgets import MAX_PARTS
 
-MAX_ITEMS = 2048  # OpenAI's own limit on the items of one request
+from .openai_models import ERROR_CODES, MAX_ITEMS, EmbeddingRequest, ErrorDetail, ErrorResponse
+
 # The deepest valid body: {"input": [{"content": [{"image_url": {"url": ...}}]}]}, six containers.
 MAX_DEPTH = 6
 # Every JSON value of the largest valid body (2048 interleaved items of MAX_PARTS image parts, 4 values a part)
 # and some: a body of nothing but tiny values ([{}, {}, ...] is 24x its size as Python objects) stops here.
 MAX_VALUES = MAX_ITEMS * (4 * MAX_PARTS + 4) + 64
-FORMATS = ("float", "base64")
-OPENAI_FIELDS = ("model", "input", "dimensions", "encoding_format", "user")
-EXTENSION_FIELDS = ("precision", "prompt_name", "output", "max_vectors", "top_k")  # encode()'s output controls
-MEDIA_KEYS = {"image": Modality.IMAGE, "audio": Modality.AUDIO, "video": Modality.VIDEO}
+SHOWN_CHARS = 40  # of a value a caller sent, at most this much is quoted back in an error
 
 
 class ApiError(Exception):
@@ -68,8 +64,9 @@ class ApiError(Exception):
         self.headers = headers or {}
 
     def body(self) -> dict[str, Any]:
-        """``{"error": {"message", "type", "param", "code"}}``."""
-        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+        """``{"error": {"message", "type", "param", "code"}}``: :class:`ErrorResponse`."""
+        detail = ErrorDetail(message=self.message, type=self.type, param=self.param, code=self.code)
+        return ErrorResponse(error=detail).model_dump()
 
 
 def bad_request(message: str, param: str | None = "input", code: str | None = "invalid_value") -> ApiError:
@@ -89,91 +86,82 @@ def model_not_found(model: str) -> ApiError:
                     param="model", code="model_not_found")
 
 
-@dataclass(frozen=True)
-class EmbeddingRequest:
-    """A checked ``POST /v1/embeddings`` body; ``items`` are ``(modality, item)`` in input order, each item
-    in the form :func:`zoo.inputs.to_wire` takes (text, or data only)."""
-
-    model: str
-    items: list[tuple[Modality, Any]]
-    dimensions: int | None
-    encoding_format: str
-    precision: str
-    prompt_name: str | None
-    output: str | None = None
-    max_vectors: int | None = None
-    top_k: int | None = None
+# ---- a request model's complaint as OpenAI's 400 -----------------------------------------------------------
+# today's wording for the top-level fields' commonest faults (pydantic's would name neither the fix nor the API)
+_FIELD_MESSAGES = {
+    ("model", "missing"): "`model` is required: a served model's name (GET /v1/models)",
+    ("model", "string_type"): "`model` must be a string: a served model's name (GET /v1/models)",
+    ("model", "string_too_short"): "`model` is required: a served model's name (GET /v1/models)",
+    ("input", "missing"): "`input` is required: a string or a list of items",
+    ("input", "list_type"): "`input` must be a string or a non-empty list of items",
+    ("input", "too_short"): "`input` must be a string or a non-empty list of items",
+    ("input", "too_long"): "`input` has {actual_length} items; at most {max_length} per request",
+}
 
 
-def _inline(value: Any, where: str, kind: str) -> str:
-    """A media value that must be a ``data:`` URI string."""
-    if not isinstance(value, str):
-        raise bad_request(f"{where}: the {kind} must be a data: URI string, got {type(value).__name__}")
-    if value[:8].lower().startswith(("http://", "https://")):
-        raise bad_request(f"{where}: URLs are not fetched by this server; send the {kind} inline as a "
-                          f"data:{kind}/...;base64,... URI", code="url_not_supported")
-    if not value.startswith("data:"):
-        raise bad_request(f"{where}: the {kind} must be a data:{kind}/...;base64,... URI")
-    return value
+def _shown(value: Any) -> str:
+    """A value a caller sent, as an error quotes it: a few characters at most (an item may be megabytes)."""
+    if isinstance(value, dict):
+        return f"an object with keys {[str(k)[:SHOWN_CHARS] for k in sorted(map(str, value))[:5]]}"
+    if isinstance(value, list):
+        return f"a list of {len(value)} elements"
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS - 3] + "..."
 
 
-def _too_long(where: str, chars: int | str) -> ApiError:
-    return bad_request(f"{where}: the text has {chars} characters; at most {MAX_TEXT_CHARS} per item",
-                       code="text_too_long")
-
-
-def _interleaved(parts: Any, where: str) -> list[dict[str, str]]:
-    """Chat content parts → the wire's ``{"text"}`` / ``{"image"}`` parts (at most ``MAX_PARTS``, their text
-    at most ``MAX_TEXT_CHARS`` characters in all)."""
-    if not isinstance(parts, list) or not parts:
-        raise bad_request(f"{where}: content must be a non-empty list of content parts")
-    if len(parts) > MAX_PARTS:
-        raise bad_request(f"{where}: content has {len(parts)} parts; at most {MAX_PARTS} per item",
-                          code="too_many_parts")
-    out, chars = [], 0
-    for j, part in enumerate(parts):
-        at = f"{where}.content[{j}]"
-        kind = part.get("type") if isinstance(part, dict) else None
-        if kind == "text" and isinstance(part.get("text"), str):
-            chars += len(part["text"])
-            if chars > MAX_TEXT_CHARS:
-                raise _too_long(where, f"more than {MAX_TEXT_CHARS}")
-            out.append({"text": part["text"]})
-        elif kind == "image_url":
-            url = part.get("image_url")
-            url = url.get("url") if isinstance(url, dict) else url
-            out.append({"image": _inline(url, at, "image")})
+def _place(loc: tuple[int | str, ...]) -> str:
+    """A pydantic location as the request's own path: ``input[3].content[1].text``. The segment after a list index
+    is the tag of the union the element was validated as (its shape), not a field, and is left out: every list of
+    a request holds a tagged union (items, content parts)."""
+    out, tagged = "", False
+    for part in loc:
+        if isinstance(part, int):
+            out, tagged = f"{out}[{part}]", True
+        elif tagged:
+            tagged = False
         else:
-            raise bad_request(f'{at}: a content part must be {{"type": "text", "text": ...}} or '
-                              f'{{"type": "image_url", "image_url": {{"url": "data:image/..."}}}}')
+            out = f"{out}.{part}" if out else str(part)
     return out
 
 
-def parse_item(item: Any, index: int) -> tuple[Modality, Any]:
-    """One ``input`` element → ``(modality, item)``; a 400 naming ``input[index]`` when it is not one."""
-    where = f"input[{index}]"
-    if isinstance(item, str):
-        if len(item) > MAX_TEXT_CHARS:
-            raise _too_long(where, len(item))
-        return Modality.TEXT, item
-    if isinstance(item, bool) or isinstance(item, (int, float)) or (
-            isinstance(item, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in item)):
-        raise bad_request(f"{where}: token-id arrays are not supported; send the text itself",
-                          code="tokens_not_supported")
-    if isinstance(item, dict) and len(item) == 1:
-        (key, value), = item.items()
-        if key in MEDIA_KEYS:
-            return MEDIA_KEYS[key], _inline(value, where, key)
-        if key == "content":
-            return Modality.INTERLEAVED, _interleaved(value, where)
-    raise bad_request(f'{where}: an item is a string, {{"image": "data:..."}}, {{"audio": "data:..."}}, '
-                      f'{{"video": "data:..."}} or {{"content": [content parts]}}; got {_describe(item)}')
-
-
-def _describe(value: Any) -> str:
-    if isinstance(value, dict):
-        return f"an object with keys {sorted(map(str, value))[:5]}"
-    return f"a {type(value).__name__}"
+def validation_error(err: ValidationError) -> ApiError:
+    """:class:`EmbeddingRequest`'s first complaint as OpenAI's 400: ``param`` the top-level field at fault (an
+    unrecognized one first), the message naming the place (``input[3]: ...``, ``dimensions should be ...``) and
+    the rule; what the caller sent is quoted a few characters at most, and pydantic's links are left out."""
+    errors = err.errors(include_url=False)
+    unknown = sorted(str(e["loc"][0]) for e in errors if e["type"] == "extra_forbidden" and len(e["loc"]) == 1)
+    if unknown:
+        return bad_request(f"unrecognized request argument(s) {unknown}; valid: "
+                           f"{choices(EmbeddingRequest.model_fields)}", param=unknown[0])
+    first = errors[0]
+    kind, loc, ctx, value = first["type"], first["loc"], first.get("ctx") or {}, first.get("input")
+    if not loc:  # the body itself, or a rule across fields (its ctx names the field to blame)
+        if kind == "model_type":
+            return bad_request("the request body must be a JSON object", param=None)
+        return bad_request(first["msg"], param=ctx.get("param"))
+    param, place = str(loc[0]), _place(loc)
+    if kind in ERROR_CODES:  # our own rules: the message names the rule, the place is the item (or the field)
+        last = max((i for i, part in enumerate(loc) if isinstance(part, int)), default=0)
+        message = first["msg"] if len(loc) == 1 else f"{_place(loc[:last + 1])}: {first['msg']}"
+        if kind == "invalid_item":
+            message, kind = f"{message}; got {_shown(value)}", "invalid_value"
+        return bad_request(message, param=param, code=kind)
+    if value is None and len(loc) == 1 and kind.endswith("_type"):
+        kind = "missing"  # a required field sent as null
+    template = _FIELD_MESSAGES.get((place, kind))
+    if template is not None:
+        message = template.format(**ctx)
+    elif kind == "missing":
+        message = f"`{place}` is required"
+    elif kind == "too_short" and ctx.get("min_length") == 1:
+        message = f"`{place}` must not be empty"
+    elif kind == "model_type":  # pydantic would name the class
+        message = f"`{place}` should be an object, got {_shown(value)}"
+    elif first["msg"].startswith("Input should"):
+        message = f"`{place}` should{first['msg'][len('Input should'):]}, got {_shown(value)}"
+    else:
+        message = f"`{place}`: {first['msg']}"
+    return bad_request(message, param=param)
 
 
 _WS = re.compile(r"[ \t\n\r]*")
@@ -182,6 +170,11 @@ _CONSTANTS = (("null", None), ("true", True), ("false", False), ("NaN", float("n
               ("Infinity", float("inf")), ("-Infinity", float("-inf")))
 
 
+# Why a parser of our own, when pydantic could validate the raw bytes (model_validate_json)? Validation holds the
+# GIL for the whole body and builds every value first, and json.loads does too: a 16 MiB body of tiny values would
+# stall every other request for most of a second (tests/test_door_limits.py measures it). This walk yields the GIL
+# between values in a worker thread and stops at the first value past what a valid request can hold; the model
+# then validates a bounded object.
 class _BoundedParser:
     """JSON as :func:`json.loads` reads it, with containers walked in Python (strings and numbers by the
     standard library's scanner), so that the walk stops early -- nesting deeper than :data:`MAX_DEPTH`, a list
@@ -283,63 +276,28 @@ def parse_json(body: bytes) -> Any:
 
 def read_request(body: bytes) -> EmbeddingRequest:
     """:func:`parse_json` then :func:`parse_request`: a body checked, item count and per-item caps included,
-    before any work is done for it."""
+    before any work is done for it. CPU work: call it off the event loop."""
     return parse_request(parse_json(body))
 
 
 def parse_request(body: Any) -> EmbeddingRequest:
-    """Check a decoded JSON body; raises :class:`ApiError` (400) naming the field at fault."""
-    if not isinstance(body, dict):
-        raise bad_request("the request body must be a JSON object", param=None)
-    unknown = sorted(set(body) - set(OPENAI_FIELDS) - set(EXTENSION_FIELDS))
-    if unknown:
-        raise bad_request(f"unrecognized request argument(s) {unknown}; valid: "
-                          f"{choices(OPENAI_FIELDS + EXTENSION_FIELDS)}", param=unknown[0])
-    model = body.get("model")
-    if not isinstance(model, str) or not model:
-        raise bad_request("`model` is required: a served model's name (GET /v1/models)", param="model")
-    raw = body.get("input")
-    if raw is None:
-        raise bad_request("`input` is required: a string or a list of items")
-    if isinstance(raw, str) or (isinstance(raw, list) and raw and all(isinstance(t, int) for t in raw)):
-        raw = [raw]  # one string, or one token array (refused below with its reason)
-    if not isinstance(raw, list) or not raw:
-        raise bad_request("`input` must be a string or a non-empty list of items")
-    if len(raw) > MAX_ITEMS:
-        raise bad_request(f"`input` has {len(raw)} items; at most {MAX_ITEMS} per request")
-    dims = body.get("dimensions")  # its value, precision's and prompt_name's are checked by the model's options()
-    fmt = body.get("encoding_format") or "float"
-    if fmt not in FORMATS:
-        raise bad_request(f"`encoding_format` must be one of {choices(FORMATS)}, got {fmt!r}",
-                          param="encoding_format")
-    if body.get("user") is not None and not isinstance(body["user"], str):
-        raise bad_request("`user` must be a string", param="user")
-    precision = body.get("precision") or "float32"
-    prompt, output = body.get("prompt_name"), body.get("output")
-    for name, value in (("precision", precision), ("prompt_name", prompt), ("output", output)):
-        if value is not None and not isinstance(value, str):
-            raise bad_request(f"`{name}` must be a string", param=name)
-    if output == "sparse" and fmt == "base64":
-        raise bad_request("sparse output comes as {indices, values} objects; use encoding_format float",
-                          param="encoding_format")
-    # max_vectors' and top_k's values are checked by the model's options(), like dimensions
-    return EmbeddingRequest(model, [parse_item(x, i) for i, x in enumerate(raw)], dims, fmt, precision, prompt,
-                            output, body.get("max_vectors"), body.get("top_k"))
+    """Validate a decoded JSON body as :class:`EmbeddingRequest`; raises :class:`ApiError` (400) naming the field
+    at fault."""
+    try:
+        return EmbeddingRequest.model_validate(body)
+    except ValidationError as err:
+        raise validation_error(err) from None
 
 
 def embedding_value(row: Any, encoding_format: str) -> list | str | dict:
     """One item's result as OpenAI's ``embedding`` field. ``float``: numbers (quantized precisions as their
     integer values, float16/float8 as the floats they hold; a multi-vector item a list of such vectors, a
     sparse row ``{"indices", "values"}``); ``base64``: the raw little-endian bytes in the precision's dtype
-    (float32 by default, as OpenAI; int8/uint8 one byte per value; binary packed)."""
-    if hasattr(row, "tocsr"):
-        row = row.tocsr()
-        return {"indices": row.indices.tolist(), "values": row.data.astype(np.float32).tolist()}
-    if encoding_format == "base64":
-        return base64.b64encode(np.ascontiguousarray(row, dtype=row.dtype.newbyteorder("<")).tobytes()).decode()
-    if row.dtype.kind == "f" or row.dtype == pp.FLOAT8:
-        return row.astype(np.float32).tolist()
-    return row.tolist()
+    (float32 by default, as OpenAI; int8/uint8 one byte per value; binary packed). The item's output kind
+    writes it (:meth:`zoo.kinds.OutputKind.to_json`)."""
+    from zoo import kinds  # here: the rest of this module is the request's, not the kinds'
+
+    return kinds.handler_of(row).to_json(row, encoding_format)
 
 
 def embeddings_response(model: str, rows: list[np.ndarray], encoding_format: str, tokens: int) -> dict[str, Any]:

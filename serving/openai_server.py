@@ -1,18 +1,20 @@
 """The OpenAI-compatible door: ``POST /v1/embeddings``, ``GET /v1/models``, ``GET /health`` over HTTP.
 
-It holds no model. Each request is checked here (:mod:`serving.openai_api`), its items are split by
+It holds no model. Each request is checked here (:mod:`serving.openai_api`, against the pydantic models of
+:mod:`serving.openai_models`, which ``GET /openapi.json`` publishes), its items are split by
 modality and forwarded to tritonserver over gRPC with the asyncio client (one request per modality, sent
 concurrently, so Triton's dynamic batching sees them like any other client's), and the rows come back in
 input order with the model's own token counts as ``usage``. ``zoo serve --openai-port`` runs it beside
 tritonserver; production settings (bearer key, body limit, CORS) are options with safe defaults.
 
-It takes JSON and media from strangers, so every cost is bounded before it is paid:
+It takes JSON and media from strangers, so every cost is bounded before it is paid (:mod:`serving.openai_limits`):
 
 - the body is read with a running count (413 past ``max_body_bytes``, never read further; 408 when it does
   not arrive within ``body_timeout``), and all bodies held at once share a byte budget (429 beyond);
 - it is parsed off the event loop by a parser that stops at the shape a valid request can have
   (:func:`serving.openai_api.parse_json`; ``json.loads`` would hold the GIL, and so stall every other
-  request, for the whole body), and the item count and each item's size are checked before any work;
+  request, for the whole body), then validated there by the request model: the item count and each item's size
+  are checked before any work;
 - at most ``max_concurrent`` requests are worked on at once and ``max_queued`` wait for a turn; beyond that,
   or after waiting ``queue_wait`` seconds, 429 in OpenAI's error shape with ``Retry-After``;
 - long answers are rendered off the event loop, item by item;
@@ -34,7 +36,6 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
-from starlette.requests import ClientDisconnect
 
 from zoo import kinds
 from zoo.errors import InvalidArgumentError, ZooError
@@ -45,23 +46,33 @@ from .client import AsyncTritonEmbedder, triton_name
 from .http import HttpLimits, HttpServer
 from .openai_api import (
     ApiError,
-    EmbeddingRequest,
     api_error,
     bad_request,
     model_not_found,
     read_request,
     render_embeddings,
-    server_busy,
+)
+from .openai_limits import (
+    BODY_TIMEOUT_S,
+    BUFFERED_BODIES,
+    DEFAULT_MAX_BODY_BYTES,
+    MAX_CONCURRENT_REQUESTS,
+    MAX_QUEUED_REQUESTS,
+    QUEUE_WAIT_S,
+    Admission,
+    ByteBudget,
+    read_body,
+)
+from .openai_models import (
+    EmbeddingRequest,
+    EmbeddingResponse,
+    ModelCard,
+    ModelList,
+    error_responses,
+    openapi_document,
+    request_body,
 )
 
-# What a request may cost (create_app's defaults; `zoo serve --max-body-mb` sets the first).
-DEFAULT_MAX_BODY_BYTES = 16 << 20  # a request body (413 beyond): 2048 texts of 8 KiB, or 12 MiB of media in base64
-MAX_CONCURRENT_REQUESTS = 32  # /v1/* requests worked on at once (reading, parsing, waiting on Triton, rendering)
-MAX_QUEUED_REQUESTS = 32  # more wait for a turn (holding no body yet); beyond that 429
-QUEUE_WAIT_S = 10.0  # a waiting request gets 429 after this long
-BUFFERED_BODIES = 4  # all bodies held at once: at most this many max-size bodies' bytes (429 beyond)
-BODY_TIMEOUT_S = 30.0  # the whole body must arrive within this (408 beyond): 16 MiB at >= 0.55 MiB/s
-RETRY_AFTER_S = 1  # the Retry-After of a 429
 INLINE_TEXT_CHARS = 1 << 16  # text requests this small are serialized on the event loop (cheaper than a thread)
 
 log = logging.getLogger(__name__)
@@ -170,108 +181,17 @@ async def embed(catalog: Catalog, req: EmbeddingRequest) -> bytes:
                                    tokens)
 
 
-async def model_entry(catalog: Catalog, name: str, state: str, started: int) -> dict[str, Any]:
+async def model_entry(catalog: Catalog, name: str, state: str, started: int) -> ModelCard:
     """OpenAI's model object for Triton model ``name``, with its modalities, dimension and options."""
-    entry: dict[str, Any] = {"id": public_name(name), "object": "model", "created": started,
-                             "owned_by": "embedding-zoo", "ready": state == "READY"}
+    details: dict[str, Any] = {}
     with contextlib.suppress(ApiError):  # a model being restarted is listed without its details
         spec = (await catalog.get(name)).spec
-        entry.update(modalities=[m.value for m in spec.modalities], dimension=spec.dim,
-                     matryoshka_dims=list(spec.matryoshka_dims), outputs=list(spec.outputs),
-                     prompts=sorted(spec.prompts),
-                     default_prompt_name=spec.default_prompt_name, max_batch_size=spec.max_batch_size)
-    return entry
-
-
-class Admission:
-    """At most ``limit`` requests at work, ``queue`` more waiting up to ``wait`` seconds; the rest get 429 at
-    once. Lives on one event loop (no locks)."""
-
-    def __init__(self, limit: int, queue: int, wait: float) -> None:
-        self.limit, self.queue, self.wait = limit, queue, wait
-        self._free = asyncio.Semaphore(limit)
-        self.waiting = 0
-
-    def _busy(self) -> ApiError:
-        return server_busy(f"the server is busy ({self.limit} requests at work, {self.waiting} waiting); retry "
-                           f"in {RETRY_AFTER_S} s", RETRY_AFTER_S)
-
-    @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        if self._free.locked():
-            if self.waiting >= self.queue:
-                raise self._busy()
-            self.waiting += 1
-            try:
-                await asyncio.wait_for(self._free.acquire(), self.wait)
-            except asyncio.TimeoutError:
-                raise self._busy() from None
-            finally:
-                self.waiting -= 1
-        else:
-            await self._free.acquire()
-        try:
-            yield
-        finally:
-            self._free.release()
-
-
-class ByteBudget:
-    """The bytes of request bodies held at once, across requests (one event loop, no locks)."""
-
-    def __init__(self, total: int) -> None:
-        self.total, self.used = total, 0
-
-    @contextlib.contextmanager
-    def lease(self) -> Any:
-        taken = [0]
-
-        def take(n: int) -> None:
-            if self.used + n > self.total:
-                raise server_busy(f"the server holds too many large request bodies ({self.total} bytes at once); "
-                                  f"retry in {RETRY_AFTER_S} s", RETRY_AFTER_S)
-            self.used += n
-            taken[0] += n
-
-        try:
-            yield take
-        finally:
-            self.used -= taken[0]
-
-
-async def _read_body(request: Request, limit: int, timeout: float, take: Callable[[int], None]) -> bytes:
-    """The body, counted as it comes: 413 as soon as it is known to be over ``limit`` bytes (before a byte of it
-    is read when Content-Length says so), 408 when it has not all come within ``timeout`` seconds; ``take``
-    reserves its bytes in the shared budget."""
-    too_large = ApiError(413, f"the request body is over the limit of {limit} bytes", code="request_too_large")
-    declared = request.headers.get("content-length")
-    known = declared is not None and declared.isdigit()
-    if known:
-        if int(declared) > limit:  # type: ignore[arg-type]
-            raise too_large
-        take(int(declared))  # type: ignore[arg-type]
-    chunks, size = [], 0
-    deadline = time.monotonic() + timeout
-    stream = request.stream().__aiter__()
-    try:
-        while True:
-            try:
-                chunk = await asyncio.wait_for(stream.__anext__(), max(deadline - time.monotonic(), 0.001))
-            except StopAsyncIteration:
-                break
-            size += len(chunk)
-            if size > limit:
-                raise too_large
-            if not known:
-                take(len(chunk))
-            chunks.append(chunk)
-    except asyncio.TimeoutError:
-        raise ApiError(408, f"the request body did not arrive within {timeout:g} s", param=None,
-                       code="request_timeout") from None
-    except ClientDisconnect:
-        raise ApiError(400, "the client went away before its body arrived", param=None,
-                       code="client_disconnected") from None
-    return b"".join(chunks)
+        details = dict(modalities=[m.value for m in spec.modalities], dimension=spec.dim,
+                       matryoshka_dims=list(spec.matryoshka_dims), outputs=list(spec.outputs),
+                       prompts=sorted(spec.prompts),
+                       default_prompt_name=spec.default_prompt_name, max_batch_size=spec.max_batch_size)
+    return ModelCard(id=public_name(name), object="model", created=started, owned_by="embedding-zoo",
+                     ready=state == "READY", **details)
 
 
 def create_app(grpc_url: str, *, api_key: str | None = None, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
@@ -286,7 +206,11 @@ def create_app(grpc_url: str, *, api_key: str | None = None, max_body_bytes: int
     ``max_concurrent``, ``max_queued``, ``queue_wait``: the admission of ``/v1/*`` requests (429 beyond);
     ``body_timeout``: seconds a body may take to arrive (408); ``max_buffered_bytes``: bytes of bodies held at
     once (default ``BUFFERED_BODIES`` x ``max_body_bytes``; 429 beyond). ``admin_headers``: what opens
-    Triton's model-repository API, which lists the models (:attr:`serving.server.TritonServer.admin_headers`)."""
+    Triton's model-repository API, which lists the models (:attr:`serving.server.TritonServer.admin_headers`).
+
+    ``GET /openapi.json`` publishes the routes and their request and answer models, open even with ``api_key``:
+    it holds no secret and names no served model (the list stays behind the key), as OpenAI publishes its own
+    spec; it says which routes need the key. ``/docs`` and ``/redoc`` stay off: they load JavaScript from a CDN."""
     catalog = Catalog(grpc_url, admin_headers)
     started = int(time.time())
     expected = f"Bearer {api_key}".encode() if api_key else None
@@ -299,7 +223,15 @@ def create_app(grpc_url: str, *, api_key: str | None = None, max_body_bytes: int
         await catalog.close()
 
     app = FastAPI(title="embedding-zoo OpenAI-compatible API", lifespan=lifespan, docs_url=None, redoc_url=None,
-                  openapi_url=None)
+                  openapi_url="/openapi.json", description="OpenAI's embeddings API, and media and interleaved "
+                  "items and encode()'s output controls as extensions of the same body.")
+
+    def openapi() -> dict[str, Any]:  # built on the first GET /openapi.json, then kept
+        if app.openapi_schema is None:
+            app.openapi_schema = openapi_document(app, [EmbeddingRequest], bearer=expected is not None)
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     app.state.admission, app.state.budget = admission, budget  # for tests and metrics
     if cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
@@ -337,36 +269,43 @@ def create_app(grpc_url: str, *, api_key: str | None = None, max_body_bytes: int
     async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:  # unknown route, method
         return answer(ApiError(exc.status_code, str(exc.detail), param=None, code=None))
 
-    @app.post("/v1/embeddings")
+    @app.post("/v1/embeddings", response_model=EmbeddingResponse, openapi_extra=request_body(EmbeddingRequest),
+              responses=error_responses(400, 401, 404, 408, 413, 429, 500, 503))
     async def embeddings(request: Request) -> Response:
+        """One embedding an item of ``input``, in input order (OpenAI's ``POST /v1/embeddings``)."""
         async def work() -> bytes:
             with budget.lease() as take:  # held to the end: the parsed items take about what the body did
-                body = await _read_body(request, max_body_bytes, body_timeout, take)
+                body = await read_body(request, max_body_bytes, body_timeout, take)
                 req = await asyncio.to_thread(read_request, body)  # off the event loop, bounded
                 del body
                 return await embed(catalog, req)
 
         return await guarded(request, work)
 
-    @app.get("/v1/models")
+    @app.get("/v1/models", response_model=ModelList, responses=error_responses(401, 429, 500, 503))
     async def models(request: Request) -> Response:
+        """The served models, each with what it embeds (OpenAI's ``GET /v1/models``)."""
         async def work() -> dict[str, Any]:
             states = await catalog.repository()
-            return {"object": "list", "data": [await model_entry(catalog, name, state, started)
-                                               for name, state in sorted(states.items())]}
+            cards = [await model_entry(catalog, name, state, started) for name, state in sorted(states.items())]
+            return ModelList(object="list", data=cards).model_dump(exclude_unset=True)
 
         return await guarded(request, work)
 
-    @app.get("/v1/models/{model:path}")
+    @app.get("/v1/models/{model:path}", response_model=ModelCard, responses=error_responses(401, 404, 429, 500, 503))
     async def model(request: Request, model: str) -> Response:
+        """One served model, by registry or Triton name (404 when it is not served)."""
         async def work() -> dict[str, Any]:
             name = (await catalog.get(model)).triton_name  # 404 when not served
-            return await model_entry(catalog, name, (await catalog.repository()).get(name, ""), started)
+            card = await model_entry(catalog, name, (await catalog.repository()).get(name, ""), started)
+            return card.model_dump(exclude_unset=True)
 
         return await guarded(request, work)
 
-    @app.api_route("/health", methods=["GET", "HEAD"])
+    @app.get("/health", responses={503: {"description": "not ready"}})
+    @app.head("/health", include_in_schema=False)  # one operation in the schema (FastAPI would name both alike)
     async def health_endpoint() -> JSONResponse:
+        """Ready (200) when every served model is (probes: open even with an API key); 503 otherwise."""
         if health is not None:
             ready, body = await asyncio.to_thread(health)
         else:

@@ -13,6 +13,7 @@ shared-memory regions with its own prefix, so :meth:`TritonServer.stop` can remo
 in ``/dev/shm``; the next server removes regions whose owner process is gone (one killed with SIGKILL never
 ran its clean-up). Stopping is bounded: SIGTERM, ``exit_timeout`` seconds for a graceful exit, then SIGKILL.
 The server's log goes to ``<zoo cache>/logs`` unless told otherwise, keeping the newest :data:`KEEP_LOGS`.
+The process helpers this relies on (children, stubs, signals, orphaned regions) are in :mod:`serving.processes`.
 """
 
 from __future__ import annotations
@@ -31,19 +32,27 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from zoo.errors import ServerError
-from zoo.runtime import cache_root
+from zoo.settings import settings
+
+from .processes import (
+    SHM_DIR,
+    Stub,
+    child_pids,
+    find_stubs,
+    group_alive,
+    remove_orphaned_shm,
+    signal_group,
+    signal_pid,
+)
 
 # the log quotes messages with newlines escaped; the python backend appends "\\n\\nAt:\\n<traceback>" to the reason
 ESCAPED_NEWLINE = "\\n"
-SHM_DIR = Path("/dev/shm")
-STUB_NAME = "triton_python_backend_stub"
 #: Triton's admin APIs (load a model with uploaded code, unload, register shared memory, read configs and
 #: statistics, change tracing and logging): each needs this header with the server's secret
 RESTRICTED_APIS = ("model-repository", "model-config", "shared-memory", "statistics", "trace", "logging")
 ADMIN_HEADER = "zoo-admin-key"
 GRPC_ADMIN_PREFIX = "triton-grpc-protocol-"  # what Triton puts before a restricted gRPC protocol's header
 KEEP_LOGS = 20  # server logs kept in <zoo cache>/logs; older ones are removed when a server starts
-_SHM_OWNER = re.compile(r"zoo(\d+)_[0-9a-f]{8}_")  # TritonServer.shm_prefix: the pid of the process that made it
 
 
 @dataclass(frozen=True)
@@ -91,7 +100,7 @@ def port_error(host: str, port: int, what: str, flag: str, err: OSError | None =
 
 def log_dir() -> Path:
     """Where server logs go by default: ``<zoo cache>/logs``."""
-    return cache_root() / "logs"
+    return settings().logs_dir
 
 
 def new_log_path() -> Path:
@@ -102,22 +111,6 @@ def new_log_path() -> Path:
     for path in old[: max(0, len(old) - (KEEP_LOGS - 1))]:
         path.unlink(missing_ok=True)
     return folder / f"tritonserver-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}-{secrets.token_hex(2)}.log"
-
-
-def remove_orphaned_shm() -> list[Path]:
-    """Remove this user's python-backend regions in ``/dev/shm`` whose owner process is gone (a ``zoo serve``
-    killed with SIGKILL or by the OOM killer never removes its own); the removed paths."""
-    removed = []
-    for path in SHM_DIR.glob("zoo*_*"):
-        match = _SHM_OWNER.match(path.name)
-        try:
-            mine = path.stat().st_uid == os.getuid()
-        except OSError:
-            continue
-        if match and mine and not process_alive(int(match[1])):
-            path.unlink(missing_ok=True)
-            removed.append(path)
-    return removed
 
 
 def _wheel_root() -> Path | None:
@@ -150,7 +143,7 @@ def _wheel_backends(root: Path) -> Path:
     stub = root / "python_backend_stubs" / version / "triton_python_backend_stub"
     if not stub.is_file():
         raise ServerError(f"the nvidia-pytriton wheel has no python-backend stub for Python {version}")
-    dest = cache_root() / "triton-backends" / f"py{version}"
+    dest = settings().backends_dir / f"py{version}"
     python = dest / "python"
     dest.mkdir(parents=True, exist_ok=True, mode=0o700)
     python.mkdir(exist_ok=True, mode=0o700)
@@ -176,7 +169,7 @@ def _digest(path: Path) -> str:
 
 def server_env() -> dict[str, str]:
     """Environment that makes the python-backend stub use this interpreter and its packages."""
-    env = dict(os.environ)
+    env = dict(os.environ)  # passed on whole: the stubs run zoo, which reads its settings from it
     env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
     libs = [sysconfig.get_config_var("LIBDIR") or ""]
     root = _wheel_root()
@@ -185,62 +178,8 @@ def server_env() -> dict[str, str]:
     env["LD_LIBRARY_PATH"] = os.pathsep.join([*filter(None, libs), env.get("LD_LIBRARY_PATH", "")])
     env.setdefault("HF_HUB_OFFLINE", "1")  # the server never downloads while loading
     # torch keeps its compile cache in TMPDIR unless told: zoo's cache instead, so a run leaves no temporary file
-    env.setdefault("TORCHINDUCTOR_CACHE_DIR", str(cache_root() / "torchinductor"))
+    env.setdefault("TORCHINDUCTOR_CACHE_DIR", str(settings().inductor_dir))
     return env
-
-
-@dataclass(frozen=True)
-class Stub:
-    """One python-backend stub process: the worker that runs one instance of one model."""
-
-    pid: int
-    model: str  # Triton model name
-
-
-def _proc_stat(pid: int) -> tuple[str, int] | None:
-    """``(state, ppid)`` of a process from /proc, or None when it does not exist."""
-    try:
-        tail = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return tail[0], int(tail[1])
-
-
-def cpu_seconds(pid: int) -> float:
-    """CPU time (user + system) ``pid`` has used, from /proc; 0 when it is gone."""
-    try:
-        tail = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(tail[11]) + int(tail[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime: fields 14 and 15
-    except (OSError, IndexError, ValueError):
-        return 0.0
-
-
-def child_pids(parent: int, *, zombies: bool = True) -> list[int]:
-    """The pids whose parent is ``parent`` (from /proc), zombies included unless ``zombies=False``."""
-    out = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            stat = _proc_stat(int(entry.name))
-            if stat is not None and stat[1] == parent and (zombies or stat[0] not in ("Z", "X")):
-                out.append(int(entry.name))
-    return out
-
-
-def process_alive(pid: int) -> bool:
-    """Whether ``pid`` runs (a zombie — exited, not yet reaped — does not)."""
-    stat = _proc_stat(pid)
-    return stat is not None and stat[0] not in ("Z", "X")
-
-
-def set_child_subreaper() -> bool:
-    """Adopt orphaned descendants (Linux ``PR_SET_CHILD_SUBREAPER``), so stubs left behind by a killed
-    tritonserver are reaped here rather than lingering as zombies (matters where we run as PID 1)."""
-    try:
-        import ctypes
-
-        return ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0
-    except (OSError, AttributeError):
-        return False
 
 
 @dataclass
@@ -355,18 +294,7 @@ class TritonServer:
 
     def stubs(self) -> list[Stub]:
         """The live python-backend stub processes of this server (children of tritonserver)."""
-        if self.process is None:
-            return []
-        out = []
-        for pid in child_pids(self.process.pid, zombies=False):
-            try:
-                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-            except OSError:
-                continue
-            # argv: stub, <repository>/<model>/<version>/model.py, <shm region>, ...
-            if len(argv) > 2 and argv[0].decode(errors="replace").endswith(STUB_NAME):
-                out.append(Stub(pid, Path(argv[1].decode(errors="replace")).parent.parent.name))
-        return out
+        return [] if self.process is None else find_stubs(self.process.pid)
 
     def stop(self, timeout: float | None = None) -> None:
         """Stop within ``exit_timeout + 5`` seconds (or ``timeout``), whatever state the server is in.
@@ -379,25 +307,34 @@ class TritonServer:
         grace = self.exit_timeout + 5 if timeout is None else timeout
         children = child_pids(self.process.pid)  # zombies too: ours to reap once the server is gone
         if self.process.poll() is None:
-            _signal_pid(self.process.pid, signal.SIGTERM)
+            signal_pid(self.process.pid, signal.SIGTERM)
             try:
                 self.process.wait(grace)
             except subprocess.TimeoutExpired:
                 pass
         pgid = self.process.pid
         deadline = time.monotonic() + 2
-        while _group_alive(pgid) and time.monotonic() < deadline:
+        while group_alive(pgid) and time.monotonic() < deadline:
             time.sleep(0.1)
-        _signal_group(pgid, signal.SIGKILL)
+        signal_group(pgid, signal.SIGKILL)
         try:
             self.process.wait(5)
         except subprocess.TimeoutExpired:
             pass
-        for pid in children:  # adopted by us when we are a subreaper; otherwise init reaps them
-            try:
-                os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
+        # stubs are adopted by us when we are a subreaper (otherwise init reaps them); one SIGKILLed just now
+        # may take a moment to die, so each is waited for, up to a short deadline, never left a zombie
+        pending, reap_by = set(children), time.monotonic() + 2
+        while pending:
+            for pid in list(pending):
+                try:
+                    if os.waitpid(pid, os.WNOHANG)[0]:
+                        pending.discard(pid)
+                except ChildProcessError:  # not our child, or reaped already
+                    pending.discard(pid)
+            if pending and time.monotonic() < reap_by:
+                time.sleep(0.05)
+            else:
+                break
         self.remove_shm_regions()
 
     def remove_shm_regions(self) -> None:
@@ -411,24 +348,3 @@ class TritonServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-
-def _signal_pid(pid: int, sig: int) -> None:
-    try:
-        os.kill(pid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    try:
-        os.killpg(pgid, sig)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-        return True
-    except (ProcessLookupError, PermissionError):
-        return False

@@ -37,7 +37,8 @@ import numpy as np
 from zoo.spec import EmbedderSpec, Modality
 
 from . import contract
-from .server import TritonServer, cpu_seconds, process_alive
+from .processes import cpu_seconds, process_alive
+from .server import TritonServer
 
 log = logging.getLogger(__name__)
 

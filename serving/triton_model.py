@@ -21,8 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from zoo.base import EncodeOptions, check_items
 from zoo.errors import InvalidArgumentError, ZooError, code_of, to_wire
+from zoo.front import EncodeOptions, check_items
 from zoo.spec import Modality
 
 from . import contract

@@ -15,7 +15,7 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
-from serving.server import child_pids as children
+from serving.processes import child_pids as children
 from serving.server import free_ports
 
 REPO = str(Path(__file__).resolve().parent.parent / "model_repository")
@@ -30,12 +30,12 @@ def taken_port():
         yield holder.getsockname()[1]
 
 
-def start_and_wait(args: list[str], ready_prefix: str, timeout: float = 300,
-                   env: dict[str, str] | None = None) -> tuple[subprocess.Popen, list[str]]:
-    """Start ``python -m zoo.cli ARGS`` in its own process group (``env`` added to this environment); return
-    once a line starts with ``ready_prefix`` (or the process exits, or ``timeout`` passes) with the lines read
-    so far."""
-    proc = subprocess.Popen([sys.executable, "-m", "zoo.cli", *args], stdout=subprocess.PIPE,
+def start_and_wait(args: list[str], ready_prefix: str, timeout: float = 300, env: dict[str, str] | None = None,
+                   python: str = sys.executable) -> tuple[subprocess.Popen, list[str]]:
+    """Start ``python -m zoo.cli ARGS`` in its own process group (``env`` added to this environment; ``python``:
+    another interpreter); return once a line starts with ``ready_prefix`` (or the process exits, or ``timeout``
+    passes) with the lines read so far."""
+    proc = subprocess.Popen([python, "-m", "zoo.cli", *args], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True,
                             env={**os.environ, **(env or {})})
     lines: queue.Queue = queue.Queue()

@@ -27,7 +27,7 @@ def test_is_the_default_for_image_audio_interleaved():
     assert set(spec.modalities) == set(zoo.Modality)
 
 
-README_ROWS = {  # README table row (its first cell starts so) → the card.json figures it shows, in order
+README_ROWS = {  # docs/families.md table row (its first cell starts so) → the card.json figures it shows, in order
     "text → image": ["text_to_image_R@1"],
     "image → text": ["image_to_text_R@1"],
     "spoken caption": ["speech_to_image_R@1"],
@@ -46,7 +46,7 @@ def test_weights_are_small_and_carded():
 
 def test_card_figures_are_reproduced_and_the_readme_shows_them(aligned):
     """Re-running the held-out evaluation on the committed weights gives exactly the card's figures, and the
-    README's table prints those figures (rounded as printed)."""
+    docs' table (docs/families.md) prints those figures (rounded as printed)."""
     import re
     from pathlib import Path
 
@@ -54,7 +54,7 @@ def test_card_figures_are_reproduced_and_the_readme_shows_them(aligned):
 
     card = json.loads((resolve(zoo.get_spec(NAME)) / "card.json").read_text())["heldout_eval"]
     assert evaluate(aligned, 20261122, 4) == card
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    readme = (Path(__file__).resolve().parent.parent / "docs" / "families.md").read_text()
     for start, keys in README_ROWS.items():
         row = next(line for line in readme.splitlines() if line.startswith(f"| {start}"))
         cell = row.split("|")[2]

@@ -22,6 +22,7 @@ from serving import openai_api
 from serving.health import HEALTH_DEADLINE_S, HealthServer, health_report
 from serving.http import HttpLimits
 from serving.openai_api import ApiError, parse_json, parse_request, render_embeddings
+from serving.openai_models import EmbeddingResponse
 from serving.openai_server import OpenAIServer
 from serving.server import free_ports
 from zoo.media.budgets import MAX_PARTS, MAX_TEXT_CHARS
@@ -278,6 +279,7 @@ def test_the_answer_renders_as_json_response_would():
     for batch, fmt in [(rows, "float"), (rows, "base64"), (ints, "float"), (ints, "base64"), (sparse_rows, "float")]:
         want = JSONResponse(openai_api.embeddings_response("naïve/model", batch, fmt, 7)).body
         assert render_embeddings("naïve/model", batch, fmt, 7) == want
+        EmbeddingResponse.model_validate_json(want)  # the answer /openapi.json documents
 
 
 # ---- per-item caps ------------------------------------------------------------------------------------------

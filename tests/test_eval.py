@@ -299,7 +299,7 @@ def test_mteb_gives_the_same_ndcg_as_zoo_eval(minilm, docstrings, minilm_rows):
 
 @pytest.mark.server
 def test_served_model_gives_the_same_rows_as_in_process(triton, docstrings, minilm_rows):
-    from zoo.evaluation.cli import open_model
+    from zoo.backends import open_model
 
     server, _ = triton
     remote = open_model("sentence-transformers/all-MiniLM-L6-v2", "triton", server.grpc_url, None)

@@ -164,20 +164,20 @@ def test_audio_input_forms_and_resampling(speaker, clips, tmp_path):
     ("video", "/no/such/clip.mp4", "not found"),
 ])
 def test_bad_inputs_name_the_item(modality, item, match):
-    from zoo import inputs
+    from zoo import media
 
     with pytest.raises(zoo.InputError, match=f"input 2: .*{match}") as err:
-        inputs.decode(item, 2, zoo.Modality(modality))
+        media.decode(item, 2, zoo.Modality(modality))
     assert err.value.index == 2
 
 
 def test_decompression_bomb_is_refused(monkeypatch):
-    from zoo import inputs
+    from zoo import media
     from zoo.media import budgets
 
     monkeypatch.setattr(budgets, "MAX_IMAGE_PIXELS", 1000)
     with pytest.raises(zoo.InputError, match="decompression bomb"):
-        inputs.decode_image(_png((100, 100)), 0)
+        media.decode_image(_png((100, 100)), 0)
 
 
 def test_per_item_errors_keep_the_good_results(speaker, clips):

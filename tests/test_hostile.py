@@ -18,7 +18,7 @@ import zoo
 from serving import contract
 from serving.client import AsyncTritonEmbedder, TritonEmbedder
 from serving.triton_model import Request, handle
-from zoo import inputs
+from zoo import media
 from zoo.defaults import default_model
 
 from .hostile import long_flac, lying_flac
@@ -105,18 +105,18 @@ def test_image_and_audio_inputs_are_data_never_paths(triton, tmp_path):
 
 def test_in_process_refusal_switch():
     with pytest.raises(zoo.InputError, match="file paths are not accepted"):
-        inputs.decode_image(__file__, 0, allow_paths=False)
+        media.decode_image(__file__, 0, allow_paths=False)
     with pytest.raises(zoo.InputError, match="file paths are not accepted"):
-        inputs.decode_interleaved([{"image": __file__}], 0, allow_paths=False)
+        media.decode_interleaved([{"image": __file__}], 0, allow_paths=False)
     with pytest.raises(zoo.InputError, match="not found"):  # in-process callers may still pass their paths
-        inputs.decode_image("/no/such/file.png", 0)
+        media.decode_image("/no/such/file.png", 0)
 
 
 # ---- 3. decoding bounded by what the model uses ---------------------------------------------------------
 def test_lying_audio_header_is_an_input_error():
     for max_seconds in (10.0, None):
         with pytest.raises(zoo.InputError) as err:
-            inputs.decode_audio(lying_flac(), 4, 16000, max_seconds=max_seconds)
+            media.decode_audio(lying_flac(), 4, 16000, max_seconds=max_seconds)
         assert err.value.index == 4
         assert_clean(str(err.value))
 
@@ -124,14 +124,14 @@ def test_lying_audio_header_is_an_input_error():
 def test_hour_long_audio_is_read_only_to_the_window(tmp_path):
     data = long_flac(tmp_path / "hour.flac").read_bytes()
     assert len(data) < 1_000_000  # a real file: one hour of 16 kHz audio
-    inputs.decode_audio(data, 0, 16000, max_seconds=10)  # warm imports
+    media.decode_audio(data, 0, 16000, max_seconds=10)  # warm imports
     tracemalloc.start()
     try:
-        wave = inputs.decode_audio(data, 0, 16000, max_seconds=10)
+        wave = media.decode_audio(data, 0, 16000, max_seconds=10)
         peak = tracemalloc.get_traced_memory()[1]
     finally:
         tracemalloc.stop()
-    assert len(wave) == int(np.ceil((10 + inputs.RESAMPLE_MARGIN_S) * 16000))
+    assert len(wave) == int(np.ceil((10 + media.budgets.RESAMPLE_MARGIN_S) * 16000))
     assert peak < 16_000_000, f"decoding allocated {peak} bytes; the whole hour would be 230 MB"
     assert np.abs(wave[:16000]).max() > 0.1  # the tone at the start really was decoded
 

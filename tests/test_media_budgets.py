@@ -26,11 +26,11 @@ import pytest
 
 import zoo
 from serving import contract
-from zoo import inputs
-from zoo import video as V
+from zoo import media
 from zoo.data import shapes as S
 from zoo.defaults import default_model
 from zoo.media import budgets
+from zoo.media import sampling as V
 from zoo.media.audio import ratio
 from zoo.spec import Modality
 from zoo.truncation import TruncationWarning
@@ -268,7 +268,7 @@ def test_resampling_is_bounded_and_right(aligned):
         buf = io.BytesIO()
         soundfile.write(buf, recording, rate, format="WAV", subtype="FLOAT")
         with Peak() as peak:
-            ours = inputs.decode_audio(buf.getvalue(), 0, 16000)
+            ours = media.decode_audio(buf.getvalue(), 0, 16000)
         peak.show(f"{rate} Hz speech resampled to 16 kHz")
         assert peak.mib < PEAK_MIB and peak.seconds < SECONDS, (rate, peak.mib, peak.seconds)
         exact = resample_poly(recording, 16000, rate).astype(np.float32)
@@ -283,7 +283,7 @@ def test_a_sound_track_is_counted_in_samples(aligned):
     data = mkv_flac_at_zero(30_000)  # 2,880 s of sound in 510 KB
     assert len(data) < 600_000
     with Peak() as peak:
-        video = inputs.decode(data, 0, Modality.VIDEO, aligned.sample_rate, aligned.max_audio_seconds)
+        video = media.decode(data, 0, Modality.VIDEO, aligned.sample_rate, aligned.max_audio_seconds)
     assert peak.seconds < SECONDS and peak.mib < PEAK_MIB
     assert video.audio is not None and len(video.audio) <= aligned.max_audio_seconds * aligned.sample_rate
 
@@ -299,14 +299,14 @@ def test_container_scripts_open_nothing(tmp_path, monkeypatch):
         for allow_paths in (True, False):
             t0 = time.monotonic()
             with pytest.raises(zoo.InputError) as err:
-                inputs.decode(data, 3, Modality.VIDEO, allow_paths=allow_paths)
+                media.decode(data, 3, Modality.VIDEO, allow_paths=allow_paths)
             assert time.monotonic() - t0 < 1.0
             errors.append(err.value.reason)
     assert len(set(errors)) == 1 and "clip" not in errors[0] and "missing" not in errors[0], errors
     assert len([fd for fd in os.listdir("/proc/self/fd")
                 if "socket" in os.path.realpath(f"/proc/self/fd/{fd}")]) == sockets
     with pytest.raises(zoo.InputError, match="cannot read the video container"):
-        inputs.to_wire(ffconcat("clip.mkv"), 0, Modality.VIDEO)  # a client's check is the same
+        media.to_wire(ffconcat("clip.mkv"), 0, Modality.VIDEO)  # a client's check is the same
 
 
 def test_text_is_cut_before_tokenizing(minilm):
@@ -357,7 +357,7 @@ def test_large_jpegs_decode_near_the_towers_size():
 
     buf = io.BytesIO()
     Image.new("RGB", (4000, 3000), "teal").save(buf, "JPEG")
-    assert inputs.decode_image(buf.getvalue(), 0).size == (2000, 1500)  # 1/2 DCT scale keeps both sides >= 1024
+    assert media.decode_image(buf.getvalue(), 0).size == (2000, 1500)  # 1/2 DCT scale keeps both sides >= 1024
 
 
 # ---- served ----------------------------------------------------------------------------------------------

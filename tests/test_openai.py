@@ -30,7 +30,7 @@ pytestmark = pytest.mark.server
 KEY = "sk-zoo-test"
 TEXT = default_model("text")
 ALIGNED = default_model("image")
-README = Path(__file__).resolve().parent.parent / "README.md"
+README = Path(__file__).resolve().parent.parent / "docs" / "openai.md"  # the page of the API, with its examples
 
 
 @pytest.fixture(scope="module")
@@ -131,7 +131,7 @@ def test_image_audio_and_interleaved_items(client, local, minilm_dir):
     """Every modality in one request (as extra_body), a video clip included: each row equals its in-process
     embedding."""
     from zoo.data import shapes as S
-    from zoo.video import encode_frames
+    from zoo.media.sampling import encode_frames
 
     red, blue, speech = png_uri((220, 30, 30)), png_uri((30, 30, 220)), wav_uri()
     clip = "data:video/mp4;base64," + base64.b64encode(
@@ -268,6 +268,64 @@ def test_cors_when_asked():
     assert "access-control-allow-origin" not in other.headers
 
 
+def test_openapi_is_published_without_the_key():
+    """/openapi.json is served without the API key (it holds no secret; OpenAI publishes its spec too) and
+    documents the embeddings route with the request model's fields, the answer, the error shape and the key the
+    /v1 routes need; /docs and /redoc (JavaScript from a CDN) stay off. No server needed."""
+    from fastapi.testclient import TestClient
+
+    from serving.openai_server import create_app
+
+    with TestClient(create_app("127.0.0.1:1", api_key=KEY)) as http:
+        reply = http.get("/openapi.json")
+        off = [http.get(path).status_code for path in ("/docs", "/redoc")]
+    assert reply.status_code == 200 and off == [404, 404]
+    doc = reply.json()
+    schemas = doc["components"]["schemas"]
+
+    def resolve(ref: dict) -> dict:
+        return schemas[ref["$ref"].rsplit("/", 1)[1]]
+
+    route = doc["paths"]["/v1/embeddings"]["post"]
+    request = resolve(route["requestBody"]["content"]["application/json"]["schema"])
+    assert {"model", "input", "encoding_format", "dimensions", "precision", "output"} <= set(request["properties"])
+    assert set(request["required"]) == {"model", "input"}
+    assert request["properties"]["encoding_format"]["enum"] == ["float", "base64"]
+    items = request["properties"]["input"]["anyOf"][1]
+    assert items["maxItems"] == 2048 and {"ImageItem", "InterleavedItem"} <= {
+        o["$ref"].rsplit("/", 1)[1] for o in items["items"]["oneOf"] if "$ref" in o}
+    assert resolve(route["responses"]["200"]["content"]["application/json"]["schema"])["title"] == "EmbeddingResponse"
+    for status in ("400", "401", "413", "429"):
+        error = resolve(route["responses"][status]["content"]["application/json"]["schema"])
+        assert set(resolve(error["properties"]["error"])["properties"]) == {"message", "type", "param", "code"}
+    assert "422" not in route["responses"] and route["security"] == [{"bearer": []}]
+    assert "security" not in doc["paths"]["/health"]["get"] and "/v1/models" in doc["paths"]
+
+
+@pytest.mark.parametrize(("extra", "param", "pattern"), [
+    ({"dimensions": "eight"}, "dimensions", r"^`dimensions` should be a valid integer, got 'eight'$"),
+    ({"encoding_format": "hex" * 10000}, "encoding_format", r"^`encoding_format` should be 'float' or 'base64', got"),
+    ({"max_vectors": 2.5}, "max_vectors", "should be a valid integer"),
+    ({"input": [{"content": [{"type": "text", "text": 5}]}]}, "input", r"^`input\[0\]\.content\[0\]\.text` should be"),
+    ({"input": ["a", {"image": "data:,", "audio": "data:,"}]}, "input", r"^input\[1\]: an item is a string"),
+])
+def test_a_typed_field_error_is_openai_shaped(extra, param, pattern):
+    """The request model's complaint comes back in OpenAI's error shape naming the field as `param`, with a short
+    message: no pydantic link, no traceback, what was sent quoted a few characters at most. No server needed."""
+    from fastapi.testclient import TestClient
+
+    from serving.openai_server import create_app
+
+    with TestClient(create_app("127.0.0.1:1")) as http:
+        reply = http.post("/v1/embeddings", json={"model": TEXT, "input": "x", **extra})
+    body = reply.json()
+    assert reply.status_code == 400 and set(body) == {"error"}, body
+    err = body["error"]
+    assert set(err) == {"message", "type", "param", "code"} and err["type"] == "invalid_request_error"
+    assert err["param"] == param and re.search(pattern, err["message"]), err
+    assert len(err["message"]) < 300 and "pydantic" not in err["message"] and "Traceback" not in err["message"]
+
+
 def test_model_restarting_is_503(serve, client, local):
     """A model whose stub dies answers 503 (the SDK's InternalServerError) while it is reloaded, then the
     same rows as before; /health says not ready meanwhile."""
@@ -293,12 +351,11 @@ def test_model_restarting_is_503(serve, client, local):
 
 
 def _readme_section() -> str:
-    text = README.read_text()
-    return text[text.index("### The OpenAI-compatible API"):].split("\n## ", 1)[0]
+    return README.read_text()  # the whole page is the API's (tests/test_docs.py leaves its blocks to this test)
 
 
 def test_readme_examples_run(serve, local):
-    """The README's SDK and curl examples, run as written against this server (its port and key put in)."""
+    """The docs page's SDK and curl examples, run as written against this server (its port and key put in)."""
     section = _readme_section()
     blocks = re.findall(r"```(python|bash)\n(.*?)```", section, re.S)
     assert {kind for kind, _ in blocks} == {"python", "bash"}

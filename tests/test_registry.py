@@ -94,3 +94,71 @@ def test_audio_models_declare_their_rate_as_a_field():
         assert spec.sample_rate and "sample_rate" not in spec.options and "batch_size" not in spec.options
     with pytest.raises(ValueError, match="audio model needs sample_rate"):
         zoo.EmbedderSpec(name="a", family="clap", modalities=("audio",), dim=4, license="mit", source="a")
+
+
+# ---- the family contract ----------------------------------------------------------------------------------
+def test_zoo_families_come_from_the_entry_point_group():
+    """Every family zoo loads is an entry point of ``zoo.families`` (zoo's own too), and its key is its name."""
+    from zoo.base import Embedder
+    from zoo.plugins import FAMILIES, named
+    from zoo.registry import list_families
+
+    entries = named(FAMILIES)
+    assert set(list_families()) == set(entries) >= {"text", "open_clip", "hf_clip", "clap", "m3", "omni"}
+    for key, entry in entries.items():
+        cls = entry.load()
+        assert issubclass(cls, Embedder) and cls.family == key
+
+
+def test_a_family_declaring_only_the_hook_leaves_folder_loading_intact(minilm_dir, tmp_path):
+    """The base declares every attribute the registry reads: a family that sets none of them (no
+    folder_priority, claims, runtimes, reproduces, spec_from_folder) registers, never claims a folder, and every
+    other folder still loads; a folder it does claim is offered to it first when it says so."""
+    import numpy as np
+
+    from zoo import registry
+    from zoo.base import Embedder
+
+    class Bare(Embedder):
+        def forward(self, batch, modality, opts, kind):
+            return np.zeros((len(batch), 4), np.float32)
+
+    registry.register_family("bare-test", Bare)
+    try:
+        assert zoo.get_spec(str(minilm_dir)).family == "text"
+
+        class Claiming(Bare):
+            folder_priority = 1
+            claims = frozenset({"bert"})  # MiniLM's model_type: only this family may read such folders now
+
+            @classmethod
+            def spec_from_folder(cls, path):
+                return zoo.EmbedderSpec(name=str(path), family="claiming-test", modalities=("text",), dim=4,
+                                        license="MIT", source=str(path))
+
+        registry.register_family("claiming-test", Claiming)
+        try:
+            assert zoo.get_spec(str(minilm_dir)).family == "claiming-test"
+        finally:
+            del registry._FAMILIES["claiming-test"]
+        assert zoo.get_spec(str(minilm_dir)).family == "text"
+    finally:
+        del registry._FAMILIES["bare-test"]
+
+
+def test_a_family_must_be_an_embedder():
+    from zoo import registry
+
+    with pytest.raises(TypeError, match="subclass of zoo.base.Embedder"):
+        registry.register_family("not-a-family", object)
+    assert "not-a-family" not in registry.list_families()
+
+
+def test_the_text_fallback_leaves_composite_models_alone(tmp_path):
+    """A folder of a model built of sub-models (here a CLIP-like config whose type no family claims) is not
+    loaded as a text encoder by the fallback."""
+    (tmp_path / "config.json").write_text(json.dumps({
+        "model_type": "some_new_vlm", "hidden_size": 8,
+        "text_config": {"model_type": "some_new_vlm_text"}, "vision_config": {"model_type": "some_new_vlm_vision"}}))
+    with pytest.raises(zoo.InvalidArgumentError, match="no family can load the folder"):
+        zoo.get_spec(str(tmp_path))

@@ -66,6 +66,7 @@ def test_two_replicas_spread_and_survive_a_stop(tmp_path, minilm):
     texts = [f"request {i} sentence {j} about replicas" for i in range(48) for j in range(4)]
     expected = minilm.encode(texts, "text")
     with a.start(timeout=600), b.start(timeout=600):
+        threads_before = set(threading.enumerate())
         client = TritonEmbedder(TEXT, f"{a.grpc_url},{b.grpc_url}")
         before = _served(a), _served(b)  # the client asked the first replica that answered for the spec
         assert sorted(before) == [0, 1]
@@ -91,11 +92,16 @@ def test_two_replicas_spread_and_survive_a_stop(tmp_path, minilm):
         async def via_async() -> np.ndarray:  # the asyncio client fails over the same way
             aclient = AsyncTritonEmbedder(TEXT, [b.grpc_url, a.grpc_url])
             try:
-                return await aclient.encode(texts[:8], "text")
+                return await aclient.encode(texts[:8], "text", batch_size=2)
             finally:
                 await aclient.close()
 
+        fresh = TritonEmbedder(TEXT, [b.grpc_url, a.grpc_url])  # and so does a sync one: the same core
+        via_sync = fresh.encode(texts[:8], "text", batch_size=2)
+        fresh.close()
         np.testing.assert_allclose(asyncio.run(via_async()), expected[:8], atol=1e-4)
+        np.testing.assert_allclose(via_sync, expected[:8], atol=1e-4)
         client.close()
+        assert not set(threading.enumerate()) - threads_before  # closed clients leave no thread running
     with pytest.raises(ServerError, match="cannot reach"):
         TritonEmbedder(TEXT, f"{a.grpc_url},{b.grpc_url}")

@@ -223,7 +223,7 @@ def test_embed_parquet_folder_and_cli(ray_local, aligned, tmp_path, capsys):
     (folder / "bad.png").write_bytes(b"not a png")
     (folder / "tool.exe").write_bytes(b"MZ")
     from zoo.data import shapes as S
-    from zoo.video import encode_frames
+    from zoo.media.sampling import encode_frames
 
     clip = encode_frames(S.moving_clip("red", "circle", 8), 4, lossless=False)
     (folder / "clip.mp4").write_bytes(clip)
@@ -267,11 +267,11 @@ def test_embed_through_triton_actors(ray_local, triton, tmp_path):
 
 
 def test_demo_on_the_database_index_matches_exact_search(tmp_path):
-    from ui import corpus as C
     from ui.app import Searcher
     from ui.backend import LocalBackend
+    from ui.default_corpus import build_default
 
-    corpus = C.build_default(tmp_path / "corpus", scenes=36, spoken=2)
+    corpus = build_default(tmp_path / "corpus", scenes=36, spoken=2)
     backend = LocalBackend("cpu")
     exact = Searcher(backend, corpus, tmp_path / "faiss")
     store = VectorStore(f"qdrant:{tmp_path / 'db'}")
@@ -308,7 +308,7 @@ def test_shards_cover_every_row_once(tmp_path):
 def test_a_row_the_model_chokes_on_fails_alone(aligned, tmp_path):
     """A batch the model raises on is embedded again row by row: the row at fault becomes an error with the
     model's message, the others of its batch are embedded as encode() embeds them."""
-    from zoo.batch import job, sources
+    from zoo.batch import dest, job, sources
 
     class Choking:  # the aligned model, but it raises on any batch that holds the text "choke"
         spec = aligned.spec
@@ -322,8 +322,8 @@ def test_a_row_the_model_chokes_on_fails_alone(aligned, tmp_path):
     (tmp_path / "t.jsonl").write_text("".join(json.dumps({"id": f"t{i}", "text": t}) + "\n"
                                               for i, t in enumerate(texts)))
     settings = Settings(model=ALIGNED, input=str(tmp_path / "t.jsonl"), rows_per_shard=4)
-    schema = job.shard_schema(aligned.spec, settings)
-    job._check_dest(tmp_path / "out", settings, schema)
+    schema = dest.shard_schema(aligned.spec, settings)
+    dest.check_dest(tmp_path / "out", settings, schema)
     [shard] = sources.plan(settings.input, 4)
     assert job.embed_shard(Choking(), shard, tmp_path / "out", settings, schema, 4)["errors"] == 1
     table = pq.read_table(tmp_path / "out" / "shard-00000.parquet")
@@ -460,7 +460,7 @@ def test_every_output_kind_has_one_schema_from_its_settings(ray_local, tmp_path)
     import pandas as pd
     import pyarrow.dataset as ds
 
-    from zoo.batch import job, sources
+    from zoo.batch import dest, job, sources
 
     from .tiny_models import make_m3
 
@@ -487,9 +487,9 @@ def test_every_output_kind_has_one_schema_from_its_settings(ray_local, tmp_path)
     ]
     for n, (controls, kind) in enumerate(cases):
         settings = Settings(model=folder, input=str(tmp_path / "c.jsonl"), rows_per_shard=2, **controls)
-        schema = job.shard_schema(model.spec, settings)
+        schema = dest.shard_schema(model.spec, settings)
         out = tmp_path / f"o{n}"
-        job._check_dest(out, settings, schema)
+        dest.check_dest(out, settings, schema)
         for shard in sources.plan(settings.input, 2):
             done = job.embed_shard(model, shard, out, settings, schema, 8)
             assert done["rows"] == [2, 0, 1][shard.index], controls

@@ -255,9 +255,9 @@ def test_omni_embed_text_image_audio_video_and_mixtures(monkeypatch, tmp_path):
     import torch
     from transformers import Qwen2_5OmniProcessor
 
-    from zoo import inputs
+    from zoo import media as zmedia
     from zoo.data import speech as P
-    from zoo.video import encode_frames
+    from zoo.media.sampling import encode_frames
 
     from .tiny_models import make_omni
 
@@ -278,26 +278,26 @@ def test_omni_embed_text_image_audio_video_and_mixtures(monkeypatch, tmp_path):
             "video": "<|vision_bos|><|VIDEO|><|vision_eos|>"}
     want = []
     for item in items:
-        text, media = "", {"images": [], "audio": [], "videos": []}
+        text, parts = "", {"images": [], "audio": [], "videos": []}
         for part in item:
             if isinstance(part, str):
                 text += part
             elif not isinstance(part, dict):
                 text += tags["image"]
-                media["images"].append(part)
+                parts["images"].append(part)
             elif "audio" in part:
                 text += tags["audio"]
-                media["audio"].append(part["audio"][0])
+                parts["audio"].append(part["audio"][0])
             else:
-                video = inputs.decode(part["video"], 0, zoo.Modality.VIDEO, P.SAMPLE_RATE, 30.0)
+                video = zmedia.decode(part["video"], 0, zoo.Modality.VIDEO, P.SAMPLE_RATE, 30.0)
                 text += tags["video"] + (tags["audio"] if video.audio is not None else "")
-                media["videos"].append([np.asarray(f) for f in video.frames])
+                parts["videos"].append([np.asarray(f) for f in video.frames])
                 if video.audio is not None:
-                    media["audio"].append(video.audio)
+                    parts["audio"].append(video.audio)
                 fps = video.fps
-        extra = {"videos_kwargs": {"fps": fps, "do_sample_frames": False}} if media["videos"] else {}
-        enc = proc(text=[f"<|im_start|>user\npassage: {text}<|im_end|>\n"], images=media["images"] or None,
-                   videos=media["videos"] or None, audio=media["audio"] or None, sampling_rate=P.SAMPLE_RATE,
+        extra = {"videos_kwargs": {"fps": fps, "do_sample_frames": False}} if parts["videos"] else {}
+        enc = proc(text=[f"<|im_start|>user\npassage: {text}<|im_end|>\n"], images=parts["images"] or None,
+                   videos=parts["videos"] or None, audio=parts["audio"] or None, sampling_rate=P.SAMPLE_RATE,
                    return_tensors="pt", **extra)
         with torch.no_grad():
             hidden = ref(**enc, output_hidden_states=True).hidden_states[-1]

@@ -16,7 +16,8 @@ import pytest
 import zoo
 from serving import contract
 from serving.client import TritonEmbedder
-from serving.server import free_ports, process_alive, remove_orphaned_shm
+from serving.processes import process_alive, remove_orphaned_shm
+from serving.server import free_ports
 from zoo.postprocess import normalize
 from zoo.spec import Modality
 

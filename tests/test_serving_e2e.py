@@ -247,7 +247,7 @@ def test_async_client(triton, local_models):
 
 
 def test_plain_tritonclient_and_kserve_http(triton, local_models):
-    """What the README shows: plain tritonclient over gRPC, and KServe v2 JSON over HTTP (curl)."""
+    """What docs/serving.md shows: plain tritonclient over gRPC, and KServe v2 JSON over HTTP (curl)."""
     server, _ = triton
     tname = contract.model_name(default_model("text"))
     client = grpcclient.InferenceServerClient(server.grpc_url)

@@ -169,7 +169,8 @@ def test_clients_share_the_front_not_the_in_process_base():
     """The Triton clients build on the small validation front that in-process models use too, not on
     `Embedder` (whose loading and embedding methods they would have to stub out)."""
     from serving.client import AsyncTritonEmbedder, TritonEmbedder
-    from zoo.base import Embedder, EncodeFront
+    from zoo.base import Embedder
+    from zoo.front import EncodeFront
 
     for cls in (TritonEmbedder, AsyncTritonEmbedder):
         assert issubclass(cls, EncodeFront) and not issubclass(cls, Embedder)

@@ -13,7 +13,7 @@ import pytest
 import zoo
 from serving import contract
 from serving.client import TritonEmbedder
-from serving.server import child_pids as children
+from serving.processes import child_pids as children
 from zoo.defaults import default_model
 
 from .processes import Serve, cmdline, start_serve, stop_group

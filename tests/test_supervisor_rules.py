@@ -15,7 +15,7 @@ import pytest
 
 import zoo
 from serving import supervisor as S
-from serving.server import Stub, process_alive
+from serving.processes import Stub, process_alive
 
 
 class FakeServer:

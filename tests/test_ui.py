@@ -13,7 +13,8 @@ from serving.server import free_ports
 from ui import corpus as C
 from ui.app import Searcher, build_app
 from ui.backend import LocalBackend, TritonBackend
-from ui.index import ModelIndex
+from ui.default_corpus import build_default
+from ui.layouts import ModelIndex
 from zoo.data import shapes as S
 from zoo.defaults import default_model
 
@@ -22,7 +23,7 @@ ALIGNED = default_model("image")
 
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
-    return C.build_default(tmp_path_factory.mktemp("data") / "corpus", scenes=36, spoken=2)
+    return build_default(tmp_path_factory.mktemp("data") / "corpus", scenes=36, spoken=2)
 
 
 @pytest.fixture(scope="module")
@@ -369,7 +370,7 @@ def test_zoo_serve_ui_starts_the_demo_as_an_add_on(tmp_path):
 def test_multivector_sparse_and_hybrid_search(tmp_path):
     """A model with dense, sparse and multi-vector output (BGE-M3 layout): each retrieval ranks as exact
     MaxSim / sparse dot / reciprocal rank fusion over the same items, reports bytes per item, and reloads."""
-    from ui.index import MultiVectorIndex, SparseIndex
+    from ui.layouts import MultiVectorIndex, SparseIndex
     from zoo import scoring
 
     from .tiny_models import make_m3

@@ -23,6 +23,8 @@ import zoo
 from serving.server import free_ports
 from ui import corpus as C
 from ui import index as X
+from ui import layouts as L
+from ui import uploads as U
 from ui.app import Searcher, build_app
 from ui.backend import LocalBackend
 from zoo.data import shapes as S
@@ -58,7 +60,7 @@ def scene(path: Path, seed: int) -> Path:
 def small_corpus(root: Path, tmp: Path) -> C.Corpus:
     """Three single-shape scenes with their captions and one generated clip: a corpus for every default model,
     made in a second (the default one takes a minute)."""
-    from zoo.video import encode_frames
+    from zoo.media.sampling import encode_frames
 
     corpus = C.Corpus(root)
     rng = np.random.default_rng(3)
@@ -89,11 +91,11 @@ def sneak_in(corpus_root: Path, data: bytes, name: str = "sneaky.mkv", source: s
 
 
 def probe_only(data: bytes, modality: zoo.Modality, name: str) -> None:
-    """The upload check before this fix: a container probe (``zoo.inputs.to_wire``), not a decode."""
-    from zoo import inputs
+    """The upload check before this fix: a container probe (``zoo.media.to_wire``), not a decode."""
+    from zoo import media
 
     try:
-        inputs.to_wire(data, 0, modality)
+        media.to_wire(data, 0, modality)
     except zoo.InputError as err:
         raise zoo.InvalidArgumentError(f"{name}: {err.reason}") from None
 
@@ -101,14 +103,14 @@ def probe_only(data: bytes, modality: zoo.Modality, name: str) -> None:
 # ---- the file itself --------------------------------------------------------------------------------------
 
 def test_the_empty_mkv_probes_but_does_not_decode():
-    from zoo import inputs, video
+    from zoo import media
 
     data = empty_mkv()
     assert len(data) < 1024, len(data)  # ~600 bytes, as in the report
-    video.probe(data, 0)  # what the old check (and a client, before sending) accepts
-    assert inputs.to_wire(data, 0, zoo.Modality.VIDEO) == data
+    media.video.probe(data, 0)  # what the old check (and a client, before sending) accepts
+    assert media.to_wire(data, 0, zoo.Modality.VIDEO) == data
     with pytest.raises(zoo.InputError, match="no frames"):
-        inputs.decode(data, 0, zoo.Modality.VIDEO)
+        media.decode(data, 0, zoo.Modality.VIDEO)
 
 
 def test_upload_check_decodes_as_the_model_does(tmp_path):
@@ -187,12 +189,12 @@ def test_a_model_that_chokes_on_one_item_quarantines_it_alone(tmp_path):
         raise zoo.ServerError("no ready tritonserver")
 
     with pytest.raises(zoo.ServerError):
-        X.ModelIndex(tmp_path / "i0", spec).update(corpus, down)
+        L.ModelIndex(tmp_path / "i0", spec).update(corpus, down)
     assert not corpus.quarantined
     with pytest.raises(RuntimeError, match="broken"):
-        X.ModelIndex(tmp_path / "i1", spec).update(corpus, lambda *_: (_ for _ in ()).throw(RuntimeError("broken")))
+        L.ModelIndex(tmp_path / "i1", spec).update(corpus, lambda *_: (_ for _ in ()).throw(RuntimeError("broken")))
     assert not corpus.quarantined
-    index = X.ModelIndex(tmp_path / "i2", spec)
+    index = L.ModelIndex(tmp_path / "i2", spec)
     assert index.update(corpus, encode) == 3
     (choked,) = corpus.quarantined.values()
     assert choked.item.text == "choke" and choked.reason.endswith("RuntimeError: the model choked")
@@ -245,7 +247,7 @@ def test_build_quarantines_and_a_second_start_works(tmp_path, monkeypatch, capsy
     old, fresh = uploads / "abc" / "old.png", uploads / "fresh.png"
     old.write_bytes(b"x")
     fresh.write_bytes(b"y")
-    os.utime(old, (time.time() - 2 * C.UPLOAD_MAX_AGE_S,) * 2)
+    os.utime(old, (time.time() - 2 * U.UPLOAD_MAX_AGE_S,) * 2)
     monkeypatch.setattr(C, "check_decodes", probe_only)  # the import gets past the old check
     searcher, got_uploads = build("local", "", data, corpus_dirs=[str(imports)])
     monkeypatch.undo()
@@ -380,7 +382,7 @@ def test_discard_uploads_touches_only_the_upload_folder(tmp_path):
     outside.write_text("server file")
     link = uploads / "link.txt"
     link.symlink_to(outside)
-    assert C.discard_uploads([mine, outside, link, uploads / ".." / "keep.txt", uploads], uploads) == 1
+    assert U.discard_uploads([mine, outside, link, uploads / ".." / "keep.txt", uploads], uploads) == 1
     assert not mine.exists() and not (uploads / "h1").exists() and uploads.is_dir()
     assert outside.read_text() == "server file" and link.is_symlink()
 
@@ -396,7 +398,7 @@ def test_gradios_empty_tmp_files_go_unless_open(tmp_path):
         p.write_bytes(b"")
     data.write_bytes(b"data")
     with open(receiving, "ab"):
-        assert C.discard_leftovers(uploads) == 1
+        assert U.discard_leftovers(uploads) == 1
     assert not leaked.exists() and receiving.exists() and other.exists() and data.exists()
     assert (uploads / "h" / "tmpnested").exists()
 
@@ -409,9 +411,9 @@ def test_clean_uploads_removes_only_stale_files(tmp_path):
     stale.write_bytes(b"x")
     recent.write_bytes(b"y")
     os.utime(stale, (time.time() - 7200,) * 2)
-    assert C.clean_uploads(uploads, 3600) == 1
+    assert U.clean_uploads(uploads, 3600) == 1
     assert not (uploads / "old").exists() and recent.exists()
-    assert C.clean_uploads(tmp_path / "missing") == 0
+    assert U.clean_uploads(tmp_path / "missing") == 0
 
 
 def test_added_files_share_a_quota(tmp_path, monkeypatch):
@@ -474,9 +476,9 @@ def fake_encoder(spec, kind):
 
 
 def outputs_of(index):
-    if isinstance(index, X.ModelIndex):
+    if isinstance(index, L.ModelIndex):
         return [index.vectors]
-    if isinstance(index, X.MultiVectorIndex):
+    if isinstance(index, L.MultiVectorIndex):
         return list(index.items)
     return [index.matrix.toarray()]
 
@@ -485,7 +487,7 @@ def same(a, b) -> bool:
     return a.ids == b.ids and all(np.array_equal(x, y) for x, y in zip(outputs_of(a), outputs_of(b), strict=True))
 
 
-KINDS = [X.ModelIndex, X.MultiVectorIndex, X.SparseIndex]
+KINDS = [L.ModelIndex, L.MultiVectorIndex, L.SparseIndex]
 
 
 @pytest.mark.parametrize("cls", KINDS, ids=lambda c: c.kind)
@@ -581,16 +583,16 @@ def test_an_index_in_the_layout_before_the_manifest_still_loads(tmp_path):
     vectors = encode([i.text for i in corpus.items], "text")
     (folder / "ids.json").write_text(json.dumps(ids))
     np.save(folder / "vectors.npy", vectors)
-    index = X.ModelIndex(folder, spec)
+    index = L.ModelIndex(folder, spec)
     assert index.ids == ids and np.array_equal(index.vectors, vectors)
     assert index.update(corpus, lambda *_: pytest.fail("re-embedded")) == 0
     assert (folder / X.MANIFEST).is_file() and not (folder / "ids.json").exists()
-    assert same(X.ModelIndex(folder, spec), index)
+    assert same(L.ModelIndex(folder, spec), index)
     half = tmp_path / "half"
     half.mkdir()
     (half / "ids.json").write_text(json.dumps(ids))
     np.save(half / "vectors.npy", vectors[:1])  # the second write of the old two-step save never happened
-    assert X.ModelIndex(half, spec).ids == []
+    assert L.ModelIndex(half, spec).ids == []
 
 
 def test_a_manifest_line_cut_short_does_not_stop_the_corpus(tmp_path):

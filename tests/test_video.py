@@ -5,11 +5,11 @@ import numpy as np
 import pytest
 
 import zoo
-from zoo import inputs
-from zoo import video as V
+from zoo import media
 from zoo.data import shapes as S
 from zoo.data import speech as P
 from zoo.media import budgets
+from zoo.media import sampling as V
 from zoo.postprocess import normalize
 
 CAPTIONS = [f"a {color} {shape}" for shape in S.SHAPES for color in S.COLORS]  # the 32 colour × shape captions
@@ -38,7 +38,7 @@ def test_video_is_the_mean_of_its_frames_plus_its_sound_track(aligned):
     frames = S.moving_clip("red", "circle", 12)
     speech = P.speak("a blue star", P.sample_voice(rng), rng)
     clip = V.encode_frames(frames, 4, audio=speech, sample_rate=P.SAMPLE_RATE)
-    decoded = inputs.decode(clip, 0, zoo.Modality.VIDEO, aligned.sample_rate, aligned.max_audio_seconds)
+    decoded = media.decode(clip, 0, zoo.Modality.VIDEO, aligned.sample_rate, aligned.max_audio_seconds)
     assert decoded.audio is not None and abs(len(decoded.audio) - len(speech)) < 0.05 * P.SAMPLE_RATE
     sight = normalize(normalize(aligned.encode(decoded.frames, "image", normalize=False)).mean(0, keepdims=True))
     heard = normalize(aligned.embed_audio([decoded.audio]))
@@ -57,10 +57,10 @@ def test_sampling_policy():
     assert len(long) == V.MAX_FRAMES and long[0] == 0 and long[-1] == pytest.approx(60 * 15 / 16)
     assert V.slots(0.2) == [0.0]
     clip = V.encode_frames(S.moving_clip("red", "circle", 40), 10)  # 4 s at 10 fps
-    video = inputs.decode(clip, 0, zoo.Modality.VIDEO)
+    video = media.decode(clip, 0, zoo.Modality.VIDEO)
     assert video.times == pytest.approx([0.0, 0.5, 1.0, 1.5, 2.0, 2.5, 3.0, 3.5]) and video.fps == pytest.approx(2)
     big = np.zeros((40, 1000, 1600, 3), np.uint8)
-    thinned = inputs.decode(big, 0, zoo.Modality.VIDEO)
+    thinned = media.decode(big, 0, zoo.Modality.VIDEO)
     assert len(thinned.frames) == V.MAX_FRAMES and max(thinned.frames[0].size) == V.MAX_FRAME_SIDE
 
 
@@ -72,25 +72,25 @@ def test_bounds_hold_before_allocation(monkeypatch):
     monkeypatch.setattr(budgets, "MAX_IMAGE_PIXELS", 100)
     # (the decoder's max_pixels already refuses the frames while the file is opened and probed)
     with pytest.raises(zoo.InputError, match=r"input 0: .*\b100 pixel limit"):
-        inputs.decode(clip, 0, zoo.Modality.VIDEO)
+        media.decode(clip, 0, zoo.Modality.VIDEO)
     monkeypatch.undo()
     monkeypatch.setattr(V, "MAX_VIDEO_SECONDS", 1.0)
     model = zoo.create("zoo/shapes-aligned-minilm", device="cpu")
     with pytest.warns(V.VideoTruncationWarning, match="2 of 2 video inputs exceed 1 s"):
         model.encode([clip, clip], "video")
-    assert inputs.decode(clip, 0, zoo.Modality.VIDEO).times == [0.0, 0.5]
+    assert media.decode(clip, 0, zoo.Modality.VIDEO).times == [0.0, 0.5]
     monkeypatch.undo()
     monkeypatch.setattr(budgets, "MAX_DECODED_FRAMES", 3)
     with pytest.raises(zoo.InputError, match="more than 3 frames"):
-        inputs.decode(V.encode_frames(S.moving_clip("red", "circle", 40), 10), 0, zoo.Modality.VIDEO)
+        media.decode(V.encode_frames(S.moving_clip("red", "circle", 40), 10), 0, zoo.Modality.VIDEO)
     wav = P.wav_bytes(np.zeros(16000, np.float32))
     with pytest.raises(zoo.InputError, match="input 0: the file has no video stream"):
-        inputs.decode(wav, 0, zoo.Modality.VIDEO)
+        media.decode(wav, 0, zoo.Modality.VIDEO)
 
 
 def test_servers_take_video_as_data_never_as_a_path(tmp_path):
     path = tmp_path / "clip.mkv"
     path.write_bytes(V.encode_frames(S.moving_clip("red", "circle", 4), 2))
     with pytest.raises(zoo.InputError, match="file paths are not accepted"):
-        inputs.decode(str(path), 0, zoo.Modality.VIDEO, allow_paths=False)
-    assert len(inputs.decode(path.read_bytes(), 0, zoo.Modality.VIDEO, allow_paths=False).frames) == 4
+        media.decode(str(path), 0, zoo.Modality.VIDEO, allow_paths=False)
+    assert len(media.decode(path.read_bytes(), 0, zoo.Modality.VIDEO, allow_paths=False).frames) == 4

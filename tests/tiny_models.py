@@ -591,7 +591,7 @@ def sample_inputs(spec: zoo.EmbedderSpec) -> dict[zoo.Modality, list]:
 
     from zoo.data import shapes as S
     from zoo.data import speech as P
-    from zoo.video import encode_frames
+    from zoo.media.sampling import encode_frames
 
     rng = np.random.default_rng(3)
     images = [S.render(S.sample_training_scene(rng), rng) for _ in range(3)]

@@ -15,9 +15,8 @@ from typing import Any
 
 import gradio as gr
 
+from zoo import kinds, scoring
 from zoo import postprocess as pp
-from zoo import scoring
-from zoo.data import shapes as S
 from zoo.defaults import default_model
 from zoo.errors import InvalidArgumentError, ZooError, choices
 from zoo.spec import Modality
@@ -30,17 +29,24 @@ from .corpus import (
     MAX_CORPUS_ITEMS,
     MAX_UPLOAD_FILES,
     TEXT_EXT,
-    UPLOAD_MAX_AGE_S,
     VIDEO_EXT,
     Corpus,
-    discard_leftovers,
-    discard_uploads,
 )
-from .index import INDEXES, Hit
+from .default_corpus import scene_colours
+from .index import Hit
+from .layouts import open_index
+from .uploads import UPLOAD_MAX_AGE_S, discard_leftovers, discard_uploads
 
-#: how a search ranks: "auto" by the model's first output kind; "hybrid" fuses its dense and sparse rankings
-#: by reciprocal rank fusion
-RETRIEVAL = ("auto", "dense", "multivector", "sparse", "hybrid")
+HYBRID = ("dense", "sparse")  # the kinds whose rankings "hybrid" fuses
+
+
+def retrieval_modes() -> tuple[str, ...]:
+    """How a search ranks: "auto" by the model's first output kind, by any one kind (:func:`zoo.kinds.names`),
+    or "hybrid", which fuses its :data:`HYBRID` rankings by reciprocal rank fusion."""
+    return ("auto", *kinds.names(), "hybrid")
+
+
+RETRIEVAL = retrieval_modes()  # the modes when the app is built (the dropdown's choices)
 
 TARGETS = {  # query modality → the corpus modalities it can search
     Modality.TEXT: (Modality.IMAGE, Modality.AUDIO, Modality.VIDEO, Modality.TEXT),
@@ -70,7 +76,7 @@ def examples(corpus: Corpus) -> dict[Modality, tuple[list[list[Any]], list[str]]
     out[Modality.AUDIO] = ([[str(corpus.file(i))] for i in sounds], [i.label for i in sounds])
     clips = files("clip: ", Modality.VIDEO.value, 2)
     out[Modality.VIDEO] = ([[str(corpus.file(i))] for i in clips], [i.label for i in clips])
-    colours = list(S.COLORS)  # the generated scenes' colours, named in their captions
+    colours = scene_colours()  # the generated scenes' colours, named in their captions
     pairs = []
     for item in files(None, Modality.IMAGE.value, 8):  # a generated scene, recoloured by the text
         colour = next((c for c in colours if c in item.label.split()), None)
@@ -94,24 +100,26 @@ class Searcher:
 
     def index_folder(self, model: str, weights: str, kind: str = "dense") -> Path:
         """Where a model's vectors are kept: keyed by its name and its weights' fingerprint, so vectors of
-        other (older, retrained) weights are never served; other output kinds beside the dense vectors."""
+        other (older, retrained) weights are never served; other output kinds beside the dense vectors (the
+        folder's suffix is the kind's, :attr:`zoo.kinds.OutputKind.index_suffix`)."""
         name = model.replace("/", "--").strip("-.")
         name = f"{name}@{weights}" if weights else name
-        return self.index_root / (name if kind == "dense" else f"{name}.{kind}")
+        return self.index_root / f"{name}{kinds.get(kind).index_suffix}"
 
     def index(self, model: str, progress=None, kind: str = "dense") -> Any:
         """The model's index of output ``kind``, extended with any corpus items it has not embedded yet."""
         with self._lock:
             embedder = self.backend.embedder(model)
-            key = model if kind == "dense" else (model, kind)
+            handler = kinds.get(kind)
+            key = (model, kind) if handler.index_suffix else model  # a plain folder, a plain key
             if key not in self.indexes:
                 folder = self.index_folder(model, embedder.weights_fingerprint, kind)
-                if self.store is not None and kind == "dense":
+                if self.store is not None and handler.index_layout == kinds.VECTORS:  # the database keeps vectors
                     from .store_index import StoreIndex
 
                     self.indexes[key] = StoreIndex(folder, embedder.spec, self.store)
                 else:
-                    self.indexes[key] = INDEXES[kind](folder, embedder.spec, self.approximate)
+                    self.indexes[key] = open_index(kind, folder, embedder.spec, self.approximate)
             self.indexes[key].update(self.corpus, lambda x, m: kind_outputs(embedder, x, m, kind), progress)
             return self.indexes[key]
 
@@ -120,15 +128,17 @@ class Searcher:
         """Run one query; returns gallery entries, ranked results and a latency line (with what one item of
         the index costs to store)."""
         outputs = self.backend.spec(model).outputs
-        kinds_used = {"auto": [outputs[0]], "hybrid": ["dense", "sparse"]}.get(mode, [mode])
-        if mode not in RETRIEVAL or not set(kinds_used) <= set(outputs):
+        kinds_used = {"auto": [outputs[0]], "hybrid": list(HYBRID)}.get(mode, [mode])
+        given = [k for k in kinds.names() if kinds.get(k).produced_from in outputs]  # derived kinds too
+        if mode not in retrieval_modes() or not set(kinds_used) <= set(given):
             raise InvalidArgumentError(f"retrieval {mode!r} needs outputs {kinds_used} but {model} gives "
-                                       f"{choices(outputs)}; choose one of {choices(RETRIEVAL)}")
+                                       f"{choices(given)}; choose one of {choices(retrieval_modes())}")
         dims = int(dimensions) or None
         indexes = [self.index(model, progress, kind) for kind in kinds_used]
         embedder = self.backend.embedder(model)
         t0 = time.perf_counter()
-        queries = [kind_outputs(embedder, [query], modality.value, kind, query=True)[0] for kind in kinds_used]
+        queries = [kinds.items_of(kind_outputs(embedder, [query], modality.value, kind, query=True), kind)[0]
+                   for kind in kinds_used]
         t1 = time.perf_counter()
         rankings = [index.search(q, self.corpus, target, int(k), dimensions=dims, precision=precision)
                     for index, q in zip(indexes, queries)]
@@ -263,9 +273,8 @@ def build_app(searcher: Searcher, title: str = "embedding-zoo · cross-modal ret
                         discard_leftovers(uploads)
                 before = set(corpus.quarantined)
                 try:
-                    for key in list(searcher.indexes):
-                        model, kind = key if isinstance(key, tuple) else (key, "dense")
-                        searcher.index(model, progress, kind)
+                    for key, index in list(searcher.indexes.items()):
+                        searcher.index(key[0] if isinstance(key, tuple) else key, progress, index.kind)
                 except ZooError as err:
                     raise gr.Error(str(err)) from None
                 quarantined = [corpus.quarantined[i] for i in corpus.quarantined if i not in before]

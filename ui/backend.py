@@ -7,6 +7,7 @@ from typing import Protocol
 
 import numpy as np
 
+from zoo import kinds
 from zoo.base import Embedder
 from zoo.spec import EmbedderSpec, Modality
 
@@ -118,10 +119,10 @@ def full_vectors(embedder: Embedder, inputs: list, modality: str) -> np.ndarray:
 
 
 def kind_outputs(embedder: Embedder, inputs: list, modality: str, kind: str, query: bool = False):
-    """Full-width float32 output of one ``kind`` (vectors normalized, sparse weights as the model gives them);
-    ``query`` encodes multi-vector and sparse inputs as queries (with the prompt named ``query`` when the model
-    has one); dense vectors use the model's default prompt on both sides."""
-    if kind == "dense":
-        return full_vectors(embedder, inputs, modality)
-    prompt = "query" if query and "query" in embedder.spec.prompts else None
-    return embedder.encode(inputs, modality, output=kind, precision="float32", prompt_name=prompt)
+    """Full-width float32 output of one ``kind`` (normalized as the kind is by default: vectors normalized,
+    sparse weights as the model gives them); ``query`` encodes the inputs of a kind whose result depends on the
+    side (:attr:`zoo.kinds.OutputKind.sided`: multi-vector, sparse, FDE) as queries, with the prompt named
+    ``query`` when the model has one; dense vectors use the model's default prompt on both sides."""
+    sided = query and kinds.get(kind).sided and kinds.QUERY in embedder.spec.prompts
+    return embedder.encode(inputs, modality, output=kind, precision="float32",
+                           prompt_name=kinds.QUERY if sided else None)

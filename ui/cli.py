@@ -9,8 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from zoo.defaults import DEFAULT_MODELS
+from zoo.settings import Settings, settings
 
-DEFAULT_DATA_DIR = Path(os.environ.get("ZOO_DATA_DIR", Path.home() / ".cache" / "embedding-zoo"))
+
+def _settings(args: argparse.Namespace) -> Settings:
+    """The environment's settings with the demo's flags laid over them (a flag given wins): ``--data-dir``
+    over ``$ZOO_DATA_DIR`` (else ``<zoo cache>/demo``), ``zoo demo``'s ``--triton-admin-key`` over
+    ``$ZOO_TRITON_ADMIN_KEY``."""
+    return settings().with_flags(data_dir=args.data_dir, triton_admin_key=getattr(args, "triton_admin_key", None))
 
 
 def build(backend_kind: str, url: str, data_dir: Path, approximate: bool = False, device: str | None = None,
@@ -21,7 +27,8 @@ def build(backend_kind: str, url: str, data_dir: Path, approximate: bool = False
     vectors instead of FAISS. No corpus item stops it: one a model fails on is quarantined (listed, not
     indexed), and a model that cannot be indexed now is indexed at its first search."""
     from .backend import LocalBackend, TritonBackend
-    from .corpus import UPLOAD_MAX_AGE_S, build_default, clean_uploads
+    from .default_corpus import build_default
+    from .uploads import UPLOAD_MAX_AGE_S, clean_uploads
 
     data_dir = Path(data_dir).resolve()
     uploads = data_dir / "uploads"
@@ -99,7 +106,7 @@ class ServeDemo:
         """The running demo (its ``close()`` stops it), or None without ``--ui``."""
         if not args.ui:
             return None
-        searcher, uploads = build("triton", server.grpc_url, Path(args.data_dir), corpus_dirs=args.corpus,
+        searcher, uploads = build("triton", server.grpc_url, _settings(args).demo_dir, corpus_dirs=args.corpus,
                                   admin_headers=server.admin_headers)
         return launch(searcher, uploads, args.ui_host, args.ui_port, block=False)
 
@@ -122,12 +129,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
         require("serve", "zoo demo --backend triton")
     _check(args, "zoo demo", args.host, args.port, "--port")
+    cfg = _settings(args)
     admin = None
-    if args.triton_admin_key:
+    if cfg.triton_admin_key:
         from serving.server import ADMIN_HEADER, GRPC_ADMIN_PREFIX
 
-        admin = {GRPC_ADMIN_PREFIX + ADMIN_HEADER: args.triton_admin_key}
-    searcher, uploads = build(args.backend, args.url, Path(args.data_dir), args.approximate, args.device,
+        admin = {GRPC_ADMIN_PREFIX + ADMIN_HEADER: cfg.triton_admin_key}
+    searcher, uploads = build(args.backend, args.url, cfg.demo_dir, args.approximate, args.device,
                               args.corpus, args.index, admin)
     launch(searcher, uploads, args.host, args.port, block=True)
     return 0
@@ -137,7 +145,8 @@ def add_ui_arguments(p: argparse.ArgumentParser, host_flag: str = "--host", port
     """Options the demo needs, shared by ``zoo demo`` and ``zoo serve --ui``."""
     p.add_argument(host_flag, default="127.0.0.1", help="address the web page binds to")
     p.add_argument(port_flag, type=int, default=7860)
-    p.add_argument("--data-dir", default=str(DEFAULT_DATA_DIR), help="corpus, uploads and indexes live here")
+    p.add_argument("--data-dir", help="corpus, uploads and indexes live here (default: $ZOO_DATA_DIR, else "
+                   "<zoo cache>/demo)")
     p.add_argument("--corpus", action="append", metavar="DIR",
                    help="also import this server folder's images, audio and .txt files (repeatable)")
 
@@ -151,7 +160,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--index", metavar="URI", help="keep the dense vectors in this vector database instead of "
                    "FAISS: qdrant:PATH (embedded), qdrant+http://HOST:PORT (a server)")
     p.add_argument("--device", help="local backend: torch device")
-    p.add_argument("--triton-admin-key", default=os.environ.get("ZOO_TRITON_ADMIN_KEY"), metavar="KEY",
+    p.add_argument("--triton-admin-key", metavar="KEY",  # unset: the environment's, through _settings
                    help="the served tritonserver's admin secret, which listing its models needs (default: "
                    "$ZOO_TRITON_ADMIN_KEY; `zoo serve --ui` passes its own)")
     add_ui_arguments(p)

@@ -1,10 +1,9 @@
 """The demo corpus: files in one folder (the only folder, with uploads, that Gradio may serve).
 
-Default content, all offline: the photos shipped in scikit-image, generated shape scenes with their captions,
-generated clips of moving shapes, the sounds shipped with pygame, spoken captions (when espeak-ng is
-installed), and text snippets.
+The default content is built offline by :mod:`ui.default_corpus`; Gradio's upload folder is kept tidy by
+:mod:`ui.uploads`.
 Page users add files by upload; the operator imports server folders with ``--corpus DIR``. Both copy
-into the corpus folder, within limits: a file must decode the way a model decodes it (``zoo.inputs.decode``,
+into the corpus folder, within limits: a file must decode the way a model decodes it (``zoo.media.decode``,
 not only a container probe) to get in, and what page users and the operator add shares one quota
 (:data:`MAX_CORPUS_BYTES`, :data:`MAX_CORPUS_ITEMS`).
 
@@ -19,15 +18,11 @@ import hashlib
 import json
 import os
 import re
-import shutil
 import sys
 import tempfile
 import threading
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-
-import numpy as np
 
 from zoo.errors import InputError, InvalidArgumentError
 from zoo.spec import Modality
@@ -36,25 +31,13 @@ IMAGE_EXT = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif"}
 AUDIO_EXT = {".wav", ".flac", ".ogg", ".mp3"}
 TEXT_EXT = {".txt"}
 VIDEO_EXT = {".mp4", ".mkv", ".webm", ".mov", ".avi"}
-#: the generated clips of the default corpus: one shape each, moving across the frame
-CLIPS = (("red", "circle"), ("blue", "star"), ("green", "triangle"), ("yellow", "square"), ("purple", "circle"),
-         ("orange", "star"))
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024  # per file
 MAX_UPLOAD_FILES = 50  # per upload or folder import
 MAX_CORPUS_BYTES = 512 * 1024 * 1024  # every uploaded and imported item together (quarantined ones too)
 MAX_CORPUS_ITEMS = 2000  # uploaded and imported items together (quarantined ones too)
 ADDED_SOURCES = ("upload", "import")  # items that count against the quota (the default corpus does not)
-UPLOAD_MAX_AGE_S = 3600  # Gradio's temporary copies older than this are removed (at start, then hourly)
 VALIDATE_SAMPLE_RATE = 16_000  # audio (and a video's sound) is decoded at this rate to check a new file
 MAX_TEXT_CHARS = 2000  # a .txt file's first characters become the item
-SKIMAGE_PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "coins", "moon", "page", "horse",
-                  "immunohistochemistry", "hubble_deep_field", "retina", "cat")
-SNIPPETS = (
-    "an astronaut in a white space suit", "a cup of coffee on a saucer", "a tabby cat looking at the camera",
-    "a rocket on the launch pad", "a man holding a camera", "a handful of old coins", "the surface of the moon",
-    "a page of printed text", "a horse silhouette", "a car door slamming", "a loud explosion", "a punch sound",
-    "a whoosh of air", "a red circle", "two blue squares", "a yellow star on a dark background",
-)
 
 
 @dataclass(frozen=True)
@@ -181,7 +164,7 @@ class Corpus:
 
     def add_file(self, src: Path, label: str | None = None, source: str | None = None) -> Item:
         """Copy a file into the corpus after checking its type, its size, the quota and that it decodes as a
-        model decodes it (``zoo.inputs.decode``: every frame a model samples, the audio it listens to)."""
+        model decodes it (``zoo.media.decode``: every frame a model samples, the audio it listens to)."""
         src = Path(src)
         ext = src.suffix.lower()
         if ext in IMAGE_EXT:
@@ -296,178 +279,18 @@ def _write_atomically(path: Path, data: bytes) -> None:
 
 
 def check_decodes(data: bytes, modality: Modality, name: str) -> None:
-    """Decode ``data`` as a model does (``zoo.inputs.decode``: images whole, audio as far as a model listens,
+    """Decode ``data`` as a model does (``zoo.media.decode``: images whole, audio as far as a model listens,
     video frames by the sampling policy and its sound); an undecodable file raises InvalidArgumentError. A
     container probe is not enough: an MKV with a video track and no frame opens, and no model can embed it."""
-    from zoo import inputs, truncation
+    from zoo import media, truncation
     from zoo.base import MAX_AUDIO_SECONDS
 
     token = truncation.begin()  # a long file is fine here: the model cuts it too
     try:
-        inputs.decode(data, 0, modality, VALIDATE_SAMPLE_RATE, MAX_AUDIO_SECONDS, allow_paths=False)
+        media.decode(data, 0, modality, VALIDATE_SAMPLE_RATE, MAX_AUDIO_SECONDS, allow_paths=False)
     except InputError as err:
         raise InvalidArgumentError(f"{name}: {err.reason}") from None
     except Exception as err:  # a decoder that fails in its own way: still the file's fault
         raise InvalidArgumentError(f"{name}: cannot decode it ({type(err).__name__})") from None
     finally:
         truncation.end(token)
-
-
-def discard_uploads(paths: list, uploads: Path) -> int:
-    """Delete Gradio's temporary copies of uploaded files (once copied into the corpus, or rejected), and their
-    folders when empty; a path outside ``uploads`` is never touched. Returns how many files went."""
-    root = Path(uploads).resolve()
-    gone = 0
-    for p in paths:
-        try:
-            path = Path(p).absolute()
-            if not path.resolve().is_relative_to(root) or path.resolve() == root or not path.is_file():
-                continue
-            path.unlink()
-            gone += 1
-            parent = path.parent.resolve()
-            while parent != root and parent.is_relative_to(root) and not any(parent.iterdir()):
-                parent.rmdir()
-                parent = parent.parent
-        except OSError:
-            continue
-    return gone
-
-
-def discard_leftovers(uploads: Path, min_age_s: float = 60.0) -> int:
-    """Delete the empty ``tmp*`` files Gradio leaves directly in its upload folder (its File component opens one
-    per uploaded file and never uses it) that no one has open: on Linux, no file descriptor of this process (the
-    server, whose uploads in progress are open files) points to them; elsewhere, those older than ``min_age_s``.
-    Returns how many went."""
-    root = Path(uploads)
-    proc = Path("/proc/self/fd")
-    open_now: set[str] | None = None
-    if proc.is_dir():
-        open_now = set()
-        for fd in proc.iterdir():
-            try:
-                open_now.add(os.readlink(fd))
-            except OSError:
-                continue
-    cutoff = time.time() - min_age_s
-    gone = 0
-    try:
-        entries = list(os.scandir(root))
-    except OSError:
-        return 0
-    for entry in entries:
-        try:
-            if not (entry.name.startswith("tmp") and entry.is_file(follow_symlinks=False)):
-                continue
-            info = entry.stat(follow_symlinks=False)
-            busy = os.path.realpath(entry.path) in open_now if open_now is not None else info.st_mtime >= cutoff
-            if info.st_size == 0 and not busy:
-                os.unlink(entry.path)
-                gone += 1
-        except OSError:
-            continue
-    return gone
-
-
-def clean_uploads(uploads: Path, max_age_s: float = UPLOAD_MAX_AGE_S) -> int:
-    """Remove files under ``uploads`` last changed more than ``max_age_s`` ago (left by an earlier run), then
-    empty folders; links are removed, never followed. Returns how many files went."""
-    root = Path(uploads)
-    if not root.is_dir():
-        return 0
-    cutoff = time.time() - max_age_s
-    gone = 0
-    for folder, dirs, files in os.walk(root, topdown=False):
-        for name in files + [d for d in dirs if os.path.islink(os.path.join(folder, d))]:
-            path = os.path.join(folder, name)
-            try:
-                if os.lstat(path).st_mtime < cutoff:
-                    os.unlink(path)
-                    gone += 1
-            except OSError:
-                continue
-        if folder != str(root):
-            try:
-                os.rmdir(folder)  # only if empty
-            except OSError:
-                pass
-    return gone
-
-
-def build_default(root: Path, *, scenes: int = 48, spoken: int = 8, seed: int = 11) -> Corpus:
-    """Create the default offline corpus under ``root`` (idempotent)."""
-    from zoo.data import shapes as S
-
-    corpus = Corpus(root)
-    if corpus.items or corpus.quarantined:
-        return corpus
-    tmp = Path(tempfile.mkdtemp(prefix="zoo-corpus-"))
-    try:
-        for name in SKIMAGE_PHOTOS:
-            try:
-                import skimage.data
-                from PIL import Image
-
-                arr = getattr(skimage.data, name)()
-            except Exception:  # a photo that needs a download is simply left out
-                continue
-            if arr.dtype != np.uint8:
-                arr = (arr.astype(np.float32) / max(float(arr.max()), 1) * 255).astype(np.uint8)
-            Image.fromarray(arr).convert("RGB").save(tmp / f"{name}.png")
-            corpus.add_file(tmp / f"{name}.png", label=f"photo: {name}")
-        rng = np.random.default_rng(seed)
-        gallery = S.single_object_gallery(rng, S.HELDOUT_RENDER)
-        extra = [S.sample_training_scene(rng) for _ in range(max(0, scenes - len(gallery)))]
-        for i, scene in enumerate((gallery + extra)[:scenes]):
-            path = tmp / f"scene_{i:03d}.png"
-            S.render(scene, rng, S.HELDOUT_RENDER).save(path)
-            caption = S.captions(scene, S.EVAL_TEMPLATES if len(scene.objects) == 1 else S.TRAIN_TEMPLATES)[0]
-            corpus.add_file(path, label=caption)
-            corpus.add_text(caption)
-        _add_clips(corpus, tmp)
-        _add_pygame_sounds(corpus)
-        _add_spoken(corpus, tmp, rng, spoken)
-        for text in SNIPPETS:
-            corpus.add_text(text)
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return corpus
-
-
-def _add_clips(corpus: Corpus, tmp: Path) -> None:
-    from zoo.data import shapes as S
-    from zoo.video import encode_frames
-
-    for color, shape in CLIPS:
-        path = tmp / f"clip_{color}_{shape}.mp4"
-        path.write_bytes(encode_frames(S.moving_clip(color, shape, 16), 8, lossless=False))
-        article = "an" if color[0] in "aeiou" else "a"
-        corpus.add_file(path, label=f"clip: {article} {color} {shape} moving")
-
-
-def _add_pygame_sounds(corpus: Corpus) -> None:
-    import importlib.util
-
-    spec = importlib.util.find_spec("pygame")
-    if spec is None or not spec.submodule_search_locations:
-        return
-    data = Path(next(iter(spec.submodule_search_locations))) / "examples" / "data"
-    for path in sorted(data.glob("*.wav")) + sorted(data.glob("*.ogg")):
-        try:
-            corpus.add_file(path, label=f"sound: {path.stem.replace('_', ' ')}")
-        except InvalidArgumentError:
-            continue
-
-
-def _add_spoken(corpus: Corpus, tmp: Path, rng: np.random.Generator, n: int) -> None:
-    from zoo.data import shapes as S
-    from zoo.data import speech as P
-
-    if not P.espeak_available():
-        return
-    for i in range(n):
-        scene = S.sample_scene(rng, 1)
-        text = S.captions(scene, S.EVAL_TEMPLATES)[0]
-        path = tmp / f"spoken_{i:02d}.wav"
-        path.write_bytes(P.wav_bytes(P.speak(text, P.sample_voice(rng, P.HELDOUT_VOICES), rng)))
-        corpus.add_file(path, label=f"spoken: {text}")

@@ -1,15 +1,20 @@
 """Indexes over the corpus, per model and output kind, persisted on disk and reused on restart.
 
-Dense (:class:`ModelIndex`): full-width float32 embeddings of every item the model can embed. A search with
+Dense (:class:`ui.layouts.ModelIndex`): full-width float32 embeddings of every item the model can embed. A search with
 ``dimensions`` / ``precision`` derives its view from them with the same post-processing as ``encode()``:
 Matryoshka truncation + re-normalization, then quantization. Binary precisions search a FAISS binary
 index (Hamming distance, reported as ``1 - 2·hamming/d``); the others search the dequantized vectors by
 exact inner product (``IndexFlatIP``), or approximately (``IndexHNSWFlat``) when ``approximate`` is set.
 
-Multi-vector (:class:`MultiVectorIndex`): every item's token / patch vectors; a search takes the top
+Multi-vector (:class:`ui.layouts.MultiVectorIndex`): every item's token / patch vectors; a search takes the top
 ``candidates`` by the MUVERA FDEs of the view (:mod:`zoo.fde`, exact inner product over them) and reranks
-them by exact MaxSim. Sparse (:class:`SparseIndex`): the term-weight matrix, searched by exact sparse dot
-products. Each reports what one item costs to store (``bytes_per_item``).
+them by exact MaxSim. Sparse (:class:`ui.layouts.SparseIndex`): the term-weight matrix, searched by exact sparse
+dot products. Any other kind (:class:`ui.layouts.ArrayIndex`): its wire form's arrays, searched exhaustively by its
+handler's score. Each reports what one item costs to store (``bytes_per_item``, the kind's own count).
+
+Which class keeps a kind is the kind's handler's choice (:attr:`zoo.kinds.OutputKind.index_layout`, see
+:func:`ui.layouts.open_index`); what the classes store, score and count goes through the handler too, so no class here
+knows a kind by its name.
 
 On disk an index is a set of files written whole: each under a new name (a temporary name in the same folder,
 fsync, ``os.replace``), then ``index.json``, written the same way, last: it holds the item ids and names each
@@ -36,11 +41,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-import faiss
 import numpy as np
 
-from zoo import fde, kinds, scoring
-from zoo import postprocess as pp
+from zoo import kinds
 from zoo.errors import (
     InputError,
     MissingExtraError,
@@ -126,10 +129,13 @@ class _CorpusIndex:
     those the model fails on), persistence. Subclasses keep the outputs: :meth:`_load` (from ``self._paths``),
     :meth:`_add`, :meth:`_write` (one of their ``files``), :meth:`_rows_held`."""
 
-    kind = "dense"
+    kind = "dense"  # the output kind it holds (the manifest records it); open_index passes the kind asked for
     files: dict[str, str] = {}  # role → file extension; before index.json the file was named role + extension
 
-    def __init__(self, folder: Path, spec: EmbedderSpec, approximate: bool = False) -> None:
+    def __init__(self, folder: Path, spec: EmbedderSpec, approximate: bool = False, kind: str | None = None) -> None:
+        if kind is not None:
+            self.kind = kind
+        self.handler = kinds.get(self.kind)  # stores, scores and counts the kind's outputs
         self.folder = Path(folder)
         self.spec = spec
         self.approximate = approximate
@@ -316,175 +322,3 @@ def _embed_each(encode: Encode, inputs: list, modality: str) -> tuple[list[tuple
         except Exception as err:
             errors[n] = err
     return embedded, errors
-
-
-class ModelIndex(_CorpusIndex):
-    """Dense embeddings of the corpus items one model can embed, with FAISS views per output setting."""
-
-    files = {"vectors": ".npy"}
-
-    def _empty(self) -> None:
-        self.vectors = np.zeros((0, self.spec.dim), np.float32)
-
-    def _load(self) -> None:
-        vectors = np.load(self._paths["vectors"])
-        if vectors.ndim != 2 or vectors.shape[1] != self.spec.dim:
-            raise ValueError(f"vectors of shape {vectors.shape} for a {self.spec.dim}-d model")
-        self.vectors = vectors.astype(np.float32, copy=False)
-
-    def _rows_held(self) -> int:
-        return len(self.vectors)
-
-    def _add(self, parts: list, ids: list[str], modalities: list[str]) -> None:
-        self.vectors = np.concatenate([self.vectors, *parts]).astype(np.float32)
-
-    def _write(self, role: str, fh: IO[bytes]) -> None:
-        np.save(fh, self.vectors)
-
-    def bytes_per_item(self, dimensions: int | None, precision: str) -> float:
-        """Stored bytes of one item's vector at this output setting."""
-        return pp.output_width(dimensions or self.spec.dim, precision) * pp.PRECISIONS[precision].itemsize
-
-    def _view(self, dimensions: int, precision: str, target: str, rows: np.ndarray):
-        key = (dimensions, precision, target)
-        if key not in self._views:
-            base = self.vectors[rows]
-            q = pp.postprocess(base, normalize_output=True, dimensions=dimensions, precision=precision)
-            if precision in pp.PACKED:
-                index = faiss.IndexBinaryFlat(dimensions)
-                index.add(q.view(np.uint8))
-            else:
-                vecs = np.ascontiguousarray(pp.dequantize(q, precision), dtype=np.float32)
-                if self.approximate:
-                    index = faiss.IndexHNSWFlat(dimensions, 32, faiss.METRIC_INNER_PRODUCT)
-                else:
-                    index = faiss.IndexFlatIP(dimensions)
-                index.add(vecs)
-            self._views[key] = index
-        return self._views[key]
-
-    def search(self, query: np.ndarray, corpus: Corpus, target: str, k: int = 8, *,
-               dimensions: int | None = None, precision: str = "float32") -> list[Hit]:
-        """Top ``k`` items of modality ``target`` for one full-width float query vector."""
-        dims = pp.check_dimensions(dimensions, self.spec.dim, pp.check_precision(precision))
-        rows = self._target_rows(corpus, target)
-        if len(rows) == 0:
-            return []
-        index = self._view(dims, precision, target, rows)
-        q = pp.postprocess(query[None], normalize_output=True, dimensions=dims, precision=precision)
-        k = min(k, len(rows))
-        if precision in pp.PACKED:
-            dist, idx = index.search(q.view(np.uint8), k)
-            scores = 1 - 2 * dist[0] / dims
-        else:
-            scores, idx = index.search(np.ascontiguousarray(pp.dequantize(q, precision), np.float32), k)
-            scores = scores[0]
-        return self._hits(corpus, rows, idx[0], scores)
-
-
-class MultiVectorIndex(_CorpusIndex):
-    """Token / patch vectors of every item: FDE candidates, then exact MaxSim."""
-
-    kind = "multivector"
-    files = {"vectors": ".npy", "lengths": ".npy"}
-
-    def _empty(self) -> None:
-        self.items: list[np.ndarray] = []
-
-    def _load(self) -> None:
-        flat, lengths = np.load(self._paths["vectors"]), np.load(self._paths["lengths"])
-        if flat.ndim != 2 or lengths.ndim != 1 or int(lengths.sum()) != len(flat) or (lengths < 0).any():
-            raise ValueError(f"{len(flat)} vectors for lengths summing to {int(lengths.sum())}")
-        self.items = np.split(flat, np.cumsum(lengths)[:-1]) if len(lengths) else []
-
-    def _rows_held(self) -> int:
-        return len(self.items)
-
-    def _add(self, parts: list, ids: list[str], modalities: list[str]) -> None:
-        self.items += [x.astype(np.float32) for p in parts for x in p]
-
-    def _write(self, role: str, fh: IO[bytes]) -> None:
-        if role == "vectors":
-            np.save(fh, np.concatenate(self.items) if self.items else np.zeros((0, self.spec.dim), np.float32))
-        else:
-            np.save(fh, np.array([len(x) for x in self.items], np.int64))
-
-    def _setting(self, items: list[np.ndarray], dimensions: int, precision: str) -> list[np.ndarray]:
-        return kinds.postprocess_multivector(items, normalize_output=True, dimensions=dimensions, precision=precision,
-                                             max_vectors=None)
-
-    def _view(self, dimensions: int, precision: str, target: str, rows: np.ndarray):
-        key = (dimensions, precision, target)
-        if key not in self._views:
-            stored = self._setting([self.items[r] for r in rows], dimensions, precision)
-            codes = fde.encode([pp.dequantize(x, precision) for x in stored], query=False)
-            index = faiss.IndexFlatIP(codes.shape[1])
-            index.add(codes)
-            self._views[key] = (stored, index)
-        return self._views[key]
-
-    def bytes_per_item(self, dimensions: int | None, precision: str) -> float:
-        """Mean stored bytes of one item's vectors at this output setting (the FDE is derived, not stored)."""
-        width = pp.output_width(dimensions or self.spec.dim, precision) * pp.PRECISIONS[precision].itemsize
-        return float(np.mean([len(x) for x in self.items])) * width if self.items else 0.0
-
-    def search(self, query: np.ndarray, corpus: Corpus, target: str, k: int = 8, *, dimensions: int | None = None,
-               precision: str = "float32", candidates: int = 100) -> list[Hit]:
-        """Top ``k`` items of modality ``target`` for one query's ``[n, d]`` float vectors: the ``candidates``
-        best by FDE, reranked by exact MaxSim at the output setting."""
-        dims = pp.check_dimensions(dimensions, self.spec.dim, pp.check_precision(precision))
-        rows = self._target_rows(corpus, target)
-        if len(rows) == 0:
-            return []
-        stored, index = self._view(dims, precision, target, rows)
-        q = self._setting([query], dims, precision)[0]
-        _, cand = index.search(fde.encode([pp.dequantize(q, precision)], query=True), min(candidates, len(rows)))
-        cand = cand[0][cand[0] >= 0]
-        exact = scoring.maxsim([q], [stored[j] for j in cand], precision)[0]
-        order = np.argsort(-exact, kind="stable")[:k]
-        return self._hits(corpus, rows, cand[order], exact[order])
-
-
-class SparseIndex(_CorpusIndex):
-    """Term weights of every item, searched by exact sparse dot products."""
-
-    kind = "sparse"
-    files = {"sparse": ".npz"}
-
-    def _empty(self) -> None:
-        import scipy.sparse as sps
-
-        self.matrix = sps.csr_matrix((0, self.spec.vocab_size or 1), dtype=np.float32)
-
-    def _load(self) -> None:
-        import scipy.sparse as sps
-
-        self.matrix = sps.load_npz(self._paths["sparse"]).tocsr()
-
-    def _rows_held(self) -> int:
-        return self.matrix.shape[0]
-
-    def _add(self, parts: list, ids: list[str], modalities: list[str]) -> None:
-        self.matrix = kinds.concat([self.matrix, *parts])
-
-    def _write(self, role: str, fh: IO[bytes]) -> None:
-        import scipy.sparse as sps
-
-        sps.save_npz(fh, self.matrix)
-
-    def bytes_per_item(self, dimensions: int | None = None, precision: str = "float32") -> float:
-        """Mean stored bytes of one item: an int32 term id and a float32 weight per term."""
-        return 8.0 * self.matrix.nnz / max(1, self.matrix.shape[0])
-
-    def search(self, query, corpus: Corpus, target: str, k: int = 8, **_: Any) -> list[Hit]:
-        """Top ``k`` items of modality ``target`` for one query's ``1 × V`` sparse row."""
-        rows = self._target_rows(corpus, target)
-        if len(rows) == 0:
-            return []
-        scores = scoring.sparse_dot(query, self.matrix[rows])[0]
-        order = np.argsort(-scores, kind="stable")[:k]
-        return self._hits(corpus, rows, order, scores[order])
-
-
-INDEXES: dict[str, type[_CorpusIndex]] = {"dense": ModelIndex, "multivector": MultiVectorIndex,
-                                           "sparse": SparseIndex}

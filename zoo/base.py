@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import kinds, media, truncation
-from . import postprocess as pp
-from .errors import InputError, InvalidArgumentError, UnknownPromptError, UnsupportedModalityError, choices
+from .errors import InputError, InvalidArgumentError
+from .front import EncodeFront, EncodeOptions, check_batch_size, check_items
 from .spec import EmbedderSpec, Modality
 
 if TYPE_CHECKING:
@@ -34,37 +34,6 @@ def pick_device(device: str | None = None) -> str:
     import torch
 
     return "cuda" if torch.cuda.is_available() else "cpu"
-
-
-def check_items(items: Any) -> None:
-    """Refuse anything but a non-empty sequence of items (a bare string is one item, not a list)."""
-    if isinstance(items, (str, bytes)) or not isinstance(items, Sequence):
-        raise InvalidArgumentError(
-            f"inputs must be a list of items, got {type(items).__name__}; wrap a single item in a list"
-        )
-    if len(items) == 0:
-        raise InvalidArgumentError("inputs is empty: pass at least one item")
-
-
-def check_batch_size(batch_size: Any) -> int:
-    """A positive integer, or an error naming the bad value."""
-    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise InvalidArgumentError(f"batch_size must be a positive integer, got {batch_size!r}")
-    return batch_size
-
-
-@dataclass(frozen=True)
-class EncodeOptions:
-    """Validated per-call output controls; hashable so the server can group requests by them."""
-
-    normalize: bool = True
-    dimensions: int | None = None
-    precision: str = "float32"
-    prompt_name: str | None = None  # as asked for (the server needs the name)
-    prompt: str | None = None  # the resolved prompt text the model sees
-    output: str = "dense"  # the output kind (see zoo.kinds)
-    max_vectors: int | None = None  # multivector: at most this many vectors per item
-    top_k: int | None = None  # sparse: at most this many terms per item
 
 
 @dataclass
@@ -95,80 +64,24 @@ def length_batches(lengths: Sequence[int], batch_size: int, spread: float = LENG
     return out
 
 
-class EncodeFront:
-    """What every ``encode()`` shares, in-process or remote: the spec, and the validation of the modality
-    and the output controls before any work is done. :class:`Embedder` and the serving clients build on it."""
-
-    spec: EmbedderSpec
-    #: id of the loaded weights (:func:`zoo.weights.fingerprint`): vectors stored for reuse are keyed by it
-    #: with the model name, so retrained weights never meet stale vectors ("" when unknown)
-    weights_fingerprint: str = ""
-
-    # ---- shared machinery ----------------------------------------------------------------------
-    def check_modality(self, modality: Modality | str) -> Modality:
-        """Return ``modality`` as an enum if this model embeds it, else raise."""
-        try:
-            mod = Modality(modality)
-        except ValueError:
-            mod = None
-        if mod is None or mod not in self.spec.modalities:
-            raise UnsupportedModalityError(
-                f"model {self.spec.name!r} does not embed modality {str(modality)!r}; it supports "
-                f"{choices(m.value for m in self.spec.modalities)}"
-            )
-        return mod
-
-    def options(
-        self,
-        *,
-        normalize: bool | None = None,
-        dimensions: int | None = None,
-        precision: str = "float32",
-        prompt_name: str | None = None,
-        output: str | None = None,
-        max_vectors: int | None = None,
-        top_k: int | None = None,
-    ) -> EncodeOptions:
-        """Validate output controls once, before any work is done (``normalize=None``: the output kind's
-        default, see :func:`zoo.kinds.default_normalize`)."""
-        pp.check_precision(precision)
-        output = kinds.check_output(output, self.spec.outputs, self.spec.name)
-        max_vectors, top_k = kinds.check_count(max_vectors, "max_vectors"), kinds.check_count(top_k, "top_k")
-        kinds.check_controls(output, dimensions=dimensions, precision=precision, max_vectors=max_vectors,
-                             top_k=top_k)
-        if normalize is None:
-            normalize = kinds.default_normalize(output)
-        if not isinstance(normalize, (bool, np.bool_)):
-            raise InvalidArgumentError(f"normalize must be true or false, got {normalize!r}", "normalize")
-        dims = pp.check_dimensions(dimensions, self.spec.dim, precision)
-        pp.check_calibration(precision, bool(normalize))
-        name = prompt_name if prompt_name is not None else self.spec.default_prompt_name
-        if name is not None and name not in self.spec.prompts:
-            known = choices(self.spec.prompts) if self.spec.prompts else "none (this model has no prompts)"
-            raise UnknownPromptError(f"unknown prompt_name {name!r} for {self.spec.name!r}; valid: {known}",
-                                     "prompt_name")
-        return EncodeOptions(
-            normalize=bool(normalize),
-            dimensions=None if dims == self.spec.dim else dims,
-            precision=precision,
-            prompt_name=name,
-            prompt=self.spec.prompts[name] if name is not None else None,
-            output=output,
-            max_vectors=max_vectors,
-            top_k=top_k,
-        )
-
-    def _call(self, modality, **controls: Any) -> tuple[EncodeOptions, Modality]:
-        """Validate everything about a call but its inputs (``controls``: :meth:`options`' keywords),
-        before any work is done."""
-        return self.options(**controls), self.check_modality(modality)
-
-
 class Embedder(EncodeFront, ABC):
-    """Base class of every model: subclasses implement :meth:`_embed` (and maybe :meth:`_lengths`)."""
+    """Base class of every model, and the whole family contract.
+
+    A family subclasses it, is listed under the ``zoo.families`` entry-point group (its name there is the
+    family key its specs name), and implements ``__init__(spec, path, device)``, :meth:`spec_from_folder` (to
+    load local folders) and the one forward hook :meth:`forward`. Every attribute the registry reads is
+    declared here with its default; the optional hooks (:meth:`_lengths`, :meth:`_text_tokens`,
+    :meth:`_towers`) have working defaults too."""
 
     device: str
     weights_path: Path | None = None  # the folder the weights were loaded from (set by zoo.create)
+    #: the family key (the family's ``zoo.families`` entry-point name; set when the registry loads it)
+    family: str = ""
+    #: local folders are offered to families in ascending priority; the first claim wins (the plain text
+    #: family, which takes any transformers encoder, is the fallback at 100)
+    folder_priority: int = 50
+    #: config ``model_type``s this family owns: no other family is offered such a folder
+    claims: frozenset[str] = frozenset()
     #: the runtimes this family's towers can run on (see :mod:`zoo.runtime`); families with towers widen it
     runtimes: tuple[str, ...] = ("torch",)
     runtime: str = "torch"  # the runtime in use (set by :meth:`use_runtime`)
@@ -182,17 +95,28 @@ class Embedder(EncodeFront, ABC):
         self.device = pick_device(device)
 
     # ---- what families implement -------------------------------------------------------------
-    def _embed(self, batch: list[Any], modality: Modality, prompt: str | None) -> np.ndarray:
-        """Float32 ``[len(batch), spec.dim]`` raw dense embeddings of decoded items (dense families)."""
-        raise NotImplementedError(f"{type(self).__name__} gives no dense output")
+    @classmethod
+    def spec_from_folder(cls, path: Path) -> EmbedderSpec | None:
+        """Describe a local model folder this family can load, or None (the default: it loads none)."""
+        return None
 
-    def _embed_as(self, batch: list[Any], modality: Modality, opts: EncodeOptions, kind: str) -> Any:
-        """Raw outputs of decoded items for one output ``kind``: dense ``[len(batch), dim]`` float32; for
-        ``multivector`` a list of float32 ``[n_i, dim]``; for ``sparse`` a list of ``(indices, values)``.
-        Families with kinds other than dense override it."""
-        if kind != "dense":
-            raise NotImplementedError(f"{type(self).__name__} gives no {kind} output")
-        return self._embed(batch, modality, opts.prompt)
+    def forward(self, batch: list[Any], modality: Modality, opts: EncodeOptions, kind: str) -> Any:
+        """Raw outputs of one batch of decoded items (:meth:`decode`), longest first.
+
+        Args:
+            batch: decoded items of ``modality`` (a ``str``, a PIL image, a waveform, a
+                :class:`zoo.media.sampling.Video`, a list of :class:`zoo.media.Part`).
+            modality: the call's modality, one the spec lists.
+            opts: the call's checked controls; ``opts.prompt_name`` names the prompt and ``opts.prompt`` is
+                its text (None: no prompt).
+            kind: the raw output kind the call needs, one the spec lists in ``outputs``.
+
+        Returns:
+            ``dense``: float32 ``[len(batch), spec.dim]``; ``multivector``: a list of float32 ``[n_i, dim]``;
+            ``sparse``: a list of ``(indices, values)``. :meth:`encode` does the rest (order, output
+            controls, derived kinds).
+        """
+        raise NotImplementedError(f"{type(self).__name__} implements no forward()")
 
     def is_query(self, modality: Modality, opts: EncodeOptions) -> bool:
         """Whether a call's items are queries (see :mod:`zoo.kinds`): ``prompt_name == "query"`` unless the
@@ -366,16 +290,13 @@ class Embedder(EncodeFront, ABC):
             batches = tqdm(batches, desc=f"encode {modality.value}", unit="batch")
         for start, end in batches:
             idx = order[start:end]
-            got = self._embed_as([items[i] for i in idx], modality, opts, kind)
+            got = self.forward([items[i] for i in idx], modality, opts, kind)
             for i, one in zip(idx, got):
                 out[i] = one
         return out
 
     def _finish(self, outputs: list[Any], modality: Modality, opts: EncodeOptions, kind: str) -> Any:
-        """One call's post-processed result from its raw per-item outputs."""
-        if kind == "dense":
-            return pp.postprocess(np.stack(outputs).astype(np.float32, copy=False), normalize_output=opts.normalize,
-                                  dimensions=opts.dimensions, precision=opts.precision)
+        """One call's post-processed result from its raw per-item outputs (by its output kind's handler)."""
         return kinds.finish(outputs, opts, self.spec, query=self.is_query(modality, opts))
 
     def embed_decoded(
@@ -405,8 +326,8 @@ class Embedder(EncodeFront, ABC):
             return self._text_tokens(items, prompt)
         counts = [0] * len(items)
         if modality is Modality.INTERLEAVED:
-            owners = [i for i, parts in enumerate(items) for p in parts if isinstance(p, str)]
-            texts = [p for parts in items for p in parts if isinstance(p, str)]
+            owners = [i for i, parts in enumerate(items) for p in parts if p.is_text]
+            texts = [p.value for parts in items for p in parts if p.is_text]
             for i, n in zip(owners, self._text_tokens(texts, None) if texts else []):
                 counts[i] += n
         return counts
@@ -430,7 +351,7 @@ class Embedder(EncodeFront, ABC):
         :mod:`zoo.kinds` for the other kinds' types).
 
         Args:
-            inputs: items of the modality (see :mod:`zoo.inputs` for accepted forms).
+            inputs: items of the modality (see :mod:`zoo.media` for accepted forms).
             modality: ``"text"``, ``"image"``, ``"audio"`` or ``"interleaved"``.
             batch_size: items per forward pass (default from the spec).
             normalize: L2-normalize (after Matryoshka truncation); default: the output kind's.
@@ -470,7 +391,7 @@ class Embedder(EncodeFront, ABC):
         for k, err in done.errors.items():
             results[k] = err
         if done.good:
-            for k, row in zip(done.good, kinds.items_of(done.result)):
+            for k, row in zip(done.good, kinds.items_of(done.result, opts.output)):
                 results[k] = row
         return results
 

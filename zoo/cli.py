@@ -44,7 +44,6 @@ def _cmd_info(args: argparse.Namespace) -> int:
 
 
 def _cmd_encode(args: argparse.Namespace) -> int:
-    from . import postprocess as pp
     from .defaults import default_model
     from .registry import create
 
@@ -66,29 +65,25 @@ def _cmd_encode(args: argparse.Namespace) -> int:
         max_vectors=args.max_vectors,
         top_k=args.top_k,
     )
-    from .kinds import items_of
+    from . import kinds
 
-    rows = items_of(emb)
-
-    def plain(row):  # one item's result as JSON values
-        if hasattr(row, "tocsr"):
-            return {"indices": row.indices.tolist(), "values": row.data.tolist()}
-        return (row.astype(np.float32) if row.dtype == pp.FLOAT8 else row).tolist()
-
+    output = args.output or model.spec.output
+    kind = kinds.get(output)  # its handler prints it: JSON values per item, a line per item
+    rows = kind.items_of(emb)
     if args.json:
-        shape = list(emb.shape) if hasattr(emb, "shape") else [list(x.shape) for x in emb]  # per item: multivector
-        print(json.dumps({"model": model.spec.name, "precision": args.precision, "output": args.output or
-                          model.spec.output, "shape": shape, "embeddings": [plain(r) for r in rows]}))
+        print(json.dumps({"model": model.spec.name, "precision": args.precision, "output": output,
+                          "shape": kind.shape(emb), "embeddings": [kind.to_json(r) for r in rows]}))
     else:
         with np.printoptions(precision=4, threshold=12, edgeitems=4):
             for item, row in zip([" ".join(args.inputs)] if len(rows) == 1 else args.inputs, rows):
-                print(f"{item[:40]!r}: {f'{row.nnz} terms' if hasattr(row, 'tocsr') else row}")
-        print(f"{len(rows)} item(s), output {args.output or model.spec.output}, dtype {rows[0].dtype}")
+                print(f"{item[:40]!r}: {kind.describe(row)}")
+        print(f"{len(rows)} item(s), output {output}, dtype {rows[0].dtype}")
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser, with every sub-command the installed packages provide."""
+    from . import kinds
     from .postprocess import PRECISIONS
     from .spec import Modality
 
@@ -115,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--precision", choices=list(PRECISIONS), default="float32")
     p.add_argument("--prompt-name")
     p.add_argument("--no-normalize", action="store_true")
-    p.add_argument("--output", choices=["dense", "multivector", "sparse", "fde"],
+    p.add_argument("--output", choices=list(kinds.names()),
                    help="output kind (default: the model's first)")
     p.add_argument("--max-vectors", type=int, help="multivector: at most this many vectors per item")
     p.add_argument("--top-k", type=int, help="sparse: at most this many terms per item")

@@ -15,7 +15,7 @@ from .errors import MissingExtraError
 #: extra -> (what it adds, the import names it provides)
 EXTRAS: dict[str, tuple[str, tuple[str, ...]]] = {
     "serve": ("tritonserver, the gRPC client and the OpenAI-compatible door",
-              ("pytriton", "tritonclient", "grpc", "fastapi", "uvicorn", "yaml")),
+              ("pytriton", "tritonclient", "grpc", "fastapi", "uvicorn", "yaml", "psutil")),
     "ui": ("the Gradio retrieval demo", ("gradio", "faiss", "skimage", "pygame")),
     "scale": ("zoo embed on Ray Data and the vector database", ("ray", "qdrant_client", "pyarrow")),
     "eval": ("zoo eval", ("pytrec_eval", "matplotlib", "mteb")),

@@ -14,6 +14,7 @@ from __future__ import annotations
 from importlib.metadata import entry_points
 from typing import Any
 
+FAMILIES = "zoo.families"  # family key -> a zoo.base.Embedder subclass (zoo's own families included)
 COMMANDS = "zoo.commands"  # callables (sub-parsers action) -> None that add sub-commands to `zoo`
 BACKENDS = "zoo.backends"  # name -> callable (model name, url) -> an object with zoo's encode() and spec
 

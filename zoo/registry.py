@@ -1,19 +1,21 @@
 """The registry: model specs by name, families by key, and ``create()`` for names or folders.
 
-A family registers itself with :func:`register_family` and its known checkpoints, one table of spec fields
-per family, with :func:`register_checkpoints`. Both happen in the family's own file under
-``zoo/families``; the family's module name is listed once, in ``_FAMILY_MODULES``.
+Families are found through the ``zoo.families`` entry-point group (:data:`zoo.plugins.FAMILIES`), zoo's own
+included: each entry names an :class:`~zoo.base.Embedder` subclass, and the entry's name is the family key.
+Loading the class imports its module, which registers the family's known checkpoints (one table of spec
+fields) with :func:`register_checkpoints`. A separate package adds a family by declaring the entry point in
+its own ``pyproject.toml``; zoo is not edited.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import importlib
 import json
 import os
-from collections.abc import Callable, Mapping
+import warnings
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .errors import (
     InvalidArgumentError,
@@ -23,6 +25,7 @@ from .errors import (
     UnsupportedModalityError,
     choices,
 )
+from .plugins import FAMILIES, named
 from .spec import EmbedderSpec, Modality
 
 if TYPE_CHECKING:
@@ -30,43 +33,28 @@ if TYPE_CHECKING:
 
 _MODELS: dict[str, EmbedderSpec] = {}
 _REFUSED: dict[str, str] = {}  # hub ids that need remote code → why, and what to use instead
-_FAMILIES: dict[str, type[Family]] = {}
-# imported lazily so `import zoo` stays light
-_FAMILY_MODULES = ("text", "aligned", "clip", "clap", "speaker", "vlm", "colbert", "splade", "colvision", "m3",
-                   "omni")
-
-
-class Family(Protocol):
-    """What a family class provides to the registry."""
-
-    #: folders are offered to families in ascending priority order; the first claim wins
-    folder_priority: int
-    #: the runtimes its towers run on (see zoo.runtime)
-    runtimes: tuple[str, ...]
-    #: model_types whose remote code (``auto_map``) the family reproduces, so such folders load without it
-    reproduces: frozenset[str]
-
-    @classmethod
-    def spec_from_folder(cls, path: Path) -> EmbedderSpec | None:
-        """Describe a local model folder this family can load, or return None."""
-
-    @classmethod
-    def load(cls, spec: EmbedderSpec, path: Path, device: str | None) -> Embedder:
-        """Build the embedder from weights found at ``path``."""
-
+_FAMILIES: dict[str, type[Embedder]] = {}
+_loaded = False  # the entry points are read once per process (importing a family registers its catalog)
 
 F = TypeVar("F", bound=type)
 
 
-def register_family(key: str) -> Callable[[F], F]:
-    """Class decorator: make ``key`` a family name that specs can point at."""
+def register_family(key: str, cls: F | None = None) -> Any:
+    """Make the :class:`~zoo.base.Embedder` subclass ``cls`` the family ``key`` (what the entry-point loader
+    does; also usable as a decorator, for a family defined in a notebook or a test)."""
 
-    def deco(cls: F) -> F:
-        _FAMILIES[key] = cls
-        cls.family = key
-        return cls
+    def deco(family: F) -> F:
+        from .base import Embedder
 
-    return deco
+        if not (isinstance(family, type) and issubclass(family, Embedder)):
+            raise TypeError(f"family {key!r} must be a subclass of zoo.base.Embedder, got {family!r}")
+        if _FAMILIES.get(key, family) is not family:
+            raise ValueError(f"family {key!r} is registered twice, by {_FAMILIES[key]!r} and {family!r}")
+        _FAMILIES[key] = family
+        family.family = key
+        return family
+
+    return deco if cls is None else deco(cls)
 
 
 def register_model(spec: EmbedderSpec) -> EmbedderSpec:
@@ -97,8 +85,16 @@ def list_families() -> list[str]:
 
 
 def _load_families() -> None:
-    for mod in _FAMILY_MODULES:
-        importlib.import_module(f"zoo.families.{mod}")
+    global _loaded
+    if _loaded:
+        return
+    _loaded = True
+    for key, entry in named(FAMILIES).items():
+        try:
+            register_family(key, entry.load())
+        except Exception as err:  # one broken plugin must not take every other family down with it
+            warnings.warn(f"the family {key!r} ({entry.value}) could not be loaded and is skipped: "
+                          f"{type(err).__name__}: {err}", RuntimeWarning, stacklevel=2)
 
 
 def list_models(
@@ -144,7 +140,10 @@ def get_spec(name: str) -> EmbedderSpec:
 def _spec_for_folder(path: Path) -> EmbedderSpec:
     config = path / "config.json"
     cfg = json.loads(config.read_text()) if config.is_file() else {}
+    owner = {t: f for f in _FAMILIES.values() for t in f.claims}.get(cfg.get("model_type"))
     for family in sorted(_FAMILIES.values(), key=lambda f: f.folder_priority):
+        if owner is not None and family is not owner:
+            continue  # another family owns this model_type: only it may read the folder
         spec = family.spec_from_folder(path)
         if spec is None:
             continue
@@ -161,7 +160,7 @@ def _spec_for_folder(path: Path) -> EmbedderSpec:
     )
 
 
-def family_of(spec: EmbedderSpec) -> type[Family]:
+def family_of(spec: EmbedderSpec) -> type[Embedder]:
     """The family class that builds ``spec``."""
     _load_families()
     try:

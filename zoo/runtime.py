@@ -3,8 +3,8 @@ exported from the same torch modules, in float32 or with int8 weights.
 
 A family that offers the other runtimes lists its towers (:class:`Tower`: a torch module from named
 tensors to ``[B, D]`` rows, and the batches to check it on). ``create(name, runtime=...)`` then swaps each
-tower for the chosen runtime. The ONNX files are exported once per weights and kept under
-``<cache>/onnx`` (``$ZOO_CACHE_DIR``, else ``$XDG_CACHE_HOME/zoo``, else ``~/.cache/zoo``), never in the
+tower for the chosen runtime. The ONNX files are exported once per weights and kept under ``<cache>/onnx``
+(:attr:`zoo.settings.Settings.onnx_dir`: ``$ZOO_CACHE_DIR``, else the platform's cache folder), never in the
 weights' folder. Each export is checked against torch on the tower's check batches before it is used:
 
 - ``onnx``: every row's cosine to torch's ≥ :data:`FP32_MIN_COS`;
@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from .errors import InvalidArgumentError, ZooError, choices
+from .settings import settings
 
 log = logging.getLogger(__name__)
 
@@ -63,13 +64,6 @@ def check_offered(runtime: Any, runtimes: tuple[str, ...], spec: Any) -> str:
         raise InvalidArgumentError(f"model {spec.name!r} ({spec.family} family) runs on {choices(runtimes)}, "
                                    f"not {runtime!r}", "runtime")
     return runtime
-
-
-def cache_root() -> Path:
-    """``$ZOO_CACHE_DIR``, else ``$XDG_CACHE_HOME/zoo``, else ``~/.cache/zoo``."""
-    if os.environ.get("ZOO_CACHE_DIR"):
-        return Path(os.environ["ZOO_CACHE_DIR"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "zoo"
 
 
 @dataclass
@@ -270,7 +264,7 @@ def accelerate(tower: Tower, weights: str, runtime: str, device: str, threads: i
     Runtime session made on first use and kept in the cache folder for these weights (onnx, onnx-int8)."""
     if runtime == "torch-fp16":
         return HalfTower(tower.module)
-    folder = cache_root() / "onnx" / _key(tower, weights)
+    folder = settings().onnx_dir / _key(tower, weights)
     record = folder / "check.json"
     check = json.loads(record.read_text()) if record.is_file() else {}
     name = "int8.onnx" if runtime == "onnx-int8" else "fp32.onnx"

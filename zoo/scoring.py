@@ -1,5 +1,6 @@
 """Scores between outputs of every kind: dense (see :func:`zoo.postprocess.similarity`), late-interaction
 MaxSim between multi-vector items, dot products between sparse rows, and reciprocal rank fusion of rankings.
+:func:`score` picks the one of a kind by its handler (:mod:`zoo.kinds`).
 
 Quantized inputs are dequantized first (:func:`zoo.postprocess.dequantize`), so a score at any precision
 approximates the float32 score.
@@ -8,6 +9,7 @@ approximates the float32 score.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -57,6 +59,15 @@ def sparse_dot(a, b) -> np.ndarray:
     a = sps.csr_matrix(a, dtype=np.float32)
     b = sps.csr_matrix(b, dtype=np.float32)
     return np.asarray((a @ b.T).todense(), np.float32)
+
+
+def score(kind: str, queries: Any, documents: Any, precision: str = "float32") -> np.ndarray:
+    """``[queries, documents]`` scores between two results of output ``kind``, as its handler scores them
+    (:meth:`zoo.kinds.OutputKind.score`: dot products for dense and FDE, MaxSim for multi-vector, sparse dot
+    products for sparse, and whatever a registered kind defines)."""
+    from . import kinds  # lazily: the kinds' handlers call back into this module
+
+    return kinds.get(kind).score(queries, documents, precision)
 
 
 def reciprocal_rank_fusion(rankings: Sequence[Sequence[str]], k: int = 60) -> list[tuple[str, float]]:

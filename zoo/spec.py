@@ -7,6 +7,8 @@ from enum import Enum
 from types import MappingProxyType
 from typing import Any
 
+from . import kinds as _kinds  # numpy only at import (scipy lazily): spec stays importable without torch
+
 
 class Modality(str, Enum):
     """What kind of input an encode() call carries."""
@@ -15,16 +17,20 @@ class Modality(str, Enum):
     IMAGE = "image"
     AUDIO = "audio"
     INTERLEAVED = "interleaved"  # an ordered list of text and image parts
-    VIDEO = "video"  # a clip: sampled frames, and its audio track where the model listens (see zoo.video)
+    VIDEO = "video"  # a clip: sampled frames, and its audio track where the model listens (see zoo.media.sampling)
 
     def __str__(self) -> str:
         return self.value
 
 
-#: what ``encode(..., output=...)`` can return (see :mod:`zoo.kinds` for the types and controls):
-#: ``dense`` one vector per item; ``multivector`` one vector per token or patch (late interaction);
-#: ``sparse`` term weights over the vocabulary
-OUTPUT_KINDS = ("dense", "multivector", "sparse")
+def __getattr__(name: str) -> Any:
+    """``OUTPUT_KINDS``: the output kinds a model can produce (what ``outputs`` may list), read from the
+    registry of :mod:`zoo.kinds` at each use, so that a kind registered later counts (``dense`` one vector per
+    item, ``multivector`` one per token or patch, ``sparse`` term weights, and any a plugin adds; derived
+    kinds such as ``fde`` are computed from these, see :mod:`zoo.kinds` for the types and controls)."""
+    if name == "OUTPUT_KINDS":
+        return _kinds.raw_names()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
@@ -55,11 +61,12 @@ class EmbedderSpec:
         object.__setattr__(self, "prompts", MappingProxyType(dict(self.prompts)))
         object.__setattr__(self, "options", MappingProxyType(dict(self.options)))
         object.__setattr__(self, "outputs", tuple(self.outputs))
-        bad_kinds = [k for k in self.outputs if k not in OUTPUT_KINDS]
+        produced = _kinds.raw_names()
+        bad_kinds = [k for k in self.outputs if k not in produced]
         if not self.outputs or bad_kinds or len(set(self.outputs)) != len(self.outputs):
-            raise ValueError(f"{self.name}: outputs {list(self.outputs)} must be distinct kinds of {OUTPUT_KINDS}")
-        if "sparse" in self.outputs and not self.vocab_size:
-            raise ValueError(f"{self.name}: a sparse model needs vocab_size")
+            raise ValueError(f"{self.name}: outputs {list(self.outputs)} must be distinct kinds of {produced}")
+        for kind in self.outputs:  # what a kind needs of the spec (sparse: vocab_size)
+            _kinds.get(kind).check_spec(self)
         if Modality.AUDIO in self.modalities and not self.sample_rate:
             raise ValueError(f"{self.name}: an audio model needs sample_rate")
         if self.dim <= 0:

@@ -13,7 +13,8 @@ A store is named by a URI:
   environment when set).
 
 A collection holds one model's output under the vector name of its kind (``dense``, ``multivector`` or
-``sparse``, the same words as ``encode(output=…)``); a point's id is derived from the item's own id (UUID 5),
+``sparse``, the same words as ``encode(output=…)``; an ``fde`` is stored as ``dense``), laid out as that kind's
+handler says (:mod:`zoo.kinds`); a point's id is derived from the item's own id (UUID 5),
 so writing an item again replaces it, and the item's id and metadata travel as its payload.
 """
 
@@ -24,8 +25,6 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
-
-import numpy as np
 
 from .errors import InvalidArgumentError
 
@@ -52,8 +51,10 @@ def parse_uri(uri: str) -> dict[str, Any]:
     """``QdrantClient`` keyword arguments for a store URI, or an error naming the accepted forms."""
     if uri.startswith(("qdrant+http://", "qdrant+https://")):
         kwargs: dict[str, Any] = {"url": uri.removeprefix("qdrant+")}
-        if os.environ.get("QDRANT_API_KEY"):
-            kwargs["api_key"] = os.environ["QDRANT_API_KEY"]
+        from .settings import settings
+
+        if settings().qdrant_api_key:
+            kwargs["api_key"] = settings().qdrant_api_key
         return kwargs
     if uri == "qdrant::memory:":
         return {"location": ":memory:"}
@@ -79,43 +80,32 @@ class VectorStore:
 
     def ensure(self, collection: str, kind: str, dim: int) -> None:
         """Create ``collection`` for vectors of output ``kind`` (``dim`` wide; ignored for sparse) unless it
-        exists; an existing one must hold the same kind and width."""
-        m = self._m
+        exists; an existing one must hold the same kind and width. The layout is the kind's
+        (:meth:`zoo.kinds.OutputKind.store_collection`: dense and FDE vectors by inner product, multi-vectors by
+        MaxSim, sparse vectors)."""
         if self.client.collection_exists(collection):
             self._check_existing(collection, kind, dim)
             return
-        if kind == "sparse":
-            self.client.create_collection(collection, vectors_config={},
-                                          sparse_vectors_config={kind: m.SparseVectorParams()})
-            return
-        multi = m.MultiVectorConfig(comparator=m.MultiVectorComparator.MAX_SIM) if kind == "multivector" else None
-        # inner product: zoo's rows are unit length by default, so this is cosine, and it stays exact on rows
-        # a caller chose not to normalize (the same score encode() users compute themselves)
-        self.client.create_collection(collection, vectors_config={
-            kind: m.VectorParams(size=int(dim), distance=m.Distance.DOT, multivector_config=multi)})
+        self.client.create_collection(collection, **_layout(kind).store_collection(self._m, dim))
 
     def _check_existing(self, collection: str, kind: str, dim: int) -> None:
         params = self.client.get_collection(collection).config.params
         dense = params.vectors if isinstance(params.vectors, dict) else {}
-        have = set(dense) | set(params.sparse_vectors or {})
-        if kind not in have or (kind != "sparse" and dense[kind].size != dim):
+        sparse = set(params.sparse_vectors or {})
+        if not _layout(kind).store_fits(dense, sparse, dim):
             width = {k: v.size for k, v in dense.items()}
-            raise InvalidArgumentError(f"collection {collection!r} holds {sorted(have)} vectors {width}, not "
-                                       f"{kind} of width {dim}: choose another --collection", "collection")
-
-    def _vector(self, kind: str, row: Any) -> Any:
-        if kind == "sparse":
-            indices, values = row
-            return self._m.SparseVector(indices=np.asarray(indices).tolist(), values=np.asarray(values).tolist())
-        return np.asarray(row, dtype=np.float32).tolist()
+            raise InvalidArgumentError(f"collection {collection!r} holds {sorted(set(dense) | sparse)} vectors "
+                                       f"{width}, not {kind} of width {dim}: choose another --collection",
+                                       "collection")
 
     def upsert(self, collection: str, kind: str, ids: Sequence[str], rows: Sequence[Any],
                metadata: Sequence[dict] | None = None) -> None:
         """Write items (replacing any stored under the same ids). ``rows``: dense ``[d]`` arrays,
         multivector ``[n, d]`` arrays, or sparse ``(indices, values)`` pairs."""
         metadata = metadata or [{}] * len(ids)
+        layout = _layout(kind)
         for a in range(0, len(ids), UPSERT_CHUNK):
-            points = [self._m.PointStruct(id=point_id(i), vector={kind: self._vector(kind, r)},
+            points = [self._m.PointStruct(id=point_id(i), vector={layout.name: layout.store_vector(self._m, r)},
                                           payload={"id": str(i), "metadata": meta})
                       for i, r, meta in zip(ids[a:a + UPSERT_CHUNK], rows[a:a + UPSERT_CHUNK],
                                             metadata[a:a + UPSERT_CHUNK])]
@@ -127,8 +117,9 @@ class VectorStore:
         m = self._m
         where_filter = m.Filter(must=[m.FieldCondition(key=f"metadata.{key}", match=m.MatchValue(value=value))
                                       for key, value in where.items()]) if where else None
-        hits = self.client.query_points(collection, query=self._vector(kind, query), using=kind, limit=int(k),
-                                        query_filter=where_filter, with_payload=True).points
+        layout = _layout(kind)
+        hits = self.client.query_points(collection, query=layout.store_vector(m, query), using=layout.name,
+                                        limit=int(k), query_filter=where_filter, with_payload=True).points
         return [Match(h.payload["id"], float(h.score), h.payload.get("metadata") or {}) for h in hits]
 
     def count(self, collection: str) -> int:
@@ -140,6 +131,13 @@ class VectorStore:
     def close(self) -> None:
         """Release the client (the embedded mode's folder lock with it)."""
         self.client.close()
+
+
+def _layout(kind: str) -> Any:
+    """The handler whose layout a collection of output ``kind`` has (an FDE's is dense: one vector per item)."""
+    from . import kinds
+
+    return kinds.get(kind).stored()
 
 
 def collection_name(model: str) -> str:

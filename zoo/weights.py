@@ -17,14 +17,15 @@ from pathlib import Path
 
 from .errors import WeightsUnavailableError
 from .extras import extra_of
+from .settings import settings
 from .spec import EmbedderSpec
 
 PACKAGE_PREFIX = "package:"
 
 
 def offline() -> bool:
-    """Whether downloads are switched off by the environment."""
-    return any(os.environ.get(v, "") not in ("", "0", "false") for v in ("HF_HUB_OFFLINE", "ZOO_OFFLINE"))
+    """Whether downloads are switched off by the environment (``HF_HUB_OFFLINE``, ``ZOO_OFFLINE``)."""
+    return settings().offline
 
 
 def _package_dir(source: str) -> Path | None:
@@ -45,9 +46,9 @@ def _hub_id(spec: EmbedderSpec) -> str | None:
 
 def _local_candidates(spec: EmbedderSpec) -> list[tuple[str, Path | None]]:
     found: list[tuple[str, Path | None]] = []
-    root = os.environ.get("ZOO_MODELS_DIR")
+    root = settings().models_dir
     if root:
-        path = Path(root) / spec.name
+        path = root / spec.name
         found.append((f"$ZOO_MODELS_DIR/{spec.name} ({path})", path if path.is_dir() else None))
     if spec.source.startswith(PACKAGE_PREFIX):
         module = spec.source[len(PACKAGE_PREFIX) :].partition("/")[0]

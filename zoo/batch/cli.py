@@ -10,7 +10,8 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     from ..extras import require
 
     require("scale", "zoo embed")
-    from .job import Settings, errors_path, run
+    from .dest import errors_path
+    from .job import Settings, run
 
     settings = Settings(model=args.model, input=args.input, rows_per_shard=args.rows_per_shard, output=args.output,
                         dimensions=args.dimensions, precision=args.precision, prompt_name=args.prompt_name,
@@ -25,6 +26,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
 
 def add_command(sub: argparse._SubParsersAction) -> None:
     """Add ``zoo embed`` to the ``zoo`` command line."""
+    from .. import kinds
     from ..postprocess import PRECISIONS
 
     p = sub.add_parser("embed", help="embed a corpus on Ray Data into Parquet shards and/or a vector database",
@@ -40,7 +42,7 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--actors", type=int, help="model copies (or server clients) working side by side")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--rows-per-shard", type=int, default=1000)
-    p.add_argument("--output", choices=["dense", "multivector", "sparse", "fde"])
+    p.add_argument("--output", choices=list(kinds.names()))
     p.add_argument("--dimensions", type=int)
     p.add_argument("--precision", choices=list(PRECISIONS), default="float32")
     p.add_argument("--prompt-name")

@@ -17,7 +17,7 @@ LONG_WORDS = 320
 
 def mixed_sentences(n: int = 2000, seed: int = 0) -> list[str]:
     """``n`` items, 5–60 words each but one in :data:`LONG_EVERY` (about :data:`LONG_WORDS` words)."""
-    from ..evaluation.build import docstring_pairs
+    from .docstrings import docstring_pairs
 
     pairs = docstring_pairs()
     words = [w for _, body in pairs for w in body.split()]

@@ -20,53 +20,16 @@ Pairs with a repeated query or document are dropped, so every query has exactly 
 
 from __future__ import annotations
 
-import importlib
-import inspect
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
+from ..data.docstrings import docstring_pairs
 from ..errors import InvalidArgumentError, choices
 from .data import write
 
-#: standard-library modules whose docstrings make the ``docstrings`` set (importable without side effects)
-MODULES = ("json", "os", "re", "collections", "itertools", "functools", "pathlib", "string", "textwrap", "shutil",
-           "subprocess", "argparse", "logging", "email.utils", "urllib.parse", "statistics", "decimal", "datetime",
-           "calendar", "random", "heapq", "bisect", "csv", "zipfile", "tarfile", "difflib", "inspect", "typing",
-           "contextlib", "threading", "socket", "base64", "hashlib", "tempfile", "glob", "fnmatch", "copy",
-           "pickle", "gzip", "io", "codecs", "unicodedata", "locale", "gettext", "shlex", "configparser",
-           "operator", "ast", "dis", "tokenize", "traceback", "warnings", "weakref", "types", "pdb", "doctest",
-           "unittest.case", "sqlite3", "xml.dom.minidom", "html", "http.cookies", "mimetypes", "uuid", "ipaddress",
-           "asyncio.tasks", "asyncio.streams", "concurrent.futures", "multiprocessing.pool", "email.message",
-           "http.client", "urllib.request", "xml.etree.ElementTree", "dataclasses", "enum", "fractions", "graphlib",
-           "imaplib", "smtplib", "ftplib", "mailbox", "netrc", "plistlib", "pprint", "reprlib", "sched", "secrets",
-           "selectors", "shelve", "stat", "tomllib", "trace", "wave", "zipimport", "zoneinfo", "lzma", "bz2")
 DPKG_STATUS = Path("/var/lib/dpkg/status")
-
-
-def docstring_pairs(limit: int | None = None) -> list[tuple[str, str]]:
-    """(summary line, rest of the docstring) of standard-library functions and methods, each side unique."""
-    pairs, heads, bodies = [], set(), set()
-    for name in MODULES:
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
-        members = [m for _, m in inspect.getmembers(module)]
-        members += [f for c in members if inspect.isclass(c) for _, f in inspect.getmembers(c, inspect.isfunction)]
-        for obj in members:
-            doc = inspect.getdoc(obj) if callable(obj) else None
-            if not doc:
-                continue
-            head, _, rest = doc.partition("\n")
-            head, rest = head.strip(), " ".join(rest.split())[:1500]
-            if len(head) < 20 or len(rest) < 80 or head in heads or rest in bodies:
-                continue
-            heads.add(head)
-            bodies.add(rest)
-            pairs.append((head, rest))
-    return pairs[:limit]
 
 
 def debian_pairs(status: Path = DPKG_STATUS) -> list[tuple[str, str]]:

@@ -7,30 +7,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from ..backends import check_backend, open_model
 from ..errors import InvalidArgumentError
-
-
-def _backends() -> dict:
-    from .. import plugins
-
-    return plugins.named(plugins.BACKENDS)
-
-
-def check_backend(backend: str) -> str:
-    """``backend`` if it is ``local`` or installed, else an error naming the installed ones."""
-    if backend != "local" and backend not in _backends():
-        raise InvalidArgumentError(f"backend {backend!r} is not installed; installed: "
-                                   f"{', '.join(['local', *_backends()])}", "backend")
-    return backend
-
-
-def open_model(name: str, backend: str, url: str, device: str | None) -> Any:
-    """An object with zoo's ``encode()`` for ``name``: in-process, or a client of an installed backend."""
-    if check_backend(backend) == "local":
-        from ..registry import create
-
-        return create(name, device=device)
-    return _backends()[backend].load()(name, url)
 
 
 def _cmd_eval(args: argparse.Namespace) -> int:
@@ -86,7 +64,7 @@ def add_command(sub: Any) -> None:
     p.add_argument("--device", help="local backend: torch device (default: CUDA when present)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--max-queries", type=int, help="evaluate only the first N judged queries")
-    p.add_argument("--cache-dir", help="where embeddings are cached (default: ~/.cache/zoo/eval)")
+    p.add_argument("--cache-dir", help="where embeddings are cached (default: <zoo cache>/eval)")
     p.add_argument("--no-cache", action="store_true", help="embed afresh and store nothing")
     p.add_argument("--build", nargs=2, metavar=("NAME", "DIR"),
                    help=f"make a set from this machine's files instead: one of {', '.join(BUILDERS)}")

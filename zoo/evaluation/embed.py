@@ -16,16 +16,15 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidArgumentError
+from ..settings import settings
 from .data import Side
 
 CHUNK = 256  # items read (media files) and sent per encode() call: bounds memory, paces the progress bar
 
 
 def default_cache_dir() -> Path:
-    """``$ZOO_CACHE_DIR/eval``, else ``$XDG_CACHE_HOME/zoo/eval``, else ``~/.cache/zoo/eval``."""
-    if os.environ.get("ZOO_CACHE_DIR"):
-        return Path(os.environ["ZOO_CACHE_DIR"]) / "eval"
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "zoo" / "eval"
+    """``<zoo cache>/eval`` (:attr:`zoo.settings.Settings.eval_cache_dir`)."""
+    return settings().eval_cache_dir
 
 
 class Cache:

@@ -47,8 +47,11 @@ def widths(dim: int, matryoshka_dims: Sequence[int] = ()) -> list[int]:
 
 
 def bytes_per_vector(dimensions: int, precision: str) -> int:
-    """Storage of one vector of ``dimensions`` components at ``precision``."""
-    return pp.output_width(dimensions, precision) * pp.PRECISIONS[precision].itemsize
+    """Storage of one vector of ``dimensions`` components at ``precision`` (the dense kind's bytes per item:
+    the sweep measures dense vectors, see :mod:`zoo.kinds`)."""
+    from .. import kinds
+
+    return int(kinds.get("dense").bytes_per_item(None, dimensions, dimensions, precision))
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,7 @@ each image part by the image tower, each is L2-normalized, and the result is the
 from ``config.json`` (2.5 and 1 for the shipped model), so ``[image of a red circle, "but blue"]`` lands
 near a blue circle.
 
-Video is a documented fusion too: each sampled frame (see :mod:`zoo.video` for the policy) is embedded by
+Video is a documented fusion too: each sampled frame (see :mod:`zoo.media.sampling` for the policy) is embedded by
 the image tower and L2-normalized, the frames are averaged, and when the clip has an audio track its
 normalized audio-tower embedding is added with weight :data:`VIDEO_AUDIO_WEIGHT`; so a clip of a moving red
 circle lands near "a red circle", and a spoken caption in its sound track pulls it toward what is said.
@@ -30,7 +30,8 @@ from typing import Any
 import numpy as np
 
 from ..base import Embedder
-from ..registry import create, register_checkpoints, register_family
+from ..front import EncodeOptions
+from ..registry import create, register_checkpoints
 from ..runtime import RUNTIMES, Tower
 from ..spec import EmbedderSpec, Modality
 from .common import cut_audio, folder_config
@@ -140,9 +141,10 @@ def audio_batch(waves: list[np.ndarray]) -> tuple[Any, Any]:
     return out, lengths
 
 
-@register_family("aligned")
 class AlignedEmbedder(Embedder):
     """Frozen text model + trained image/audio towers in its space; interleaved = fusion of parts."""
+
+    claims = frozenset({"zoo-aligned"})
 
     folder_priority = 10
     runtimes = RUNTIMES
@@ -218,7 +220,7 @@ class AlignedEmbedder(Embedder):
         return self.text._text_tokens(texts, prompt)
 
     def _embed_text(self, texts: list[str], prompt: str | None) -> np.ndarray:
-        return self.text._embed(texts, Modality.TEXT, prompt)
+        return self.text.forward(texts, Modality.TEXT, EncodeOptions(prompt=prompt), "dense")
 
     def _fuse(self, batch: list[list]) -> np.ndarray:
         """Weighted sums of each item's normalized part embeddings; the batch's text parts, then its image
@@ -229,14 +231,14 @@ class AlignedEmbedder(Embedder):
         step = self.spec.batch_size
         for is_text, embed, weight in ((True, lambda xs: self._embed_text(xs, None), self.config["text_weight"]),
                                        (False, self.embed_images, self.config["image_weight"])):
-            owners = [i for i, parts in enumerate(batch) for p in parts if isinstance(p, str) == is_text]
-            parts = [p for item in batch for p in item if isinstance(p, str) == is_text]
+            owners = [i for i, parts in enumerate(batch) for p in parts if p.is_text == is_text]
+            parts = [p.value for item in batch for p in item if p.is_text == is_text]
             for k in range(0, len(parts), step):
                 np.add.at(total, owners[k : k + step], weight * normalize(embed(parts[k : k + step])))
         return total
 
     def embed_videos(self, videos: list) -> np.ndarray:
-        """Decoded videos (:class:`zoo.video.Video`): the mean of each clip's normalized frame embeddings,
+        """Decoded videos (:class:`zoo.media.sampling.Video`): the mean of each clip's normalized frame embeddings,
         plus its normalized sound-track embedding times :data:`VIDEO_AUDIO_WEIGHT` where it has one. All
         frames of the batch go through the image tower together, all sound tracks through the audio tower."""
         from ..postprocess import normalize
@@ -251,7 +253,8 @@ class AlignedEmbedder(Embedder):
             total[heard] += VIDEO_AUDIO_WEIGHT * normalize(self.embed_audio([videos[i].audio for i in heard]))
         return total
 
-    def _embed(self, batch: list[Any], modality: Modality, prompt: str | None) -> np.ndarray:
+    def forward(self, batch: list[Any], modality: Modality, opts: EncodeOptions, kind: str) -> np.ndarray:
+        prompt = opts.prompt
         if modality is Modality.VIDEO:
             return self.embed_videos(batch)
         if modality is Modality.TEXT:

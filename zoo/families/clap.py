@@ -13,16 +13,18 @@ from typing import Any
 import numpy as np
 
 from ..base import Embedder
-from ..registry import register_checkpoints, register_family
+from ..front import EncodeOptions
+from ..registry import register_checkpoints
 from ..spec import EmbedderSpec, Modality
 from .common import cut_audio, folder_config, projected, read_json, token_counts, with_prompt
 
 TEXT_AUDIO = (Modality.TEXT, Modality.AUDIO)
 
 
-@register_family("clap")
 class ClapEmbedder(Embedder):
     """``get_text_features`` / ``get_audio_features`` with the folder's tokenizer and feature extractor."""
+
+    claims = frozenset({"clap"})
 
     folder_priority = 20
 
@@ -63,9 +65,10 @@ class ClapEmbedder(Embedder):
     def _text_tokens(self, texts: list[str], prompt: str | None) -> list[int]:
         return token_counts(self.tokenizer, with_prompt(texts, prompt), self.spec.max_length)
 
-    def _embed(self, batch: list[Any], modality: Modality, prompt: str | None) -> np.ndarray:
+    def forward(self, batch: list[Any], modality: Modality, opts: EncodeOptions, kind: str) -> np.ndarray:
         import torch
 
+        prompt = opts.prompt
         with torch.inference_mode():
             if modality is Modality.TEXT:
                 tokens = self.tokenizer(with_prompt(batch, prompt), padding=True, truncation=True,

@@ -18,7 +18,8 @@ from typing import Any
 import numpy as np
 
 from ..base import Embedder
-from ..registry import register_checkpoints, register_family
+from ..front import EncodeOptions
+from ..registry import register_checkpoints
 from ..spec import EmbedderSpec, Modality
 from .common import TokenizedText, folder_config, projected, read_json, with_prompt
 
@@ -26,7 +27,6 @@ TEXT_IMAGE = (Modality.TEXT, Modality.IMAGE)
 HF_TYPES = {"clip", "siglip"}
 
 
-@register_family("open_clip")
 class OpenClipEmbedder(Embedder):
     """open_clip model: ``encode_text`` / ``encode_image`` with its own tokenizer and transform."""
 
@@ -64,9 +64,10 @@ class OpenClipEmbedder(Embedder):
         pad = hf.pad_token_id if hf is not None and hf.pad_token_id is not None else 0
         return (tokens != pad).sum(dim=1).tolist()
 
-    def _embed(self, batch: list[Any], modality: Modality, prompt: str | None) -> np.ndarray:
+    def forward(self, batch: list[Any], modality: Modality, opts: EncodeOptions, kind: str) -> np.ndarray:
         import torch
 
+        prompt = opts.prompt
         with torch.inference_mode():
             if modality is Modality.TEXT:
                 tokens = self.tokenizer(with_prompt(batch, prompt)).to(self.device)
@@ -105,9 +106,10 @@ def _checkpoint_file_args(spec: EmbedderSpec, path: Path) -> tuple[str, dict[str
     return arch, kwargs
 
 
-@register_family("hf_clip")
 class HFClipEmbedder(TokenizedText, Embedder):
     """transformers ``CLIPModel`` / ``SiglipModel``: ``get_text_features`` / ``get_image_features``."""
+
+    claims = frozenset(HF_TYPES)
 
     folder_priority = 20
 
@@ -137,9 +139,10 @@ class HFClipEmbedder(TokenizedText, Embedder):
             description=f"local transformers {cfg['model_type']} model",
         )
 
-    def _embed(self, batch: list[Any], modality: Modality, prompt: str | None) -> np.ndarray:
+    def forward(self, batch: list[Any], modality: Modality, opts: EncodeOptions, kind: str) -> np.ndarray:
         import torch
 
+        prompt = opts.prompt
         with torch.inference_mode():
             if modality is Modality.TEXT:
                 tokens = self.tokenizer(

@@ -23,9 +23,10 @@ from typing import Any
 
 import numpy as np
 
-from ..base import Embedder, EncodeOptions
+from ..base import Embedder
 from ..errors import InvalidArgumentError
-from ..registry import register_checkpoints, register_family
+from ..front import EncodeOptions
+from ..registry import register_checkpoints
 from ..spec import EmbedderSpec, Modality
 from .common import (
     TokenizedText,
@@ -120,7 +121,6 @@ def register_prefix_tokens(tokenizer: Any, prefixes: dict[str, str]) -> None:
         tokenizer.add_special_tokens({"additional_special_tokens": register})
 
 
-@register_family("colbert")
 class ColbertEmbedder(TokenizedText, Embedder):
     """A ``MultiVectorEncoder`` folder: transformer → Dense projections → scoring mask → unit token vectors."""
 
@@ -216,7 +216,7 @@ class ColbertEmbedder(TokenizedText, Embedder):
             keep = keep & torch.isin(ids, self.keep_only)
         return keep
 
-    def _embed_as(self, batch: list[Any], modality: Modality, opts: EncodeOptions, kind: str) -> list[np.ndarray]:
+    def forward(self, batch: list[Any], modality: Modality, opts: EncodeOptions, kind: str) -> list[np.ndarray]:
         import torch
 
         side = "query" if self.is_query(modality, opts) else "document"

@@ -15,8 +15,9 @@ from typing import Any
 
 import numpy as np
 
-from ..base import Embedder, EncodeOptions
-from ..registry import register_checkpoints, register_family
+from ..base import Embedder
+from ..front import EncodeOptions
+from ..registry import register_checkpoints
 from ..spec import EmbedderSpec, Modality
 from .common import folder_config
 
@@ -25,9 +26,10 @@ ARCHITECTURES = {"colpali": ("ColPaliForRetrieval", "ColPaliProcessor"),
                  "colqwen2": ("ColQwen2ForRetrieval", "ColQwen2Processor")}
 
 
-@register_family("colvision")
 class ColVisionEmbedder(Embedder):
     """A transformers ColPali / ColQwen2 folder: multi-vector pages and queries."""
+
+    claims = frozenset(ARCHITECTURES)
 
     folder_priority = 20
 
@@ -70,7 +72,7 @@ class ColVisionEmbedder(Embedder):
         # what the model reads: the query prefix and augmentation tokens included
         return self.processor.process_queries(list(texts), return_tensors="pt")["attention_mask"].sum(1).tolist()
 
-    def _embed_as(self, batch: list[Any], modality: Modality, opts: EncodeOptions, kind: str) -> list[np.ndarray]:
+    def forward(self, batch: list[Any], modality: Modality, opts: EncodeOptions, kind: str) -> list[np.ndarray]:
         import torch
 
         if modality is Modality.TEXT:

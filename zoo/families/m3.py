@@ -17,8 +17,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..base import Embedder, EncodeOptions
-from ..registry import register_checkpoints, register_family
+from ..base import Embedder
+from ..front import EncodeOptions
+from ..registry import register_checkpoints
 from ..spec import EmbedderSpec, Modality
 from .common import (
     SparseTerms,
@@ -42,7 +43,6 @@ def _linear(path: Path):
     return layer.eval()
 
 
-@register_family("m3")
 class M3Embedder(SparseTerms, TokenizedText, Embedder):
     """An encoder with BGE-M3's ColBERT and sparse heads."""
 
@@ -80,7 +80,7 @@ class M3Embedder(SparseTerms, TokenizedText, Embedder):
                         "and multi-vector",
         )
 
-    def _embed_as(self, batch: list[Any], modality: Modality, opts: EncodeOptions, kind: str) -> Any:
+    def forward(self, batch: list[Any], modality: Modality, opts: EncodeOptions, kind: str) -> Any:
         import torch
 
         enc = self._tokenized(batch, opts.prompt)

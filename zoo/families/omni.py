@@ -15,7 +15,7 @@ where text is inserted as it is, an image becomes ``<|vision_bos|><|IMAGE|><|vis
 ``<|audio_bos|><|AUDIO|><|audio_eos|>`` and a video ``<|vision_bos|><|VIDEO|><|vision_eos|>`` followed by
 its sound track as an audio part when it has one (the processor expands each placeholder to the item's
 tokens). The embedding is the mean of the decoder's final hidden states over the attention mask. Video
-frames are sampled by :mod:`zoo.video`'s policy and handed over with the rate they were sampled at; audio
+frames are sampled by :mod:`zoo.media.sampling`'s policy and handed over with the rate they were sampled at; audio
 is read at 16 kHz, 30 s at most (the Whisper front end's window).
 """
 
@@ -28,10 +28,10 @@ from typing import Any
 import numpy as np
 
 from ..base import Embedder
-from ..inputs import Audio
-from ..registry import register_checkpoints, register_family
+from ..front import EncodeOptions
+from ..media import Part
+from ..registry import register_checkpoints
 from ..spec import EmbedderSpec, Modality
-from ..video import Video
 from .common import bidirectional, folder_config, pool, token_counts
 
 MODALITIES = (Modality.TEXT, Modality.IMAGE, Modality.AUDIO, Modality.VIDEO, Modality.INTERLEAVED)
@@ -43,24 +43,16 @@ PLACEHOLDERS = {"image": "<|vision_bos|><|IMAGE|><|vision_eos|>", "audio": "<|au
                 "video": "<|vision_bos|><|VIDEO|><|vision_eos|>"}
 
 
-def part_kind(part: Any) -> str:
-    """``text``, ``image``, ``audio`` or ``video`` for a decoded interleaved part."""
-    if isinstance(part, str):
-        return "text"
-    if isinstance(part, Audio):
-        return "audio"
-    return "video" if isinstance(part, Video) else "image"
-
-
 def omni_text(parts: list, prompt: str | None) -> str:
     """The chat turn one input is written as (see the module docstring)."""
-    body = "".join(p if part_kind(p) == "text" else PLACEHOLDERS[part_kind(p)] for p in parts)
+    body = "".join(p.value if p.is_text else PLACEHOLDERS[p.kind] for p in parts)
     return f"<|im_start|>user\n{prompt or ''}{body}<|im_end|>\n"
 
 
-@register_family("omni")
 class OmniEmbedder(Embedder):
     """The Qwen2.5-Omni thinker with a bidirectional decoder; mean pooling over every token of the turn."""
+
+    claims = frozenset(OMNI_TYPES)
 
     folder_priority = 15
     interleaved_parts = ("image", "audio", "video")
@@ -101,34 +93,31 @@ class OmniEmbedder(Embedder):
                             sample_rate=SAMPLE_RATE, max_length=32768, prompts=dict(PROMPTS),
                             description=f"local {cfg['model_type']} model, omni mean-pooled embeddings")
 
-    def _parts(self, item: Any, modality: Modality) -> list:
-        if modality is Modality.INTERLEAVED:
-            parts = item
-        elif modality is Modality.AUDIO:
-            parts = [Audio(item)]
-        else:
-            parts = [item]
+    def _parts(self, item: Any, modality: Modality) -> list[Part]:
+        parts = item if modality is Modality.INTERLEAVED else [Part(modality.value, item)]
         # a video's sound track follows it as an audio part
         out = []
         for p in parts:
             out.append(p)
-            if part_kind(p) == "video" and p.audio is not None:
-                out.append(Audio(p.audio))
+            if p.kind == "video" and p.value.audio is not None:
+                out.append(Part("audio", p.value.audio))
         return out
 
     def _lengths(self, items: list[Any], modality: Modality, prompt: str | None) -> list[int]:
-        return [sum(len(p) if part_kind(p) == "text" else MEDIA_TOKENS[part_kind(p)] for p in self._parts(x, modality))
+        return [sum(len(p.value) if p.is_text else MEDIA_TOKENS[p.kind] for p in self._parts(x, modality))
                 for x in items]
 
     def _text_tokens(self, texts: list[str], prompt: str | None) -> list[int]:
-        return token_counts(self.processor.tokenizer, [omni_text([t], prompt) for t in texts], self.spec.max_length)
+        return token_counts(self.processor.tokenizer, [omni_text([Part("text", t)], prompt) for t in texts],
+                            self.spec.max_length)
 
-    def _embed(self, batch: list[Any], modality: Modality, prompt: str | None) -> np.ndarray:
+    def forward(self, batch: list[Any], modality: Modality, opts: EncodeOptions, kind: str) -> np.ndarray:
+        prompt = opts.prompt
         parts = [self._parts(x, modality) for x in batch]
         # the processor takes one frame rate per call: items are grouped by the rate their videos were sampled at
         groups: dict[Any, list[int]] = {}
         for i, ps in enumerate(parts):
-            rates = {round(p.fps, 3) for p in ps if part_kind(p) == "video"}
+            rates = {round(p.value.fps, 3) for p in ps if p.kind == "video"}
             groups.setdefault(rates.pop() if len(rates) == 1 else (i if rates else None), []).append(i)
         out = np.empty((len(batch), self.spec.dim), dtype=np.float32)
         for idx in groups.values():
@@ -141,9 +130,8 @@ class OmniEmbedder(Embedder):
         media: dict[str, list] = {"image": [], "audio": [], "video": []}
         for ps in parts:
             for p in ps:
-                kind = part_kind(p)
-                if kind != "text":
-                    media[kind].append(p)
+                if not p.is_text:
+                    media[p.kind].append(p.value)
         videos = [[np.asarray(f) for f in v.frames] for v in media["video"]]
         kwargs: dict[str, Any] = {}
         if videos:
@@ -151,7 +139,7 @@ class OmniEmbedder(Embedder):
         if media["audio"]:
             kwargs["sampling_rate"] = SAMPLE_RATE
         inputs = self.processor(text=[omni_text(ps, prompt) for ps in parts], images=media["image"] or None,
-                                videos=videos or None, audio=[a.samples for a in media["audio"]] or None,
+                                videos=videos or None, audio=media["audio"] or None,
                                 padding=True, return_tensors="pt", **kwargs)
         inputs = inputs.to(self.device)
         with torch.inference_mode():

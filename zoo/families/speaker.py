@@ -17,7 +17,8 @@ from typing import Any
 import numpy as np
 
 from ..base import Embedder
-from ..registry import register_checkpoints, register_family
+from ..front import EncodeOptions
+from ..registry import register_checkpoints
 from ..spec import EmbedderSpec, Modality
 from .common import cut_audio
 
@@ -50,7 +51,6 @@ def normalize_volume(wav: np.ndarray) -> np.ndarray:
     return wav if change < 0 else (wav * 10 ** (change / 20)).astype(np.float32)
 
 
-@register_family("speaker")
 class SpeakerEmbedder(Embedder):
     """The GE2E LSTM speaker encoder on torchaudio mel features."""
 
@@ -99,7 +99,7 @@ class SpeakerEmbedder(Embedder):
         mel = self.mel(self._torch.from_numpy(wav).to(self.device)).T  # [frames, 40]
         return self._torch.stack([mel[s] for s in slices])
 
-    def _embed(self, batch: list[Any], modality: Modality, prompt: str | None) -> np.ndarray:
+    def forward(self, batch: list[Any], modality: Modality, opts: EncodeOptions, kind: str) -> np.ndarray:
         torch = self._torch
         with torch.inference_mode():
             windows = [self._windows(w) for w in cut_audio(batch, MAX_SECONDS * SAMPLE_RATE, SAMPLE_RATE)]

@@ -12,9 +12,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ..base import Embedder, EncodeOptions
+from ..base import Embedder
 from ..errors import InvalidArgumentError
-from ..registry import register_checkpoints, register_family
+from ..front import EncodeOptions
+from ..registry import register_checkpoints
 from ..spec import EmbedderSpec, Modality
 from .common import (
     SparseTerms,
@@ -43,7 +44,6 @@ def splade_config(path: Path) -> dict[str, Any]:
     return cfg
 
 
-@register_family("splade")
 class SpladeEmbedder(SparseTerms, TokenizedText, Embedder):
     """An MLM transformer with SPLADE pooling: one sparse row of term weights per text."""
 
@@ -79,7 +79,7 @@ class SpladeEmbedder(SparseTerms, TokenizedText, Embedder):
             description=f"local {config.get('model_type', 'transformers')} SPLADE sparse encoder",
         )
 
-    def _embed_as(self, batch: list[Any], modality: Modality, opts: EncodeOptions, kind: str) -> list:
+    def forward(self, batch: list[Any], modality: Modality, opts: EncodeOptions, kind: str) -> list:
         import torch
 
         enc = self._tokenized(batch, opts.prompt)

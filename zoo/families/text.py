@@ -24,7 +24,8 @@ from typing import Any
 import numpy as np
 
 from ..base import Embedder
-from ..registry import register_checkpoints, register_family, register_refusals
+from ..front import EncodeOptions
+from ..registry import register_checkpoints, register_refusals
 from ..runtime import RUNTIMES, Tower
 from ..spec import EmbedderSpec, Modality
 from .common import (
@@ -41,12 +42,16 @@ from .common import (
 
 POOLINGS = ("mean", "cls", "last", "max")
 TOKEN_INPUTS = ("input_ids", "attention_mask", "token_type_ids")  # a text tower's inputs, one per token
-# model_types that other families own: a folder with one of these is not a plain text encoder
-NOT_TEXT = {"clip", "siglip", "siglip2", "clap", "qwen2_vl", "qwen2_5_vl", "llava", "blip", "align", "mllama",
-            "qwen2_5_omni", "qwen2_5_omni_thinker", "nvomniembed"}
 #: the sentence-transformers modules this loader reproduces (a Dense projection, a sparse or multi-vector head
 #: would change the vectors, so such a folder is refused, never silently mean-pooled)
 MODULES = {"Transformer", "Pooling", "Normalize"}
+
+
+def composite(config: dict[str, Any]) -> bool:
+    """Whether a ``config.json`` describes a model built of sub-models (``text_config``, ``vision_config``,
+    ``audio_config``, ``thinker_config``, …: CLIP, CLAP, VLMs, omni models): not a plain text encoder, whatever
+    its ``model_type``, so the fallback never loads one half of it as if it were the whole."""
+    return any(k.endswith("_config") and isinstance(v, dict) and "model_type" in v for k, v in config.items())
 
 
 def folder_pooling(path: Path) -> str | None:
@@ -65,7 +70,6 @@ def folder_pooling(path: Path) -> str | None:
     return None
 
 
-@register_family("text")
 class TextEmbedder(TokenizedText, Embedder):
     """A transformers encoder with pooling; modality text only."""
 
@@ -87,7 +91,7 @@ class TextEmbedder(TokenizedText, Embedder):
                                                spec.options.get("card_max_length", False))
         if spec.options.get("bidirectional"):
             bidirectional(self.model)
-        # the card's per-prompt recipe, keyed by the prompt's text (what _embed is handed)
+        # the card's per-prompt recipe, keyed by the prompt's text (what the tokenizer is handed)
         self.pair_prompts = {spec.prompts[n] for n in spec.options.get("text_pair", ())}
         self.prompt_lengths = {spec.prompts[n]: min(int(n_tokens), self.max_length)
                                for n, n_tokens in spec.options.get("max_lengths", {}).items()}
@@ -106,7 +110,7 @@ class TextEmbedder(TokenizedText, Embedder):
     def spec_from_folder(cls, path: Path) -> EmbedderSpec | None:
         """Describe an HF text-encoder folder (sentence-transformers files are read when present)."""
         config = read_json(path / "config.json")
-        if not config or config.get("model_type") in NOT_TEXT:
+        if not config or composite(config):
             return None
         refuse_modules(path, st_modules(path), MODULES, "dense text")
         st_model = read_json(path / "config_sentence_transformers.json") or {}
@@ -126,9 +130,10 @@ class TextEmbedder(TokenizedText, Embedder):
             options={"pooling": folder_pooling(path) or "mean"},
         )
 
-    def _embed(self, batch: list[Any], modality: Modality, prompt: str | None) -> np.ndarray:
+    def forward(self, batch: list[Any], modality: Modality, opts: EncodeOptions, kind: str) -> np.ndarray:
         import torch
 
+        prompt = opts.prompt
         enc = self._tokenized(batch, prompt)
         with torch.inference_mode():
             return self.run_tower("text", self.encoder, enc).float().cpu().numpy()

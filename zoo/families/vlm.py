@@ -29,7 +29,9 @@ from typing import Any
 import numpy as np
 
 from ..base import Embedder
-from ..registry import register_checkpoints, register_family, register_refusals
+from ..front import EncodeOptions
+from ..media import Part
+from ..registry import register_checkpoints, register_refusals
 from ..spec import EmbedderSpec, Modality
 from .common import folder_config, pool, token_counts
 
@@ -41,7 +43,7 @@ IMAGE_PART = "<|vision_start|><|image_pad|><|vision_end|>"
 
 def chat_text(parts: list, instruction: str | None) -> str:
     """The GME chat string of one interleaved input (images become vision placeholders)."""
-    content = "".join(p if isinstance(p, str) else IMAGE_PART for p in parts)
+    content = "".join(p.value if p.is_text else IMAGE_PART for p in parts)
     return (f"<|im_start|>system\n{instruction or DEFAULT_INSTRUCTION}<|im_end|>\n<|im_start|>user\n{content}"
             "<|im_end|>\n<|im_start|>assistant\n<|endoftext|>")
 
@@ -49,8 +51,8 @@ def chat_text(parts: list, instruction: str | None) -> str:
 def spaced_text(parts: list, instruction: str | None, image: str, after_images: str = "") -> str:
     """The MMEB input string (VLM2Vec, mmE5): one ``image`` placeholder per image (then ``after_images``),
     the instruction and the text, joined by spaces."""
-    images = sum(not isinstance(p, str) for p in parts)
-    text = " ".join(p for p in parts if isinstance(p, str))
+    images = sum(not p.is_text for p in parts)
+    text = " ".join(p.value for p in parts if p.is_text)
     return " ".join(x for x in (image * images + after_images if images else "", instruction or "", text) if x)
 
 
@@ -59,9 +61,10 @@ RECIPES = {"gme": chat_text, "vlm2vec": partial(spaced_text, image="<|image_pad|
            "mme5": partial(spaced_text, image="<|image|>", after_images="<|begin_of_text|>")}
 
 
-@register_family("vlm")
 class VLMEmbedder(Embedder):
     """Qwen2-VL(-class) model + processor; last-token pooling over the GME chat format."""
+
+    claims = frozenset(VLM_TYPES)
 
     folder_priority = 20
 
@@ -92,24 +95,26 @@ class VLMEmbedder(Embedder):
             description=f"local {cfg['model_type']} model, {recipe} recipe", options={"recipe": recipe},
         )
 
-    def _parts(self, item: Any, modality: Modality) -> list:
-        return item if modality is Modality.INTERLEAVED else [item]
+    def _parts(self, item: Any, modality: Modality) -> list[Part]:
+        return item if modality is Modality.INTERLEAVED else [Part(modality.value, item)]
 
     def _lengths(self, items: list[Any], modality: Modality, prompt: str | None) -> list[int]:
         # text length plus a rough token count per image: enough to batch similar sizes together
-        return [sum(len(p) if isinstance(p, str) else 256 for p in self._parts(x, modality)) for x in items]
+        return [sum(len(p.value) if p.is_text else 256 for p in self._parts(x, modality)) for x in items]
 
     def _text_tokens(self, texts: list[str], prompt: str | None) -> list[int]:
-        return token_counts(self.processor.tokenizer, [self.write([t], prompt) for t in texts], self.spec.max_length)
+        return token_counts(self.processor.tokenizer, [self.write([Part("text", t)], prompt) for t in texts],
+                            self.spec.max_length)
 
-    def _embed(self, batch: list[Any], modality: Modality, prompt: str | None) -> np.ndarray:
+    def forward(self, batch: list[Any], modality: Modality, opts: EncodeOptions, kind: str) -> np.ndarray:
         import torch
 
+        prompt = opts.prompt
         parts = [self._parts(x, modality) for x in batch]
         texts = [self.write(p, prompt) for p in parts]
-        images = [p for ps in parts for p in ps if not isinstance(p, str)]
+        images = [p.value for ps in parts for p in ps if not p.is_text]
         if images and self.recipe == "mme5":  # Llama-Vision's processor takes each input's images apart
-            images = [[p for p in ps if not isinstance(p, str)] for ps in parts]
+            images = [[p.value for p in ps if not p.is_text] for ps in parts]
         inputs = self.processor(text=texts, images=images or None, padding=True, return_tensors="pt")
         inputs = inputs.to(self.device)
         with torch.inference_mode():

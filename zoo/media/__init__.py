@@ -24,13 +24,13 @@ from . import budgets
 from .audio import decode_audio
 from .deadline import Deadline
 from .image import decode_image
-from .interleaved import PART_KINDS, Audio, decode_interleaved
+from .interleaved import PART_KINDS, Part, decode_interleaved
 from .text import CutText, decode_text, is_cut
 from .video import decode_video
 from .wire import to_wire
 
-__all__ = ["PART_KINDS", "Audio", "CutText", "Deadline", "budgets", "decode", "decode_audio", "decode_image",
-           "decode_interleaved", "decode_text", "decode_video", "is_cut", "nbytes", "to_wire"]
+__all__ = ["PART_KINDS", "CutText", "Deadline", "budgets", "decode", "decode_audio", "decode_image",
+           "decode_interleaved", "decode_text", "decode_video", "is_cut", "nbytes", "Part", "to_wire"]
 
 
 def decode(item: Any, index: int, modality: Modality, sample_rate: int = 16000, max_seconds: float | None = None,
@@ -63,8 +63,8 @@ def nbytes(decoded: Any) -> int:
         return int(decoded.nbytes)
     if isinstance(decoded, Image.Image):
         return image_nbytes(decoded)
-    if isinstance(decoded, Audio):
-        return int(decoded.samples.nbytes)
+    if isinstance(decoded, Part):
+        return nbytes(decoded.value)
     if isinstance(decoded, list):
         return sum(nbytes(p) for p in decoded)
     if hasattr(decoded, "frames"):

@@ -1,5 +1,5 @@
 """What one input item may cost to decode, checked before anything is allocated: the one table of budgets
-the door, the model, the demo and ``zoo embed`` all apply (the README's "Budgets" section quotes it).
+the door, the model, the demo and ``zoo embed`` all apply (docs/security.md quotes it).
 
 The decoders read these names from this module at call time, so a test (or an operator) can change one
 budget with ``monkeypatch.setattr(zoo.media.budgets, NAME, value)`` and every path sees it.

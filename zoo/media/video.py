@@ -1,4 +1,4 @@
-"""Video files decoded with PyAV (FFmpeg's libraries) under the sampling policy of :mod:`zoo.video`.
+"""Video files decoded with PyAV (FFmpeg's libraries) under the sampling policy of :mod:`zoo.media.sampling`.
 
 FFmpeg never guesses the container: the file's first bytes choose a demuxer from ``VIDEO_CONTAINERS`` (MP4/MOV,
 Matroska/WebM, AVI, Ogg, MPEG-TS), so the demuxers that open sockets or other files (SDP, ffconcat, HLS, image
@@ -21,6 +21,7 @@ import numpy as np
 from .. import truncation
 from ..errors import InputError
 from . import budgets as B
+from . import sampling as policy
 from .audio import check_rate
 from .deadline import Deadline, deadline_for
 
@@ -122,11 +123,9 @@ class _Budget:
 
 def decode_file(data: bytes, index: int, *, sample_rate: int | None = None, audio_seconds: float | None = None,
                 deadline: Deadline | None = None):
-    """Decode encoded video ``data`` to a :class:`zoo.video.Video`: frames by the sampling policy, and
+    """Decode encoded video ``data`` to a :class:`zoo.media.sampling.Video`: frames by the sampling policy, and
     (``sample_rate`` given) the sound track, at most ``audio_seconds`` of it, counted in samples."""
     import av
-
-    from .. import video as policy
 
     deadline = deadline_for(index, deadline)
     spent = _Budget(index, deadline)
@@ -197,7 +196,6 @@ def decode_file(data: bytes, index: int, *, sample_rate: int | None = None, audi
 
 def decode_frames(item: Any, index: int):
     """Frames already in memory (a ``TxHxWxC`` array or a list of images), thinned to the policy's frame count."""
-    from .. import video as policy
     from .image import decode_image
 
     if isinstance(item, np.ndarray):
@@ -223,7 +221,7 @@ def frames_in_memory(item: Any) -> bool:
 
 def decode_video(item: Any, index: int, sample_rate: int = 0, max_seconds: float | None = None,
                  allow_paths: bool = True, *, deadline: Deadline | None = None):
-    """A video item (file bytes, a path, a ``data:`` URI, or frames in memory) as a :class:`zoo.video.Video`;
+    """A video item (file bytes, a path, a ``data:`` URI, or frames in memory) as a :class:`zoo.media.sampling.Video`;
     ``sample_rate`` > 0 also reads its sound track (at most ``max_seconds`` of it) for models that listen."""
     from .source import file_bytes
 

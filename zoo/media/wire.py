@@ -13,7 +13,7 @@ from ..errors import InputError
 from ..spec import Modality
 from .audio import WIRE_CHECK_SECONDS, decode_audio, read_audio
 from .image import decode_image
-from .interleaved import MediaPart, split_interleaved
+from .interleaved import Part, split_interleaved
 from .source import file_bytes
 from .text import decode_text
 from .video import decode_frames, frames_in_memory, probe
@@ -23,7 +23,7 @@ def video_wire(item: Any, index: int, allow_paths: bool = True) -> bytes:
     """A video as encoded file bytes: files as they are (after checking they open with a video stream), frames
     in memory as a lossless FFV1 file."""
     if frames_in_memory(item):
-        from ..video import encode_frames
+        from .sampling import encode_frames
 
         return encode_frames(decode_frames(item, index).frames)
     data = file_bytes(item, index, "video", allow_paths)
@@ -70,12 +70,12 @@ def audio_wire(item: Any, index: int, allow_paths: bool = True) -> bytes:
     return data
 
 
-def media_data_uri(part: MediaPart, index: int, allow_paths: bool) -> str:
+def media_data_uri(part: Part, index: int, allow_paths: bool) -> str:
     """A media part as the ``data:`` URI it travels in (images with their real MIME type)."""
     if part.kind == "image":
-        return image_data_uri(part.item, index, allow_paths)
+        return image_data_uri(part.value, index, allow_paths)
     wire = audio_wire if part.kind == "audio" else video_wire
-    return f"data:{part.kind}/octet-stream;base64," + base64.b64encode(wire(part.item, index, allow_paths)).decode()
+    return f"data:{part.kind}/octet-stream;base64," + base64.b64encode(wire(part.value, index, allow_paths)).decode()
 
 
 def to_wire(item: Any, index: int, modality: Modality, allow_paths: bool = True) -> bytes | list[dict[str, str]]:
@@ -91,5 +91,5 @@ def to_wire(item: Any, index: int, modality: Modality, allow_paths: bool = True)
         return audio_wire(item, index, allow_paths)
     if modality is Modality.VIDEO:
         return video_wire(item, index, allow_paths)
-    return [{"text": p} if isinstance(p, str) else {p.kind: media_data_uri(p, index, allow_paths)}
+    return [{"text": p.value} if p.is_text else {p.kind: media_data_uri(p, index, allow_paths)}
             for p in split_interleaved(item, index)]

@@ -1,4 +1,4 @@
-"""Video items: decoding (PyAV, FFmpeg's libraries), the frame-sampling policy and its bounds.
+"""The video policy: what every video model in `zoo` sees, and the decoded :class:`Video` it gets.
 
 A video item is a path, encoded file ``bytes`` or a ``data:`` URI (MP4/MOV, Matroska/WebM, AVI, Ogg or MPEG-TS,
 any codec FFmpeg decodes), or
@@ -16,7 +16,7 @@ The sampling policy (what every video model in `zoo` sees):
   :data:`MAX_FRAMES` are thinned uniformly), which is also the rate they travel to a server at;
 - each kept frame is scaled down so its longer side is at most :data:`MAX_FRAME_SIDE`.
 
-This module is the policy; :mod:`zoo.media.video` decodes under it, within the budgets of
+This module is the policy; :mod:`zoo.media.video` decodes (PyAV, FFmpeg's libraries) under it, within the budgets of
 :mod:`zoo.media.budgets` (an allow-listed container, every decoded frame's size, the frames and pixels decoded
 per item, the sound track counted in samples, a deadline per item). Only kept frames are turned into images.
 """
@@ -26,7 +26,6 @@ from __future__ import annotations
 import io
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any
 
 import numpy as np
 
@@ -72,30 +71,6 @@ def frame_size(width: int, height: int) -> tuple[int, int]:
     """A kept frame's size: scaled down so that its longer side is at most :data:`MAX_FRAME_SIDE`."""
     scale = min(1.0, MAX_FRAME_SIDE / max(width, height))
     return max(1, round(width * scale)), max(1, round(height * scale))
-
-
-def decode_file(data: bytes, index: int, *, sample_rate: int | None = None,
-                audio_seconds: float | None = None) -> Video:
-    """Decode encoded video ``data``: frames by the sampling policy, and (``sample_rate`` given) the audio
-    track, at most ``audio_seconds`` of it (see :func:`zoo.media.video.decode_file`, which does it)."""
-    from .media import video
-
-    return video.decode_file(data, index, sample_rate=sample_rate, audio_seconds=audio_seconds)
-
-
-def probe(data: bytes, index: int) -> None:
-    """Check that ``data`` is a container zoo reads with a video stream (what a client checks before sending;
-    the server decodes)."""
-    from .media import video
-
-    video.probe(data, index)
-
-
-def decode_frames(item: Any, index: int) -> Video:
-    """Frames already in memory (a ``TxHxWxC`` array or a list of images), thinned to :data:`MAX_FRAMES`."""
-    from .media import video
-
-    return video.decode_frames(item, index)
 
 
 def encode_frames(frames: list, fps: float = WIRE_FPS, *, audio: np.ndarray | None = None,

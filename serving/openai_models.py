@@ -1,0 +1,366 @@
+"""The OpenAI-compatible door's bodies as pydantic models: what a request may hold, what an answer holds.
+
+:class:`EmbeddingRequest` validates a decoded ``POST /v1/embeddings`` body (:func:`serving.openai_api.parse_request`
+turns its complaints into OpenAI's 400), and every model here is what ``/openapi.json`` publishes. A request's rules
+that are not types are custom errors whose ``type`` is the OpenAI ``code`` of the 400 (:data:`ERROR_CODES`); their
+message names the rule, and the door prefixes the place (``input[3]``, ``input[3].content[1]``).
+
+The request models are strict: a body comes from JSON, so a number is not a string nor ``"8"`` a number.
+``input`` may be a string, a list of items or one token array; an item's shape picks its model (:func:`item_kind`)
+so that a bad item gets one complaint about the shape it has, not one per shape it could have had.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Discriminator,
+    Field,
+    PlainValidator,
+    Tag,
+    model_validator,
+    with_config,
+)
+from pydantic.json_schema import SkipJsonSchema
+from pydantic_core import PydanticCustomError
+from typing_extensions import TypedDict  # pydantic needs it (not typing's) before Python 3.12
+
+from zoo import kinds
+from zoo import postprocess as pp
+from zoo.media import budgets
+from zoo.spec import Modality
+
+MAX_ITEMS = 2048  # OpenAI's own limit on the items of one request
+#: the custom error types of the request models; each is the OpenAI ``code`` of its 400 (``invalid_item``:
+#: ``invalid_value``, with what the item was appended)
+ERROR_CODES = frozenset({"invalid_value", "invalid_item", "url_not_supported", "tokens_not_supported",
+                         "text_too_long", "too_many_parts"})
+ITEM_SHAPES = ('an item is a string, {"image": "data:..."}, {"audio": "data:..."}, {"video": "data:..."} or '
+               '{"content": [content parts]}')
+ITEM_KEYS = ("image", "audio", "video", "content")  # the one key of an item that is an object
+PART_SHAPES = ('a content part must be {"type": "text", "text": ...} or '
+               '{"type": "image_url", "image_url": {"url": "data:image/..."}}')
+
+
+def _inline(kind: str) -> Any:
+    """A media value: a ``data:`` URI string. URLs are refused (fetching them from the server would let callers
+    reach hosts they cannot), and nothing is ever read as a server path."""
+
+    def check(value: str) -> str:
+        if value[:8].lower().startswith(("http://", "https://")):
+            raise PydanticCustomError("url_not_supported", "URLs are not fetched by this server; send the {kind} "
+                                      "inline as a data:{kind}/...;base64,... URI", {"kind": kind})
+        if not value.startswith("data:"):
+            raise PydanticCustomError("invalid_value", "the {kind} must be a data:{kind}/...;base64,... URI",
+                                      {"kind": kind})
+        return value
+
+    return Annotated[str, AfterValidator(check), Field(description=f"a data:{kind}/...;base64,... URI")]
+
+
+ImageURI, AudioURI, VideoURI = _inline("image"), _inline("audio"), _inline("video")
+
+
+def _text_fits(text: str) -> str:
+    if len(text) > budgets.MAX_TEXT_CHARS:  # read at call time, like the decoders (a test may change it)
+        raise PydanticCustomError("text_too_long", "the text has {chars} characters; at most {limit} per item",
+                                  {"chars": len(text), "limit": budgets.MAX_TEXT_CHARS})
+    return text
+
+
+Text = Annotated[str, AfterValidator(_text_fits), Field(description="a text item")]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+
+class ImageItem(_Body):
+    """An image item."""
+
+    image: ImageURI
+
+    def wire(self) -> tuple[Modality, Any]:
+        """``(modality, item)`` as :func:`zoo.media.to_wire` takes it."""
+        return Modality.IMAGE, self.image
+
+
+class AudioItem(_Body):
+    """An audio item."""
+
+    audio: AudioURI
+
+    def wire(self) -> tuple[Modality, Any]:
+        """``(modality, item)`` as :func:`zoo.media.to_wire` takes it."""
+        return Modality.AUDIO, self.audio
+
+
+class VideoItem(_Body):
+    """A video item."""
+
+    video: VideoURI
+
+    def wire(self) -> tuple[Modality, Any]:
+        """``(modality, item)`` as :func:`zoo.media.to_wire` takes it."""
+        return Modality.VIDEO, self.video
+
+
+# Content parts are TypedDicts, not models: an interleaved request may hold 2048 x MAX_PARTS of them, and building
+# a model instance for each made validating the largest valid body ~5x slower than the item checks it replaced.
+# A chat content part's other keys (cache_control, detail, ...) are ignored and dropped, as chat APIs do.
+@with_config(ConfigDict(strict=True, extra="ignore"))
+class TextPart(TypedDict):
+    """Text in an interleaved item (the chat content-part shape)."""
+
+    type: Literal["text"]
+    text: str
+
+
+@with_config(ConfigDict(strict=True, extra="ignore"))
+class ImageURL(TypedDict):
+    """Where an image part's image is: inline only."""
+
+    url: ImageURI
+
+
+def _url_object(value: Any) -> Any:
+    return {"url": value} if isinstance(value, str) else value  # "image_url": "data:..." is taken as well
+
+
+@with_config(ConfigDict(strict=True, extra="ignore"))
+class ImagePart(TypedDict):
+    """An image in an interleaved item (the chat content-part shape)."""
+
+    type: Literal["image_url"]
+    image_url: Annotated[ImageURL, BeforeValidator(_url_object, json_schema_input_type=ImageURI | ImageURL)]
+
+
+def _part_kind(value: Any) -> Any:
+    return value.get("type") if isinstance(value, dict) else None
+
+
+Part = Annotated[Annotated[TextPart, Tag("text")] | Annotated[ImagePart, Tag("image_url")],
+                 Discriminator(_part_kind, custom_error_type="invalid_value", custom_error_message=PART_SHAPES)]
+
+
+def _parts_fit(parts: Any) -> Any:
+    # counted before a part is validated: the work an item may ask for is bounded first
+    if isinstance(parts, list) and len(parts) > budgets.MAX_PARTS:
+        raise PydanticCustomError("too_many_parts", "content has {parts} parts; at most {limit} per item",
+                                  {"parts": len(parts), "limit": budgets.MAX_PARTS})
+    return parts
+
+
+class InterleavedItem(_Body):
+    """An interleaved item: text and images in order, as chat content parts."""
+
+    content: Annotated[list[Part], Field(min_length=1, fail_fast=True, description=f"at most {budgets.MAX_PARTS} "
+                       f"parts, their text at most {budgets.MAX_TEXT_CHARS} characters in all"),
+                       BeforeValidator(_parts_fit)]
+
+    @model_validator(mode="after")
+    def _text_in_all_fits(self) -> InterleavedItem:
+        if sum(len(p["text"]) for p in self.content if p["type"] == "text") > budgets.MAX_TEXT_CHARS:
+            raise PydanticCustomError("text_too_long", "the text has more than {limit} characters; at most {limit} "
+                                      "per item", {"limit": budgets.MAX_TEXT_CHARS})
+        return self
+
+    def wire(self) -> tuple[Modality, Any]:
+        """``(modality, parts)``: the wire's ``{"text"}`` / ``{"image"}`` parts."""
+        return Modality.INTERLEAVED, [{"text": p["text"]} if p["type"] == "text" else {"image": p["image_url"]["url"]}
+                                      for p in self.content]
+
+
+def _refuse_tokens(_value: Any) -> Any:
+    raise PydanticCustomError("tokens_not_supported", "token-id arrays are not supported; send the text itself")
+
+
+def item_kind(value: Any) -> str | None:
+    """The shape of one ``input`` element, which picks its model: ``text``, ``image``, ``audio``, ``video``,
+    ``content`` (interleaved) or ``tokens`` (a token-id array, or a bare number: refused); None for none."""
+    if isinstance(value, str):
+        return "text"
+    if isinstance(value, dict):
+        key = next(iter(value)) if len(value) == 1 else None
+        return key if key in ITEM_KEYS else None
+    if isinstance(value, (bool, int, float)) or (
+            isinstance(value, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in value)):
+        return "tokens"
+    return None
+
+
+Item = Annotated[Annotated[Text, Tag("text")] | Annotated[ImageItem, Tag("image")]
+                 | Annotated[AudioItem, Tag("audio")] | Annotated[VideoItem, Tag("video")]
+                 | Annotated[InterleavedItem, Tag("content")]
+                 | SkipJsonSchema[Annotated[Any, PlainValidator(_refuse_tokens), Tag("tokens")]],
+                 Discriminator(item_kind, custom_error_type="invalid_item", custom_error_message=ITEM_SHAPES)]
+
+
+Items = Annotated[list[Item], Field(min_length=1, max_length=MAX_ITEMS)]  # as the schema shows them
+
+
+def _one_item(value: Any) -> Any:
+    # OpenAI's shorthands: a string, or one token array (refused as that item), is a one-item input
+    if isinstance(value, str) or (isinstance(value, list) and value and all(isinstance(t, int) for t in value)):
+        return [value]
+    return value
+
+
+def _default(default: str) -> Any:
+    return BeforeValidator(lambda value: default if value is None or value == "" else value)
+
+
+class EmbeddingRequest(_Body):
+    """``POST /v1/embeddings``: OpenAI's ``CreateEmbeddingRequest``, and `zoo`'s extensions (which OpenAI's SDK
+    sends as ``extra_body``): media and interleaved items, and ``encode()``'s output controls."""
+
+    model: str = Field(min_length=1, description="a served model's id (GET /v1/models), or its Triton name")
+    input: Annotated[list[Item], Field(min_length=1, max_length=MAX_ITEMS, fail_fast=True,
+                                       description=f"a string, or a list of at most {MAX_ITEMS} items"),
+                     BeforeValidator(_one_item, json_schema_input_type=str | Items)]
+    # the values of dimensions, precision, prompt_name, output, max_vectors and top_k are the model's to check
+    # (its options(), which names what it takes): here only their types
+    dimensions: int | None = Field(None, description="truncate to this many dimensions (Matryoshka models)")
+    encoding_format: Annotated[Literal["float", "base64"], _default("float")] = Field(
+        "float", description="numbers, or the little-endian bytes of the precision's dtype in base64")
+    user: str | None = Field(None, description="accepted, not used")
+    precision: Annotated[str, _default("float32")] = Field(
+        "float32", description=f"one of {', '.join(pp.PRECISIONS)}, as in encode()")
+    prompt_name: str | None = Field(None, description="one of the model's prompts (GET /v1/models)")
+    output: str | None = Field(None, description="one of the model's output kinds (GET /v1/models: outputs)")
+    max_vectors: int | None = Field(None, description="multivector: at most this many vectors an item")
+    top_k: int | None = Field(None, description="sparse: the k heaviest terms an item")
+
+    @model_validator(mode="after")
+    def _sparse_is_float(self) -> EmbeddingRequest:
+        if self.encoding_format == "base64" and self.output in kinds.names() and not kinds.get(self.output).base64:
+            raise PydanticCustomError("invalid_value", f"{self.output} output does not come as one array per item; "
+                                      "use encoding_format float", {"param": "encoding_format"})
+        return self
+
+    @cached_property
+    def items(self) -> list[tuple[Modality, Any]]:
+        """``(modality, item)`` in input order, each item in the form :func:`zoo.media.to_wire` takes."""
+        return [(Modality.TEXT, x) if isinstance(x, str) else x.wire() for x in self.input]
+
+
+# ---- answers ------------------------------------------------------------------------------------------------
+class SparseEmbedding(BaseModel):
+    """A ``sparse`` item's embedding: vocabulary ids, ascending, and their weights."""
+
+    indices: list[int]
+    values: list[float]
+
+
+class Embedding(BaseModel):
+    """One item's embedding. ``float``: numbers (quantized precisions as their integer values; a multivector item a
+    list of vectors; a sparse item ``{indices, values}``); ``base64``: the raw little-endian bytes."""
+
+    object: Literal["embedding"] = "embedding"
+    index: int
+    embedding: list[float] | list[list[float]] | SparseEmbedding | str
+
+
+class Usage(BaseModel):
+    """The text tokens the model read (image, audio and video content counts 0)."""
+
+    prompt_tokens: int
+    total_tokens: int
+
+
+class EmbeddingResponse(BaseModel):
+    """OpenAI's ``CreateEmbeddingResponse``: one embedding an item, in input order."""
+
+    object: Literal["list"] = "list"
+    data: list[Embedding]
+    model: str
+    usage: Usage
+
+
+class ModelCard(BaseModel):
+    """OpenAI's model object, and what the served model embeds (left out while it is being restarted)."""
+
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+    ready: bool
+    modalities: list[str] | None = None
+    dimension: int | None = None
+    matryoshka_dims: list[int] | None = None
+    outputs: list[str] | None = None
+    prompts: list[str] | None = None
+    default_prompt_name: str | None = None
+    max_batch_size: int | None = None
+
+
+class ModelList(BaseModel):
+    """``GET /v1/models``."""
+
+    object: Literal["list"] = "list"
+    data: list[ModelCard]
+
+
+class ErrorDetail(BaseModel):
+    """What went wrong: ``param`` names the request field at fault, ``code`` the rule."""
+
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorResponse(BaseModel):
+    """OpenAI's error shape, which its SDKs raise as their own error classes."""
+
+    error: ErrorDetail
+
+
+# ---- the published schema -----------------------------------------------------------------------------------
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """FastAPI's ``responses`` for a route's error statuses, each in :class:`ErrorResponse`'s shape."""
+    return {status: {"model": ErrorResponse, "description": "an error in OpenAI's shape"} for status in statuses}
+
+
+def request_body(model: type[BaseModel]) -> dict[str, Any]:
+    """``openapi_extra`` documenting a JSON body the route reads itself (bounded, see
+    :func:`serving.openai_api.parse_json`) as ``model``; :func:`request_schemas` supplies its components."""
+    return {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}}
+
+
+def request_schemas(*models: type[BaseModel]) -> dict[str, Any]:
+    """The components of request models (validation mode), to merge into the OpenAPI document."""
+    from pydantic.json_schema import models_json_schema
+
+    _, schema = models_json_schema([(m, "validation") for m in models], ref_template="#/components/schemas/{model}")
+    return schema.get("$defs", {})
+
+
+def openapi_document(app: Any, requests: list[type[BaseModel]], bearer: bool) -> dict[str, Any]:
+    """``app``'s OpenAPI document: FastAPI's, plus the ``requests`` models' components (the door reads its bodies
+    itself, bounded, so FastAPI does not know them), less the 422 FastAPI lists for routes with parameters (the
+    door answers none: its one parameter is a string); with ``bearer``, the ``/v1`` routes need the API key."""
+    from fastapi.openapi.utils import get_openapi
+
+    doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):  # FastAPI's 422 body
+        schemas.pop(name, None)
+    defs = request_schemas(*requests)
+    assert not set(defs) & set(schemas), f"request and answer models share names: {set(defs) & set(schemas)}"
+    schemas.update(defs)
+    if bearer:
+        doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
+    for path, operations in doc["paths"].items():
+        for operation in operations.values():
+            operation.get("responses", {}).pop("422", None)
+            if bearer and path.startswith("/v1/"):
+                operation["security"] = [{"bearer": []}]
+    return doc

@@ -1,0 +1,38 @@
+"""Where a command's model runs: ``local`` (in this process) or an installed backend (a client of a served
+model, e.g. ``triton``), registered under the :data:`zoo.plugins.BACKENDS` entry point.
+
+Shared by the commands that take ``--backend`` (``zoo eval``, ``zoo embed``), so none of them imports
+another's command-line module for it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import InvalidArgumentError
+
+LOCAL = "local"
+
+
+def installed() -> dict[str, Any]:
+    """``{name: entry point}`` of the installed backends (``local`` is not one: it needs no plug-in)."""
+    from . import plugins
+
+    return plugins.named(plugins.BACKENDS)
+
+
+def check_backend(backend: str) -> str:
+    """``backend`` if it is ``local`` or installed, else an error naming the installed ones."""
+    if backend != LOCAL and backend not in installed():
+        raise InvalidArgumentError(f"backend {backend!r} is not installed; installed: "
+                                   f"{', '.join([LOCAL, *installed()])}", "backend")
+    return backend
+
+
+def open_model(name: str, backend: str, url: str, device: str | None) -> Any:
+    """An object with zoo's ``encode()`` for ``name``: in-process, or a client of an installed backend."""
+    if check_backend(backend) == LOCAL:
+        from .registry import create
+
+        return create(name, device=device)
+    return installed()[backend].load()(name, url)
