@@ -181,7 +181,8 @@ class _PerItem:
     or the :class:`InputError` the server raised (whose index counts within the items sent). That item alone
     keeps its error and the rest are sent again, until every item has a row or its error."""
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, kind: str) -> None:
+        self.kind = kind  # the call's output kind: its handler splits an answer into items
         self.results: Rows = [None] * n  # type: ignore[list-item]
         self.alive = list(range(n))
 
@@ -194,7 +195,7 @@ class _PerItem:
         if isinstance(answer, InputError):
             self.results[self.alive.pop(answer.index)] = answer
             return
-        for position, row in zip(self.alive, kinds.items_of(answer)):
+        for position, row in zip(self.alive, kinds.items_of(answer, self.kind)):
             self.results[position] = row
         self.alive = []
 
@@ -252,7 +253,8 @@ class _Core(EncodeFront):
         spans = _chunks(len(raw), self._chunk_size(batch_size))
 
         def finish(parts: list[Any]) -> tuple[Any, np.ndarray | None]:
-            return kinds.concat([p[0] for p in parts]), (np.concatenate([p[1] for p in parts]) if tokens else None)
+            counts = np.concatenate([p[1] for p in parts]) if tokens else None
+            return kinds.concat([p[0] for p in parts], opts.output), counts
 
         return Job([self._infer(raw[a:b], modality, opts, a, tokens) for a, b in spans], finish, modality.value)
 
@@ -290,7 +292,7 @@ class _Core(EncodeFront):
 
     def _infer_per_item(self, raw: list[bytes], modality: Modality, opts: EncodeOptions) -> Plan[Rows]:
         """One chunk of a per-item call: an item the server refuses keeps its error, the rest are sent again."""
-        plan = _PerItem(len(raw))
+        plan = _PerItem(len(raw), opts.output)
         while sent := plan.pending(raw):
             try:
                 plan.feed((yield from self._infer(sent, modality, opts, 0))[0])

@@ -289,35 +289,38 @@ def parse_request(body: Any) -> EmbeddingRequest:
         raise validation_error(err) from None
 
 
-def embedding_value(row: Any, encoding_format: str) -> list | str | dict:
+def embedding_value(row: Any, encoding_format: str, kind: str) -> list | str | dict:
     """One item's result as OpenAI's ``embedding`` field. ``float``: numbers (quantized precisions as their
     integer values, float16/float8 as the floats they hold; a multi-vector item a list of such vectors, a
     sparse row ``{"indices", "values"}``); ``base64``: the raw little-endian bytes in the precision's dtype
     (float32 by default, as OpenAI; int8/uint8 one byte per value; binary packed). The item's output kind
-    writes it (:meth:`zoo.kinds.OutputKind.to_json`)."""
+    ``kind`` (the call's output kind) writes it (:meth:`zoo.kinds.OutputKind.to_json`)."""
     from zoo import kinds  # here: the rest of this module is the request's, not the kinds'
 
-    return kinds.handler_of(row).to_json(row, encoding_format)
+    return kinds.get(kind).to_json(row, encoding_format)
 
 
-def embeddings_response(model: str, rows: list[np.ndarray], encoding_format: str, tokens: int) -> dict[str, Any]:
-    """OpenAI's ``CreateEmbeddingResponse``."""
+def embeddings_response(model: str, rows: list[np.ndarray], encoding_format: str, tokens: int,
+                        kind: str) -> dict[str, Any]:
+    """OpenAI's ``CreateEmbeddingResponse`` for rows of output ``kind``."""
     return {
         "object": "list",
-        "data": [{"object": "embedding", "index": i, "embedding": embedding_value(r, encoding_format)}
+        "data": [{"object": "embedding", "index": i, "embedding": embedding_value(r, encoding_format, kind)}
                  for i, r in enumerate(rows)],
         "model": model,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
     }
 
 
-def render_embeddings(model: str, rows: list[np.ndarray], encoding_format: str, tokens: int) -> bytes:
+def render_embeddings(model: str, rows: list[np.ndarray], encoding_format: str, tokens: int, kind: str) -> bytes:
     """:func:`embeddings_response` as the JSON bytes FastAPI's ``JSONResponse`` would send, built item by item
     (each a short call into the encoder) so that, run in a worker thread, a long answer lets the event loop
     have the GIL between items."""
     dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
-    items = ",".join(f'{{"object":"embedding","index":{i},"embedding":{dumps(embedding_value(r, encoding_format))}}}'
-                     for i, r in enumerate(rows))
+    def item(i: int, row: Any) -> str:
+        return f'{{"object":"embedding","index":{i},"embedding":{dumps(embedding_value(row, encoding_format, kind))}}}'
+
+    items = ",".join(item(i, r) for i, r in enumerate(rows))
     usage = dumps({"prompt_tokens": tokens, "total_tokens": tokens})
     return f'{{"object":"list","data":[{items}],"model":{dumps(model)},"usage":{usage}}}'.encode()
 

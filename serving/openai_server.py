@@ -174,11 +174,11 @@ async def embed(catalog: Catalog, req: EmbeddingRequest) -> bytes:
     for positions, answer in zip(groups.values(), answers):
         if isinstance(answer, BaseException):
             raise answer
-        for position, row in zip(positions, kinds.items_of(answer[0])):
+        for position, row in zip(positions, kinds.items_of(answer[0], opts.output)):
             rows[position] = row
         tokens += int(answer[1].sum())
     return await asyncio.to_thread(render_embeddings, public_name(embedder.triton_name), rows, req.encoding_format,
-                                   tokens)
+                                   tokens, opts.output)
 
 
 async def model_entry(catalog: Catalog, name: str, state: str, started: int) -> ModelCard:

@@ -276,9 +276,10 @@ def test_the_answer_renders_as_json_response_would():
     rows = [rng.standard_normal(8).astype(np.float32) for _ in range(3)]
     ints = [np.array([-3, 0, 127], np.int8)]
     sparse_rows = [sparse.csr_matrix(np.array([[0, 1.5, 0, 2]], np.float32))]
-    for batch, fmt in [(rows, "float"), (rows, "base64"), (ints, "float"), (ints, "base64"), (sparse_rows, "float")]:
-        want = JSONResponse(openai_api.embeddings_response("naïve/model", batch, fmt, 7)).body
-        assert render_embeddings("naïve/model", batch, fmt, 7) == want
+    for batch, fmt, kind in [(rows, "float", "dense"), (rows, "base64", "dense"), (ints, "float", "dense"),
+                             (ints, "base64", "dense"), (sparse_rows, "float", "sparse")]:
+        want = JSONResponse(openai_api.embeddings_response("naïve/model", batch, fmt, 7, kind)).body
+        assert render_embeddings("naïve/model", batch, fmt, 7, kind) == want
         EmbeddingResponse.model_validate_json(want)  # the answer /openapi.json documents
 
 

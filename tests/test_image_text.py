@@ -157,3 +157,13 @@ def test_token_counts_follow_each_tokenizer(tmp_path, kind):
     got = model.count_tokens(texts, zoo.Modality.TEXT, None)
     assert got == want and got[0] < got[1] == max(want), (got, want)
     assert model.count_tokens(images(2), zoo.Modality.IMAGE, None) == [0, 0]
+
+
+def test_an_open_clip_folder_with_a_transformers_config_stays_open_clip(tmp_path):
+    """LAION's open_clip repositories ship an HF ``config.json`` of type ``clip`` beside ``open_clip_config.json``:
+    the open_clip family, which knows its own files, is offered the folder before the family claiming ``clip``."""
+    import json
+
+    folder = make_open_clip(tmp_path / "oc")
+    (folder / "config.json").write_text(json.dumps({"model_type": "clip", "projection_dim": 32}))
+    assert zoo.get_spec(str(folder)).family == "open_clip"

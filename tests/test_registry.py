@@ -162,3 +162,66 @@ def test_the_text_fallback_leaves_composite_models_alone(tmp_path):
         "text_config": {"model_type": "some_new_vlm_text"}, "vision_config": {"model_type": "some_new_vlm_vision"}}))
     with pytest.raises(zoo.InvalidArgumentError, match="no family can load the folder"):
         zoo.get_spec(str(tmp_path))
+
+
+def test_threads_never_see_a_part_of_the_families():
+    """Two threads asking a fresh process's registry at once (a server's first requests) both see every family,
+    however slowly the families import."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent('''
+        import threading, time
+        from zoo import registry
+
+        entries = registry.named(registry.FAMILIES)
+
+        class Slow:  # an entry point whose import takes a while, as torch-heavy families do
+            def __init__(self, entry):
+                self.entry, self.value = entry, entry.value
+
+            def load(self):
+                time.sleep(0.05)
+                return self.entry.load()
+
+        registry.named = lambda group: {k: Slow(e) for k, e in entries.items()}
+        seen = []
+        threads = [threading.Thread(target=lambda: seen.append(len(registry.list_families()))) for _ in range(3)]
+        for t in threads:
+            t.start()
+            time.sleep(0.02)
+        for t in threads:
+            t.join()
+        print(seen, len(entries))
+    ''')
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    seen, total = out.stdout.strip().rsplit(" ", 1)
+    assert seen == str([int(total)] * 3), out.stdout
+
+
+def test_folder_configs_that_are_not_objects_are_refused_plainly(tmp_path):
+    for text in ("[1, 2]", "{not json", '{"model_type": ["bert"]}'):
+        (tmp_path / "config.json").write_text(text)
+        with pytest.raises(zoo.InvalidArgumentError, match="config.json|no family can load"):
+            zoo.get_spec(str(tmp_path))
+
+
+def test_two_families_cannot_claim_one_model_type():
+    from zoo import registry
+    from zoo.base import Embedder
+
+    class Rival(Embedder):
+        claims = frozenset({"bert"})
+
+    class Second(Embedder):
+        claims = frozenset({"bert"})
+
+    registry.register_family("rival-test", Rival)
+    try:
+        with pytest.raises(ValueError, match="already claims"):
+            registry.register_family("second-test", Second)
+    finally:
+        del registry._FAMILIES["rival-test"]
+    assert "second-test" not in registry.list_families()

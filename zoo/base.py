@@ -77,10 +77,10 @@ class Embedder(EncodeFront, ABC):
     weights_path: Path | None = None  # the folder the weights were loaded from (set by zoo.create)
     #: the family key (the family's ``zoo.families`` entry-point name; set when the registry loads it)
     family: str = ""
-    #: local folders are offered to families in ascending priority; the first claim wins (the plain text
-    #: family, which takes any transformers encoder, is the fallback at 100)
+    #: local folders are offered to families in ascending priority (ties in key order); the first claim wins
+    #: (the plain text family, which takes any transformers encoder, is the fallback at 100)
     folder_priority: int = 50
-    #: config ``model_type``s this family owns: no other family is offered such a folder
+    #: config ``model_type``s this family owns: no family after it (a fallback) is offered such a folder
     claims: frozenset[str] = frozenset()
     #: the runtimes this family's towers can run on (see :mod:`zoo.runtime`); families with towers widen it
     runtimes: tuple[str, ...] = ("torch",)

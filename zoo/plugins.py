@@ -11,6 +11,7 @@ packages define their own groups the same way (``serving`` reads ``zoo.serve_add
 
 from __future__ import annotations
 
+import warnings
 from importlib.metadata import entry_points
 from typing import Any
 
@@ -25,5 +26,12 @@ def load(group: str) -> list[Any]:
 
 
 def named(group: str) -> dict[str, Any]:
-    """``{name: entry point}`` of ``group``; ``.load()`` only the one needed, so the others cost no import."""
-    return {ep.name: ep for ep in sorted(entry_points(group=group), key=lambda ep: ep.name)}
+    """``{name: entry point}`` of ``group``; ``.load()`` only the one needed, so the others cost no import. Two
+    installed distributions giving one name different objects is warned about (the one listed last wins)."""
+    out: dict[str, Any] = {}
+    for ep in sorted(entry_points(group=group), key=lambda ep: ep.name):
+        if ep.name in out and out[ep.name].value != ep.value:
+            warnings.warn(f"two installed packages define {ep.name!r} in {group!r}: {out[ep.name].value} and "
+                          f"{ep.value}; the second is used", RuntimeWarning, stacklevel=2)
+        out[ep.name] = ep
+    return out

@@ -12,6 +12,7 @@ from __future__ import annotations
 import fnmatch
 import json
 import os
+import threading
 import warnings
 from collections.abc import Mapping
 from pathlib import Path
@@ -35,6 +36,8 @@ _MODELS: dict[str, EmbedderSpec] = {}
 _REFUSED: dict[str, str] = {}  # hub ids that need remote code → why, and what to use instead
 _FAMILIES: dict[str, type[Embedder]] = {}
 _loaded = False  # the entry points are read once per process (importing a family registers its catalog)
+_loading = False
+_load_lock = threading.RLock()
 
 F = TypeVar("F", bound=type)
 
@@ -50,6 +53,11 @@ def register_family(key: str, cls: F | None = None) -> Any:
             raise TypeError(f"family {key!r} must be a subclass of zoo.base.Embedder, got {family!r}")
         if _FAMILIES.get(key, family) is not family:
             raise ValueError(f"family {key!r} is registered twice, by {_FAMILIES[key]!r} and {family!r}")
+        taken = {t: k for k, f in _FAMILIES.items() if k != key for t in f.claims}
+        clash = sorted(t for t in family.claims if t in taken)
+        if clash:
+            raise ValueError(f"family {key!r} claims model_type {clash[0]!r}, which family {taken[clash[0]]!r} "
+                             "already claims")
         _FAMILIES[key] = family
         family.family = key
         return family
@@ -85,16 +93,27 @@ def list_families() -> list[str]:
 
 
 def _load_families() -> None:
-    global _loaded
+    global _loaded, _loading
     if _loaded:
         return
-    _loaded = True
-    for key, entry in named(FAMILIES).items():
+    with _load_lock:  # another thread (a server's) waits here until every family is in, never sees a part
+        if _loaded or _loading:  # _loading: a family's own import asked for the registry (same thread)
+            return
+        _loading = True
         try:
-            register_family(key, entry.load())
-        except Exception as err:  # one broken plugin must not take every other family down with it
-            warnings.warn(f"the family {key!r} ({entry.value}) could not be loaded and is skipped: "
-                          f"{type(err).__name__}: {err}", RuntimeWarning, stacklevel=2)
+            for key, entry in named(FAMILIES).items():
+                try:
+                    register_family(key, entry.load())
+                except Exception as err:  # one broken plugin must not take every other family down with it
+                    warnings.warn(f"the family {key!r} ({entry.value}) could not be loaded and is skipped: "
+                                  f"{type(err).__name__}: {err}", RuntimeWarning, stacklevel=2)
+            if not _FAMILIES:
+                warnings.warn(f"no {FAMILIES!r} entry points are installed, so no model can load: install the "
+                              "project (`pip install -e .`, or run scripts/run.sh once)", RuntimeWarning,
+                              stacklevel=2)
+            _loaded = True
+        finally:
+            _loading = False
 
 
 def list_models(
@@ -137,17 +156,32 @@ def get_spec(name: str) -> EmbedderSpec:
     raise UnknownModelError(name, _MODELS)
 
 
-def _spec_for_folder(path: Path) -> EmbedderSpec:
+def _folder_config(path: Path) -> dict[str, Any]:
     config = path / "config.json"
-    cfg = json.loads(config.read_text()) if config.is_file() else {}
-    owner = {t: f for f in _FAMILIES.values() for t in f.claims}.get(cfg.get("model_type"))
-    for family in sorted(_FAMILIES.values(), key=lambda f: f.folder_priority):
-        if owner is not None and family is not owner:
-            continue  # another family owns this model_type: only it may read the folder
+    if not config.is_file():
+        return {}
+    try:
+        cfg = json.loads(config.read_text())
+    except (ValueError, UnicodeDecodeError):
+        cfg = None
+    if not isinstance(cfg, dict):
+        raise InvalidArgumentError(f"the config.json of the folder {path.name} is not a JSON object")
+    return cfg
+
+
+def _spec_for_folder(path: Path) -> EmbedderSpec:
+    cfg = _folder_config(path)
+    model_type = cfg.get("model_type") if isinstance(cfg.get("model_type"), str) else None
+    owner = next((f for f in _FAMILIES.values() if model_type in f.claims), None)
+    # folders are offered in ascending priority (ties: in family-key order); a claimed model_type is kept
+    # from every family after its owner (the fallbacks), not from the ones before it that know their own marks
+    for family in sorted(_FAMILIES.values(), key=lambda f: (f.folder_priority, f.family)):
+        if owner is not None and family is not owner and family.folder_priority >= owner.folder_priority:
+            continue
         spec = family.spec_from_folder(path)
         if spec is None:
             continue
-        if cfg.get("auto_map") and cfg.get("model_type") not in family.reproduces:
+        if cfg.get("auto_map") and model_type not in family.reproduces:
             # the folder's own classes would build the model; the stock class could differ silently
             raise RemoteCodeRefusedError(
                 f"the folder {path.name} ships its own modelling code (auto_map: {choices(sorted(cfg['auto_map']))}"

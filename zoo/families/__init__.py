@@ -1,1 +1,2 @@
-"""One module per model family; each registers itself and its known checkpoints on import."""
+"""One module per model family: each holds its family class, found through the ``zoo.families`` entry points,
+and registers its known checkpoints on import."""

@@ -30,7 +30,7 @@ HF_TYPES = {"clip", "siglip"}
 class OpenClipEmbedder(Embedder):
     """open_clip model: ``encode_text`` / ``encode_image`` with its own tokenizer and transform."""
 
-    folder_priority = 20
+    folder_priority = 19  # an open_clip folder may also hold a transformers config.json of type clip
 
     def __init__(self, spec: EmbedderSpec, path: Path, device: str | None = None) -> None:
         super().__init__(spec, device)

@@ -19,7 +19,8 @@ def read_json(path: Path) -> dict[str, Any] | None:
 def folder_config(path: Path, model_types: set[str] | frozenset[str]) -> dict[str, Any] | None:
     """A folder's ``config.json`` if its ``model_type`` is one of ``model_types``, else None."""
     cfg = read_json(path / "config.json")
-    return cfg if cfg and cfg.get("model_type") in model_types else None
+    kind = cfg.get("model_type") if isinstance(cfg, dict) else None
+    return cfg if isinstance(kind, str) and kind in model_types else None
 
 
 def with_prompt(texts: list[str], prompt: str | None) -> list[str]:

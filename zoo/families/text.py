@@ -110,8 +110,11 @@ class TextEmbedder(TokenizedText, Embedder):
     def spec_from_folder(cls, path: Path) -> EmbedderSpec | None:
         """Describe an HF text-encoder folder (sentence-transformers files are read when present)."""
         config = read_json(path / "config.json")
-        if not config or composite(config):
+        if not isinstance(config, dict) or composite(config):
             return None
+        width = config.get("hidden_size") or config.get("d_model")
+        if isinstance(width, bool) or not isinstance(width, int) or width < 1:
+            return None  # not a transformers encoder's config: nothing to pool
         refuse_modules(path, st_modules(path), MODULES, "dense text")
         st_model = read_json(path / "config_sentence_transformers.json") or {}
         prompts = {k: v for k, v in (st_model.get("prompts") or {}).items() if v}
@@ -120,7 +123,7 @@ class TextEmbedder(TokenizedText, Embedder):
             name=str(path),
             family="text",
             modalities=(Modality.TEXT,),
-            dim=int(config.get("hidden_size") or config.get("d_model")),
+            dim=width,
             license="see the folder's model card",
             source=str(path),
             max_length=declared_max_length(path, config),

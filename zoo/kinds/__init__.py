@@ -66,7 +66,6 @@ from .base import (
     OutputKind,
     check_count,
     get,
-    handler_of,
     names,
     raw_names,
     register,
@@ -84,7 +83,7 @@ for _kind in (Dense(), MultiVector(), Sparse(), FDE()):  # raw kinds before the 
 __all__ = [
     "ARRAYS", "DERIVED", "INDICES", "KIND_CONTROLS", "LENGTHS", "MULTIVECTORS", "OUTPUT", "QUERY",
     "SPARSE_PRECISIONS", "TERMS", "VALUES", "VECTORS", "OutputKind", "check_controls", "check_count",
-    "check_output", "concat", "csr_of", "default_normalize", "finish", "get", "handler_of", "heaviest",
+    "check_output", "concat", "csr_of", "default_normalize", "finish", "get", "heaviest",
     "items_of", "names", "pool_vectors", "postprocess_multivector", "postprocess_sparse", "raw_names",
     "register", "sparse_rows", "split_rows", "unregister", "vector_column",
 ]
@@ -139,13 +138,13 @@ def finish(raw: list, opts: Any, spec: Any, *, query: bool) -> Any:
     return get(opts.output).finish(raw, opts, spec, query=query)
 
 
-def items_of(result: Any, kind: str | None = None) -> list:
-    """One call's result as a list with one entry per item (a row, a vector list, a ``1 × V`` sparse row);
-    ``kind``: its output kind, else the handler whose results look like it."""
-    return (get(kind) if kind else handler_of(result)).items_of(result)
+def items_of(result: Any, kind: str) -> list:
+    """One call's result of output ``kind`` as a list with one entry per item (a row, a vector list, a
+    ``1 × V`` sparse row)."""
+    return get(kind).items_of(result)
 
 
-def concat(parts: list, kind: str | None = None) -> Any:
-    """Join the results of consecutive chunks of one call into the result of the whole call (``kind`` as for
-    :func:`items_of`)."""
-    return (get(kind) if kind else handler_of(parts[0])).concat(parts)
+def concat(parts: list, kind: str) -> Any:
+    """Join the results of output ``kind`` of consecutive chunks of one call into the result of the whole
+    call."""
+    return get(kind).concat(parts)

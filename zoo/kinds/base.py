@@ -89,10 +89,6 @@ class OutputKind:
         (``opts``: its ``EncodeOptions``; ``query``: whether the items are queries)."""
         raise NotImplementedError(f"output kind {self.name!r} has no post-processing")
 
-    def holds(self, value: Any) -> bool:
-        """Whether ``value`` has the type of this kind's results (or of one of its items)."""
-        return isinstance(value, np.ndarray)
-
     def items_of(self, result: Any) -> list:
         """One call's result as a list with one entry per item."""
         return list(result)
@@ -254,12 +250,3 @@ def names() -> tuple[str, ...]:
 def raw_names() -> tuple[str, ...]:
     """The kinds families produce (what a spec's ``outputs`` may list)."""
     return tuple(n for n, h in _REGISTRY.items() if h.raw is None)
-
-
-def handler_of(value: Any) -> OutputKind:
-    """The first handler whose results look like ``value`` (for callers holding a result but not its kind:
-    kinds of one layout split and join alike)."""
-    for handler in _REGISTRY.values():
-        if handler.holds(value):
-            return handler
-    raise TypeError(f"no output kind holds a {type(value).__name__}")

@@ -76,10 +76,6 @@ class MultiVector(OutputKind):
                                        precision=opts.precision, max_vectors=opts.max_vectors,
                                        budget=spec.options.get("vector_budget", "pool"))
 
-    def holds(self, value: Any) -> bool:
-        """A list of per-item arrays."""
-        return isinstance(value, list)
-
     def items_of(self, result: list) -> list:
         """The list itself: one ``[n_i, d]`` array per item."""
         return result

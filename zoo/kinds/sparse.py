@@ -100,11 +100,6 @@ class Sparse(OutputKind):
         return postprocess_sparse(sparse_rows(raw, spec.vocab_size), normalize_output=opts.normalize,
                                   top_k=opts.top_k)
 
-    def holds(self, value: Any) -> bool:
-        """A scipy sparse matrix (scipy is loaded if one exists)."""
-        sps = sys.modules.get("scipy.sparse")
-        return sps is not None and sps.issparse(value)
-
     def items_of(self, result: Any) -> list:
         """One ``1 × V`` row per item."""
         return [result[i] for i in range(result.shape[0])]
