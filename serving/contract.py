@@ -105,8 +105,7 @@ EXTRA_OUTPUTS: dict[str, str] = {TOKENS: TOKENS_DATATYPE, LENGTHS: "INT32", INDI
 def declared_outputs(kinds_given: tuple[str, ...]) -> dict[str, str]:
     """The outputs besides EMBEDDING a model giving ``kinds_given`` declares: TOKENS, and the tensors of its
     kinds and of the kinds derived from them (see :data:`KIND_OUTPUTS`), each with its datatype."""
-    every = [k for k in kinds.names() if kinds.get(k).produced_from in kinds_given]
-    used = {name for kind in every for name in KIND_OUTPUTS[kind]} | {TOKENS, SPEC}
+    used = {name for kind in kinds.available(kinds_given) for name in KIND_OUTPUTS[kind]} | {TOKENS, SPEC}
     return {name: dtype for name, dtype in EXTRA_OUTPUTS.items() if name in used}
 DECLARED_OUTPUT_PRECISION = "float32"
 

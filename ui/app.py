@@ -129,7 +129,7 @@ class Searcher:
         the index costs to store)."""
         outputs = self.backend.spec(model).outputs
         kinds_used = {"auto": [outputs[0]], "hybrid": list(HYBRID)}.get(mode, [mode])
-        given = [k for k in kinds.names() if kinds.get(k).produced_from in outputs]  # derived kinds too
+        given = kinds.available(outputs)  # derived kinds too
         if mode not in retrieval_modes() or not set(kinds_used) <= set(given):
             raise InvalidArgumentError(f"retrieval {mode!r} needs outputs {kinds_used} but {model} gives "
                                        f"{choices(given)}; choose one of {choices(retrieval_modes())}")

@@ -232,7 +232,7 @@ class Embedder(EncodeFront, ABC):
         if batch_size is None:
             batch_size = self.spec.batch_size
         batch_size = check_batch_size(batch_size)
-        kind = kinds.DERIVED.get(opts.output, opts.output)
+        kind = kinds.get(opts.output).produced_from
         limit = len(raw) if modality is Modality.TEXT else batch_size
         errors: dict[int, InputError] = {}
         good: list[int] = []
@@ -312,7 +312,7 @@ class Embedder(EncodeFront, ABC):
         if batch_size is None:
             batch_size = self.spec.batch_size
         batch_size = check_batch_size(batch_size)
-        kind = kinds.DERIVED.get(opts.output, opts.output)
+        kind = kinds.get(opts.output).produced_from
         with truncation.gathered(len(items)):  # the batches note what they cut; one warning per call follows
             outputs = self._embed_raw(items, modality, opts, kind, batch_size,
                                       show_progress or len(items) >= LARGE_INPUT)

@@ -82,7 +82,7 @@ for _kind in (Dense(), MultiVector(), Sparse(), FDE()):  # raw kinds before the 
 
 __all__ = [
     "ARRAYS", "DERIVED", "INDICES", "KIND_CONTROLS", "LENGTHS", "MULTIVECTORS", "OUTPUT", "QUERY",
-    "SPARSE_PRECISIONS", "TERMS", "VALUES", "VECTORS", "OutputKind", "check_controls", "check_count",
+    "SPARSE_PRECISIONS", "TERMS", "VALUES", "VECTORS", "OutputKind", "available", "check_controls", "check_count",
     "check_output", "concat", "csr_of", "default_normalize", "finish", "get", "heaviest",
     "items_of", "names", "pool_vectors", "postprocess_multivector", "postprocess_sparse", "raw_names",
     "register", "sparse_rows", "split_rows", "unregister", "vector_column",
@@ -108,15 +108,20 @@ class _Derived(Mapping):
 DERIVED: Mapping[str, str] = _Derived()
 
 
+def available(produced: tuple[str, ...]) -> tuple[str, ...]:
+    """The kinds a model producing the raw kinds ``produced`` can give: those, then the kinds derived from them."""
+    return (*produced, *(k for k in names() if get(k).raw in produced))
+
+
 def check_output(output: str | None, produced: tuple[str, ...], model: str) -> str:
     """The output kind a call asks for (``None``: the model's first), or an error naming those it has."""
     if output is None:
         return produced[0]
-    available = list(produced) + [k for k in names() if get(k).raw is not None and get(k).raw in produced]
-    if output not in available:
+    given = available(produced)
+    if output not in given:
         known = f"; kinds in general: {choices(names())}" if output not in names() else ""
         raise InvalidArgumentError(f"model {model!r} cannot give output {output!r}; it gives "
-                                   f"{choices(available)}{known}", "output")
+                                   f"{choices(given)}{known}", "output")
     return output
 
 
