@@ -21,6 +21,8 @@ from zoo.errors import ServerError
 from zoo.runtime import RUNTIMES
 from zoo.settings import Settings, settings
 
+from .openai_limits import MAX_CONCURRENT_REQUESTS, MAX_QUEUED_REQUESTS, QUEUE_WAIT_S  # light: stdlib only
+
 SERVE_ADDONS = "zoo.serve_addons"
 
 
@@ -39,6 +41,21 @@ class ServeAddon(Protocol):
         returns something with ``close()``, or None when not asked."""
 
 
+def _queue_args(args: argparse.Namespace) -> list[str]:
+    """The queue flags as given (the k8s init container's export repeats them)."""
+    return [f"--{flag}={value}" for flag, value in (("max-queue-size", args.max_queue_size),
+                                                     ("queue-timeout-ms", args.queue_timeout_ms)) if value is not None]
+
+
+def _add_queue_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--max-queue-size", type=int, metavar="N",
+                   help="requests each model's Triton queue holds at normal priority before refusing more "
+                   "(default: twice its max_batch_size; the low-priority queue is 4 times deeper)")
+    p.add_argument("--queue-timeout-ms", type=int, metavar="MS",
+                   help="how long a request may wait in a model's Triton queue before it is refused (default "
+                   "10000; 4 times longer at low priority)")
+
+
 def _cmd_export(args: argparse.Namespace) -> int:
     from zoo.defaults import default_model_names
     from zoo.extras import require
@@ -55,10 +72,11 @@ def _cmd_export(args: argparse.Namespace) -> int:
                           max_replicas=args.k8s_max_replicas, namespace=args.k8s_namespace,
                           repository=args.k8s_repository, gpu=args.instance_kind == "gpu",
                           export_args=[f"--instances={args.instances}", f"--instance-kind={args.instance_kind}",
-                                       f"--runtime={args.runtime}"])
+                                       f"--runtime={args.runtime}", *_queue_args(args)])
         files = write_manifests(opts, Path(args.k8s))
     for folder in export(names, Path(args.out), instances=args.instances, kind=args.instance_kind,
-                         runtime=args.runtime):
+                         runtime=args.runtime, max_queue_size=args.max_queue_size,
+                         queue_timeout_ms=args.queue_timeout_ms):
         print(f"wrote {folder}")
     if args.k8s:
         print("wrote " + ", ".join(str(f) for f in files) + " (docs/DEPLOY.md walks through them)")
@@ -115,6 +133,32 @@ def _check_exposure(args: argparse.Namespace, cfg: Settings) -> None:
                           "--api-key or ZOO_API_KEY (or keep --host on 127.0.0.1)")
 
 
+def _check_queue(args: argparse.Namespace) -> None:
+    """The queue flags shape an export: with ``--repository`` its configs already say, so they are refused."""
+    if args.repository and _queue_args(args):
+        raise ServerError("--max-queue-size and --queue-timeout-ms apply when zoo serve exports the models; "
+                          "with --repository, set them at `zoo export` (the repository's config.pbtxt holds them)")
+
+
+def _check_door(args: argparse.Namespace) -> None:
+    """The door's admission and tracing flags make sense, and tracing's extra is installed: one line otherwise."""
+    if not args.openai_port:
+        return
+    for flag, value in (("--max-concurrent-requests", args.max_concurrent_requests),
+                        ("--max-queued-requests", args.max_queued_requests), ("--max-queue-ms", args.max_queue_ms)):
+        if value < 0:
+            raise ServerError(f"{flag} must be 0 or more, got {value:g}")
+    if args.max_concurrent_requests < 1:  # 0 would admit nothing: every request would wait, then get 429
+        raise ServerError(f"--max-concurrent-requests must be 1 or more, got {args.max_concurrent_requests}")
+    if args.otlp_endpoint:
+        from zoo.extras import require
+
+        require("trace", "zoo serve --otlp-endpoint")
+        if not args.otlp_endpoint.startswith(("http://", "https://")):
+            raise ServerError(f"--otlp-endpoint must be an OTLP/HTTP traces URL such as "
+                              f"http://127.0.0.1:4318/v1/traces, got {args.otlp_endpoint!r}")
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from zoo.defaults import default_model_names
     from zoo.extras import require
@@ -129,6 +173,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     cfg = _settings(args)
     _check_exposure(args, cfg)
     _check_ports(args)  # before anything starts: a taken port is one line, and nothing is left running
+    _check_door(args)
+    _check_queue(args)
     for addon in args.addons:
         addon.check(args)
     if args.repository:
@@ -137,10 +183,11 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         repo = Path(tempfile.mkdtemp(prefix="zoo-repository-"))
         atexit.register(shutil.rmtree, repo, True)
         export(args.names or default_model_names(), repo, instances=args.instances, kind=args.instance_kind,
-               runtime=args.runtime)
+               runtime=args.runtime, max_queue_size=args.max_queue_size, queue_timeout_ms=args.queue_timeout_ms)
     set_child_subreaper()  # stubs orphaned by a killed tritonserver are reaped here, not left as zombies
     server = TritonServer(repo, host=args.triton_host, ports=Ports(args.grpc_port, args.http_port,
-                          args.metrics_port), log_path=Path(args.log) if args.log else new_log_path())
+                          args.metrics_port), log_path=Path(args.log) if args.log else new_log_path(),
+                          otlp_endpoint=args.otlp_endpoint or None)  # Triton's spans continue the door's
     if cfg.triton_admin_key:
         server.admin_key = cfg.triton_admin_key
     signal.signal(signal.SIGTERM, _on_sigterm)
@@ -166,10 +213,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                 server.grpc_url, args.host, args.openai_port, api_key=cfg.api_key or None,
                 max_body_bytes=int(args.max_body_mb * (1 << 20)), cors_origins=args.cors_origin,
                 health=(lambda: health_report(supervisor)) if supervisor is not None else None,
-                admin_headers=server.admin_headers,
+                admin_headers=server.admin_headers, max_concurrent=args.max_concurrent_requests,
+                max_queued=args.max_queued_requests, queue_wait=args.max_queue_ms / 1000,
+                otlp_endpoint=args.otlp_endpoint,
             ).start()
             _say(f"OpenAI-compatible API: {door.url}  (POST /v1/embeddings, GET /v1/models"
-                 f"{', bearer key required' if cfg.api_key else ''})")
+                 f"{', bearer key required' if cfg.api_key else ''}; GET /metrics"
+                 f"{'; spans to ' + args.otlp_endpoint if args.otlp_endpoint else ''})")
         for addon in args.addons:
             started = addon.start(args, server)
             if started is not None:
@@ -198,6 +248,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--instance-kind", choices=["cpu", "gpu"], default="cpu")
     p.add_argument("--runtime", choices=RUNTIMES, default="torch",
                    help="what the models run on, for those whose family offers it (the others run on torch)")
+    _add_queue_flags(p)
     p.add_argument("--k8s", metavar="DIR", help="also write Kubernetes manifests for replicas serving it here")
     p.add_argument("--k8s-image", default="embedding-zoo:latest", help="container image with zoo installed")
     p.add_argument("--k8s-replicas", type=int, default=2, help="replicas (the autoscaler's minimum)")
@@ -226,6 +277,7 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--instance-kind", choices=["cpu", "gpu"], default="cpu")
     p.add_argument("--runtime", choices=RUNTIMES, default="torch",
                    help="what the models run on, for those whose family offers it (the others run on torch)")
+    _add_queue_flags(p)
     p.add_argument("--timeout", type=float, default=600, help="seconds to wait for READY")
     p.add_argument("--log", help="write the server log here")
     p.add_argument("--no-supervise", dest="supervise", action="store_false",
@@ -246,6 +298,15 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="largest request body the OpenAI-compatible API reads, in MiB (413 beyond)")
     p.add_argument("--cors-origin", action="append", default=[], metavar="ORIGIN",
                    help="let browsers on ORIGIN call the OpenAI-compatible API (repeatable; default: none)")
+    p.add_argument("--max-concurrent-requests", type=int, default=MAX_CONCURRENT_REQUESTS, metavar="N",
+                   help="requests the OpenAI-compatible API works on at once; more wait for a turn")
+    p.add_argument("--max-queued-requests", type=int, default=MAX_QUEUED_REQUESTS, metavar="N",
+                   help="requests that may wait for a turn; beyond that 429 with Retry-After at once")
+    p.add_argument("--max-queue-ms", type=float, default=QUEUE_WAIT_S * 1000, metavar="MS",
+                   help="milliseconds a request may wait for a turn before 429 with Retry-After")
+    p.add_argument("--otlp-endpoint", metavar="URL",
+                   help="send an OpenTelemetry span per request of the OpenAI-compatible API to this OTLP/HTTP "
+                   "traces URL (e.g. http://127.0.0.1:4318/v1/traces; needs the 'trace' extra)")
     from zoo import plugins
 
     addons = plugins.load(SERVE_ADDONS)  # loaded once: their flags now, their start once the server is up

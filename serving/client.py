@@ -14,6 +14,16 @@ one channel each (a single keep-alive channel would pin every request to one pod
 as unavailable (connection refused or lost, model not ready) is sent again to the next replica; a replica
 that failed is tried last for :data:`REPLICA_COOLDOWN_S`. Embedding is idempotent, so a retry is safe.
 
+Overload and priority: a server that refuses a request before any work (its queue is full, or the request
+waited past its queue timeout) raises :class:`zoo.errors.OverloadedError`, and the request goes to the next
+replica; when every replica refused, a client made with ``retries=N`` waits (0.1 s doubling up to 5 s, with
+jitter) and tries again, at most N times, while one with ``retries=0`` (the default: interactive callers decide
+themselves) raises at once. Each request carries a priority (``"high"``, ``"normal"``, ``"low"``: Triton's
+priority levels, :data:`serving.contract.PRIORITIES`), the client's own or the call's ``priority=``.
+Bulk work (``zoo embed --triton``) opens its client with :func:`open_backend` ``(bulk=True)``: low priority,
+retries, and small requests (``max_chunk`` items, ``max_chunk_bytes`` bytes) one at a time (``concurrency``), so
+that a bulk request never holds the model long (:data:`BULK`).
+
 All of that is written once, without I/O, in :mod:`serving.client_core` (why so: its docstring); the two
 classes here only drive it, one with blocking gRPC calls, the other with awaited ones.
 """
@@ -21,6 +31,7 @@ classes here only drive it, one with blocking gRPC calls, the other with awaited
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
@@ -38,6 +49,7 @@ from .client_core import (
     Plan,
     Replicas,
     Rows,
+    Sleep,
     T,
     _Core,
     fetch_config,
@@ -49,8 +61,8 @@ from .client_core import _raise_remote as _raise_remote  # noqa: F401  (the test
 from .client_core import _remote_error as _remote_error  # noqa: F401
 
 # what callers import from here: the clients, and the helpers that lived here before the core moved out
-__all__ = ["MAX_CONCURRENT_CHUNKS", "REPLICA_COOLDOWN_S", "AsyncTritonEmbedder", "Replicas", "TritonEmbedder",
-           "fetch_config", "fetch_spec", "replica_urls", "triton_name"]
+__all__ = ["BULK", "MAX_CONCURRENT_CHUNKS", "REPLICA_COOLDOWN_S", "AsyncTritonEmbedder", "Replicas", "TritonEmbedder",
+           "fetch_config", "fetch_spec", "open_backend", "replica_urls", "triton_name"]
 
 
 class TritonEmbedder(_Core):
@@ -58,18 +70,19 @@ class TritonEmbedder(_Core):
 
     def encode(
         self, inputs: Sequence[Any], modality: Modality | str, *, batch_size: int | None = None,
-        show_progress: bool = False, **controls: Any,
+        show_progress: bool = False, priority: str | None = None, **controls: Any,
     ) -> Any:
         """Same arguments (``controls``: the output controls) and result as :meth:`zoo.base.Embedder.encode`,
-        embedded on the server."""
-        return self._wait(self._encode_job(inputs, modality, batch_size, controls), show_progress)
+        embedded on the server; ``priority``: this call's (default: the client's)."""
+        return self._wait(self._encode_job(inputs, modality, batch_size, controls, priority), show_progress)
 
     def encode_per_item(
-        self, inputs: Sequence[Any], modality: Modality | str, *, batch_size: int | None = None, **controls: Any,
+        self, inputs: Sequence[Any], modality: Modality | str, *, batch_size: int | None = None,
+        priority: str | None = None, **controls: Any,
     ) -> Rows:
         """Like :meth:`encode`, but each bad item becomes its :class:`InputError` in the result list (whether
         it failed the local check or the server's) and every good item still gets its row."""
-        return self._wait(self._per_item_job(inputs, modality, batch_size, controls))
+        return self._wait(self._per_item_job(inputs, modality, batch_size, controls, priority))
 
     def close(self) -> None:
         """Close the gRPC channels."""
@@ -85,9 +98,14 @@ class TritonEmbedder(_Core):
                 call = plan.send(answer)
             except StopIteration as done:
                 return done.value
+            if isinstance(call, Sleep):
+                time.sleep(call.seconds)
+                answer = None
+                continue
             try:
                 answer = self._channels[call.url].infer(self.triton_name, call.inputs, outputs=call.outputs,
-                                                        parameters=call.params)
+                                                        parameters=call.params, priority=call.priority,
+                                                        headers=call.headers or None, request_id=call.request_id)
             except InferenceServerException as err:
                 answer = err
 
@@ -95,7 +113,7 @@ class TritonEmbedder(_Core):
         """Run a job's plans on a few threads; one alone runs on the caller's (no pool to start and join)."""
         if not job.parts or (len(job.parts) == 1 and not show_progress):
             return job.finish([self._run(p) for p in job.parts])
-        with ThreadPoolExecutor(min(MAX_CONCURRENT_CHUNKS, len(job.parts))) as pool:
+        with ThreadPoolExecutor(min(self.concurrency or MAX_CONCURRENT_CHUNKS, len(job.parts))) as pool:
             futures = [pool.submit(self._run, p) for p in job.parts]
             if show_progress:
                 from tqdm.auto import tqdm
@@ -108,29 +126,37 @@ class TritonEmbedder(_Core):
 class AsyncTritonEmbedder(_Core):
     """asyncio variant: ``await encode(...)`` / ``await encode_per_item(...)`` with the same arguments."""
 
-    def __init__(self, name: str, url: str | Sequence[str] = "127.0.0.1:8001") -> None:
-        super().__init__(name, url)
+    def __init__(self, name: str, url: str | Sequence[str] = "127.0.0.1:8001", **options: Any) -> None:
+        """``options``: the keyword options of :class:`TritonEmbedder` (``priority``, ``retries``, ``max_chunk``,
+        ``max_chunk_bytes``, ``concurrency``)."""
+        super().__init__(name, url, **options)
         self._clients: dict[str, Any] = {}  # replica URL → its asyncio channel, made inside the running loop
 
     async def encode(
         self, inputs: Sequence[Any], modality: Modality | str, *, batch_size: int | None = None,
-        show_progress: bool = False, **controls: Any,
+        show_progress: bool = False, priority: str | None = None, **controls: Any,
     ) -> Any:
-        """Same as :meth:`zoo.base.Embedder.encode`, awaited (``show_progress`` is accepted and ignored)."""
-        return await self._wait(self._encode_job(inputs, modality, batch_size, controls))
+        """Same as :meth:`TritonEmbedder.encode`, awaited (``show_progress`` is accepted and ignored)."""
+        return await self._wait(self._encode_job(inputs, modality, batch_size, controls, priority))
 
     async def infer_wire(self, raw: list[bytes], modality: Modality, opts: EncodeOptions, *,
-                         batch_size: int | None = None, tokens: bool = False) -> tuple[Any, np.ndarray | None]:
+                         batch_size: int | None = None, tokens: bool = False, priority: str | None = None,
+                         traceparent: str | None = None) -> tuple[Any, np.ndarray | None]:
         """Embed items already serialized by :meth:`wire` with options from :meth:`options`: the rows in
         order and, with ``tokens``, the text tokens the model read per item (the server's ``TOKENS``).
-        A server-side :class:`InputError` names the item's index in ``raw``."""
-        return await self._wait(self._wire_job(raw, modality, opts, batch_size, tokens))
+        A server-side :class:`InputError` names the item's index in ``raw``. ``priority``: this call's (default:
+        the client's); ``traceparent``: the caller's W3C trace context, sent as the gRPC header
+        :data:`serving.contract.TRACE_HEADER` (which tritonserver's OpenTelemetry tracing continues), its trace id
+        as Triton's request id."""
+        level = self._level(priority)
+        return await self._wait(self._wire_job(raw, modality, opts, batch_size, tokens, level, traceparent))
 
     async def encode_per_item(
-        self, inputs: Sequence[Any], modality: Modality | str, *, batch_size: int | None = None, **controls: Any,
+        self, inputs: Sequence[Any], modality: Modality | str, *, batch_size: int | None = None,
+        priority: str | None = None, **controls: Any,
     ) -> Rows:
         """Same as :meth:`TritonEmbedder.encode_per_item`, awaited."""
-        return await self._wait(self._per_item_job(inputs, modality, batch_size, controls))
+        return await self._wait(self._per_item_job(inputs, modality, batch_size, controls, priority))
 
     async def close(self) -> None:
         """Close the gRPC channels."""
@@ -156,18 +182,39 @@ class AsyncTritonEmbedder(_Core):
                 call = plan.send(answer)
             except StopIteration as done:
                 return done.value
+            if isinstance(call, Sleep):
+                await asyncio.sleep(call.seconds)
+                answer = None
+                continue
             try:
                 answer = await self._channel(call.url).infer(self.triton_name, call.inputs, outputs=call.outputs,
-                                                             parameters=call.params)
+                                                             parameters=call.params, priority=call.priority,
+                                                             headers=call.headers or None, request_id=call.request_id)
             except InferenceServerException as err:
                 answer = err
 
     async def _wait(self, job: Job[T]) -> T:
-        """Run a job's plans concurrently, at most :data:`MAX_CONCURRENT_CHUNKS` at once."""
-        sem = asyncio.Semaphore(MAX_CONCURRENT_CHUNKS)
+        """Run a job's plans concurrently, at most :data:`MAX_CONCURRENT_CHUNKS` (or the client's
+        ``concurrency``) at once."""
+        sem = asyncio.Semaphore(self.concurrency or MAX_CONCURRENT_CHUNKS)
 
         async def run(plan: Plan[Any]) -> Any:
             async with sem:
                 return await self._run(plan)
 
         return job.finish(await asyncio.gather(*(run(p) for p in job.parts)))
+
+
+#: how a bulk job's client sends (:func:`open_backend`; measured with ``scripts/bench_priority.py``): low priority,
+#: so that waiting interactive requests go first; retries with backoff, so that an overloaded server slows the job
+#: down instead of failing it; requests of a few short texts at most (a long one goes alone), one at a time, so that
+#: an execute holding bulk rows is short. Triton's priority queue only orders waiting requests: the execute already
+#: running, and the bulk rows batched with an interactive request, are waited for in full.
+BULK = {"priority": "low", "retries": 8, "max_chunk": 8, "max_chunk_bytes": 256, "concurrency": 1}
+
+
+def open_backend(name: str, url: str, *, bulk: bool = False) -> TritonEmbedder:
+    """The ``zoo.backends`` entry point ``triton`` (``zoo eval --backend triton``, ``zoo embed --triton``): a
+    client of ``name`` served at ``url``; ``bulk`` for work that must not slow interactive requests down
+    (:data:`BULK`)."""
+    return TritonEmbedder(name, url, **(BULK if bulk else {}))

@@ -1,10 +1,12 @@
 """The one core of the Triton clients (:mod:`serving.client`): every decision a request makes, written once and
 without I/O.
 
-Design: a *sans-IO* core. Chunking, the order of replicas and failover, the per-item retry of a chunk with a
-bad item, error mapping, stitching rows back in input order all live in :class:`_Core` as plain generators
-(:data:`Plan`): a plan yields a :class:`Call` ("infer on replica ``url`` with these tensors") and is sent back
-the answer, the response or the :class:`InferenceServerException` it raised. An encode call becomes a
+Design: a *sans-IO* core. Chunking, the order of replicas and failover, the retries of an overloaded server
+with backoff, the per-item retry of a chunk with a bad item, error mapping, stitching rows back in input order
+all live in :class:`_Core` as plain generators (:data:`Plan`): a plan yields a :class:`Call` ("infer on replica
+``url`` with these tensors, at this priority") and is sent back the answer, the response or the
+:class:`InferenceServerException` it raised; or it yields a :class:`Sleep` (a pause before it tries again), which
+the driver answers after sleeping. An encode call becomes a
 :class:`Job`: one plan per chunk plus how to join their values. The sync and the async client are only
 drivers: each answers a plan's calls with its own gRPC channel (blocking, or awaited) and runs a job's plans
 concurrently (a thread pool, or ``asyncio.gather``), a few lines each.
@@ -16,17 +18,16 @@ called from inside a running loop. Generators keep the sync path exactly what it
 the thread-safe blocking channels), start nothing that outlives a call, and make "the same code" literal:
 both clients run the very same plan objects.
 
+Where a request goes and what a refusal means (replicas, priorities, backoff, error mapping) are pure helpers
+in :mod:`serving.client_routing`.
+
 The spec comes from the served model itself (:func:`fetch_config`, a :data:`contract.DESCRIBE` request),
 once, when a client is made: both clients do it in their constructor with the blocking channels.
 """
 
 from __future__ import annotations
 
-import ipaddress
-import itertools
 import json
-import socket
-import threading
 import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
@@ -44,19 +45,33 @@ except ImportError:  # without the 'serve' extra: an error that names it
     raise
 
 from zoo import kinds
-from zoo.errors import InputError, ModelUnavailableError, ServerError, ZooError, from_wire, is_wire
+from zoo.errors import (
+    InputError,
+    InvalidArgumentError,
+    ModelUnavailableError,
+    OverloadedError,
+    ServerError,
+)
 from zoo.front import EncodeFront, EncodeOptions, check_batch_size, check_items
 from zoo.spec import EmbedderSpec, Modality
 
 from . import contract
+from .client_routing import (  # noqa: F401  (REPLICA_COOLDOWN_S and the rest: what callers import from here)
+    BACKOFF_CAP_S,
+    BACKOFF_FIRST_S,
+    OVERLOAD_COOLDOWN_S,
+    OVERLOAD_HINTS,
+    REPLICA_COOLDOWN_S,
+    Replicas,
+    _raise_remote,
+    _remote_error,
+    backoff,
+    priority_level,
+    replica_urls,
+)
 
 MAX_CONCURRENT_CHUNKS = 8
-# what Triton says while a model is unloaded for a restart, just before the supervisor notices a dead stub, or
-# while the server shuts down (its messages start "[request id: …]", so only zoo's own wire errors are excluded)
-_UNAVAILABLE_HINTS = ("has no available versions", "is not healthy", "is not ready",
-                      "stopped accepting new inference requests")
 Rows = list["np.ndarray | InputError"]
-REPLICA_COOLDOWN_S = 5.0  # a replica that just failed is tried after the others for this long
 T = TypeVar("T")
 
 
@@ -68,11 +83,22 @@ class Call(NamedTuple):
     inputs: list[Any]
     outputs: list[Any]
     params: dict[str, Any]
+    priority: int = 0  # Triton's priority level (1 is served first); 0: the model's default level
+    #: gRPC metadata: the W3C ``traceparent`` of the caller's span, which tritonserver's OpenTelemetry tracing
+    #: continues (its documented context propagation); empty: none
+    headers: dict[str, str] = {}
+    request_id: str = ""  # Triton's request id (in its logs and errors): the trace id when there is a trace
+
+
+class Sleep(NamedTuple):
+    """A pause a plan asks its driver for before it tries again (answered with ``None`` once slept)."""
+
+    seconds: float
 
 
 #: a request's logic without its I/O: yields :class:`Call` s, is sent each one's response (or the
-#: :class:`InferenceServerException` it raised), returns its value
-Plan = Generator[Call, Any, T]
+#: :class:`InferenceServerException` it raised), and :class:`Sleep` s, is sent ``None`` after each; returns its value
+Plan = Generator[Call | Sleep, Any, T]
 
 
 @dataclass(frozen=True)
@@ -85,69 +111,27 @@ class Job(Generic[T]):
     label: str  # what a progress bar says
 
 
-def replica_urls(url: str | Sequence[str]) -> list[str]:
-    """The ``host:port`` of every replica ``url`` names: a comma-separated list or a sequence, each host name
-    expanded to every address it resolves to (IPv4 and IPv6, in resolver order, duplicates dropped)."""
-    parts = [u.strip() for u in (url.split(",") if isinstance(url, str) else url) if u.strip()]
-    if not parts:
-        raise ServerError("no server URL given")
-    out: list[str] = []
-    for part in parts:
-        host, sep, port = part.rpartition(":")
-        if not sep or not port.isdigit():
-            raise ServerError(f"server URL {part!r} is not host:port")
-        host = host.strip("[]")
-        try:
-            ipaddress.ip_address(host)
-            addresses = [host]
-        except ValueError:  # a name: one replica per address it resolves to
-            try:
-                infos = socket.getaddrinfo(host, int(port), type=socket.SOCK_STREAM)
-            except socket.gaierror as err:
-                raise ServerError(f"cannot resolve {host!r}: {err.strerror}") from None
-            addresses = list(dict.fromkeys(info[4][0] for info in infos))
-        out += [f"[{a}]:{port}" if ":" in a else f"{a}:{port}" for a in addresses]
-    return list(dict.fromkeys(out))
-
-
-class Replicas:
-    """Round-robin order over replica URLs, with the ones that recently failed moved to the back."""
-
-    def __init__(self, urls: list[str]) -> None:
-        self.urls = urls
-        self._turn = itertools.count()
-        self._down_until = dict.fromkeys(urls, 0.0)
-        self._lock = threading.Lock()
-
-    def order(self) -> list[str]:
-        """Every replica, in the order to try them for the next request."""
-        with self._lock:
-            start = next(self._turn) % len(self.urls)
-        rotated = self.urls[start:] + self.urls[:start]
-        now = time.monotonic()
-        return sorted(rotated, key=lambda u: self._down_until[u] > now)  # stable: healthy ones first, in turn
-
-    def failed(self, url: str) -> None:
-        """Note that ``url`` just failed as unavailable."""
-        self._down_until[url] = time.monotonic() + REPLICA_COOLDOWN_S
-
-
 def triton_name(name: str) -> str:
     """Triton model name for a registry name, or the name itself when it already is one."""
     return contract.model_name(name) if "/" in name else name
 
 
-def fetch_config(client: grpcclient.InferenceServerClient, triton_name: str) -> tuple[EmbedderSpec, str, str]:
+def fetch_config(client: grpcclient.InferenceServerClient, triton_name: str,
+                 priority: int = 0) -> tuple[EmbedderSpec, str, str]:
     """The spec, the weights' fingerprint and the runtime of a served model, asked of the model itself (a
-    :data:`contract.DESCRIBE` request: Triton's model-config API is an admin API, closed without its secret)."""
+    :data:`contract.DESCRIBE` request: Triton's model-config API is an admin API, closed without its secret),
+    at Triton priority level ``priority`` (it queues like any request: an interactive client's must not wait
+    behind a bulk job's)."""
     try:
         first = client.get_model_metadata(triton_name, as_json=True)["inputs"][0]["name"]
         tensor = grpcclient.InferInput(first, [1, 1], contract.INPUT_DATATYPE)
         tensor.set_data_from_numpy(np.array([[b""]], dtype=object))
         result = client.infer(triton_name, [tensor], outputs=[grpcclient.InferRequestedOutput(contract.SPEC)],
-                              parameters={contract.DESCRIBE: True})
+                              parameters={contract.DESCRIBE: True}, priority=priority)
         data = json.loads(bytes(result.as_numpy(contract.SPEC).reshape(-1)[0]))
     except InferenceServerException as err:
+        if isinstance(zerr := _remote_error(err, 0), OverloadedError):  # queued like any request: it may be refused
+            raise zerr from None
         raise ServerError(f"cannot get model {triton_name!r} from the server: {err.message()}") from None
     return EmbedderSpec.from_dict(data["spec"]), data.get("weights", ""), data.get("runtime") or "torch"
 
@@ -157,23 +141,16 @@ def fetch_spec(client: grpcclient.InferenceServerClient, triton_name: str) -> Em
     return fetch_config(client, triton_name)[0]
 
 
-def _chunks(n: int, size: int) -> list[tuple[int, int]]:
-    return [(s, min(s + size, n)) for s in range(0, n, size)]
-
-
-def _remote_error(err: InferenceServerException, offset: int) -> ZooError:
-    """The `zoo` error a server error encodes, item index shifted to the whole call; a replica that is gone
-    or a model that is not ready gives :class:`ModelUnavailableError`."""
-    text = err.message() or str(err)
-    if not is_wire(text) and (err.status() == "StatusCode.UNAVAILABLE" or any(h in text for h in _UNAVAILABLE_HINTS)):
-        return ModelUnavailableError(f"model not available right now (retry later): {text}")
-    zerr = from_wire(text)
-    return InputError(zerr.index + offset, zerr.reason) if isinstance(zerr, InputError) else zerr
-
-
-def _raise_remote(err: InferenceServerException, offset: int) -> None:
-    """Re-raise a server error as the `zoo` error it encodes (:func:`_remote_error`)."""
-    raise _remote_error(err, offset) from None
+def _chunks(sizes: Sequence[int], most: int, budget: int | None = None) -> list[tuple[int, int]]:
+    """``(start, end)`` of consecutive chunks of items whose serialized sizes are ``sizes``: at most ``most``
+    items each and, with ``budget``, at most ``budget`` bytes (an item larger than that goes alone)."""
+    spans, start, used = [], 0, 0
+    for i, size in enumerate(sizes):
+        if i > start and (i - start >= most or (budget is not None and used + size > budget)):
+            spans.append((start, i))
+            start, used = i, 0
+        used += size
+    return spans + [(start, len(sizes))] if sizes else []
 
 
 class _PerItem:
@@ -202,9 +179,32 @@ class _PerItem:
 
 class _Core(EncodeFront):
     """Everything the sync and async clients do, but the I/O: the spec from the server, checks, and each
-    call as a :class:`Job` of :data:`Plan` s (see the module docstring). Subclasses drive the jobs."""
+    call as a :class:`Job` of :data:`Plan` s (see the module docstring). Subclasses drive the jobs.
 
-    def __init__(self, name: str, url: str | Sequence[str] = "127.0.0.1:8001") -> None:
+    Args:
+        name: the registry name of the served model, or its Triton name.
+        url: ``host:port`` of the server's gRPC endpoint, or of several replicas (see :func:`replica_urls`).
+        priority: the priority name of this client's requests (:data:`contract.PRIORITIES`; a call may name
+            another); ``None``: the model's default level.
+        retries: how many times a request every replica refused (overloaded or unavailable) is sent again,
+            after a growing pause (:func:`backoff`); 0 raises the error at once, for callers who decide themselves.
+        max_chunk: the most items one request carries (a call's ``batch_size`` and the server's
+            ``max_batch_size`` cap it too).
+        max_chunk_bytes: the most bytes of serialized items one request carries (an item larger goes alone):
+            with ``max_chunk``, a bound on the work of the execute that holds a request, long texts or short.
+        concurrency: the chunks of one call in flight at once (default :data:`MAX_CONCURRENT_CHUNKS`).
+    """
+
+    def __init__(self, name: str, url: str | Sequence[str] = "127.0.0.1:8001", *, priority: str | None = None,
+                 retries: int = 0, max_chunk: int | None = None, max_chunk_bytes: int | None = None,
+                 concurrency: int | None = None) -> None:
+        priority_level(priority)  # a bad name fails here, before any connection
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise InvalidArgumentError(f"retries must be an integer ≥ 0, got {retries!r}", "retries")
+        self.priority, self.retries = priority, retries
+        self.max_chunk = None if max_chunk is None else check_batch_size(max_chunk)
+        self.max_chunk_bytes = None if max_chunk_bytes is None else check_batch_size(max_chunk_bytes)
+        self.concurrency = None if concurrency is None else check_batch_size(concurrency)
         self.url = url if isinstance(url, str) else ",".join(url)
         self.replicas = Replicas(replica_urls(url))
         self.triton_name = triton_name(name)
@@ -212,15 +212,27 @@ class _Core(EncodeFront):
         # one blocking channel per replica (a single keep-alive channel would pin every request to one pod):
         # the spec look-up, and the sync client's requests
         self._channels = {u: grpcclient.InferenceServerClient(u) for u in self.replicas.urls}
-        reasons = []
-        for u in self.replicas.urls:  # the spec from the first replica that answers
-            try:
-                self.spec, self.weights_fingerprint, self.runtime = fetch_config(self._channels[u], self.triton_name)
+        self.spec, self.weights_fingerprint, self.runtime = self._first_config(priority_level(priority))
+
+    def _first_config(self, level: int) -> tuple[EmbedderSpec, str, str]:
+        """The served model's config from the first replica that answers; when every replica refused as
+        overloaded, asked again after a pause (:func:`backoff`), at most :attr:`retries` times: a bulk client
+        started while the queues are full waits its turn like its requests do."""
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(backoff(attempt - 1))
+            reasons, overloaded = [], True
+            for u in self.replicas.urls:
+                try:
+                    return fetch_config(self._channels[u], self.triton_name, level)
+                except (InferenceServerException, ServerError) as err:
+                    overloaded &= isinstance(err, OverloadedError)
+                    reasons.append(f"{u}: {err.message() if isinstance(err, InferenceServerException) else err}")
+            if not overloaded:
                 break
-            except (InferenceServerException, ServerError) as err:
-                reasons.append(f"{u}: {err.message() if isinstance(err, InferenceServerException) else err}")
-        else:
-            raise ServerError(f"cannot reach tritonserver at {self.url}: {'; '.join(reasons)}")
+        if overloaded:  # the door answers it with 429, like a refused request
+            raise OverloadedError(f"every replica at {self.url} is overloaded: {'; '.join(reasons)}")
+        raise ServerError(f"cannot reach tritonserver at {self.url}: {'; '.join(reasons)}")
 
     def wire(self, inputs: Sequence[Any], modality: Modality, allow_paths: bool = True) -> list[bytes]:
         """Check and serialize every item; raises the first bad item's :class:`InputError`.
@@ -241,77 +253,98 @@ class _Core(EncodeFront):
 
     # ---- the jobs: each public method of both clients is one of these, driven -----------------------
     def _encode_job(self, inputs: Sequence[Any], modality: Modality | str, batch_size: int | None,
-                    controls: dict[str, Any]) -> Job[Any]:
+                    controls: dict[str, Any], priority: str | None = None) -> Job[Any]:
         """``encode()``: everything checked and serialized now (a bad call fails before anything is sent)."""
+        level = self._level(priority)
         opts, mod = self._call(modality, **controls)
-        job = self._wire_job(self.wire(inputs, mod), mod, opts, batch_size, tokens=False)
+        job = self._wire_job(self.wire(inputs, mod), mod, opts, batch_size, tokens=False, level=level)
         return Job(job.parts, lambda parts: job.finish(parts)[0], job.label)
 
     def _wire_job(self, raw: list[bytes], modality: Modality, opts: EncodeOptions, batch_size: int | None,
-                  tokens: bool) -> Job[tuple[Any, np.ndarray | None]]:
-        """Items already serialized: the rows in order and, with ``tokens``, the tokens read per item."""
-        spans = _chunks(len(raw), self._chunk_size(batch_size))
+                  tokens: bool, level: int = 0, traceparent: str | None = None,
+                  ) -> Job[tuple[Any, np.ndarray | None]]:
+        """Items already serialized: the rows in order and, with ``tokens``, the tokens read per item; sent at
+        priority ``level`` with the trace context ``traceparent`` (when given)."""
+        spans = self._spans(raw, batch_size)
 
         def finish(parts: list[Any]) -> tuple[Any, np.ndarray | None]:
             counts = np.concatenate([p[1] for p in parts]) if tokens else None
             return kinds.concat([p[0] for p in parts], opts.output), counts
 
-        return Job([self._infer(raw[a:b], modality, opts, a, tokens) for a, b in spans], finish, modality.value)
+        return Job([self._infer(raw[a:b], modality, opts, a, tokens, level, traceparent) for a, b in spans], finish,
+                   modality.value)
 
     def _per_item_job(self, inputs: Sequence[Any], modality: Modality | str, batch_size: int | None,
-                      controls: dict[str, Any]) -> Job[Rows]:
+                      controls: dict[str, Any], priority: str | None = None) -> Job[Rows]:
         """``encode_per_item()``: the good items sent, the bad ones keeping their errors, stitched in order."""
+        level = self._level(priority)
         opts, mod = self._call(modality, **controls)
         wired = self.wire_per_item(inputs, mod)  # looked up on the instance: tests swap it for a hostile one
         good = [w for w in wired if not isinstance(w, InputError)]
-        spans = _chunks(len(good), self._chunk_size(batch_size))
-        return Job([self._infer_per_item(good[a:b], mod, opts) for a, b in spans],
+        spans = self._spans(good, batch_size)
+        return Job([self._infer_per_item(good[a:b], mod, opts, level) for a, b in spans],
                    lambda parts: self._stitch(wired, [r for part in parts for r in part]), mod.value)
 
     # ---- the plans ------------------------------------------------------------------------------------
     def _infer(self, raw: list[bytes], modality: Modality, opts: EncodeOptions, offset: int,
-               tokens: bool = False) -> Plan[tuple[Any, np.ndarray | None]]:
+               tokens: bool = False, level: int = 0,
+               traceparent: str | None = None) -> Plan[tuple[Any, np.ndarray | None]]:
         """One chunk, tried on each replica in turn until one answers: its rows and, with ``tokens``, the
-        tokens read per item. A server error other than "unavailable" is raised at once, item index shifted
-        by ``offset`` (the chunk's start in the call)."""
+        tokens read per item. A server error other than "overloaded" or "unavailable" is raised at once, item
+        index shifted by ``offset`` (the chunk's start in the call). When every replica refused, the chunk is
+        tried again after a pause (:func:`backoff`), at most :attr:`retries` times; then the last refusal is
+        raised."""
         tensor = grpcclient.InferInput(contract.INPUTS[modality], [len(raw), 1], contract.INPUT_DATATYPE)
         tensor.set_data_from_numpy(np.array(raw, dtype=object).reshape(-1, 1))
         names = contract.KIND_OUTPUTS[opts.output]
         outputs = [grpcclient.InferRequestedOutput(n) for n in names + ((contract.TOKENS,) if tokens else ())]
         params = contract.request_parameters(opts)
-        unavailable = None
-        for url in self.replicas.order():
-            answer = yield Call(url, [tensor], outputs, params)
-            if isinstance(answer, InferenceServerException):
-                unavailable = self._unavailable(url, answer, offset)
-                continue
-            counts = answer.as_numpy(contract.TOKENS).reshape(-1) if tokens else None
-            rows = contract.result_from_wire({n: answer.as_numpy(n) for n in names}, opts, self.spec.vocab_size)
-            return rows, counts
-        raise unavailable  # every replica said so
+        headers = {contract.TRACE_HEADER: traceparent} if traceparent else {}
+        request_id = traceparent.split("-")[1] if traceparent and traceparent.count("-") == 3 else ""
+        refused = None
+        for attempt in range(self.retries + 1):
+            if attempt:
+                yield Sleep(backoff(attempt - 1, refused))
+            for url in self.replicas.order():
+                answer = yield Call(url, [tensor], outputs, params, level, headers, request_id)
+                if isinstance(answer, InferenceServerException):
+                    refused = self._unavailable(url, answer, offset)
+                    continue
+                counts = answer.as_numpy(contract.TOKENS).reshape(-1) if tokens else None
+                rows = contract.result_from_wire({n: answer.as_numpy(n) for n in names}, opts, self.spec.vocab_size)
+                return rows, counts
+        raise refused  # every replica said so, every time
 
-    def _infer_per_item(self, raw: list[bytes], modality: Modality, opts: EncodeOptions) -> Plan[Rows]:
+    def _infer_per_item(self, raw: list[bytes], modality: Modality, opts: EncodeOptions,
+                        level: int = 0) -> Plan[Rows]:
         """One chunk of a per-item call: an item the server refuses keeps its error, the rest are sent again."""
         plan = _PerItem(len(raw), opts.output)
         while sent := plan.pending(raw):
             try:
-                plan.feed((yield from self._infer(sent, modality, opts, 0))[0])
+                plan.feed((yield from self._infer(sent, modality, opts, 0, level=level))[0])
             except InputError as err:
                 plan.feed(err)
         return plan.results
 
     def _unavailable(self, url: str, err: InferenceServerException, offset: int) -> ModelUnavailableError:
         """The error of a request to replica ``url``: raised as its `zoo` error, unless it says the replica
-        is unavailable, which is noted and returned (the caller tries the next replica)."""
+        is overloaded or unavailable, which is noted and returned (the caller tries the next replica)."""
         zerr = _remote_error(err, offset)
         if not isinstance(zerr, ModelUnavailableError):
             raise zerr from None
-        self.replicas.failed(url)
+        self.replicas.failed(url, OVERLOAD_COOLDOWN_S if isinstance(zerr, OverloadedError) else REPLICA_COOLDOWN_S)
         return zerr
 
-    def _chunk_size(self, batch_size: int | None) -> int:
-        return min(check_batch_size(self.spec.max_batch_size if batch_size is None else batch_size),
-                   self.spec.max_batch_size)
+    def _level(self, priority: str | None) -> int:
+        """The priority level of a call naming ``priority`` (``None``: this client's own)."""
+        return priority_level(self.priority if priority is None else priority)
+
+    def _spans(self, raw: list[bytes], batch_size: int | None) -> list[tuple[int, int]]:
+        """How a call's serialized items go in requests: chunks of at most ``batch_size``, the server's
+        ``max_batch_size`` and :attr:`max_chunk` items, and at most :attr:`max_chunk_bytes` bytes."""
+        most = min(check_batch_size(self.spec.max_batch_size if batch_size is None else batch_size),
+                   self.spec.max_batch_size, self.max_chunk or self.spec.max_batch_size)
+        return _chunks([len(r) for r in raw], most, self.max_chunk_bytes)
 
     @staticmethod
     def _stitch(wired: list[bytes | InputError], rows: list[np.ndarray | InputError]) -> Rows:
@@ -324,4 +357,5 @@ class _Core(EncodeFront):
         return out
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.triton_name!r}, url={self.url!r})"
+        extra = "".join(f", {k}={v!r}" for k, v in (("priority", self.priority), ("retries", self.retries)) if v)
+        return f"{type(self).__name__}({self.triton_name!r}, url={self.url!r}{extra})"

@@ -124,6 +124,11 @@ assert set(WIRE_DATATYPES) == set(pp.PRECISIONS), "every precision needs a wire 
 #: request parameter → type it is coerced to (the defaults are encode()'s own)
 PARAMETERS: dict[str, type] = {"dimensions": int, "normalize": bool, "precision": str, "prompt_name": str,
                                "output": str, "max_vectors": int, "top_k": int}
+#: a request's priority by name → Triton's priority level (1 is served first); ``config.pbtxt`` declares
+#: ``priority_levels`` = len(PRIORITIES) and ``default_priority_level`` = PRIORITIES[DEFAULT_PRIORITY]
+PRIORITIES: dict[str, int] = {"high": 1, "normal": 2, "low": 3}
+DEFAULT_PRIORITY = "normal"  # what a request naming none gets; bulk jobs (zoo embed --triton) send "low"
+TRACE_HEADER = "traceparent"  # gRPC/HTTP header: the W3C trace context of the caller's span (the door's)
 SEPARATOR = "--"  # replaces "/" in Triton model names
 CONFIG_MODEL_KEY = "zoo_model"  # config.pbtxt parameter: registry name or folder to load
 CONFIG_SPEC_KEY = "zoo_spec"  # config.pbtxt parameter: the spec as JSON, for clients

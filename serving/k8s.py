@@ -21,8 +21,10 @@ What :func:`write_manifests` writes (walked through in ``docs/DEPLOY.md``):
   (Prometheus scrapes pods) are not published.
 - ``networkpolicy.yaml``: ingress to the pods only on the published ports, plus metrics from pods labelled
   as Prometheus.
-- ``hpa.yaml``: a HorizontalPodAutoscaler on the mean Triton queue time per request, a Pods metric served by
-  the Prometheus adapter with the rule in ``prometheus-adapter-rules.yaml``; and a PodDisruptionBudget.
+- ``hpa.yaml``: a HorizontalPodAutoscaler on three Pods metrics served by the Prometheus adapter with the rules
+  in ``prometheus-adapter-rules.yaml``: the mean Triton queue time per request, and the door's own signals (its
+  requests in flight and its 429s per second, from its ``/metrics``); and a PodDisruptionBudget. The door's
+  metrics are scraped through the ``zoo`` Service's ``prometheus.io/*`` annotations (its port is published).
 """
 
 from __future__ import annotations
@@ -40,16 +42,38 @@ PORTS = {"grpc": 8001, "http": 8000, "metrics": 8002, "health": 8003, "openai": 
 PUBLISHED = ("openai", "grpc", "health")  # what the Services publish; http (probes) and metrics (scrapes) are not
 USER = 10001  # the non-root user the pod runs as
 SECRETS = {"ZOO_API_KEY": "zoo-api-key", "ZOO_TRITON_ADMIN_KEY": "zoo-admin-key"}  # variable → Secret (key "key")
-QUEUE_METRIC = "zoo_queue_us_per_request"  # what the adapter rule below exposes to the HPA
-ADAPTER_RULE = {
-    "seriesQuery": 'nv_inference_queue_duration_us{namespace!="",pod!=""}',
-    "resources": {"overrides": {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}},
-    "name": {"matches": "^nv_inference_queue_duration_us$", "as": QUEUE_METRIC},
-    # Triton's counters are cumulative: queue microseconds per request over the last minute
-    "metricsQuery": ("sum(rate(nv_inference_queue_duration_us{<<.LabelMatchers>>}[1m])) by (<<.GroupBy>>) / "
-                     "clamp_min(sum(rate(nv_inference_request_success{<<.LabelMatchers>>}[1m])) by (<<.GroupBy>>)"
-                     ", 1)"),
-}
+QUEUE_METRIC = "zoo_queue_us_per_request"  # what the adapter rules below expose to the HPA
+IN_FLIGHT_METRIC = "zoo_door_in_flight"
+REFUSED_METRIC = "zoo_door_refused_per_second"
+_PER_POD = {"overrides": {"namespace": {"resource": "namespace"}, "pod": {"resource": "pod"}}}
+#: The autoscaler's signals, as prometheus-adapter rules. Triton's queue time alone can be inflated by one client
+#: (a few huge requests) and says nothing once the door refuses work, so the door's own gauges count too: the
+#: requests it is working on (averaged over a minute) and the rate of its 429s (any sustained refusal means the
+#: pods are too few). The HPA scales to whichever asks for the most replicas.
+ADAPTER_RULES = [
+    {
+        "seriesQuery": 'nv_inference_queue_duration_us{namespace!="",pod!=""}',
+        "resources": _PER_POD,
+        "name": {"matches": "^nv_inference_queue_duration_us$", "as": QUEUE_METRIC},
+        # Triton's counters are cumulative: queue microseconds per request over the last minute
+        "metricsQuery": ("sum(rate(nv_inference_queue_duration_us{<<.LabelMatchers>>}[1m])) by (<<.GroupBy>>) / "
+                         "clamp_min(sum(rate(nv_inference_request_success{<<.LabelMatchers>>}[1m])) by "
+                         "(<<.GroupBy>>), 1)"),
+    },
+    {
+        "seriesQuery": 'zoo_door_requests_in_flight{namespace!="",pod!=""}',
+        "resources": _PER_POD,
+        "name": {"matches": "^zoo_door_requests_in_flight$", "as": IN_FLIGHT_METRIC},
+        "metricsQuery": "sum(avg_over_time(zoo_door_requests_in_flight{<<.LabelMatchers>>}[1m])) by (<<.GroupBy>>)",
+    },
+    {
+        "seriesQuery": 'zoo_door_requests_total{namespace!="",pod!=""}',
+        "resources": _PER_POD,
+        "name": {"matches": "^zoo_door_requests_total$", "as": REFUSED_METRIC},
+        "metricsQuery": ('sum(rate(zoo_door_requests_total{status="429",<<.LabelMatchers>>}[1m])) '
+                         "by (<<.GroupBy>>)"),
+    },
+]
 
 
 @dataclass
@@ -68,6 +92,8 @@ class K8sOptions:
     memory: str = "4Gi"
     shm: str = "1Gi"
     queue_target_us: int = 50_000
+    in_flight_target: int = 8  # door requests at work per pod (its --max-concurrent-requests is 32 by default)
+    refused_target: float = 0.5  # 429s per second per pod: a pod refusing work steadily needs company
 
 
 def _labels() -> dict[str, str]:
@@ -149,8 +175,12 @@ def services(opts: K8sOptions) -> list[dict[str, Any]]:
     """The load-balanced Service and the headless one (one DNS name, every ready pod's address)."""
     ports = [{"name": k, "port": PORTS[k], "targetPort": k} for k in PUBLISHED]
     grpc = [{"name": "grpc", "port": PORTS["grpc"], "targetPort": "grpc"}]
+    # the door's /metrics (its own port; the pods' annotations name Triton's): Prometheus's service-endpoints
+    # job scrapes every pod behind an annotated Service
+    door = {**_meta("zoo", opts), "annotations": {"prometheus.io/scrape": "true", "prometheus.io/path": "/metrics",
+                                                  "prometheus.io/port": str(PORTS["openai"])}}
     return [
-        {"apiVersion": "v1", "kind": "Service", "metadata": _meta("zoo", opts),
+        {"apiVersion": "v1", "kind": "Service", "metadata": door,
          "spec": {"selector": _labels(), "ports": ports}},
         {"apiVersion": "v1", "kind": "Service", "metadata": _meta("zoo-replicas", opts),
          "spec": {"clusterIP": "None", "selector": _labels(), "ports": grpc}},
@@ -167,13 +197,20 @@ def network_policy(opts: K8sOptions) -> dict[str, Any]:
                                  {"from": [prometheus], "ports": [{"protocol": "TCP", "port": PORTS["metrics"]}]}]}}
 
 
+def _pods_metric(name: str, average: str) -> dict[str, Any]:
+    return {"type": "Pods", "pods": {"metric": {"name": name}, "target": {"type": "AverageValue",
+                                                                         "averageValue": average}}}
+
+
 def autoscaling(opts: K8sOptions) -> list[dict[str, Any]]:
-    """The HorizontalPodAutoscaler on Triton's queue time, and a PodDisruptionBudget."""
+    """The HorizontalPodAutoscaler on Triton's queue time and the door's load and refusals, and a
+    PodDisruptionBudget."""
     hpa = {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler", "metadata": _meta("zoo-triton", opts),
            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "zoo-triton"},
                     "minReplicas": opts.replicas, "maxReplicas": max(opts.max_replicas, opts.replicas),
-                    "metrics": [{"type": "Pods", "pods": {"metric": {"name": QUEUE_METRIC}, "target": {
-                        "type": "AverageValue", "averageValue": str(opts.queue_target_us)}}}],
+                    "metrics": [_pods_metric(QUEUE_METRIC, str(opts.queue_target_us)),
+                                _pods_metric(IN_FLIGHT_METRIC, str(opts.in_flight_target)),
+                                _pods_metric(REFUSED_METRIC, f"{int(opts.refused_target * 1000)}m")],
                     "behavior": {"scaleDown": {"stabilizationWindowSeconds": 300}}}}
     pdb = {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": _meta("zoo-triton", opts),
            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": _labels()}}}
@@ -181,10 +218,10 @@ def autoscaling(opts: K8sOptions) -> list[dict[str, Any]]:
 
 
 def adapter_rules(opts: K8sOptions) -> dict[str, Any]:
-    """A ConfigMap in the prometheus-adapter's format with the queue-time rule (also usable as the adapter
+    """A ConfigMap in the prometheus-adapter's format with the autoscaler's rules (also usable as the adapter
     Helm chart's ``rules.custom``)."""
     return {"apiVersion": "v1", "kind": "ConfigMap", "metadata": _meta("zoo-prometheus-adapter-rules", opts),
-            "data": {"config.yaml": yaml.safe_dump({"rules": [ADAPTER_RULE]}, sort_keys=False)}}
+            "data": {"config.yaml": yaml.safe_dump({"rules": ADAPTER_RULES}, sort_keys=False)}}
 
 
 def manifests(opts: K8sOptions) -> dict[str, list[dict[str, Any]]]:

@@ -27,6 +27,7 @@ length and value count no valid request reaches, and only then validated by :cla
 from __future__ import annotations
 
 import json
+import math
 import re
 from json.decoder import scanstring
 from typing import Any
@@ -38,11 +39,13 @@ from zoo.errors import (
     InputError,
     InvalidArgumentError,
     ModelUnavailableError,
+    OverloadedError,
     UnsupportedModalityError,
     choices,
 )
 from zoo.media.budgets import MAX_PARTS
 
+from . import contract
 from .openai_models import ERROR_CODES, MAX_ITEMS, EmbeddingRequest, ErrorDetail, ErrorResponse
 
 # The deepest valid body: {"input": [{"content": [{"image_url": {"url": ...}}]}]}, six containers.
@@ -54,14 +57,17 @@ SHOWN_CHARS = 40  # of a value a caller sent, at most this much is quoted back i
 
 
 class ApiError(Exception):
-    """An error answered in OpenAI's shape with an HTTP status."""
+    """An error answered in OpenAI's shape with an HTTP status. ``failure``: set when the model or tritonserver
+    caused it (a reason of :func:`failure_reason`), which the door's metrics count as the model's failure."""
 
     # `type` shadows the builtin on purpose: it is OpenAI's field name
     def __init__(self, status: int, message: str, *, type: str = "invalid_request_error",
-                 param: str | None = None, code: str | None = None, headers: dict[str, str] | None = None) -> None:
+                 param: str | None = None, code: str | None = None, headers: dict[str, str] | None = None,
+                 failure: str | None = None) -> None:
         super().__init__(message)
         self.status, self.message, self.type, self.param, self.code = status, message, type, param, code
         self.headers = headers or {}
+        self.failure = failure
 
     def body(self) -> dict[str, Any]:
         """``{"error": {"message", "type", "param", "code"}}``: :class:`ErrorResponse`."""
@@ -78,6 +84,33 @@ def server_busy(message: str, retry_after: int = 1) -> ApiError:
     """OpenAI's 429 (``rate_limit_exceeded``, which its SDK retries after ``Retry-After`` seconds)."""
     return ApiError(429, message, type="requests", code="rate_limit_exceeded",
                     headers={"Retry-After": str(retry_after)})
+
+
+def retry_after_s(seconds: float | None, default: int = 1) -> int:
+    """A ``Retry-After`` value: whole seconds (HTTP takes no fraction), at least 1; ``default`` when unknown."""
+    if seconds is None or not math.isfinite(seconds):
+        return default
+    return max(1, math.ceil(seconds))
+
+
+def request_priority(field: str | None, header: str | None) -> str:
+    """A request's priority name (:data:`serving.contract.PRIORITIES`): the body's ``priority`` field (checked by
+    the request model) wins over the ``X-Priority`` header; neither: :data:`serving.contract.DEFAULT_PRIORITY`. A
+    header naming no level is a 400."""
+    if field is not None:
+        return field
+    return header_priority(header)
+
+
+def header_priority(header: str | None) -> str:
+    """The priority an ``X-Priority`` header asks for (its default when absent); 400 when it names no level."""
+    if header is None:
+        return contract.DEFAULT_PRIORITY
+    value = header.strip().lower()  # header values are matched case-blind, as HTTP's own tokens are
+    if value not in contract.PRIORITIES:
+        raise bad_request(f"the X-Priority header must be one of {choices(contract.PRIORITIES)}, got "
+                          f"{_shown(header)}", param="priority")
+    return value
 
 
 def model_not_found(model: str) -> ApiError:
@@ -337,6 +370,10 @@ def api_error(err: BaseException, positions: list[int] | None = None) -> ApiErro
         return bad_request(str(err))
     if isinstance(err, InvalidArgumentError):  # UnknownPromptError too: a bad field, not a missing resource
         return bad_request(str(err), param=err.param)
+    if isinstance(err, OverloadedError):  # refused before any work: the caller retries, as after the door's own 429
+        retry = retry_after_s(err.retry_after)
+        return server_busy(f"the model is busy (its queue is full or the request waited too long); retry in "
+                           f"{retry} s", retry)
     if isinstance(err, ModelUnavailableError):
         return ApiError(503, "the model is restarting or not ready; retry shortly", type="server_error",
                         code="model_not_ready")

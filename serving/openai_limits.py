@@ -1,18 +1,24 @@
 """What a request to the OpenAI-compatible door may cost before it is worked on: its turn (:class:`Admission`),
 the bytes of the bodies held at once (:class:`ByteBudget`) and its body's size and arrival time
-(:func:`read_body`); each refusal is an :class:`~serving.openai_api.ApiError` in OpenAI's shape."""
+(:func:`read_body`); each refusal is an :class:`~serving.openai_api.ApiError` in OpenAI's shape.
+
+Light at import (the standard library only): ``zoo serve``'s parser, built for every ``zoo`` command, reads its
+defaults here; what a refusal needs is imported when one is made."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
+import itertools
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from starlette.requests import ClientDisconnect, Request
+if TYPE_CHECKING:
+    from starlette.requests import Request
 
-from .openai_api import ApiError, server_busy
+    from .openai_api import ApiError
 
 # What a request may cost (create_app's defaults; `zoo serve --max-body-mb` sets the first).
 DEFAULT_MAX_BODY_BYTES = 16 << 20  # a request body (413 beyond): 2048 texts of 8 KiB, or 12 MiB of media in base64
@@ -26,36 +32,71 @@ RETRY_AFTER_S = 1  # the Retry-After of a 429
 
 class Admission:
     """At most ``limit`` requests at work, ``queue`` more waiting up to ``wait`` seconds; the rest get 429 at
-    once. Lives on one event loop (no locks)."""
+    once. A freed turn goes to the waiting request of the best priority level (:data:`serving.contract.PRIORITIES`:
+    1 first), first come first served within a level. Lives on one event loop (no locks)."""
 
     def __init__(self, limit: int, queue: int, wait: float) -> None:
         self.limit, self.queue, self.wait = limit, queue, wait
-        self._free = asyncio.Semaphore(limit)
-        self.waiting = 0
+        self.active = 0  # requests holding a turn
+        self.waiting = 0  # requests waiting for one
+        self._queue: list[tuple[int, int, asyncio.Future[None]]] = []  # (level, arrival, woken with the turn)
+        self._arrivals = itertools.count()
 
     def _busy(self) -> ApiError:
+        from .openai_api import server_busy
+
         return server_busy(f"the server is busy ({self.limit} requests at work, {self.waiting} waiting); retry "
                            f"in {RETRY_AFTER_S} s", RETRY_AFTER_S)
 
+    def _release(self) -> None:
+        """Hand the turn to the best waiting request, else free it (a waiter that gave up is skipped)."""
+        while self._queue:
+            _, _, turn = heapq.heappop(self._queue)
+            if not turn.done():
+                turn.set_result(None)  # the turn passes on: `active` stays
+                return
+        self.active -= 1
+
     @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        """Hold a turn for the ``async with`` block; 429 when none comes."""
-        if self._free.locked():
+    async def slot(self, priority: str | None = None) -> AsyncIterator[None]:
+        """Hold a turn for the ``async with`` block; 429 when none comes. ``priority``: a name of
+        :data:`serving.contract.PRIORITIES` (default :data:`~serving.contract.DEFAULT_PRIORITY`), which orders
+        the waiting requests."""
+        from . import contract
+
+        if self.active < self.limit:  # then no one waits: a freed turn goes to a waiter before it is free
+            self.active += 1
+        else:
             if self.waiting >= self.queue:
                 raise self._busy()
+            turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            level = contract.PRIORITIES[priority or contract.DEFAULT_PRIORITY]
+            entry = (level, next(self._arrivals), turn)
+            heapq.heappush(self._queue, entry)
             self.waiting += 1
-            try:
-                await asyncio.wait_for(self._free.acquire(), self.wait)
-            except asyncio.TimeoutError:
-                raise self._busy() from None
+            try:  # asyncio.wait leaves `turn` alone: whether it came is read below, race-free on one loop
+                await asyncio.wait((turn,), timeout=self.wait)
+            except BaseException:  # cancelled (the client went away): a turn that came is passed on
+                if turn.done():
+                    self._release()
+                else:
+                    self._queue.remove(entry)
+                    heapq.heapify(self._queue)
+                turn.cancel()
+                raise
             finally:
                 self.waiting -= 1
-        else:
-            await self._free.acquire()
+            if not turn.done():
+                turn.cancel()
+                # out of the heap now (at most `queue` entries): under steady better-priority load a stale
+                # entry would never reach the top for _release to skip, and stale ones would pile up
+                self._queue.remove(entry)
+                heapq.heapify(self._queue)
+                raise self._busy()
         try:
             yield
         finally:
-            self._free.release()
+            self._release()
 
 
 class ByteBudget:
@@ -71,6 +112,8 @@ class ByteBudget:
 
         def take(n: int) -> None:
             if self.used + n > self.total:
+                from .openai_api import server_busy
+
                 raise server_busy(f"the server holds too many large request bodies ({self.total} bytes at once); "
                                   f"retry in {RETRY_AFTER_S} s", RETRY_AFTER_S)
             self.used += n
@@ -86,6 +129,10 @@ async def read_body(request: Request, limit: int, timeout: float, take: Callable
     """The body, counted as it comes: 413 as soon as it is known to be over ``limit`` bytes (before a byte of it
     is read when Content-Length says so), 408 when it has not all come within ``timeout`` seconds; ``take``
     reserves its bytes in the shared budget."""
+    from starlette.requests import ClientDisconnect
+
+    from .openai_api import ApiError
+
     too_large = ApiError(413, f"the request body is over the limit of {limit} bytes", code="request_too_large")
     declared = request.headers.get("content-length")
     known = declared is not None and declared.isdigit()

@@ -36,6 +36,8 @@ from zoo import postprocess as pp
 from zoo.media import budgets
 from zoo.spec import Modality
 
+from . import contract
+
 MAX_ITEMS = 2048  # OpenAI's own limit on the items of one request
 #: the custom error types of the request models; each is the OpenAI ``code`` of its 400 (``invalid_item``:
 #: ``invalid_value``, with what the item was appended)
@@ -212,6 +214,10 @@ def _one_item(value: Any) -> Any:
     return value
 
 
+#: a request's priority: a name of contract.PRIORITIES (the level Triton serves it at)
+PriorityName = Literal[tuple(contract.PRIORITIES)]  # type: ignore[valid-type]
+
+
 def _default(default: str) -> Any:
     return BeforeValidator(lambda value: default if value is None or value == "" else value)
 
@@ -236,6 +242,9 @@ class EmbeddingRequest(_Body):
     output: str | None = Field(None, description="one of the model's output kinds (GET /v1/models: outputs)")
     max_vectors: int | None = Field(None, description="multivector: at most this many vectors an item")
     top_k: int | None = Field(None, description="sparse: the k heaviest terms an item")
+    priority: PriorityName | None = Field(None, description="the request's turn at the model when it is busy: "
+                                          f"{', '.join(contract.PRIORITIES)} (high first; default "
+                                          f"{contract.DEFAULT_PRIORITY}, or the X-Priority header's)")
 
     @model_validator(mode="after")
     def _sparse_is_float(self) -> EmbeddingRequest:

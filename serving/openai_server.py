@@ -15,12 +15,16 @@ It takes JSON and media from strangers, so every cost is bounded before it is pa
   (:func:`serving.openai_api.parse_json`; ``json.loads`` would hold the GIL, and so stall every other
   request, for the whole body), then validated there by the request model: the item count and each item's size
   are checked before any work;
-- at most ``max_concurrent`` requests are worked on at once and ``max_queued`` wait for a turn; beyond that,
-  or after waiting ``queue_wait`` seconds, 429 in OpenAI's error shape with ``Retry-After``;
+- at most ``max_concurrent`` requests are worked on at once and ``max_queued`` wait for a turn (the best
+  ``X-Priority`` first); beyond that, after waiting ``queue_wait`` seconds, or when Triton refuses the request for
+  overload, 429 in OpenAI's error shape with ``Retry-After``;
 - long answers are rendered off the event loop, item by item;
 - the HTTP stack (:class:`HttpServer`, shared with zoo's ``/health``) closes connections whose request
   headers are not complete within a header timeout, idle keep-alive connections, connections that do not
   read their answer, and connections past a cap; h11 refuses a header block still incomplete past 16 KiB.
+
+Every exchange is counted at ``GET /metrics`` (:mod:`serving.door_metrics`) and, with ``otlp_endpoint``, traced
+(:mod:`serving.tracing`); the request's priority and trace context go on to Triton with it.
 """
 
 from __future__ import annotations
@@ -43,14 +47,17 @@ from zoo.spec import Modality
 
 from . import contract
 from .client import AsyncTritonEmbedder, triton_name
+from .door_metrics import DoorMetrics, Exchange, Observed, exchange_of, failure_reason
 from .http import HttpLimits, HttpServer
 from .openai_api import (
     ApiError,
     api_error,
     bad_request,
+    header_priority,
     model_not_found,
     read_request,
     render_embeddings,
+    request_priority,
 )
 from .openai_limits import (
     BODY_TIMEOUT_S,
@@ -105,7 +112,7 @@ class Catalog:
             index = await self._client.get_model_repository_index(as_json=True, headers=self.admin_headers)
         except InferenceServerException:
             raise ApiError(503, "tritonserver is not answering; retry shortly", type="server_error",
-                           code="server_not_ready") from None
+                           code="server_not_ready", failure="unavailable") from None
         return {m["name"]: m.get("state", "") for m in index.get("models", [])}
 
     async def get(self, model: str) -> AsyncTritonEmbedder:
@@ -123,7 +130,7 @@ class Catalog:
             embedder = await asyncio.to_thread(AsyncTritonEmbedder, name, self.url)
         except ZooError:
             raise ApiError(503, f"model `{model}` is not ready; retry shortly", type="server_error",
-                           code="model_not_ready") from None
+                           code="model_not_ready", failure="unavailable") from None
         return self._models.setdefault(name, embedder)
 
     async def close(self) -> None:
@@ -134,10 +141,18 @@ class Catalog:
             await self._client.close()
 
 
-async def embed(catalog: Catalog, req: EmbeddingRequest) -> bytes:
+async def embed(catalog: Catalog, req: EmbeddingRequest, exchange: Exchange | None = None) -> bytes:
     """Answer one checked request: items grouped by modality, one Triton request per group, concurrently; the
-    answer's JSON is rendered off the event loop."""
-    embedder = await catalog.get(req.model)
+    answer's JSON is rendered off the event loop. ``exchange``: the request's priority and trace context, sent to
+    Triton with each group; the model, items and tokens are written back to it."""
+    exchange = exchange if exchange is not None else Exchange(method="POST")
+    try:
+        embedder = await catalog.get(req.model)
+    except ApiError as err:
+        if err.code == "model_not_ready":  # it is in Triton's repository, so a served name
+            exchange.model = public_name(triton_name(req.model))
+        raise
+    exchange.model = public_name(embedder.triton_name)
     try:
         opts = embedder.options(dimensions=req.dimensions, precision=req.precision, prompt_name=req.prompt_name,
                                 output=req.output, max_vectors=req.max_vectors, top_k=req.top_k)
@@ -164,9 +179,14 @@ async def embed(catalog: Catalog, req: EmbeddingRequest) -> bytes:
 
     async def one(modality: Modality) -> Any:
         try:
-            return await embedder.infer_wire(wired[modality], modality, opts, tokens=True)
-        except ZooError as err:
-            raise api_error(err, groups[modality]) from None
+            return await embedder.infer_wire(wired[modality], modality, opts, tokens=True,
+                                             priority=exchange.priority, traceparent=exchange.traceparent)
+        except Exception as err:  # the model's or tritonserver's doing: counted as the model's failure
+            if not isinstance(err, ZooError):
+                log.exception("a model call failed")  # the caller gets a fixed message; the details stay here
+            answer = api_error(err if isinstance(err, ZooError) else RuntimeError(), groups[modality])
+            answer.failure = failure_reason(err)
+            raise answer from None
 
     answers = await asyncio.gather(*(one(m) for m in groups), return_exceptions=True)
     rows: list[Any] = [None] * len(req.items)
@@ -177,6 +197,7 @@ async def embed(catalog: Catalog, req: EmbeddingRequest) -> bytes:
         for position, row in zip(positions, kinds.items_of(answer[0], opts.output)):
             rows[position] = row
         tokens += int(answer[1].sum())
+    exchange.items, exchange.tokens = len(rows), tokens
     return await asyncio.to_thread(render_embeddings, public_name(embedder.triton_name), rows, req.encoding_format,
                                    tokens, opts.output)
 
@@ -198,7 +219,8 @@ def create_app(grpc_url: str, *, api_key: str | None = None, max_body_bytes: int
                cors_origins: Sequence[str] = (), health: HealthReport | None = None,
                max_concurrent: int = MAX_CONCURRENT_REQUESTS, max_queued: int = MAX_QUEUED_REQUESTS,
                queue_wait: float = QUEUE_WAIT_S, body_timeout: float = BODY_TIMEOUT_S,
-               max_buffered_bytes: int | None = None, admin_headers: dict[str, str] | None = None) -> FastAPI:
+               max_buffered_bytes: int | None = None, admin_headers: dict[str, str] | None = None,
+               otlp_endpoint: str | None = None) -> FastAPI:
     """The FastAPI application of the door, forwarding to tritonserver at ``grpc_url``.
 
     ``api_key``: when set, ``/v1/*`` needs ``Authorization: Bearer <key>`` (``/health`` stays open for
@@ -207,6 +229,8 @@ def create_app(grpc_url: str, *, api_key: str | None = None, max_body_bytes: int
     ``body_timeout``: seconds a body may take to arrive (408); ``max_buffered_bytes``: bytes of bodies held at
     once (default ``BUFFERED_BODIES`` x ``max_body_bytes``; 429 beyond). ``admin_headers``: what opens
     Triton's model-repository API, which lists the models (:attr:`serving.server.TritonServer.admin_headers`).
+    ``otlp_endpoint``: an OTLP/HTTP traces URL to send a span per request to (:mod:`serving.tracing`; needs the
+    ``trace`` extra). ``GET /metrics``: Prometheus' text format (:mod:`serving.door_metrics`).
 
     ``GET /openapi.json`` publishes the routes and their request and answer models, open even with ``api_key``:
     it holds no secret and names no served model (the list stays behind the key), as OpenAI publishes its own
@@ -216,11 +240,19 @@ def create_app(grpc_url: str, *, api_key: str | None = None, max_body_bytes: int
     expected = f"Bearer {api_key}".encode() if api_key else None
     admission = Admission(max_concurrent, max_queued, queue_wait)
     budget = ByteBudget(max_buffered_bytes if max_buffered_bytes is not None else BUFFERED_BODIES * max_body_bytes)
+    metrics = DoorMetrics(admission)
+    tracing = None
+    if otlp_endpoint:
+        from .tracing import Tracing
+
+        tracing = Tracing(otlp_endpoint)
 
     @contextlib.asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
         yield
         await catalog.close()
+        if tracing is not None:  # exports the spans still batched (bounded by the exporter's timeout)
+            await asyncio.to_thread(tracing.shutdown)
 
     app = FastAPI(title="embedding-zoo OpenAI-compatible API", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url="/openapi.json", description="OpenAI's embeddings API, and media and interleaved "
@@ -233,11 +265,14 @@ def create_app(grpc_url: str, *, api_key: str | None = None, max_body_bytes: int
 
     app.openapi = openapi  # type: ignore[method-assign]
     app.state.admission, app.state.budget = admission, budget  # for tests and metrics
+    app.state.metrics, app.state.tracing = metrics, tracing
     if cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
         app.add_middleware(CORSMiddleware, allow_origins=list(cors_origins), allow_methods=["GET", "POST"],
-                           allow_headers=["Authorization", "Content-Type"])
+                           allow_headers=["Authorization", "Content-Type", "X-Priority", "traceparent",
+                                          "tracestate"])
+    app.add_middleware(Observed, metrics=metrics, tracing=tracing)  # added last: outermost, it sees every answer
 
     def answer(err: ApiError) -> JSONResponse:
         return JSONResponse(err.body(), status_code=err.status, headers=err.headers or None)
@@ -250,16 +285,26 @@ def create_app(grpc_url: str, *, api_key: str | None = None, max_body_bytes: int
             raise ApiError(401, "missing or incorrect API key; send `Authorization: Bearer <key>`",
                            code="invalid_api_key")
 
-    async def guarded(request: Request, work: Callable[[], Any]) -> Response:
-        """Authorize, wait for a turn (429 when there is none), do ``work``; every failure in OpenAI's shape."""
+    async def guarded(request: Request, work: Callable[[Exchange], Any], *, body_priority: bool = False) -> Response:
+        """Authorize, wait for a turn (429 when there is none), do ``work``; every failure in OpenAI's shape.
+        The turn is given by the ``X-Priority`` header (the body is read only once admitted); a bad header is a
+        400 unless ``body_priority`` (a ``priority`` field in the body may still override it: ``work`` decides)."""
+        exchange = exchange_of(request.scope)
         try:
             authorize(request)
-            async with admission.slot():
-                result = await work()
+            try:
+                exchange.priority = header_priority(request.headers.get("x-priority"))
+            except ApiError:
+                if not body_priority:
+                    raise
+            async with admission.slot(exchange.priority):
+                result = await work(exchange)
             if isinstance(result, bytes):
                 return Response(result, media_type="application/json")
             return JSONResponse(result)
         except ApiError as err:
+            if err.failure is not None:
+                exchange.failure = err.failure
             return answer(err)
         except Exception:  # the caller gets a fixed message; the details stay in this server's log
             log.exception("request failed")
@@ -273,19 +318,20 @@ def create_app(grpc_url: str, *, api_key: str | None = None, max_body_bytes: int
               responses=error_responses(400, 401, 404, 408, 413, 429, 500, 503))
     async def embeddings(request: Request) -> Response:
         """One embedding an item of ``input``, in input order (OpenAI's ``POST /v1/embeddings``)."""
-        async def work() -> bytes:
+        async def work(exchange: Exchange) -> bytes:
             with budget.lease() as take:  # held to the end: the parsed items take about what the body did
                 body = await read_body(request, max_body_bytes, body_timeout, take)
                 req = await asyncio.to_thread(read_request, body)  # off the event loop, bounded
                 del body
-                return await embed(catalog, req)
+                exchange.priority = request_priority(req.priority, request.headers.get("x-priority"))
+                return await embed(catalog, req, exchange)
 
-        return await guarded(request, work)
+        return await guarded(request, work, body_priority=True)
 
     @app.get("/v1/models", response_model=ModelList, responses=error_responses(401, 429, 500, 503))
     async def models(request: Request) -> Response:
         """The served models, each with what it embeds (OpenAI's ``GET /v1/models``)."""
-        async def work() -> dict[str, Any]:
+        async def work(_exchange: Exchange) -> dict[str, Any]:
             states = await catalog.repository()
             cards = [await model_entry(catalog, name, state, started) for name, state in sorted(states.items())]
             return ModelList(object="list", data=cards).model_dump(exclude_unset=True)
@@ -295,7 +341,7 @@ def create_app(grpc_url: str, *, api_key: str | None = None, max_body_bytes: int
     @app.get("/v1/models/{model:path}", response_model=ModelCard, responses=error_responses(401, 404, 429, 500, 503))
     async def model(request: Request, model: str) -> Response:
         """One served model, by registry or Triton name (404 when it is not served)."""
-        async def work() -> dict[str, Any]:
+        async def work(_exchange: Exchange) -> dict[str, Any]:
             name = (await catalog.get(model)).triton_name  # 404 when not served
             card = await model_entry(catalog, name, (await catalog.repository()).get(name, ""), started)
             return card.model_dump(exclude_unset=True)
@@ -316,6 +362,17 @@ def create_app(grpc_url: str, *, api_key: str | None = None, max_body_bytes: int
             ready = bool(states) and all(s == "READY" for s in states.values())
             body = {"status": "ready" if ready else "not ready", "models": states or {}}
         return JSONResponse(body, status_code=200 if ready else 503)
+
+    # Open like /health, even with an API key, as vLLM's and TEI's /metrics are: a scraper is infrastructure that
+    # should not hold the key that buys embeddings, and what is here is counts (of requests, items, tokens, by
+    # route and served model), no content or secret. A door whose model names must not be seen keeps this port
+    # behind its proxy, which is where it is published (docs/openai.md).
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics_endpoint() -> Response:
+        """The door's metrics in Prometheus' text format."""
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        return Response(metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     return app
 

@@ -195,6 +195,9 @@ class TritonServer:
     shm_prefix: str = field(default_factory=lambda: f"zoo{os.getpid()}_{secrets.token_hex(4)}_")
     #: the secret of the admin APIs (:data:`RESTRICTED_APIS`), a new one at each start unless given
     admin_key: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
+    #: an OTLP/HTTP traces URL: tritonserver traces every inference with OpenTelemetry and sends the spans
+    #: there, continuing the trace a request's ``traceparent`` header names (the door's span); None: no tracing
+    otlp_endpoint: str | None = None
 
     @property
     def admin_headers(self) -> dict[str, str]:
@@ -243,6 +246,10 @@ class TritonServer:
         ]
         if backends is not None:
             cmd.append(f"--backend-directory={backends}")
+        if self.otlp_endpoint:
+            cmd += ["--trace-config=mode=opentelemetry", "--trace-config=level=TIMESTAMPS", "--trace-config=rate=1",
+                    f"--trace-config=opentelemetry,url={self.otlp_endpoint}",
+                    "--trace-config=opentelemetry,resource=service.name=tritonserver"]
         if self.log_path is None:
             self.log_path = new_log_path()
         remove_orphaned_shm()

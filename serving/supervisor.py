@@ -234,7 +234,9 @@ class Supervisor:
         tensor.set_data_from_numpy(np.array([[element]], dtype=object))
         client = grpcclient.InferenceServerClient(self.server.grpc_url)
         try:
-            client.infer(name, [tensor], client_timeout=self.max_execution + self.hang_timeout)
+            # served first: a probe stuck behind a full queue of bulk work would say nothing of the model
+            client.infer(name, [tensor], client_timeout=self.max_execution + self.hang_timeout,
+                         priority=contract.PRIORITIES["high"])
         except InferenceServerException as err:
             with self._lock:
                 still_ready = self.health[name].state == READY

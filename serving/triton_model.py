@@ -8,6 +8,13 @@ order. A request whose item cannot be decoded, or whose parameters are invalid, 
 naming the problem (and the item index) with the status its error class maps to (``INVALID_ARG`` →
 gRPC ``INVALID_ARGUMENT`` / HTTP 400, ``NOT_FOUND`` → 404, ``INTERNAL`` → 500); the others in the batch are
 unaffected, whatever the failure (a ``MemoryError`` included). Items are data only: paths are refused.
+
+READY means warm: ``initialize`` loads the model (an ONNX runtime is exported and checked there, by
+``zoo.create``), then answers :func:`warmup_requests` through the same :func:`handle` path as real requests
+(every modality, every output kind, a short and a full-length text) and fails if any of them fails, so a model
+that cannot embed never goes READY. Failed responses are counted by reason on Triton's metrics port
+(:class:`Metrics`), since Triton's own ``nv_inference_request_failure`` counts a model's error responses as
+successes (upstream server#7713).
 """
 
 from __future__ import annotations
@@ -15,13 +22,16 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
+import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from zoo.errors import InvalidArgumentError, ZooError, code_of, to_wire
+from zoo import kinds
+from zoo.errors import CODES, InvalidArgumentError, ZooError, code_of, to_wire
 from zoo.front import EncodeOptions, check_items
 from zoo.spec import Modality
 
@@ -172,12 +182,140 @@ def instance_threads(config: dict[str, Any], cores: int | None = None) -> int:
     return max(1, (cores or os.cpu_count() or 1) // max(1, instances))
 
 
+#: the longest warm-up text, in tokens: a model's full length up to this (an 8192-token forward costs tens of
+#: seconds on a CPU and warms no code path a 1024-token one does not)
+WARMUP_MAX_TOKENS = 1024
+WARMUP_TEXT = "warm up the model"
+WARMUP_SIDE = 64  # pixels of the warm-up image's sides and video's frames
+
+
+def warmup_requests(embedder) -> list[tuple[str, Request]]:
+    """``(what, request)`` pairs that exercise every modality the model embeds with every output kind it gives
+    (TOKENS counted too), as wire elements like a client sends, plus a batch of a short and a full-length
+    text: what :meth:`TritonPythonModel.initialize` answers before the model goes READY."""
+    from PIL import Image
+
+    from zoo.media.sampling import encode_frames
+
+    spec = embedder.spec
+    rate = int(spec.sample_rate or 16000)
+    ramp = np.linspace(0, 255, WARMUP_SIDE, dtype=np.uint8)
+    image = np.stack(np.broadcast_arrays(ramp[:, None], ramp[None, :], np.uint8(128)), axis=-1)
+    second = (0.1 * np.sin(2 * np.pi * 440 * np.arange(rate) / rate)).astype(np.float32)
+    frames = [Image.fromarray(np.roll(image, 8 * k, axis=1)) for k in range(4)]  # 2 s at 2 frames per second
+    listens = Modality.AUDIO in spec.modalities
+    clip = encode_frames(frames, audio=np.tile(second, 2) if listens else None, sample_rate=rate)
+    parts: list[Any] = [WARMUP_TEXT, image]
+    if "audio" in embedder.interleaved_parts:
+        parts.append({"audio": (second, rate)})
+    if "video" in embedder.interleaved_parts:
+        parts.append({"video": clip})
+    items = {Modality.TEXT: WARMUP_TEXT, Modality.IMAGE: image, Modality.AUDIO: (second, rate),
+             Modality.INTERLEAVED: parts, Modality.VIDEO: clip}
+    tokens = max(spec.max_length, getattr(embedder, "max_length", 0) or 0)
+    long_text = " ".join(["warm"] * min(tokens, WARMUP_MAX_TOKENS))  # one token a word, then cut at the length
+    # TOKENS too, as the door asks, unless the family counts no text tokens (a plugin may not: then only the
+    # door's usage fails, and the model still serves gRPC clients)
+    from zoo.base import Embedder
+
+    counting = type(embedder)._text_tokens is not Embedder._text_tokens
+    out = []
+    for modality in spec.modalities:
+        wire = [contract.encode_item(modality, items[modality], 0)]
+        for kind in kinds.available(spec.outputs):
+            out.append((f"{modality.value}/{kind}", Request({contract.INPUTS[modality]: wire}, {"output": kind},
+                                                            tokens=counting)))
+    if Modality.TEXT in spec.modalities:
+        texts = [WARMUP_TEXT.encode(), long_text.encode()]
+        out.append((f"text/{spec.output} at full length", Request({contract.INPUTS[Modality.TEXT]: texts}, {},
+                                                                   tokens=counting)))
+    return out
+
+
+def warm_up(embedder) -> list[str]:
+    """Answer :func:`warmup_requests`; the names of what was warmed, or a :class:`RuntimeError` naming the
+    first request that failed and why (so that ``initialize`` fails and the model does not go READY)."""
+    from zoo.media.sampling import VideoTruncationWarning
+    from zoo.truncation import TruncationWarning
+
+    requests = warmup_requests(embedder)
+    with warnings.catch_warnings():  # the full-length text is cut on purpose: no warning in the server's log
+        warnings.simplefilter("ignore", TruncationWarning)
+        warnings.simplefilter("ignore", VideoTruncationWarning)
+        results = handle(embedder, [r for _, r in requests])
+    for (what, _), result in zip(requests, results):
+        if not isinstance(result, Answer):
+            why = str(result) if isinstance(result, ZooError) else type(result).__name__
+            raise RuntimeError(f"warm-up failed for {what}: {why}; the model cannot embed, so it does not go READY")
+    return [what for what, _ in requests]
+
+
+class Metrics:
+    """The model's own counters on Triton's metrics port (python backend custom metrics): failed responses by
+    reason, successful requests and the items they embedded, and the warm-up's duration. A no-op on a python
+    backend without ``MetricFamily`` (before Triton 23.05)."""
+
+    FAILURES = "zoo_model_failures_total"  # {model, reason}: reason is the error code (zoo.errors.CODES)
+    REQUESTS = "zoo_model_requests_total"  # {model}: requests answered with embeddings
+    ITEMS = "zoo_model_items_total"  # {model}: items those requests embedded
+    WARMUP = "zoo_model_warmup_seconds"  # {model}: how long the last warm-up at initialize took
+
+    def __init__(self, pb_utils: Any, model: str) -> None:
+        family = getattr(pb_utils, "MetricFamily", None)
+        self.families: list[Any] = []
+        self.metrics: dict[str, Any] = {}
+        if family is None:
+            return
+
+        def new(name: str, description: str, kind: Any) -> Any:
+            self.families.append(family(name=name, description=description, kind=kind))
+            return self.families[-1]
+
+        failures = new(self.FAILURES, "requests the model answered with an error, by reason", family.COUNTER)
+        for code in CODES:
+            self.metrics[code] = failures.Metric(labels={"model": model, "reason": code})
+        self.metrics["requests"] = new(self.REQUESTS, "requests the model answered with embeddings",
+                                       family.COUNTER).Metric(labels={"model": model})
+        self.metrics["items"] = new(self.ITEMS, "items embedded in successful requests",
+                                    family.COUNTER).Metric(labels={"model": model})
+        self.metrics["warmup"] = new(self.WARMUP, "seconds the warm-up at initialize took",
+                                     family.GAUGE).Metric(labels={"model": model})
+
+    def count(self, requests: list[Request], results: list[Any]) -> None:
+        """Count one batch's answers (a description request is not an embedding request: not counted)."""
+        if not self.metrics:
+            return
+        done = items = 0
+        for req, result in zip(requests, results):
+            if isinstance(result, Answer):
+                if not contract.wants_description(req.parameters):
+                    done += 1
+                    items += sum(len(v) for v in req.inputs.values())
+            else:
+                self.metrics[code_of(result)].increment(1)
+        if done:
+            self.metrics["requests"].increment(done)
+            self.metrics["items"].increment(items)
+
+    def warmed(self, seconds: float) -> None:
+        """Record the warm-up's duration."""
+        if self.metrics:
+            self.metrics["warmup"].set(seconds)
+
+    def close(self) -> None:
+        """Release the metrics before their families (the backend requires that order)."""
+        self.metrics.clear()
+        self.families.clear()
+
+
 class TritonPythonModel:
     """Triton's entry points; everything model-specific comes from config parameters."""
 
     def initialize(self, args: dict[str, str]) -> None:
-        """Load the `zoo` model named in ``config.pbtxt`` on this instance's device."""
+        """Load the `zoo` model named in ``config.pbtxt`` on this instance's device (an ONNX runtime is
+        exported and checked here), then warm it (:func:`warm_up`): READY means warm."""
         import torch
+        import triton_python_backend_utils as pb_utils
 
         import zoo
 
@@ -193,12 +331,21 @@ class TritonPythonModel:
         self.embedder = zoo.create(source, device=device, runtime=runtime, threads=threads)
         weights = params.get(contract.CONFIG_WEIGHTS_KEY, {}).get("string_value", "")
         self.description = contract.description(self.embedder.spec, args["model_name"], weights, runtime)
-        import triton_python_backend_utils as pb_utils
-
         # zoo's protocol-neutral error codes → Triton's (gRPC INVALID_ARGUMENT / HTTP 400, …)
         self.codes = {"invalid_argument": pb_utils.TritonError.INVALID_ARG,
                       "not_found": pb_utils.TritonError.NOT_FOUND,
                       "unavailable": pb_utils.TritonError.UNAVAILABLE, "internal": pb_utils.TritonError.INTERNAL}
+        self.metrics = Metrics(pb_utils, args["model_name"])
+        start = time.perf_counter()
+        warmed = warm_up(self.embedder)
+        took = time.perf_counter() - start
+        self.metrics.warmed(took)
+        message = (f"zoo warm-up of {args['model_name']} ({args.get('model_instance_name', '')}, {runtime}): "
+                   f"{len(warmed)} requests in {took:.2f} s: {', '.join(warmed)}")
+        if hasattr(pb_utils, "Logger"):  # Triton's log at INFO level, beside the model's load messages
+            pb_utils.Logger.log_info(message)
+        else:
+            log.warning(message)
 
     def execute(self, requests: list) -> list:
         """Answer a dynamic batch: exactly one response per request, in order."""
@@ -214,15 +361,21 @@ class TritonPythonModel:
             parsed.append(Request(inputs=inputs, parameters=json.loads(r.parameters() or "{}"),
                                   tokens=contract.TOKENS in r.requested_output_names()))
         responses = []
-        for result in handle(self.embedder, parsed, self.description):
+        results = handle(self.embedder, parsed, self.description)
+        for result in results:
             if isinstance(result, Answer):
                 outputs = [pb_utils.Tensor(name, np.ascontiguousarray(value)) for name, value in result.outputs.items()]
                 responses.append(pb_utils.InferenceResponse(output_tensors=outputs))
             else:
                 error = pb_utils.TritonError(to_wire(result), self.codes[code_of(result)])
                 responses.append(pb_utils.InferenceResponse(error=error))
+        try:
+            self.metrics.count(parsed, results)
+        except Exception:  # a metric that cannot be updated must not fail the answers
+            log.exception("could not update the model's metrics")
         return responses
 
     def finalize(self) -> None:
-        """Release the model."""
+        """Release the model and the metrics."""
         self.embedder = None
+        self.metrics.close()

@@ -32,12 +32,15 @@ class FakeServer:
     def __init__(self, down: set[str]) -> None:
         self.down = down
         self.log: list[tuple[str, tuple[bytes, ...]]] = []  # every request: replica, items sent
+        self.sent: list[tuple[int, dict]] = []  # every request: its priority level and parameters
         self.closed: list[str] = []
 
-    def infer(self, url: str, model: str, inputs: list, outputs: list, parameters: dict) -> FakeResult:
+    def infer(self, url: str, model: str, inputs: list, outputs: list, parameters: dict,
+              priority: int = 0) -> FakeResult:
         assert model == "org--fake" and parameters["output"] == "dense"
         items = tuple(bytes(x) for x in deserialize_bytes_tensor(inputs[0]._raw_content))
         self.log.append((url, items))
+        self.sent.append((priority, parameters))
         if url in self.down:
             raise InferenceServerException("failed to connect to all addresses", status="StatusCode.UNAVAILABLE")
         if b"bad" in items:
@@ -66,16 +69,17 @@ def server(monkeypatch) -> FakeServer:
             def __init__(self, url: str) -> None:
                 self.url = url
 
-            def infer(self, model, inputs, outputs=None, parameters=None):
-                return fake.infer(self.url, model, inputs, outputs, parameters)
+            def infer(self, model, inputs, outputs=None, parameters=None, priority=0, headers=None, request_id=""):
+                return fake.infer(self.url, model, inputs, outputs, parameters, priority)
 
             def close(self) -> None:
                 fake.closed.append(f"sync {self.url}")
 
         class AioChannel(Channel):
-            async def infer(self, model, inputs, outputs=None, parameters=None):
+            async def infer(self, model, inputs, outputs=None, parameters=None, priority=0, headers=None,
+                            request_id=""):
                 await asyncio.sleep(0)
-                return fake.infer(self.url, model, inputs, outputs, parameters)
+                return fake.infer(self.url, model, inputs, outputs, parameters, priority)
 
             async def close(self) -> None:
                 fake.closed.append(f"async {self.url}")
@@ -84,7 +88,7 @@ def server(monkeypatch) -> FakeServer:
 
     monkeypatch.setattr(grpcclient, "InferenceServerClient", channel(False))
     monkeypatch.setattr(aioclient, "InferenceServerClient", channel(True))
-    monkeypatch.setattr(core, "fetch_config", lambda client, name: (SPEC, "fp", "torch"))
+    monkeypatch.setattr(core, "fetch_config", lambda client, name, priority=0: (SPEC, "fp", "torch"))
     monkeypatch.setattr(client_mod, "MAX_CONCURRENT_CHUNKS", 1)
     return fake
 

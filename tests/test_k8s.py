@@ -5,7 +5,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from serving.k8s import ADAPTER_RULE, PORTS, PUBLISHED, QUEUE_METRIC, SECRETS
+from serving.k8s import ADAPTER_RULES, IN_FLIGHT_METRIC, PORTS, PUBLISHED, QUEUE_METRIC, REFUSED_METRIC, SECRETS
 from zoo.cli import main
 from zoo.defaults import default_model
 
@@ -66,9 +66,19 @@ def test_cpu_manifests_validate_and_wire_probes_shm_and_autoscaling(tmp_path):
     assert {n: r["name"] for n, r in refs.items()} == SECRETS and not any(r["optional"] for r in refs.values())
     assert zoo["command"][zoo["command"].index("--triton-host") + 1] == "0.0.0.0"
     hpa = objects["hpa.yaml"][0]
-    assert hpa["spec"]["metrics"][0]["pods"]["metric"]["name"] == QUEUE_METRIC and hpa["spec"]["minReplicas"] == 3
+    assert [m["pods"]["metric"]["name"] for m in hpa["spec"]["metrics"]] == [QUEUE_METRIC, IN_FLIGHT_METRIC,
+                                                                             REFUSED_METRIC]
+    assert hpa["spec"]["minReplicas"] == 3
     rules = yaml.safe_load(objects["prometheus-adapter-rules.yaml"][0]["data"]["config.yaml"])["rules"]
-    assert rules == [ADAPTER_RULE] and "nv_inference_queue_duration_us" in rules[0]["metricsQuery"]
+    assert rules == ADAPTER_RULES and "nv_inference_queue_duration_us" in rules[0]["metricsQuery"]
+    # the adapter's rules read the metrics the door really exports, under the names it gives them
+    from serving.door_metrics import DoorMetrics
+    exported = DoorMetrics().exposition().decode()
+    for rule in rules[1:]:
+        assert rule["name"]["matches"].strip("^$") in exported
+    assert 'status="429"' in rules[2]["metricsQuery"]
+    door = next(s for s in objects["service.yaml"] if s["metadata"]["name"] == "zoo")
+    assert door["metadata"]["annotations"]["prometheus.io/port"] == str(PORTS["openai"])
     assert (tmp_path / "repo").is_dir()
 
 

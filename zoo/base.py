@@ -11,7 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import kinds, media, truncation
+from . import batching, kinds, media, truncation
+from .batching import LENGTH_GAP, LENGTH_SPREAD, length_batches  # noqa: F401  (their home before zoo.batching)
 from .errors import InputError, InvalidArgumentError
 from .front import EncodeFront, EncodeOptions, check_batch_size, check_items
 from .spec import EmbedderSpec, Modality
@@ -21,10 +22,6 @@ if TYPE_CHECKING:
 
 LARGE_INPUT = 1000  # a progress bar appears by itself from this many items on
 MAX_AUDIO_SECONDS = 600.0  # audio read at most, for models that declare no shorter window
-#: a batch ends before an item this many times shorter than its longest (and LENGTH_GAP shorter): padding a
-#: short text to a long one's length costs more than a second forward pass
-LENGTH_SPREAD = 2.0
-LENGTH_GAP = 128  # in the units of _lengths (characters of a text, samples of audio)
 
 
 def pick_device(device: str | None = None) -> str:
@@ -48,22 +45,6 @@ class Encoded:
     tokens: list[int] | None = None
 
 
-def length_batches(lengths: Sequence[int], batch_size: int, spread: float = LENGTH_SPREAD,
-                   gap: int = LENGTH_GAP) -> list[tuple[int, int]]:
-    """``(start, end)`` batches over items sorted longest first: at most ``batch_size`` items, and a batch
-    ends before an item ``spread`` times shorter than its first (and ``gap`` shorter at least), so that a
-    few long items never make many short ones pad to their length (what a server's mixed batches meet)."""
-    out, start = [], 0
-    for i, n in enumerate(lengths):
-        first = lengths[start]
-        if i > start and (i - start >= batch_size or (first > spread * n and first - n >= gap)):
-            out.append((start, i))
-            start = i
-    if lengths:
-        out.append((start, len(lengths)))
-    return out
-
-
 class Embedder(EncodeFront, ABC):
     """Base class of every model, and the whole family contract.
 
@@ -71,7 +52,7 @@ class Embedder(EncodeFront, ABC):
     family key its specs name), and implements ``__init__(spec, path, device)``, :meth:`spec_from_folder` (to
     load local folders) and the one forward hook :meth:`forward`. Every attribute the registry reads is
     declared here with its default; the optional hooks (:meth:`_lengths`, :meth:`_text_tokens`,
-    :meth:`_towers`) have working defaults too."""
+    :meth:`_token_sizes`, :meth:`_media_tokens`, :meth:`_towers`) have working defaults too."""
 
     device: str
     weights_path: Path | None = None  # the folder the weights were loaded from (set by zoo.create)
@@ -89,6 +70,12 @@ class Embedder(EncodeFront, ABC):
     interleaved_parts: tuple[str, ...] = ("image",)
     #: model_types whose own modelling code (a folder's ``auto_map``) the family reproduces without running it
     reproduces: frozenset[str] = frozenset()
+    #: token budgets (:meth:`_token_sizes`): tokens a text's row holds besides one per character of it and its
+    #: prompt (special tokens; a family that writes texts into a template adds the template's length)
+    text_extra_tokens: int = batching.SPECIAL_TOKENS
+    min_text_tokens: int = 0  # a text's row is padded to at least this many (open_clip: its context length)
+    image_tokens: int | None = None  # tokens one image costs a pass, where fixed (None: images are not counted)
+    audio_tokens_per_second: float | None = None  # the same for audio (None: not counted)
 
     def __init__(self, spec: EmbedderSpec, device: str | None = None) -> None:
         self.spec = spec
@@ -132,6 +119,24 @@ class Embedder(EncodeFront, ABC):
         """Tokens the model reads for each text (prompt and special tokens included, after truncation).
         Families that embed text override it."""
         raise NotImplementedError(f"{type(self).__name__} does not count text tokens")
+
+    def _media_tokens(self, kind: str, value: Any) -> int | None:
+        """Tokens one decoded medium (``kind`` of :data:`zoo.media.PART_KINDS`) costs a forward pass, or None
+        where the family does not know: :attr:`image_tokens` an image, :attr:`audio_tokens_per_second` a
+        second of audio; video is not counted unless a family says."""
+        return batching.media_tokens(self, kind, value)
+
+    def _token_sizes(self, items: list[Any], modality: Modality, prompt: str | None,
+                     exact: bool = False) -> list[int] | None:
+        """Tokens each decoded item costs a forward pass (its row's length before padding), for the token
+        budget (:attr:`EmbedderSpec.batch_tokens`); None where this modality's items are not counted (batches
+        are then bounded by items and the decode budgets of :mod:`zoo.media.budgets` alone).
+
+        ``exact=False``: an upper bound without tokenizing (:func:`zoo.batching.text_bound`); True: texts
+        counted by :meth:`_text_tokens`. A text counts with its prompt and special tokens; an image, audio or
+        video item what :meth:`_media_tokens` says (None for any: the call is not counted); an interleaved
+        item its text parts, its prompt and its media parts (one of unknown cost: None, the call is not counted)."""
+        return batching.token_sizes(self, items, modality, prompt, exact)
 
     def _towers(self) -> list[Tower]:
         """The towers another runtime can stand in for (families that list more than torch in ``runtimes``)."""
@@ -279,11 +284,16 @@ class Embedder(EncodeFront, ABC):
     def _embed_raw(self, items: list[Any], modality: Modality, opts: EncodeOptions, kind: str,
                    batch_size: int, show_progress: bool = False) -> list[Any]:
         """Raw outputs (before post-processing) of decoded items, one per item in their order, computed in
-        length-sorted batches (longest first)."""
+        length-sorted batches (longest first) of at most ``batch_size`` items and ``spec.batch_tokens`` tokens
+        counted as items × padded length (:meth:`_token_sizes`; an item over the budget runs alone). Every
+        forward pass, in-process and served, is cut here."""
         lengths = self._lengths(items, modality, opts.prompt)
         order = np.argsort([-n for n in lengths], kind="stable")
         out: list[Any] = [None] * len(items)
-        batches: Any = length_batches([lengths[i] for i in order], batch_size)
+        batches: Any = batching.budget_batches(
+            [lengths[i] for i in order], batch_size, self.spec.batch_tokens,
+            self._token_sizes([items[i] for i in order], modality, opts.prompt),
+            lambda at: self._token_sizes([items[order[k]] for k in at], modality, opts.prompt, exact=True))
         if show_progress:
             from tqdm.auto import tqdm
 

@@ -34,7 +34,8 @@ def _cmd_info(args: argparse.Namespace) -> int:
     from .weights import available_offline
 
     spec = get_spec(args.name)
-    info = spec.to_dict() | {"available_offline": available_offline(spec), "runtimes": list(family_of(spec).runtimes)}
+    info = spec.to_dict() | {"batch_tokens": spec.batch_tokens,  # the budget in force (max_batch_tokens or derived)
+                             "available_offline": available_offline(spec), "runtimes": list(family_of(spec).runtimes)}
     if args.json:
         print(json.dumps(info, indent=2))
     else:

@@ -121,6 +121,16 @@ class ModelUnavailableError(ServerError):
     code = "unavailable"
 
 
+class OverloadedError(ModelUnavailableError):
+    """The server is offered more than it can do and refused the request before working on it (its queue is
+    full, or the request waited past the queue-time limit): retrying after a pause works. HTTP 429, gRPC
+    ``UNAVAILABLE`` / ``RESOURCE_EXHAUSTED``. ``retry_after`` is the pause the server suggested, in seconds."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 def choices(values: Iterable[object]) -> str:
     """Format valid choices for an error message."""
     return ", ".join(repr(v) for v in values)

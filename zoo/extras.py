@@ -15,17 +15,28 @@ from .errors import MissingExtraError
 #: extra -> (what it adds, the import names it provides)
 EXTRAS: dict[str, tuple[str, tuple[str, ...]]] = {
     "serve": ("tritonserver, the gRPC client and the OpenAI-compatible door",
-              ("pytriton", "tritonclient", "grpc", "fastapi", "uvicorn", "yaml", "psutil")),
+              ("pytriton", "tritonclient", "grpc", "fastapi", "uvicorn", "yaml", "psutil",
+               "prometheus_client")),
     "ui": ("the Gradio retrieval demo", ("gradio", "faiss", "skimage", "pygame")),
     "scale": ("zoo embed on Ray Data and the vector database", ("ray", "qdrant_client", "pyarrow")),
     "eval": ("zoo eval", ("pytrec_eval", "matplotlib", "mteb")),
+    "trace": ("OpenTelemetry tracing of the door (zoo serve --otlp-endpoint)",
+              ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http")),
     "speaker": ("the GE2E speaker encoder's weights", ("resemblyzer",)),
 }
 
 
 def missing(extra: str) -> list[str]:
     """The import names of ``extra`` that are not installed."""
-    return [m for m in EXTRAS[extra][1] if importlib.util.find_spec(m) is None]
+    return [m for m in EXTRAS[extra][1] if not _importable(m)]
+
+
+def _importable(module: str) -> bool:
+    """Whether ``module`` can be imported (a dotted name whose parent package is absent cannot)."""
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:
+        return False
 
 
 def require(extra: str, what: str) -> None:

@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from enum import Enum
 from types import MappingProxyType
 from typing import Any
 
 from . import kinds as _kinds  # numpy only at import (scipy lazily): spec stays importable without torch
+
+#: the tokens a forward pass may hold when a spec sets no ``max_batch_tokens``, for models up to
+#: ``BATCH_TOKENS_WIDTH`` wide: text-embeddings-inference's default ``--max-batch-tokens``
+DEFAULT_BATCH_TOKENS = 16384
+BATCH_TOKENS_WIDTH = 1024
+
+
+def derived_batch_tokens(width: int) -> int:
+    """The token budget of a model ``width`` wide when its spec sets none (see :attr:`EmbedderSpec.batch_tokens`)."""
+    return max(1, round(DEFAULT_BATCH_TOKENS * min(1.0, BATCH_TOKENS_WIDTH / width)))
 
 
 class Modality(str, Enum):
@@ -55,6 +66,7 @@ class EmbedderSpec:
     options: MappingProxyType = field(default_factory=lambda: MappingProxyType({}))  # family-private knobs
     outputs: tuple[str, ...] = ("dense",)  # output kinds it produces; the first is the default
     vocab_size: int | None = None  # sparse models: width of a sparse row (required for them)
+    max_batch_tokens: int | None = None  # tokens per forward pass (items × padded length); None: see batch_tokens
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "modalities", tuple(Modality(m) for m in self.modalities))
@@ -71,6 +83,11 @@ class EmbedderSpec:
             raise ValueError(f"{self.name}: an audio model needs sample_rate")
         if self.dim <= 0:
             raise ValueError(f"{self.name}: dim must be positive, got {self.dim}")
+        if self.max_batch_tokens is not None and (isinstance(self.max_batch_tokens, bool)
+                                                  or not isinstance(self.max_batch_tokens, int)
+                                                  or self.max_batch_tokens < 1):
+            raise ValueError(f"{self.name}: max_batch_tokens must be a positive integer or None, "
+                             f"got {self.max_batch_tokens!r}")
         bad = [d for d in self.matryoshka_dims if not 0 < d <= self.dim]
         if bad:
             raise ValueError(f"{self.name}: matryoshka_dims {bad} outside 1..{self.dim}")
@@ -85,6 +102,17 @@ class EmbedderSpec:
     def output(self) -> str:
         """The output kind ``encode()`` returns when a call names none."""
         return self.outputs[0]
+
+    @property
+    def batch_tokens(self) -> int:
+        """Tokens one forward pass may hold, counted as items × padded length (see :mod:`zoo.batching`):
+        ``max_batch_tokens`` when set, else derived from the width: TEI's default of 16,384 tokens for models
+        up to 1,024 wide, scaled down in proportion above, never below 1. Why: what a pass holds per token
+        (hidden states, the feed-forward's 4× wider states) grows with the width, so the budget keeps a wide
+        model's pass near a 1,024-wide one's (a 3,584-wide 7B model gets 4,681). ``dim`` stands for the width;
+        a family whose vectors are a narrow projection of a wide model (ColPali's 128-d rows on Gemma 2B) sets
+        ``max_batch_tokens`` itself."""
+        return self.max_batch_tokens if self.max_batch_tokens is not None else derived_batch_tokens(self.dim)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-friendly view (for `zoo info --json` and the model cards)."""
@@ -107,12 +135,15 @@ class EmbedderSpec:
             "options": dict(self.options),
             "outputs": list(self.outputs),
             "vocab_size": self.vocab_size,
+            "max_batch_tokens": self.max_batch_tokens,
         }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> EmbedderSpec:
-        """The spec :meth:`to_dict` describes (what a served model's config carries to clients)."""
-        fields = dict(data)
+        """The spec :meth:`to_dict` describes (what a served model's config carries to clients; a dict written
+        before a field existed takes its default, and one written by a newer version keeps the fields known here)."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        fields = {k: v for k, v in data.items() if k in known}  # a newer server's fields: unknown here, left out
         fields["modalities"] = tuple(fields["modalities"])
         fields["matryoshka_dims"] = tuple(fields.get("matryoshka_dims", ()))
         fields["outputs"] = tuple(fields.get("outputs", ("dense",)))

@@ -38,7 +38,8 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--to", help="also write into this vector database: qdrant:PATH, qdrant+http://HOST:PORT")
     p.add_argument("--collection", help="collection name in --to (default: from the model name)")
     p.add_argument("--triton", metavar="URL", help="call the model served at this tritonserver (host:grpc-port) "
-                   "instead of loading it in each actor")
+                   "instead of loading it in each actor; as a bulk job: low priority (interactive requests go "
+                   "first), small requests, retried with backoff while the server is overloaded")
     p.add_argument("--actors", type=int, help="model copies (or server clients) working side by side")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--rows-per-shard", type=int, default=1000)

@@ -135,7 +135,7 @@ class ShardWorker:
 
             torch.set_num_threads(threads)
         self.settings, self.dest, self.schema, self.batch_size = settings, Path(dest), schema, batch_size
-        self.model = open_model(settings.model, settings.backend, settings.url, None)
+        self.model = open_model(settings.model, settings.backend, settings.url, None, bulk=True)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         done = []
@@ -190,9 +190,10 @@ def run(settings: Settings, dest: str | Path, *, to: str | None = None, collecti
         actors: int | None = None, batch_size: int = 32, progress: bool = True) -> Report:
     """Embed ``settings.input`` into Parquet shards under ``dest`` (and the database ``to``) on Ray Data.
 
-    ``actors``: how many model copies work side by side (default: one per two cores locally, four clients
-    of a served model). Shards already in ``dest`` are skipped; rows that fail go to ``dest/_zoo/errors.jsonl``
-    (:func:`zoo.batch.dest.errors_path`). ``dest`` reads as one Parquet dataset (see :mod:`zoo.batch.dest`)."""
+    ``actors``: how many model copies work side by side (default: one per two cores locally, one client of a
+    served model, which yields to interactive requests: see the comment where it is chosen). Shards already in
+    ``dest`` are skipped; rows that fail go to ``dest/_zoo/errors.jsonl`` (:func:`zoo.batch.dest.errors_path`).
+    ``dest`` reads as one Parquet dataset (see :mod:`zoo.batch.dest`)."""
     from ..settings import settings as env_settings  # `settings` is this job's Settings
 
     if not env_settings().ray_address:
@@ -233,7 +234,10 @@ def run(settings: Settings, dest: str | Path, *, to: str | None = None, collecti
         ctx.enable_progress_bars = False  # the job's own bar counts rows; Ray's would count blocks
         cpus = int(ray.cluster_resources().get("CPU", 1))
         local = settings.backend == "local"
-        n = actors or (max(1, cpus // 2) if local else 4)
+        # a served model: one client, whose bulk requests go one small one at a time (the backend's bulk mode), so
+        # that a server with two instances keeps one free for interactive requests; each more actor is one more
+        # bulk request in flight (scripts/bench_priority.py measures what that costs interactive latency)
+        n = actors or (max(1, cpus // 2) if local else 1)
         threads = max(1, cpus // n) if local else None
         ds = ray.data.from_items([{"shard": s.to_json()} for s in pending], override_num_blocks=len(pending))
         done = ds.map_batches(ShardWorker, batch_size=1, compute=ray.data.ActorPoolStrategy(size=n),

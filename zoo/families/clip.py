@@ -43,6 +43,8 @@ class OpenClipEmbedder(Embedder):
         self.model, _, self.preprocess = open_clip.create_model_and_transforms(name, device=self.device, **kwargs)
         self.model.eval()
         self.tokenizer = open_clip.get_tokenizer(name)
+        # every text is padded to the context length: what a text costs a pass (token budgets)
+        self.min_text_tokens = int(getattr(self.tokenizer, "context_length", spec.max_length))
 
     @classmethod
     def spec_from_folder(cls, path: Path) -> EmbedderSpec | None:
@@ -122,6 +124,8 @@ class HFClipEmbedder(TokenizedText, Embedder):
         self.image_processor = AutoImageProcessor.from_pretrained(path)
         self.siglip = self.model.config.model_type.startswith("siglip")
         self.max_length = int(self.model.config.text_config.max_position_embeddings)
+        if self.siglip:  # SigLIP pads every text to its length: what a text costs a pass (token budgets)
+            self.min_text_tokens = self.max_length
 
     @classmethod
     def spec_from_folder(cls, path: Path) -> EmbedderSpec | None:

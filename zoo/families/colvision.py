@@ -16,9 +16,10 @@ from typing import Any
 import numpy as np
 
 from ..base import Embedder
+from ..batching import SPECIAL_TOKENS
 from ..front import EncodeOptions
 from ..registry import register_checkpoints
-from ..spec import EmbedderSpec, Modality
+from ..spec import EmbedderSpec, Modality, derived_batch_tokens
 from .common import folder_config
 
 MODALITIES = (Modality.TEXT, Modality.IMAGE)
@@ -46,6 +47,11 @@ class ColVisionEmbedder(Embedder):
         model_cls, processor_cls = (getattr(transformers, n) for n in ARCHITECTURES[cfg["model_type"]])
         self.processor = processor_cls.from_pretrained(path)
         self.model = model_cls.from_pretrained(path).to(self.device).eval()
+        # a query is written BOS + prefix + text + 10 augmentation tokens + "\n" (all markup ASCII: a token or
+        # more a character), so that markup is what its row holds besides the text (token budgets)
+        p = self.processor
+        self.text_extra_tokens = (len(f"{p.tokenizer.bos_token or ''}{p.query_prefix}\n")
+                                  + 10 * len(p.query_augmentation_token or "") + SPECIAL_TOKENS)
 
     @classmethod
     def spec_from_folder(cls, path: Path) -> EmbedderSpec | None:
@@ -54,11 +60,14 @@ class ColVisionEmbedder(Embedder):
         if cfg is None:
             return None
         text = cfg.get("vlm_config", {}).get("text_config", {})
+        width = text.get("hidden_size")
         return EmbedderSpec(
             name=str(path), family="colvision", modalities=MODALITIES, dim=int(cfg.get("embedding_dim", 128)),
             license="see the folder's model card", source=str(path),
             max_length=int(text.get("max_position_embeddings", 8192)), outputs=("multivector",),
             batch_size=4, max_batch_size=8, description=f"local {cfg['model_type']} late-interaction page retriever",
+            # the 128-d rows are a projection: the budget follows the language model's width
+            max_batch_tokens=derived_batch_tokens(int(width)) if width else None,
         )
 
     def is_query(self, modality: Modality, opts: EncodeOptions) -> bool:
@@ -89,11 +98,12 @@ class ColVisionEmbedder(Embedder):
 
 #: registry name (the hub id: the transformers-native conversions) → spec fields
 CHECKPOINTS: dict[str, dict[str, Any]] = {
+    # token budgets from the language models' widths (Gemma 2B: 2,048; Qwen2-VL 2B: 1,536), not the 128-d rows
     "vidore/colpali-v1.3-hf": dict(
-        license="gemma", max_length=8192,
+        license="gemma", max_length=8192, max_batch_tokens=derived_batch_tokens(2048),
         description="ColPali v1.3 (PaliGemma 3B): multi-vector page-image retrieval, 128-d patch vectors"),
     "vidore/colqwen2-v1.0-hf": dict(
-        license="apache-2.0", max_length=32768,
+        license="apache-2.0", max_length=32768, max_batch_tokens=derived_batch_tokens(1536),
         description="ColQwen2 v1.0 (Qwen2-VL 2B): multi-vector page-image retrieval, 128-d patch vectors"),
 }
 register_checkpoints("colvision", CHECKPOINTS, modalities=MODALITIES, dim=128, outputs=("multivector",),

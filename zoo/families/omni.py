@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from ..base import Embedder
+from ..batching import SPECIAL_TOKENS
 from ..front import EncodeOptions
 from ..media import Part
 from ..registry import register_checkpoints
@@ -57,6 +58,10 @@ class OmniEmbedder(Embedder):
     folder_priority = 15
     interleaved_parts = ("image", "audio", "video")
     reproduces = frozenset({"nvomniembed"})  # its remote code only lifts the causal mask, done here
+    # token budgets: the chat turn's markup (ASCII: at most a token a character); the audio front end's 25 tokens
+    # a second (Whisper's 100 mel frames a second, halved by its convolution and again by pooling)
+    text_extra_tokens = len(omni_text([], None)) + SPECIAL_TOKENS
+    audio_tokens_per_second = 25.0
 
     def __init__(self, spec: EmbedderSpec, path: Path, device: str | None = None) -> None:
         super().__init__(spec, device)
@@ -106,6 +111,13 @@ class OmniEmbedder(Embedder):
     def _lengths(self, items: list[Any], modality: Modality, prompt: str | None) -> list[int]:
         return [sum(len(p.value) if p.is_text else MEDIA_TOKENS[p.kind] for p in self._parts(x, modality))
                 for x in items]
+
+    def _token_sizes(self, items: list[Any], modality: Modality, prompt: str | None,
+                     exact: bool = False) -> list[int] | None:
+        # a sound is one chat turn too: its markup and prompt count besides its tokens
+        if modality is Modality.AUDIO:
+            return super()._token_sizes([self._parts(x, modality) for x in items], Modality.INTERLEAVED, prompt, exact)
+        return super()._token_sizes(items, modality, prompt, exact)
 
     def _text_tokens(self, texts: list[str], prompt: str | None) -> list[int]:
         return token_counts(self.processor.tokenizer, [omni_text([Part("text", t)], prompt) for t in texts],

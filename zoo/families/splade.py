@@ -75,7 +75,7 @@ class SpladeEmbedder(SparseTerms, TokenizedText, Embedder):
             name=str(path), family="splade", modalities=(Modality.TEXT,), dim=vocab, vocab_size=vocab,
             license="see the folder's model card", source=str(path),
             max_length=declared_max_length(path, config),
-            prompts=prompts, default_prompt_name=default, outputs=("sparse",),
+            prompts=prompts, default_prompt_name=default, outputs=("sparse",), max_batch_tokens=BATCH_TOKENS,
             description=f"local {config.get('model_type', 'transformers')} SPLADE sparse encoder",
         )
 
@@ -92,10 +92,14 @@ class SpladeEmbedder(SparseTerms, TokenizedText, Embedder):
         return sparse_rows_of(pooled)
 
 
+#: tokens per forward pass: the MLM head holds vocabulary-wide logits per token (30,522 floats, and pooling makes
+#: a few copies), so 2,048 tokens cost a pass about what 16,384 cost a 1,024-wide encoder; the width-derived
+#: default (16,384 × 1,024 / 30,522 = 550) would leave two 256-token documents per pass
+BATCH_TOKENS = 2048
 #: registry name (the hub id) → spec fields
 CHECKPOINTS: dict[str, dict[str, Any]] = {
     "naver/splade-v3": dict(
-        dim=30522, vocab_size=30522, license="cc-by-nc-sa-4.0", max_length=512,
+        dim=30522, vocab_size=30522, license="cc-by-nc-sa-4.0", max_length=512, max_batch_tokens=BATCH_TOKENS,
         prompts={"query": "", "document": ""},
         description="SPLADE v3 (BERT MLM, max pooling): sparse term weights for lexical and hybrid search"),
 }

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from ..base import Embedder
+from ..batching import SPECIAL_TOKENS
 from ..front import EncodeOptions
 from ..media import Part
 from ..registry import register_checkpoints, register_refusals
@@ -76,6 +77,9 @@ class VLMEmbedder(Embedder):
         if self.recipe not in RECIPES:
             raise ValueError(f"{spec.name}: recipe {self.recipe!r} not in {sorted(RECIPES)}")
         self.write = RECIPES[self.recipe]
+        # what a text's row holds besides its text and instruction: the recipe's markup (ASCII, so at most a token
+        # a character, the default instruction included) and the spaces joining them (token budgets)
+        self.text_extra_tokens = len(self.write([Part("text", "")], None)) + 2 + SPECIAL_TOKENS
         self.processor = AutoProcessor.from_pretrained(path, trust_remote_code=False)  # never a folder's own code
         self.model = _load_model(spec, path).to(self.device).eval()
 
@@ -101,6 +105,27 @@ class VLMEmbedder(Embedder):
     def _lengths(self, items: list[Any], modality: Modality, prompt: str | None) -> list[int]:
         # text length plus a rough token count per image: enough to batch similar sizes together
         return [sum(len(p.value) if p.is_text else 256 for p in self._parts(x, modality)) for x in items]
+
+    def _media_tokens(self, kind: str, value: Any) -> int | None:
+        """Qwen2-VL recipes: an image's tokens in the row, as its processor makes them (the image resized by
+        ``smart_resize`` within the processor's pixel bounds, in patches merged ``merge_size``² into one), and its
+        placeholder's markup. mmE5's Llama-Vision reads images by cross-attention, apart from the row: not
+        counted."""
+        ip = getattr(self.processor, "image_processor", None)
+        if kind != "image" or self.recipe == "mme5" or not hasattr(ip, "merge_size"):
+            return None
+        from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+
+        factor = ip.patch_size * ip.merge_size
+        h, w = smart_resize(value.height, value.width, factor, ip.size["shortest_edge"], ip.size["longest_edge"])
+        return (h // factor) * (w // factor) + 2  # and the placeholder's own markup (<|vision_start|>, <|vision_end|>)
+
+    def _token_sizes(self, items: list[Any], modality: Modality, prompt: str | None,
+                     exact: bool = False) -> list[int] | None:
+        # an image is written like an interleaved item (markup, instruction, the image's tokens)
+        if modality is Modality.IMAGE:
+            return super()._token_sizes([self._parts(x, modality) for x in items], Modality.INTERLEAVED, prompt, exact)
+        return super()._token_sizes(items, modality, prompt, exact)
 
     def _text_tokens(self, texts: list[str], prompt: str | None) -> list[int]:
         return token_counts(self.processor.tokenizer, [self.write([Part("text", t)], prompt) for t in texts],
