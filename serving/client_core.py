@@ -60,7 +60,6 @@ from .client_routing import (  # noqa: F401  (REPLICA_COOLDOWN_S and the rest: w
     BACKOFF_CAP_S,
     BACKOFF_FIRST_S,
     OVERLOAD_COOLDOWN_S,
-    OVERLOAD_HINTS,
     REPLICA_COOLDOWN_S,
     Replicas,
     _raise_remote,

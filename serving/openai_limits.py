@@ -33,13 +33,16 @@ RETRY_AFTER_S = 1  # the Retry-After of a 429
 class Admission:
     """At most ``limit`` requests at work, ``queue`` more waiting up to ``wait`` seconds; the rest get 429 at
     once. A freed turn goes to the waiting request of the best priority level (:data:`serving.contract.PRIORITIES`:
-    1 first), first come first served within a level. Lives on one event loop (no locks)."""
+    1 first), first come first served within a level. A full queue still takes a request of a better level: the
+    last comer of the worst level waiting gives up its place (429), so a burst of bulk work never locks
+    interactive requests out. Lives on one event loop (no locks)."""
 
     def __init__(self, limit: int, queue: int, wait: float) -> None:
         self.limit, self.queue, self.wait = limit, queue, wait
         self.active = 0  # requests holding a turn
         self.waiting = 0  # requests waiting for one
-        self._queue: list[tuple[int, int, asyncio.Future[None]]] = []  # (level, arrival, woken with the turn)
+        #: (level, arrival, future): set True with the turn, False when the place is given to a better level
+        self._queue: list[tuple[int, int, asyncio.Future[bool]]] = []
         self._arrivals = itertools.count()
 
     def _busy(self) -> ApiError:
@@ -53,9 +56,23 @@ class Admission:
         while self._queue:
             _, _, turn = heapq.heappop(self._queue)
             if not turn.done():
-                turn.set_result(None)  # the turn passes on: `active` stays
+                turn.set_result(True)  # the turn passes on: `active` stays
                 return
         self.active -= 1
+
+    def _make_room(self, level: int) -> bool:
+        """Free a place in the full queue for a request of ``level``: the latest waiter of the worst level, when
+        that level is worse, is told to give up (it answers 429). Whether a place was freed."""
+        waiting = [e for e in self._queue if not e[2].done()]
+        if not waiting:
+            return False
+        worst = max(waiting, key=lambda e: (e[0], e[1]))
+        if worst[0] <= level:
+            return False
+        worst[2].set_result(False)
+        self._queue.remove(worst)
+        heapq.heapify(self._queue)
+        return True
 
     @contextlib.asynccontextmanager
     async def slot(self, priority: str | None = None) -> AsyncIterator[None]:
@@ -67,10 +84,10 @@ class Admission:
         if self.active < self.limit:  # then no one waits: a freed turn goes to a waiter before it is free
             self.active += 1
         else:
-            if self.waiting >= self.queue:
-                raise self._busy()
-            turn: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             level = contract.PRIORITIES[priority or contract.DEFAULT_PRIORITY]
+            if self.waiting >= self.queue and not self._make_room(level):
+                raise self._busy()
+            turn: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
             entry = (level, next(self._arrivals), turn)
             heapq.heappush(self._queue, entry)
             self.waiting += 1
@@ -78,7 +95,8 @@ class Admission:
                 await asyncio.wait((turn,), timeout=self.wait)
             except BaseException:  # cancelled (the client went away): a turn that came is passed on
                 if turn.done():
-                    self._release()
+                    if turn.result():
+                        self._release()
                 else:
                     self._queue.remove(entry)
                     heapq.heapify(self._queue)
@@ -86,6 +104,8 @@ class Admission:
                 raise
             finally:
                 self.waiting -= 1
+            if turn.done() and not turn.result():  # its place went to a better level
+                raise self._busy()
             if not turn.done():
                 turn.cancel()
                 # out of the heap now (at most `queue` entries): under steady better-priority load a stale

@@ -13,7 +13,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from serving import contract
-from serving.openai_api import api_error
+from serving.openai_api import ApiError, api_error
 from zoo.errors import ModelUnavailableError, OverloadedError
 
 from .door_stub import (
@@ -138,6 +138,40 @@ def test_admission_passes_the_turn_of_a_cancelled_waiter_on():
         return order
 
     assert asyncio.run(main()) == ["last"]
+
+
+def test_a_full_queue_gives_a_better_level_the_place_of_the_last_worse_waiter():
+    """Bulk work filling the door's queue never locks interactive requests out: a high request arriving at a full
+    queue takes the place of the latest low waiter (which gets 429); a request no better than every waiter gets
+    429 itself; timed-out and evicted waiters leave nothing behind."""
+    from serving.openai_limits import Admission
+
+    async def main() -> tuple[list[str], list[str]]:
+        admission, order, refused = Admission(1, 2, 10), [], []
+
+        async def user(name: str, priority: str) -> None:
+            try:
+                async with admission.slot(priority):
+                    order.append(name)
+            except ApiError as err:
+                assert err.status == 429
+                refused.append(name)
+
+        held = admission.slot()
+        await held.__aenter__()
+        tasks = [asyncio.create_task(user("low 1", "low")), asyncio.create_task(user("low 2", "low"))]
+        await asyncio.sleep(0.01)
+        tasks.append(asyncio.create_task(user("low 3", "low")))  # no worse waiter to replace: refused
+        tasks.append(asyncio.create_task(user("high", "high")))  # replaces the latest low waiter
+        await asyncio.sleep(0.01)
+        assert refused == ["low 3", "low 2"] and admission.waiting == 2
+        await held.__aexit__(None, None, None)
+        await asyncio.wait_for(asyncio.gather(*tasks), 2)
+        assert admission.active == 0 and admission.waiting == 0 and admission._queue == []
+        return order, refused
+
+    order, refused = asyncio.run(main())
+    assert order == ["high", "low 1"] and refused == ["low 3", "low 2"]
 
 
 # ---- overload from Triton ------------------------------------------------------------------------------------

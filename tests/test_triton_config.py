@@ -2,6 +2,7 @@
 queue and an expired wait really refuse requests in the real tritonserver (with the status and message the
 clients map to OverloadedError)."""
 
+import dataclasses
 import threading
 from pathlib import Path
 
@@ -69,8 +70,10 @@ LONG = [(f"word{i} " * 300).encode() for i in range(8)]  # 8 texts past MiniLM's
 
 
 def _write(repo: Path, name: str, **queue) -> None:
-    """MiniLM's folder under another Triton name, with its own queue settings."""
-    spec = zoo.get_spec(MINILM)
+    """MiniLM's folder under another Triton name, with its own queue settings, and a max batch of one request of
+    :data:`LONG` (so that requests queue one behind the other: requests arriving together could otherwise all
+    join one batch, and none would wait)."""
+    spec = dataclasses.replace(zoo.get_spec(MINILM), max_batch_size=len(LONG))
     (repo / name / "1").mkdir(parents=True)
     (repo / name / "config.pbtxt").write_text(text_format.MessageToString(
         build_config(spec, MINILM, triton_name=name, **queue)))
