@@ -103,9 +103,7 @@ class TritonEmbedder(_Core):
                 answer = None
                 continue
             try:
-                answer = self._channels[call.url].infer(self.triton_name, call.inputs, outputs=call.outputs,
-                                                        parameters=call.params, priority=call.priority,
-                                                        headers=call.headers or None, request_id=call.request_id)
+                answer = self._channels[call.url].infer(self.triton_name, call.inputs, **call.infer_args())
             except InferenceServerException as err:
                 answer = err
 
@@ -187,9 +185,7 @@ class AsyncTritonEmbedder(_Core):
                 answer = None
                 continue
             try:
-                answer = await self._channel(call.url).infer(self.triton_name, call.inputs, outputs=call.outputs,
-                                                             parameters=call.params, priority=call.priority,
-                                                             headers=call.headers or None, request_id=call.request_id)
+                answer = await self._channel(call.url).infer(self.triton_name, call.inputs, **call.infer_args())
             except InferenceServerException as err:
                 answer = err
 

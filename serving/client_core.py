@@ -88,6 +88,11 @@ class Call(NamedTuple):
     headers: dict[str, str] = {}
     request_id: str = ""  # Triton's request id (in its logs and errors): the trace id when there is a trace
 
+    def infer_args(self) -> dict[str, Any]:
+        """The keyword arguments of tritonclient's ``infer`` for this call (its sync and aio clients alike)."""
+        return {"outputs": self.outputs, "parameters": self.params, "priority": self.priority,
+                "headers": self.headers or None, "request_id": self.request_id}
+
 
 class Sleep(NamedTuple):
     """A pause a plan asks its driver for before it tries again (answered with ``None`` once slept)."""
