@@ -12,13 +12,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import batching, kinds, media, truncation
+from . import long as lg
 from .batching import LENGTH_GAP, LENGTH_SPREAD, length_batches  # noqa: F401  (their home before zoo.batching)
-from .errors import InputError, InvalidArgumentError
+from .errors import InputError
 from .front import EncodeFront, EncodeOptions, check_batch_size, check_items
+from .runtime import RuntimeTowers
 from .spec import EmbedderSpec, Modality
+from .tokens import TokenizerTools
 
 if TYPE_CHECKING:
-    from .runtime import Tower
+    pass
 
 LARGE_INPUT = 1000  # a progress bar appears by itself from this many items on
 MAX_AUDIO_SECONDS = 600.0  # audio read at most, for models that declare no shorter window
@@ -37,15 +40,17 @@ def pick_device(device: str | None = None) -> str:
 class Encoded:
     """What :meth:`Embedder.encode_items` returns: the good items' post-processed ``result`` (one call's result
     type, see :meth:`Embedder.encode`; None when no item was good), their positions ``good`` in the input, the
-    bad items' errors by position, and each good item's text ``tokens`` when counted."""
+    bad items' errors by position, each good item's text ``tokens`` when counted, and whether each good text
+    was cut to fit the window (``truncated``; None for other modalities)."""
 
     errors: dict[int, InputError]
     good: list[int]
     result: Any
     tokens: list[int] | None = None
+    truncated: list[bool] | None = None
 
 
-class Embedder(EncodeFront, ABC):
+class Embedder(TokenizerTools, batching.TokenCounting, RuntimeTowers, EncodeFront, ABC):
     """Base class of every model, and the whole family contract.
 
     A family subclasses it, is listed under the ``zoo.families`` entry-point group (its name there is the
@@ -63,19 +68,10 @@ class Embedder(EncodeFront, ABC):
     folder_priority: int = 50
     #: config ``model_type``s this family owns: no family after it (a fallback) is offered such a folder
     claims: frozenset[str] = frozenset()
-    #: the runtimes this family's towers can run on (see :mod:`zoo.runtime`); families with towers widen it
-    runtimes: tuple[str, ...] = ("torch",)
-    runtime: str = "torch"  # the runtime in use (set by :meth:`use_runtime`)
     #: the media an interleaved input may hold besides text (see :data:`zoo.media.PART_KINDS`)
     interleaved_parts: tuple[str, ...] = ("image",)
     #: model_types whose own modelling code (a folder's ``auto_map``) the family reproduces without running it
     reproduces: frozenset[str] = frozenset()
-    #: token budgets (:meth:`_token_sizes`): tokens a text's row holds besides one per character of it and its
-    #: prompt (special tokens; a family that writes texts into a template adds the template's length)
-    text_extra_tokens: int = batching.SPECIAL_TOKENS
-    min_text_tokens: int = 0  # a text's row is padded to at least this many (open_clip: its context length)
-    image_tokens: int | None = None  # tokens one image costs a pass, where fixed (None: images are not counted)
-    audio_tokens_per_second: float | None = None  # the same for audio (None: not counted)
 
     def __init__(self, spec: EmbedderSpec, device: str | None = None) -> None:
         self.spec = spec
@@ -110,57 +106,6 @@ class Embedder(EncodeFront, ABC):
         family knows better (page retrievers: texts are queries, images documents)."""
         return opts.prompt_name == kinds.QUERY
 
-    def _lengths(self, items: list[Any], modality: Modality, prompt: str | None) -> list[int]:
-        """Cheap sort keys for length-sorted batching (longest first): characters of a text, samples of
-        audio; other items keep their order."""
-        return [len(x) if isinstance(x, (str, np.ndarray)) else 0 for x in items]
-
-    def _text_tokens(self, texts: list[str], prompt: str | None) -> list[int]:
-        """Tokens the model reads for each text (prompt and special tokens included, after truncation).
-        Families that embed text override it."""
-        raise NotImplementedError(f"{type(self).__name__} does not count text tokens")
-
-    def _media_tokens(self, kind: str, value: Any) -> int | None:
-        """Tokens one decoded medium (``kind`` of :data:`zoo.media.PART_KINDS`) costs a forward pass, or None
-        where the family does not know: :attr:`image_tokens` an image, :attr:`audio_tokens_per_second` a
-        second of audio; video is not counted unless a family says."""
-        return batching.media_tokens(self, kind, value)
-
-    def _token_sizes(self, items: list[Any], modality: Modality, prompt: str | None,
-                     exact: bool = False) -> list[int] | None:
-        """Tokens each decoded item costs a forward pass (its row's length before padding), for the token
-        budget (:attr:`EmbedderSpec.batch_tokens`); None where this modality's items are not counted (batches
-        are then bounded by items and the decode budgets of :mod:`zoo.media.budgets` alone).
-
-        ``exact=False``: an upper bound without tokenizing (:func:`zoo.batching.text_bound`); True: texts
-        counted by :meth:`_text_tokens`. A text counts with its prompt and special tokens; an image, audio or
-        video item what :meth:`_media_tokens` says (None for any: the call is not counted); an interleaved
-        item its text parts, its prompt and its media parts (one of unknown cost: None, the call is not counted)."""
-        return batching.token_sizes(self, items, modality, prompt, exact)
-
-    def _towers(self) -> list[Tower]:
-        """The towers another runtime can stand in for (families that list more than torch in ``runtimes``)."""
-        return []
-
-    def use_runtime(self, runtime: str, threads: int | None = None) -> None:
-        """Run this model's towers on ``runtime`` (see :mod:`zoo.runtime`; ``threads``: ONNX Runtime's
-        intra-op threads, default every core). ONNX files are exported and checked on first use."""
-        from . import runtime as rt
-
-        if rt.check_offered(runtime, self.runtimes, self.spec) == self.runtime:
-            return
-        if self.runtime != "torch":  # torch-fp16 halved the modules in place: no way back from here
-            raise InvalidArgumentError(f"model {self.spec.name!r} already runs on {self.runtime!r}; create it again "
-                                       f"with runtime={runtime!r}", "runtime")
-        self._fast = {t.name: rt.accelerate(t, self.weights_fingerprint, runtime, self.device, threads)
-                      for t in self._towers()}
-        self.runtime = runtime
-
-    def run_tower(self, name: str, module: Any, inputs: Any) -> Any:
-        """``module(**inputs)``, or what stands in for the tower ``name`` on the runtime in use."""
-        fast = self.__dict__.get("_fast", {}).get(name)
-        return module(**inputs) if fast is None else fast(inputs)
-
     @functools.cached_property
     def weights_fingerprint(self) -> str:  # type: ignore[override]
         """The fingerprint of the loaded weights, read on first use (loading a model reads no extra bytes)."""
@@ -191,19 +136,24 @@ class Embedder(EncodeFront, ABC):
         return media.text.max_chars(max(self.spec.max_length, tokens if isinstance(tokens, int) else 0))
 
     # ---- encoding ------------------------------------------------------------------------------
-    def _decode_item(self, item: Any, index: int, modality: Modality, allow_paths: bool = True) -> Any:
-        """What :meth:`embed_decoded` takes for one raw item (decoded by :func:`zoo.media.decode`)."""
+    def _decode_item(self, item: Any, index: int, modality: Modality, allow_paths: bool = True,
+                     opts: EncodeOptions | None = None) -> Any:
+        """What :meth:`embed_decoded` takes for one raw item (decoded by :func:`zoo.media.decode`; a text kept
+        as far as ``opts`` needs, see :func:`zoo.long.text_chars`)."""
+        chars = lg.text_chars(self, opts) if modality is Modality.TEXT else self.max_text_chars
         return media.decode(item, index, modality, self.sample_rate, self.max_audio_seconds, allow_paths,
-                            self.interleaved_parts, text_chars=self.max_text_chars)
+                            self.interleaved_parts, text_chars=chars)
 
-    def decode(self, items: Sequence[Any], modality: Modality | str, *, allow_paths: bool = True) -> list[Any]:
+    def decode(self, items: Sequence[Any], modality: Modality | str, *, allow_paths: bool = True,
+               opts: EncodeOptions | None = None) -> list[Any]:
         """Decode raw inputs; raises :class:`InputError` naming the first bad item's index.
 
-        ``allow_paths=False`` (servers) refuses items that name files instead of carrying data."""
+        ``allow_paths=False`` (servers) refuses items that name files instead of carrying data; ``opts``: the
+        call's options (texts are kept as far as its ``truncate`` and ``long`` need)."""
         mod = self.check_modality(modality)
         check_items(items)
         with truncation.gathered(len(items)):  # decoding cuts too (video past its window): one warning per call
-            return [self._decode_item(x, i, mod, allow_paths) for i, x in enumerate(items)]
+            return [self._decode_item(x, i, mod, allow_paths, opts) for i, x in enumerate(items)]
 
     def encode_items(
         self,
@@ -232,7 +182,9 @@ class Embedder(EncodeFront, ABC):
             modality: a checked modality; ``opts``: checked output controls (:meth:`options`).
             allow_paths: False for servers: a path is refused, never opened.
             indices: the index each item's error names (a server's index within its request).
-            tokens: also count each good item's text tokens (:meth:`count_tokens`).
+            tokens: also count each good item's text tokens (:meth:`count_tokens`) and tell which texts were cut
+                (:attr:`Encoded.truncated`; without it, a ``truncate="end"`` call tells only the texts cut by
+                characters, to spare tokenizing them twice).
         """
         if batch_size is None:
             batch_size = self.spec.batch_size
@@ -243,7 +195,9 @@ class Embedder(EncodeFront, ABC):
         good: list[int] = []
         outputs: list[Any] = []  # raw outputs of the good items, in order
         counts: list[int] = []
+        cuts: list[bool] = []
         window: list[Any] = []
+        at: list[int] = []  # each window item's position in raw
         held = 0
         progress = None
         if show_progress or len(raw) >= LARGE_INPUT:
@@ -252,19 +206,30 @@ class Embedder(EncodeFront, ABC):
             progress = tqdm(total=len(raw), desc=f"encode {modality.value}", unit="item")
 
         def flush() -> None:
-            nonlocal window, held
+            nonlocal window, held, at, good
+            if window and modality is Modality.TEXT:  # fitted to the window as the call's truncate says
+                fitted = self.fit_texts(window, opts, [k if indices is None else indices[k] for k in at], tokens)
+                for p, err in fitted.errors.items():
+                    if stop_on_error:
+                        raise err
+                    errors[at[p]] = err
+                dropped = {at[p] for p in fitted.errors}
+                good = [k for k in good if k not in dropped]
+                window = [t for p, t in enumerate(fitted.texts) if p not in fitted.errors]
+                cuts.extend(c for p, c in enumerate(fitted.truncated) if p not in fitted.errors)
             if window:
-                outputs.extend(self._embed_raw(window, modality, opts, kind, batch_size))
+                outputs.extend(self._embed_texts_or_items(window, modality, opts, kind, batch_size))
                 if tokens:
-                    counts.extend(self.count_tokens(window, modality, opts.prompt))
-                if progress is not None:
-                    progress.update(len(window))
-            window, held = [], 0
+                    counts.extend(self.count_tokens(window, modality, opts.prompt, opts))
+            if progress is not None:
+                progress.update(len(at))
+            window, held, at = [], 0, []
 
         with truncation.gathered(len(raw)):  # decoding and the batches note what they cut; one warning per call
             for k, item in enumerate(raw):
                 try:
-                    decoded = self._decode_item(item, k if indices is None else indices[k], modality, allow_paths)
+                    decoded = self._decode_item(item, k if indices is None else indices[k], modality, allow_paths,
+                                                opts)
                 except InputError as err:
                     if stop_on_error:
                         raise
@@ -272,6 +237,7 @@ class Embedder(EncodeFront, ABC):
                     continue
                 good.append(k)
                 window.append(decoded)
+                at.append(k)
                 held += media.nbytes(decoded)
                 if len(window) >= limit or held >= media.budgets.MAX_HELD_BYTES:
                     flush()
@@ -279,7 +245,16 @@ class Embedder(EncodeFront, ABC):
         if progress is not None:
             progress.close()
         result = self._finish(outputs, modality, opts, kind) if outputs else None
-        return Encoded(errors=errors, good=good, result=result, tokens=counts if tokens else None)
+        return Encoded(errors=errors, good=good, result=result, tokens=counts if tokens else None,
+                       truncated=cuts if modality is Modality.TEXT else None)
+
+    def _embed_texts_or_items(self, items: list[Any], modality: Modality, opts: EncodeOptions, kind: str,
+                              batch_size: int, show_progress: bool = False) -> list[Any]:
+        """Raw outputs of decoded items: :meth:`_embed_raw`, or for ``long="chunk"`` the chunked means of
+        :func:`zoo.long.chunked_raw`."""
+        if opts.long:
+            return lg.chunked_raw(self, items, opts, kind, batch_size)
+        return self._embed_raw(items, modality, opts, kind, batch_size, show_progress)
 
     def _embed_raw(self, items: list[Any], modality: Modality, opts: EncodeOptions, kind: str,
                    batch_size: int, show_progress: bool = False) -> list[Any]:
@@ -324,15 +299,18 @@ class Embedder(EncodeFront, ABC):
         batch_size = check_batch_size(batch_size)
         kind = kinds.get(opts.output).produced_from
         with truncation.gathered(len(items)):  # the batches note what they cut; one warning per call follows
-            outputs = self._embed_raw(items, modality, opts, kind, batch_size,
-                                      show_progress or len(items) >= LARGE_INPUT)
+            outputs = self._embed_texts_or_items(items, modality, opts, kind, batch_size,
+                                                 show_progress or len(items) >= LARGE_INPUT)
         return self._finish(outputs, modality, opts, kind)
 
-    def count_tokens(self, items: list[Any], modality: Modality, prompt: str | None) -> list[int]:
+    def count_tokens(self, items: list[Any], modality: Modality, prompt: str | None,
+                     opts: EncodeOptions | None = None) -> list[int]:
         """Text tokens of each decoded item, as its model's tokenizer makes them (what servers report as
-        usage): a text counts its tokens with the prompt and special tokens, an interleaved item the tokens
-        of its text parts; image and audio content counts 0."""
+        usage): a text counts its tokens with the prompt and special tokens (all of them with ``opts.long``),
+        an interleaved item the tokens of its text parts; image and audio content counts 0."""
         if modality is Modality.TEXT:
+            if opts is not None and opts.long:
+                return [v.count for v in self._token_views(items, prompt)]
             return self._text_tokens(items, prompt)
         counts = [0] * len(items)
         if modality is Modality.INTERLEAVED:
@@ -355,6 +333,10 @@ class Embedder(EncodeFront, ABC):
         output: str | None = None,
         max_vectors: int | None = None,
         top_k: int | None = None,
+        truncate: str = "end",
+        long: str | None = None,
+        chunk_tokens: int | None = None,
+        overlap: int | None = None,
         show_progress: bool = False,
     ) -> Any:
         """Embed ``inputs`` of one ``modality``: an ``[N, d]`` numpy array for dense output (see
@@ -371,6 +353,10 @@ class Embedder(EncodeFront, ABC):
             output: ``"dense"``, ``"multivector"``, ``"sparse"`` or ``"fde"``; default ``spec.outputs[0]``.
             max_vectors: multivector output: at most this many vectors per item.
             top_k: sparse output: at most this many terms per item.
+            truncate: a text over the window is cut at the ``"end"``, at the ``"start"``, or ``"none"``: refused
+                (:class:`InputError`); see :mod:`zoo.long`.
+            long: ``"chunk"``: a long text is embedded as windows of ``chunk_tokens`` text tokens sharing
+                ``overlap``, averaged by their tokens (dense output).
             show_progress: show a progress bar (shown anyway for large inputs).
 
         Returns:
@@ -378,7 +364,8 @@ class Embedder(EncodeFront, ABC):
             binary); multivector: a list of ``[n_i, d]`` arrays; sparse: a ``scipy.sparse.csr_matrix``.
         """
         opts, mod = self._call(modality, normalize=normalize, dimensions=dimensions, precision=precision,
-                               prompt_name=prompt_name, output=output, max_vectors=max_vectors, top_k=top_k)
+                               prompt_name=prompt_name, output=output, max_vectors=max_vectors, top_k=top_k,
+                               truncate=truncate, long=long, chunk_tokens=chunk_tokens, overlap=overlap)
         check_items(inputs)
         return self.encode_items(inputs, mod, opts, batch_size=batch_size, show_progress=show_progress,
                                  stop_on_error=True).result

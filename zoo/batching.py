@@ -16,6 +16,8 @@ import math
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from .spec import Modality
 
 if TYPE_CHECKING:
@@ -127,3 +129,44 @@ def media_tokens(model: Embedder, kind: str, value: Any) -> int | None:
     if kind == "audio" and model.audio_tokens_per_second and model.sample_rate:
         return math.ceil(len(value) / model.sample_rate * model.audio_tokens_per_second)
     return None
+
+
+class TokenCounting:
+    """The hooks token budgets count items with (a base of :class:`zoo.base.Embedder`; families override what
+    they know better)."""
+
+    #: token budgets (:meth:`_token_sizes`): tokens a text's row holds besides one per character of it and its
+    #: prompt (special tokens; a family that writes texts into a template adds the template's length)
+    text_extra_tokens: int = SPECIAL_TOKENS
+    min_text_tokens: int = 0  # a text's row is padded to at least this many (open_clip: its context length)
+    image_tokens: int | None = None  # tokens one image costs a pass, where fixed (None: images are not counted)
+    audio_tokens_per_second: float | None = None  # the same for audio (None: not counted)
+
+    def _lengths(self, items: list[Any], modality: Modality, prompt: str | None) -> list[int]:
+        """Cheap sort keys for length-sorted batching (longest first): characters of a text, samples of
+        audio; other items keep their order."""
+        return [len(x) if isinstance(x, (str, np.ndarray)) else 0 for x in items]
+
+    def _text_tokens(self, texts: list[str], prompt: str | None) -> list[int]:
+        """Tokens the model reads for each text (prompt and special tokens included, after truncation).
+        Families that embed text override it."""
+        raise NotImplementedError(f"{type(self).__name__} does not count text tokens")
+
+    def _media_tokens(self, kind: str, value: Any) -> int | None:
+        """Tokens one decoded medium (``kind`` of :data:`zoo.media.PART_KINDS`) costs a forward pass, or None
+        where the family does not know: :attr:`image_tokens` an image, :attr:`audio_tokens_per_second` a
+        second of audio; video is not counted unless a family says."""
+        return media_tokens(self, kind, value)
+
+    def _token_sizes(self, items: list[Any], modality: Modality, prompt: str | None,
+                     exact: bool = False) -> list[int] | None:
+        """Tokens each decoded item costs a forward pass (its row's length before padding), for the token
+        budget (:attr:`EmbedderSpec.batch_tokens`); None where this modality's items are not counted (batches
+        are then bounded by items and the decode budgets of :mod:`zoo.media.budgets` alone).
+
+        ``exact=False``: an upper bound without tokenizing (:func:`zoo.batching.text_bound`); True: texts
+        counted by :meth:`_text_tokens`. A text counts with its prompt and special tokens; an image, audio or
+        video item what :meth:`_media_tokens` says (None for any: the call is not counted); an interleaved
+        item its text parts, its prompt and its media parts (one of unknown cost: None, the call is not counted)."""
+        return token_sizes(self, items, modality, prompt, exact)
+

@@ -48,6 +48,10 @@ class EncodeOptions:
     output: str = "dense"  # the output kind (see zoo.kinds)
     max_vectors: int | None = None  # multivector: at most this many vectors per item
     top_k: int | None = None  # sparse: at most this many terms per item
+    truncate: str = "end"  # a text over the window: cut at the "end", at the "start", or "none" (refused)
+    long: str | None = None  # "chunk": a long text is embedded as windows whose vectors are averaged
+    chunk_tokens: int | None = None  # long="chunk": text tokens per window (default: as many as fit)
+    overlap: int | None = None  # long="chunk": tokens neighbouring windows share (default: a quarter of one)
 
 
 class EncodeFront:
@@ -83,11 +87,22 @@ class EncodeFront:
         output: str | None = None,
         max_vectors: int | None = None,
         top_k: int | None = None,
+        truncate: str = "end",
+        long: str | None = None,
+        chunk_tokens: int | None = None,
+        overlap: int | None = None,
     ) -> EncodeOptions:
         """Validate output controls once, before any work is done (``normalize=None``: the output kind's
-        default, see :func:`zoo.kinds.default_normalize`)."""
+        default, see :func:`zoo.kinds.default_normalize`; ``truncate``, ``long``, ``chunk_tokens`` and
+        ``overlap``: see :mod:`zoo.long`)."""
+        from . import long as lg
+
         pp.check_precision(precision)
+        truncate = lg.check_truncate(truncate)
+        long, chunk_tokens, overlap = lg.check_long(long, chunk_tokens, overlap)
         output = kinds.check_output(output, self.spec.outputs, self.spec.name)
+        if long and output != "dense":
+            raise InvalidArgumentError(f"long={long!r} gives dense vectors only, not {output!r} output", "long")
         max_vectors, top_k = kinds.check_count(max_vectors, "max_vectors"), kinds.check_count(top_k, "top_k")
         kinds.check_controls(output, dimensions=dimensions, precision=precision, max_vectors=max_vectors,
                              top_k=top_k)
@@ -111,9 +126,17 @@ class EncodeFront:
             output=output,
             max_vectors=max_vectors,
             top_k=top_k,
+            truncate=truncate,
+            long=long,
+            chunk_tokens=chunk_tokens,
+            overlap=overlap,
         )
 
     def _call(self, modality, **controls: Any) -> tuple[EncodeOptions, Modality]:
         """Validate everything about a call but its inputs (``controls``: :meth:`options`' keywords),
         before any work is done."""
-        return self.options(**controls), self.check_modality(modality)
+        opts, mod = self.options(**controls), self.check_modality(modality)
+        if mod is not Modality.TEXT and (opts.truncate != "end" or opts.long):
+            what = "truncate" if opts.truncate != "end" else "long"
+            raise InvalidArgumentError(f"{what} applies to text inputs; this call embeds {mod.value}", what)
+        return opts, mod

@@ -274,3 +274,37 @@ def accelerate(tower: Tower, weights: str, runtime: str, device: str, threads: i
         tmp.write_text(json.dumps(check, indent=2))
         os.replace(tmp, record)
     return OrtTower(folder / name, device, threads, check={"runtime": runtime} | check[runtime])
+
+
+class RuntimeTowers:
+    """What lets a model's towers run on another runtime (a base of :class:`zoo.base.Embedder`): families with
+    towers list the runtimes they take and return their towers from :meth:`_towers`."""
+
+    spec: Any
+    device: str
+    weights_fingerprint: str
+    #: the runtimes this family's towers can run on (see :mod:`zoo.runtime`); families with towers widen it
+    runtimes: tuple[str, ...] = ("torch",)
+    runtime: str = "torch"  # the runtime in use (set by :meth:`use_runtime`)
+
+    def _towers(self) -> list[Tower]:
+        """The towers another runtime can stand in for (families that list more than torch in ``runtimes``)."""
+        return []
+
+    def use_runtime(self, runtime: str, threads: int | None = None) -> None:
+        """Run this model's towers on ``runtime`` (see :mod:`zoo.runtime`; ``threads``: ONNX Runtime's
+        intra-op threads, default every core). ONNX files are exported and checked on first use."""
+        if check_offered(runtime, self.runtimes, self.spec) == self.runtime:
+            return
+        if self.runtime != "torch":  # torch-fp16 halved the modules in place: no way back from here
+            raise InvalidArgumentError(f"model {self.spec.name!r} already runs on {self.runtime!r}; create it again "
+                                       f"with runtime={runtime!r}", "runtime")
+        self._fast = {t.name: accelerate(t, self.weights_fingerprint, runtime, self.device, threads)
+                      for t in self._towers()}
+        self.runtime = runtime
+
+    def run_tower(self, name: str, module: Any, inputs: Any) -> Any:
+        """``module(**inputs)``, or what stands in for the tower ``name`` on the runtime in use."""
+        fast = self.__dict__.get("_fast", {}).get(name)
+        return module(**inputs) if fast is None else fast(inputs)
+

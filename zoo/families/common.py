@@ -196,6 +196,37 @@ class TokenizedText:
         texts, firsts, limit = self._text_args(texts, prompt)
         return token_counts(self.tokenizer, texts, limit, firsts)
 
+    def text_limit(self, prompt: str | None) -> int | None:
+        """The most tokens a text under ``prompt`` holds (see :meth:`zoo.base.Embedder.text_limit`)."""
+        return self._text_args([], prompt)[2]
+
+    def _token_views(self, texts: list[str], prompt: str | None, cut: bool = False) -> list[Any]:
+        """Each text as the model reads it (see :meth:`zoo.base.Embedder._token_views`), from the tokenizer's
+        offsets: a token from the prompt (put in front, or the first text of a pair) or a special token has
+        none."""
+        from ..errors import InvalidArgumentError
+        from ..long import Tokens
+
+        if not getattr(self.tokenizer, "is_fast", False):
+            raise InvalidArgumentError(f"model {getattr(self, 'spec', None) and self.spec.name!r} has a slow "
+                                       "tokenizer, which gives no character offsets")
+        if not texts:
+            return []
+        full, firsts, limit = self._text_args(texts, prompt)
+        args = (full,) if firsts is None else (firsts, full)
+        enc = self.tokenizer(*args, truncation=cut, max_length=limit if cut else None, verbose=False,
+                             return_offsets_mapping=True, return_special_tokens_mask=True)
+        views = []
+        for i, text in enumerate(texts):
+            ids = enc["input_ids"][i]
+            special, sequence = enc["special_tokens_mask"][i], enc.sequence_ids(i)
+            shift = len(full[i]) - len(text) if firsts is None else 0  # the prompt's characters in front
+            offsets = [None if special[j] or (firsts is not None and sequence[j] != 1) or s < shift
+                       else (s - shift, e - shift) for j, (s, e) in enumerate(enc["offset_mapping"][i])]
+            views.append(Tokens(list(ids), self.tokenizer.convert_ids_to_tokens(ids), offsets,
+                                len(ids) > limit or is_cut(text)))
+        return views
+
     def _tokenized(self, texts: list[str], prompt: str | None):
         """``texts`` under ``prompt``, tokenized (see :func:`tokenize_texts`)."""
         texts, firsts, limit = self._text_args(texts, prompt)

@@ -133,6 +133,23 @@ class TextEmbedder(TokenizedText, Embedder):
             options={"pooling": folder_pooling(path) or "mean"},
         )
 
+    @property
+    def late_pooling(self) -> str | None:  # type: ignore[override]
+        """Late chunking pools a chunk as the model pools a text; a CLS token has no per-chunk counterpart."""
+        return None if self.pooling == "cls" else self.pooling
+
+    def _token_states(self, texts: list[str], prompt: str | None) -> list[tuple[Any, list[Any]]]:
+        import torch
+
+        if self.late_pooling is None:
+            return super()._token_states(texts, prompt)
+        views = self._token_views(texts, prompt, cut=True)
+        enc = self._tokenized(texts, prompt)
+        with torch.inference_mode():
+            hidden = self.model(**enc).last_hidden_state.float().cpu().numpy()
+        mask = enc["attention_mask"].cpu().numpy().astype(bool)
+        return [(h[m], view.offsets) for h, m, view in zip(hidden, mask, views)]
+
     def forward(self, batch: list[Any], modality: Modality, opts: EncodeOptions, kind: str) -> np.ndarray:
         import torch
 
