@@ -90,7 +90,7 @@ def budget_batches(lengths: Sequence[int], batch_size: int, max_tokens: int, bou
 
 def token_sizes(model: Embedder, items: list[Any], modality: Modality, prompt: str | None,
                 exact: bool) -> list[int] | None:
-    """What :meth:`zoo.base.Embedder._token_sizes` says by default, from the model's hooks: a text's bound
+    """What :meth:`TokenCounting._token_sizes` says by default, from the model's hooks: a text's bound
     (:func:`text_bound` over the prompt and the text, capped at ``spec.max_length``, the most a row keeps) or
     its count (``_text_tokens``, where the family counts), at least ``min_text_tokens``; a medium's
     ``_media_tokens`` (None for any item: None); an interleaved item's text parts as texts, its prompt as one
@@ -122,7 +122,7 @@ def token_sizes(model: Embedder, items: list[Any], modality: Modality, prompt: s
 
 
 def media_tokens(model: Embedder, kind: str, value: Any) -> int | None:
-    """What :meth:`zoo.base.Embedder._media_tokens` says by default: ``image_tokens`` an image, ceil(seconds ×
+    """What :meth:`TokenCounting._media_tokens` says by default: ``image_tokens`` an image, ceil(seconds ×
     ``audio_tokens_per_second``) a waveform, None for what the model does not declare (and for video)."""
     if kind == "image":
         return model.image_tokens

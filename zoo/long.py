@@ -22,8 +22,8 @@ tokens from the window where that token is most central).
 
 All of this works in characters: a chunk or a window is a character span of the text, cut at token
 boundaries, and its tokens are found again by their character offsets in whatever tokenization reads them.
-Families expose their tokenizer through :meth:`zoo.base.Embedder._token_views` (and, for late chunking, the
-token states through :meth:`zoo.base.Embedder._token_states`).
+Families expose their tokenizer through :meth:`zoo.tokens.TokenizerTools._token_views` (and, for late chunking, the
+token states through :meth:`zoo.tokens.TokenizerTools._token_states`).
 """
 
 from __future__ import annotations

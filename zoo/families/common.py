@@ -197,11 +197,11 @@ class TokenizedText:
         return token_counts(self.tokenizer, texts, limit, firsts)
 
     def text_limit(self, prompt: str | None) -> int | None:
-        """The most tokens a text under ``prompt`` holds (see :meth:`zoo.base.Embedder.text_limit`)."""
+        """The most tokens a text under ``prompt`` holds (see :meth:`zoo.tokens.TokenizerTools.text_limit`)."""
         return self._text_args([], prompt)[2]
 
     def _token_views(self, texts: list[str], prompt: str | None, cut: bool = False) -> list[Any]:
-        """Each text as the model reads it (see :meth:`zoo.base.Embedder._token_views`), from the tokenizer's
+        """Each text as the model reads it (see :meth:`zoo.tokens.TokenizerTools._token_views`), from the tokenizer's
         offsets: a token from the prompt (put in front, or the first text of a pair) or a special token has
         none."""
         from ..errors import InvalidArgumentError
