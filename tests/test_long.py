@@ -134,7 +134,11 @@ def test_chunked_mean_equals_windows_embedded_by_hand(model, reference):
     spans = enc["offset_mapping"]
     got = model.encode([LONG, "a short one"], "text", long="chunk", chunk_tokens=20, overlap=5)
     parts, weights = [], []
-    for a, b in windows(len(spans), 20, 5):
+    starts = [j == 0 or spans[j][0] > spans[j - 1][1] for j in range(len(spans))]  # whitespace before
+    plan = windows(len(spans), 20, 5, starts)
+    assert all(starts[a] and (b == len(spans) or starts[b]) for a, b in plan)  # no word cut in two
+    assert any(b - a < 20 for a, b in plan[:-1]) and all(b - a <= 20 for a, b in plan)
+    for a, b in plan:
         parts.append(LONG[spans[a][0]:spans[b - 1][1]])
         weights.append(b - a)
     raw = model.encode(parts, "text", normalize=False).astype(np.float64)
@@ -172,7 +176,8 @@ def test_late_chunks_past_the_window_come_from_a_macro_window_with_context(model
     tok = reference[0]
     spans = tok(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
     room = 62
-    wins = [(spans[a][0], spans[b - 1][1]) for a, b in windows(len(spans), room, room // 4)]
+    starts = [j == 0 or spans[j][0] > spans[j - 1][1] for j in range(len(spans))]
+    wins = [(spans[a][0], spans[b - 1][1]) for a, b in windows(len(spans), room, room // 4, starts)]
     assert len(wins) >= 3
     chunks = model.encode_chunks([text], chunk_tokens=8)[0]
     want = []

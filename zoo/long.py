@@ -232,16 +232,32 @@ def _keep_end(model: Embedder, text: str, view: Tokens, limit: int, prompt: str 
 
 
 # ---- chunked embedding -----------------------------------------------------------------------------------------
-def windows(n: int, size: int, overlap: int) -> list[tuple[int, int]]:
-    """``(start, end)`` windows of at most ``size`` over ``n`` positions, neighbours sharing ``overlap``."""
-    size = max(1, size)
-    step = max(1, size - min(overlap, size - 1))
+def windows(n: int, size: int, overlap: int, starts: list[bool] | None = None) -> list[tuple[int, int]]:
+    """``(start, end)`` windows of at most ``size`` over ``n`` positions, neighbours sharing about ``overlap``.
+
+    ``starts``: whether each position begins a word; a window then ends before a word begins and starts where
+    one does, wherever the window holds such a place, so that its text tokenizes on its own into the tokens it
+    held inside the whole text (a word cut in two reads as other, more tokens)."""
+    size, overlap = max(1, size), min(overlap, max(0, size - 1))
     out, start = [], 0
     while True:
-        out.append((start, min(start + size, n)))
-        if start + size >= n:
+        end = min(start + size, n)
+        if end < n and starts is not None:
+            end = next((j for j in range(end, start, -1) if starts[j]), end)
+        out.append((start, end))
+        if end >= n:
             return out
-        start += step
+        nxt = max(end - overlap, start + 1)
+        if starts is not None:
+            nxt = next((j for j in range(nxt, end + 1) if j == end or starts[j]), nxt)
+        start = nxt
+
+
+def word_starts(view: Tokens, positions: list[int]) -> list[bool]:
+    """Whether each text token (``positions`` in ``view``) begins a word: something lies between it and the
+    token before (whitespace), or it is the first."""
+    offsets = [view.offsets[p] for p in positions]
+    return [j == 0 or offsets[j][0] > offsets[j - 1][1] for j in range(len(offsets))]  # type: ignore[index]
 
 
 def _span(view: Tokens, positions: list[int], a: int, b: int) -> Span:
@@ -274,7 +290,7 @@ def chunk_windows(model: Embedder, texts: list[str], opts: EncodeOptions) -> lis
             continue
         over = size // OVERLAP_SHARE if opts.overlap is None else opts.overlap
         out[i] = [(texts[i][slice(*_span(view, positions, a, b))], b - a)
-                  for a, b in windows(len(positions), size, over)]
+                  for a, b in windows(len(positions), size, over, word_starts(view, positions))]
     return out
 
 
@@ -348,7 +364,8 @@ def late_chunks(model: Embedder, texts: list[str], opts: EncodeOptions, *, chunk
             continue
         room = capacity(view, limit)
         over = room // OVERLAP_SHARE if overlap is None else min(overlap, room - 1)
-        plans.append((chunks, [_span(view, positions, a, b) for a, b in windows(len(positions), room, over)], False))
+        wins = windows(len(positions), room, over, word_starts(view, positions))
+        plans.append((chunks, [_span(view, positions, a, b) for a, b in wins], False))
     # one pass over every window of every text, batched
     reads = [(i, w) for i, (_, wins, whole) in enumerate(plans) for w in wins]
     read_texts = [texts[i] if plans[i][2] else texts[i][w[0]:w[1]] for i, w in reads]
