@@ -41,7 +41,8 @@ class StubEmbedder:
         return SimpleNamespace(output="dense")
 
     async def infer_wire(self, raw: list[bytes], modality: Modality, opts: object, *, tokens: bool = False,
-                         priority: str | None = None, traceparent: str | None = None) -> tuple:
+                         truncated: bool = False, priority: str | None = None,
+                         traceparent: str | None = None) -> tuple:
         texts = [r.decode() for r in raw]  # a text item travels as its UTF-8 bytes
         self.calls.append(SimpleNamespace(texts=texts, priority=priority, traceparent=traceparent))
         if "hold" in texts:

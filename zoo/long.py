@@ -220,14 +220,18 @@ def fit(model: Embedder, texts: list[str], opts: EncodeOptions, indices: list[in
 
 
 def _keep_end(model: Embedder, text: str, view: Tokens, limit: int, prompt: str | None) -> str:
-    """The shortest suffix of ``text`` starting at a token boundary whose tokenization fits ``limit``."""
+    """The longest suffix of ``text`` starting at a word (see :func:`word_starts`) whose tokenization fits
+    ``limit``: a suffix cut inside a word would read as other tokens than the text held there. A text whose
+    last word alone is over the window is cut at a token boundary instead."""
     positions = view.text_positions()
+    starts = word_starts(view, positions)
     drop = view.count - limit
     while drop < len(positions):
-        kept = text[view.offsets[positions[drop]][0]:]  # type: ignore[index]
+        at = next((j for j in range(drop, len(positions)) if starts[j]), drop)
+        kept = text[view.offsets[positions[at]][0]:]  # type: ignore[index]
         if model._token_views([kept], prompt)[0].count <= limit:
             return kept
-        drop += 1  # the suffix tokenized into more tokens than it held inside the text (rare): one more
+        drop = at + 1  # the suffix tokenized into more tokens than it held inside the text (rare): one more
     return ""
 
 
