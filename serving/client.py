@@ -36,11 +36,11 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
-import numpy as np
-
 from zoo.front import EncodeOptions
+from zoo.long import Chunks, Tokens
 from zoo.spec import Modality
 
+from . import client_long as cl
 from .client_core import (
     MAX_CONCURRENT_CHUNKS,
     REPLICA_COOLDOWN_S,
@@ -49,6 +49,7 @@ from .client_core import (
     Plan,
     Replicas,
     Rows,
+    Served,
     Sleep,
     T,
     _Core,
@@ -61,8 +62,8 @@ from .client_core import _raise_remote as _raise_remote  # noqa: F401  (the test
 from .client_core import _remote_error as _remote_error  # noqa: F401
 
 # what callers import from here: the clients, and the helpers that lived here before the core moved out
-__all__ = ["BULK", "MAX_CONCURRENT_CHUNKS", "REPLICA_COOLDOWN_S", "AsyncTritonEmbedder", "Replicas", "TritonEmbedder",
-           "fetch_config", "fetch_spec", "open_backend", "replica_urls", "triton_name"]
+__all__ = ["BULK", "MAX_CONCURRENT_CHUNKS", "REPLICA_COOLDOWN_S", "AsyncTritonEmbedder", "Replicas", "Served",
+           "TritonEmbedder", "fetch_config", "fetch_spec", "open_backend", "replica_urls", "triton_name"]
 
 
 class TritonEmbedder(_Core):
@@ -83,6 +84,37 @@ class TritonEmbedder(_Core):
         """Like :meth:`encode`, but each bad item becomes its :class:`InputError` in the result list (whether
         it failed the local check or the server's) and every good item still gets its row."""
         return self._wait(self._per_item_job(inputs, modality, batch_size, controls, priority))
+
+    def infer_wire(self, raw: list[bytes], modality: Modality, opts: EncodeOptions, *, batch_size: int | None = None,
+                   tokens: bool = False, truncated: bool = False, priority: str | None = None,
+                   traceparent: str | None = None) -> Served:
+        """Blocking :meth:`AsyncTritonEmbedder.infer_wire`."""
+        return self._wait(self._wire_job(raw, modality, opts, batch_size, tokens, self._level(priority), traceparent,
+                                         truncated))
+
+    def tokenize(self, texts: Sequence[Any], prompt_name: str | None = None, truncate: str = "end", *,
+                 priority: str | None = None, traceparent: str | None = None) -> list[Tokens]:
+        """Same as :meth:`zoo.base.Embedder.tokenize`, by the served model's tokenizer."""
+        return self._wait(cl.tokenize_job(self, texts, prompt_name, truncate, priority=priority,
+                                          traceparent=traceparent))
+
+    def detokenize(self, ids: list[list[int]], *, priority: str | None = None,
+                   traceparent: str | None = None) -> list[str]:
+        """Same as :meth:`zoo.base.Embedder.detokenize`, by the served model's tokenizer."""
+        return self._wait(cl.detokenize_job(self, ids, priority=priority, traceparent=traceparent))
+
+    def encode_chunks(
+        self, texts: Sequence[Any], *, chunk_tokens: int | None = None,
+        spans: list[list[tuple[int, int]]] | None = None, overlap: int | None = None,
+        prompt_name: str | None = None, normalize: bool | None = None,
+        dimensions: int | None = None, precision: str = "float32", batch_size: int | None = None,
+        priority: str | None = None, traceparent: str | None = None,
+    ) -> list[Chunks]:
+        """Same arguments and result as :meth:`zoo.base.Embedder.encode_chunks` (late chunking), on the server."""
+        return self._wait(cl.chunks_job(
+            self, texts, chunk_tokens=chunk_tokens, spans=spans, overlap=overlap, prompt_name=prompt_name,
+            normalize=normalize, dimensions=dimensions, precision=precision, batch_size=batch_size, priority=priority,
+            traceparent=traceparent))
 
     def close(self) -> None:
         """Close the gRPC channels."""
@@ -138,16 +170,42 @@ class AsyncTritonEmbedder(_Core):
         return await self._wait(self._encode_job(inputs, modality, batch_size, controls, priority))
 
     async def infer_wire(self, raw: list[bytes], modality: Modality, opts: EncodeOptions, *,
-                         batch_size: int | None = None, tokens: bool = False, priority: str | None = None,
-                         traceparent: str | None = None) -> tuple[Any, np.ndarray | None]:
-        """Embed items already serialized by :meth:`wire` with options from :meth:`options`: the rows in
-        order and, with ``tokens``, the text tokens the model read per item (the server's ``TOKENS``).
-        A server-side :class:`InputError` names the item's index in ``raw``. ``priority``: this call's (default:
-        the client's); ``traceparent``: the caller's W3C trace context, sent as the gRPC header
+                         batch_size: int | None = None, tokens: bool = False, truncated: bool = False,
+                         priority: str | None = None, traceparent: str | None = None) -> Served:
+        """Embed items already serialized by :meth:`wire` with options from :meth:`options`: a :class:`Served`
+        of the rows in order, with ``tokens`` the text tokens the model read per item (the server's ``TOKENS``)
+        and with ``truncated`` whether each item was cut (``TRUNCATED``), else None. A server-side
+        :class:`InputError` names the item's index in ``raw``. ``priority``: this call's (default: the
+        client's); ``traceparent``: the caller's W3C trace context, sent as the gRPC header
         :data:`serving.contract.TRACE_HEADER` (which tritonserver's OpenTelemetry tracing continues), its trace id
         as Triton's request id."""
         level = self._level(priority)
-        return await self._wait(self._wire_job(raw, modality, opts, batch_size, tokens, level, traceparent))
+        return await self._wait(self._wire_job(raw, modality, opts, batch_size, tokens, level, traceparent,
+                                               truncated))
+
+    async def tokenize(self, texts: Sequence[Any], prompt_name: str | None = None, truncate: str = "end", *,
+                       priority: str | None = None, traceparent: str | None = None) -> list[Tokens]:
+        """Same as :meth:`TritonEmbedder.tokenize`, awaited."""
+        return await self._wait(cl.tokenize_job(self, texts, prompt_name, truncate, priority=priority,
+                                                traceparent=traceparent))
+
+    async def detokenize(self, ids: list[list[int]], *, priority: str | None = None,
+                         traceparent: str | None = None) -> list[str]:
+        """Same as :meth:`TritonEmbedder.detokenize`, awaited."""
+        return await self._wait(cl.detokenize_job(self, ids, priority=priority, traceparent=traceparent))
+
+    async def encode_chunks(
+        self, texts: Sequence[Any], *, chunk_tokens: int | None = None,
+        spans: list[list[tuple[int, int]]] | None = None, overlap: int | None = None,
+        prompt_name: str | None = None, normalize: bool | None = None,
+        dimensions: int | None = None, precision: str = "float32", batch_size: int | None = None,
+        priority: str | None = None, traceparent: str | None = None,
+    ) -> list[Chunks]:
+        """Same as :meth:`TritonEmbedder.encode_chunks`, awaited."""
+        return await self._wait(cl.chunks_job(
+            self, texts, chunk_tokens=chunk_tokens, spans=spans, overlap=overlap, prompt_name=prompt_name,
+            normalize=normalize, dimensions=dimensions, precision=precision, batch_size=batch_size, priority=priority,
+            traceparent=traceparent))
 
     async def encode_per_item(
         self, inputs: Sequence[Any], modality: Modality | str, *, batch_size: int | None = None,

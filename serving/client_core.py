@@ -94,6 +94,25 @@ class Call(NamedTuple):
                 "headers": self.headers or None, "request_id": self.request_id}
 
 
+class _ServedPair(NamedTuple):
+    result: Any
+    tokens: np.ndarray | None
+
+
+class Served(_ServedPair):
+    """What :meth:`AsyncTritonEmbedder.infer_wire` returns: the ``result`` (what ``encode()`` returns), the tokens
+    read per item (``tokens``) and whether each item was cut (``truncated``), each None unless asked for. A pair
+    ``(result, tokens)`` to index and unpack (as before ``truncated`` came), with ``truncated`` an attribute."""
+
+    def __new__(cls, result: Any, tokens: np.ndarray | None = None, truncated: np.ndarray | None = None) -> Served:
+        served = super().__new__(cls, result, tokens)
+        served.truncated = truncated
+        return served
+
+    def __repr__(self) -> str:
+        return f"Served(result={self.result!r}, tokens={self.tokens!r}, truncated={self.truncated!r})"
+
+
 class Sleep(NamedTuple):
     """A pause a plan asks its driver for before it tries again (answered with ``None`` once slept)."""
 
@@ -265,18 +284,19 @@ class _Core(EncodeFront):
         return Job(job.parts, lambda parts: job.finish(parts)[0], job.label)
 
     def _wire_job(self, raw: list[bytes], modality: Modality, opts: EncodeOptions, batch_size: int | None,
-                  tokens: bool, level: int = 0, traceparent: str | None = None,
-                  ) -> Job[tuple[Any, np.ndarray | None]]:
-        """Items already serialized: the rows in order and, with ``tokens``, the tokens read per item; sent at
-        priority ``level`` with the trace context ``traceparent`` (when given)."""
+                  tokens: bool, level: int = 0, traceparent: str | None = None, truncated: bool = False,
+                  ) -> Job[Served]:
+        """Items already serialized: the rows in order and, with ``tokens``, the tokens read per item, with
+        ``truncated`` whether each was cut; sent at priority ``level`` with the trace context ``traceparent``."""
         spans = self._spans(raw, batch_size)
 
-        def finish(parts: list[Any]) -> tuple[Any, np.ndarray | None]:
+        def finish(parts: list[Any]) -> Served:
             counts = np.concatenate([p[1] for p in parts]) if tokens else None
-            return kinds.concat([p[0] for p in parts], opts.output), counts
+            cut = np.concatenate([p[2] for p in parts]) if truncated else None
+            return Served(kinds.concat([p[0] for p in parts], opts.output), counts, cut)
 
-        return Job([self._infer(raw[a:b], modality, opts, a, tokens, level, traceparent) for a, b in spans], finish,
-                   modality.value)
+        return Job([self._infer(raw[a:b], modality, opts, a, tokens, level, traceparent, truncated)
+                    for a, b in spans], finish, modality.value)
 
     def _per_item_job(self, inputs: Sequence[Any], modality: Modality | str, batch_size: int | None,
                       controls: dict[str, Any], priority: str | None = None) -> Job[Rows]:
@@ -291,18 +311,29 @@ class _Core(EncodeFront):
 
     # ---- the plans ------------------------------------------------------------------------------------
     def _infer(self, raw: list[bytes], modality: Modality, opts: EncodeOptions, offset: int,
-               tokens: bool = False, level: int = 0,
-               traceparent: str | None = None) -> Plan[tuple[Any, np.ndarray | None]]:
-        """One chunk, tried on each replica in turn until one answers: its rows and, with ``tokens``, the
-        tokens read per item. A server error other than "overloaded" or "unavailable" is raised at once, item
-        index shifted by ``offset`` (the chunk's start in the call). When every replica refused, the chunk is
+               tokens: bool = False, level: int = 0, traceparent: str | None = None,
+               truncated: bool = False) -> Plan[tuple[Any, np.ndarray | None, np.ndarray | None]]:
+        """One chunk of an encode call (:meth:`_send`): its rows, with ``tokens`` the tokens read per item and with
+        ``truncated`` whether each item was cut (else None)."""
+        names = contract.KIND_OUTPUTS[opts.output]
+        extra = ((contract.TOKENS,) if tokens else ()) + ((contract.TRUNCATED,) if truncated else ())
+        answer = yield from self._send(raw, contract.INPUTS[modality], names + extra,
+                                       contract.request_parameters(opts), offset, level, traceparent)
+        counts = answer.as_numpy(contract.TOKENS).reshape(-1) if tokens else None
+        cut = answer.as_numpy(contract.TRUNCATED).reshape(-1).astype(bool) if truncated else None
+        rows = contract.result_from_wire({n: answer.as_numpy(n) for n in names}, opts, self.spec.vocab_size)
+        return rows, counts, cut
+
+    def _send(self, raw: list[bytes], input_name: str, output_names: Sequence[str], params: dict[str, Any],
+              offset: int = 0, level: int = 0, traceparent: str | None = None) -> Plan[Any]:
+        """One request of ``raw`` elements in the input ``input_name``, tried on each replica in turn until one
+        answers: that answer. A server error other than "overloaded" or "unavailable" is raised at once, item
+        index shifted by ``offset`` (the chunk's start in the call). When every replica refused, the request is
         tried again after a pause (:func:`backoff`), at most :attr:`retries` times; then the last refusal is
         raised."""
-        tensor = grpcclient.InferInput(contract.INPUTS[modality], [len(raw), 1], contract.INPUT_DATATYPE)
+        tensor = grpcclient.InferInput(input_name, [len(raw), 1], contract.INPUT_DATATYPE)
         tensor.set_data_from_numpy(np.array(raw, dtype=object).reshape(-1, 1))
-        names = contract.KIND_OUTPUTS[opts.output]
-        outputs = [grpcclient.InferRequestedOutput(n) for n in names + ((contract.TOKENS,) if tokens else ())]
-        params = contract.request_parameters(opts)
+        outputs = [grpcclient.InferRequestedOutput(n) for n in output_names]
         headers = {contract.TRACE_HEADER: traceparent} if traceparent else {}
         request_id = traceparent.split("-")[1] if traceparent and traceparent.count("-") == 3 else ""
         refused = None
@@ -314,9 +345,7 @@ class _Core(EncodeFront):
                 if isinstance(answer, InferenceServerException):
                     refused = self._unavailable(url, answer, offset)
                     continue
-                counts = answer.as_numpy(contract.TOKENS).reshape(-1) if tokens else None
-                rows = contract.result_from_wire({n: answer.as_numpy(n) for n in names}, opts, self.spec.vocab_size)
-                return rows, counts
+                return answer
         raise refused  # every replica said so, every time
 
     def _infer_per_item(self, raw: list[bytes], modality: Modality, opts: EncodeOptions,
@@ -338,6 +367,11 @@ class _Core(EncodeFront):
             raise zerr from None
         self.replicas.failed(url, OVERLOAD_COOLDOWN_S if isinstance(zerr, OverloadedError) else REPLICA_COOLDOWN_S)
         return zerr
+
+    @property
+    def max_input_tokens(self) -> int:
+        """The most tokens a text may hold, prompt and special tokens included (the served spec's ``max_length``)."""
+        return int(self.spec.max_length)
 
     def _level(self, priority: str | None) -> int:
         """The priority level of a call naming ``priority`` (``None``: this client's own)."""

@@ -27,9 +27,33 @@ Per model (see ``config.pbtxt``):
 
 - output ``TOKENS``, shape ``[batch, 1]`` ``INT32``: the text tokens the model read per item (image and audio
   content counts 0), computed only when the request names it among its outputs;
+- output ``TRUNCATED``, shape ``[batch, 1]`` ``BOOL``: whether each item was cut to the model's window,
+  computed only when the request names it among its outputs (every model declares it);
 - request parameters ``dimensions`` (int), ``normalize`` (bool), ``precision`` (str), ``prompt_name``
-  (str), ``output`` (str), ``max_vectors`` (int), ``top_k`` (int), with the same meaning and defaults as
-  ``encode()``; any other parameter is refused.
+  (str), ``output`` (str), ``max_vectors`` (int), ``top_k`` (int), ``truncate`` (str), ``long`` (str),
+  ``chunk_tokens`` (int), ``overlap`` (int), with the same meaning and defaults as ``encode()``; any other
+  parameter is refused. ``truncate="none"`` makes an item over the window that item's ``InputError``
+  (its index, token count and the limit);
+- the request parameter ``zoo_task`` (:data:`TASK`) asks a text model for something else than embeddings,
+  from a ``TEXT`` input (the parameters each task takes: :data:`TASK_PARAMETERS`; a model without text, or
+  whose family gives no tokenizer, refuses with ``InvalidArgumentError``):
+
+  ===============  ==========================================================================================
+  zoo_task         input → output tensors of one request of ``batch`` items
+  ===============  ==========================================================================================
+  ``embed``        the default: the embeddings above
+  ``tokenize``     texts → ``TOKEN_IDS [total, 1]`` ``INT32`` and ``TOKEN_STRINGS [total, 1]`` ``BYTES`` (the
+                   ids the model reads, prompt and special tokens included, after truncation, item after
+                   item), ``TOKEN_OFFSETS [total, 2]`` ``INT32`` (character start and end in the text; -1 -1
+                   for prompt and special tokens), ``LENGTHS [batch, 1]``: tokens per item, ``TRUNCATED``
+  ``detokenize``   elements that are UTF-8 JSON lists of token ids → ``DETOKENIZED [batch, 1]`` ``BYTES``
+  ``late_chunks``  texts → ``EMBEDDING [total, d]`` (one row per chunk, pooled from one pass over the whole
+                   text, in the request's precision), ``LENGTHS [batch, 1]``: chunks per item, ``SPANS
+                   [total, 2]`` ``INT32``: each chunk's character start and end; chunks of ``chunk_tokens``
+                   or at the per-item spans of ``chunk_spans`` (UTF-8 JSON ``[[[start, end], …], …]``)
+  ===============  ==========================================================================================
+
+  (their wire forms: :mod:`serving.contract_long`).
 - output ``SPEC``, shape ``[batch, 1]`` ``BYTES``: a request with the parameter ``zoo_describe`` true (and any
   one input element, which is not decoded) is answered with the served model's description, UTF-8 JSON
   ``{"spec": …, "weights": …, "runtime": …}`` (:func:`description`); clients learn the spec this way, since
@@ -97,15 +121,41 @@ class _KindTensors(Mapping):
 KIND_OUTPUTS: Mapping[str, tuple[str, ...]] = _KindTensors()
 SPEC = "SPEC"  # [batch, 1] BYTES: the served model's description (answer to a DESCRIBE request)
 DESCRIBE = "zoo_describe"  # request parameter (bool): answer with SPEC, embed nothing
+TRUNCATED = "TRUNCATED"  # [batch, 1] BOOL: whether each item was cut (computed only when asked for)
+TOKEN_IDS = "TOKEN_IDS"  # tokenize: [total, 1] INT32 token ids, item after item
+TOKEN_OFFSETS = "TOKEN_OFFSETS"  # tokenize: [total, 2] INT32 character start, end (-1, -1: prompt or special)
+TOKEN_STRINGS = "TOKEN_STRINGS"  # tokenize: [total, 1] BYTES the tokenizer's token strings
+DETOKENIZED = "DETOKENIZED"  # detokenize: [batch, 1] BYTES the texts of the id lists
+SPANS = "SPANS"  # late_chunks: [total, 2] INT32 character start and end of each chunk
+NO_OFFSET = -1  # TOKEN_OFFSETS of a token that has no characters in the text (prompt, special)
 #: the outputs besides EMBEDDING, in the order config.pbtxt declares them, with their datatypes
 EXTRA_OUTPUTS: dict[str, str] = {TOKENS: TOKENS_DATATYPE, LENGTHS: "INT32", INDICES: "INT32", VALUES: "FP32",
-                                 SPEC: INPUT_DATATYPE}
+                                 SPEC: INPUT_DATATYPE, TRUNCATED: "BOOL", TOKEN_IDS: "INT32", TOKEN_OFFSETS: "INT32",
+                                 TOKEN_STRINGS: INPUT_DATATYPE, DETOKENIZED: INPUT_DATATYPE, SPANS: "INT32"}
+#: the width of each output's rows in config.pbtxt (1 unless named here; EMBEDDING's is -1)
+OUTPUT_WIDTHS: dict[str, int] = {TOKEN_OFFSETS: 2, SPANS: 2}
+
+#: request parameter (str): what a request asks for (default "embed"), see the module's table
+TASK = "zoo_task"
+EMBED, TOKENIZE, DETOKENIZE, LATE_CHUNKS = "embed", "tokenize", "detokenize", "late_chunks"
+CHUNK_SPANS = "chunk_spans"  # late_chunks parameter (str): UTF-8 JSON per-item spans
+#: task → the output tensors that answer it (embed: the output kind's, :data:`KIND_OUTPUTS`)
+TASK_OUTPUTS: dict[str, tuple[str, ...]] = {
+    TOKENIZE: (TOKEN_IDS, TOKEN_OFFSETS, TOKEN_STRINGS, LENGTHS, TRUNCATED),
+    DETOKENIZE: (DETOKENIZED,),
+    LATE_CHUNKS: (OUTPUT, LENGTHS, SPANS),
+}
 
 
-def declared_outputs(kinds_given: tuple[str, ...]) -> dict[str, str]:
+def declared_outputs(kinds_given: tuple[str, ...], modalities: tuple[Modality, ...] = ()) -> dict[str, str]:
     """The outputs besides EMBEDDING a model giving ``kinds_given`` declares: TOKENS, and the tensors of its
-    kinds and of the kinds derived from them (see :data:`KIND_OUTPUTS`), each with its datatype."""
+    kinds and of the kinds derived from them (see :data:`KIND_OUTPUTS`), each with its datatype; with the
+    model's ``modalities``, TRUNCATED too, and for a model with text the tensors of every :data:`TASK_OUTPUTS`."""
     used = {name for kind in kinds.available(kinds_given) for name in KIND_OUTPUTS[kind]} | {TOKENS, SPEC}
+    if modalities:
+        used.add(TRUNCATED)
+    if Modality.TEXT in modalities:
+        used |= {name for names in TASK_OUTPUTS.values() for name in names}
     return {name: dtype for name, dtype in EXTRA_OUTPUTS.items() if name in used}
 DECLARED_OUTPUT_PRECISION = "float32"
 
@@ -123,7 +173,15 @@ assert set(WIRE_DATATYPES) == set(pp.PRECISIONS), "every precision needs a wire 
 
 #: request parameter → type it is coerced to (the defaults are encode()'s own)
 PARAMETERS: dict[str, type] = {"dimensions": int, "normalize": bool, "precision": str, "prompt_name": str,
-                               "output": str, "max_vectors": int, "top_k": int}
+                               "output": str, "max_vectors": int, "top_k": int, "truncate": str, "long": str,
+                               "chunk_tokens": int, "overlap": int, CHUNK_SPANS: str}
+#: task → the request parameters it takes (besides :data:`TASK`); any other is refused, naming these
+TASK_PARAMETERS: dict[str, tuple[str, ...]] = {
+    EMBED: tuple(k for k in PARAMETERS if k != CHUNK_SPANS),
+    TOKENIZE: ("prompt_name", "truncate"),
+    DETOKENIZE: (),
+    LATE_CHUNKS: ("chunk_tokens", CHUNK_SPANS, "overlap", "prompt_name", "normalize", "dimensions", "precision"),
+}
 #: a request's priority by name → Triton's priority level (1 is served first); ``config.pbtxt`` declares
 #: ``priority_levels`` = len(PRIORITIES) and ``default_priority_level`` = PRIORITIES[DEFAULT_PRIORITY]
 PRIORITIES: dict[str, int] = {"high": 1, "normal": 2, "low": 3}
@@ -201,15 +259,35 @@ class RequestParameters(BaseModel):
     output: str = Field(None)
     max_vectors: _Count = Field(None)
     top_k: _Count = Field(None)
+    truncate: str = Field(None)
+    long: str = Field(None)
+    chunk_tokens: _Count = Field(None)
+    overlap: _Count = Field(None)
+    chunk_spans: str = Field(None)
 
 
 assert set(RequestParameters.model_fields) == set(PARAMETERS), "the parameters' model and table must agree"
 _RULES = {int: "a positive integer", bool: "true or false", str: "a string"}  # what a parameter's error says
 
 
-def parse_parameters(params: dict[str, Any]) -> dict[str, Any]:
-    """Turn request parameters into ``Embedder.options()`` keyword arguments (:class:`RequestParameters`), refusing
-    unknown ones; the first parameter at fault, in request order, is named in an :class:`InvalidArgumentError`."""
+def parse_task(params: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """A request's task (:data:`TASK`, default ``embed``) and its other parameters."""
+    rest = {k: v for k, v in params.items() if k != TASK}
+    task = params.get(TASK, EMBED)
+    if task not in TASK_PARAMETERS:
+        raise InvalidArgumentError(f"unknown {TASK} {task!r}; valid: {choices(TASK_PARAMETERS)}", TASK)
+    return task, rest
+
+
+def parse_parameters(params: dict[str, Any], task: str = EMBED) -> dict[str, Any]:
+    """Turn request parameters into ``Embedder.options()`` keyword arguments (:class:`RequestParameters`; for
+    another ``task``, the keyword arguments of its method), refusing unknown ones and those the task does not
+    take; the first parameter at fault, in request order, is named in an :class:`InvalidArgumentError`."""
+    valid = TASK_PARAMETERS[task]
+    for key in params:
+        if key in PARAMETERS and key not in valid:
+            raise InvalidArgumentError(f"parameter {key!r} does not apply to {TASK} {task!r}; valid: "
+                                       f"{choices(valid) if valid else 'none'}", key)
     try:
         return RequestParameters.model_validate(params).model_dump(exclude_unset=True)
     except ValidationError as err:
@@ -217,18 +295,49 @@ def parse_parameters(params: dict[str, Any]) -> dict[str, Any]:
         first = min(err.errors(include_url=False), key=lambda e: order.index(e["loc"][0]))
         key = str(first["loc"][0])
         if first["type"] == "extra_forbidden":
-            raise InvalidArgumentError(f"unknown request parameter {key!r}; valid: {choices(PARAMETERS)}") from None
+            raise InvalidArgumentError(f"unknown request parameter {key!r}; valid: {choices(valid)}") from None
         raise InvalidArgumentError(f"parameter {key!r} must be {_RULES[PARAMETERS[key]]}, got {first['input']!r}",
                                    key) from None
+
+
+#: encode() options sent only when they differ from these defaults (a request from an older client means the same)
+_SENT_UNLESS: dict[str, Any] = {"dimensions": None, "prompt_name": None, "max_vectors": None, "top_k": None,
+                                "truncate": "end", "long": None, "chunk_tokens": None, "overlap": None}
 
 
 def request_parameters(opts: EncodeOptions) -> dict[str, Any]:
     """The request parameters a client sends for validated ``encode()`` options (unset ones left out)."""
     params: dict[str, Any] = {"normalize": bool(opts.normalize), "precision": opts.precision, "output": opts.output}
-    for key in ("dimensions", "prompt_name", "max_vectors", "top_k"):
-        if getattr(opts, key) is not None:
+    for key, default in _SENT_UNLESS.items():
+        if getattr(opts, key, default) != default:
             params[key] = getattr(opts, key)
     return params
+
+
+def task_parameters(task: str, **values: Any) -> dict[str, Any]:
+    """The request parameters of a ``task`` request: :data:`TASK` and the ``values`` not None (per-item spans as
+    the JSON :data:`CHUNK_SPANS`)."""
+    params: dict[str, Any] = {TASK: task}
+    for key, value in values.items():
+        if key not in TASK_PARAMETERS[task]:
+            raise InvalidArgumentError(f"{key!r} does not apply to {TASK} {task!r}", key)
+        if value is not None:
+            params[key] = json.dumps([[list(s) for s in item] for item in value]) if key == CHUNK_SPANS else value
+    return params
+
+
+def parse_spans(value: str, n: int) -> list[list[tuple[int, int]]]:
+    """The per-item spans of a :data:`CHUNK_SPANS` parameter for a request of ``n`` items."""
+    try:
+        spans = json.loads(value)
+        out = [[(int(a), int(b)) for a, b in item] for item in spans]
+    except (json.JSONDecodeError, TypeError, ValueError):
+        raise InvalidArgumentError(f"parameter {CHUNK_SPANS!r} must be JSON: a list per item of [start, end] "
+                                   "pairs", CHUNK_SPANS) from None
+    if len(out) != n:
+        raise InvalidArgumentError(f"parameter {CHUNK_SPANS!r} holds spans for {len(out)} items, the request "
+                                   f"{n}", CHUNK_SPANS)
+    return out
 
 
 # ---- items on the wire ---------------------------------------------------------------------------
@@ -282,3 +391,4 @@ def result_from_wire(tensors: dict[str, np.ndarray], opts: EncodeOptions, vocab_
         arrays[role] = tensors[name].reshape(-1) if name in COLUMN_TENSORS else from_wire(tensors[name],
                                                                                            opts.precision)
     return handler.from_arrays(arrays, vocab_size=vocab_size)
+

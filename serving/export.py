@@ -124,9 +124,10 @@ def build_config(
             dims=[-1],
         )
     )
-    for name, dtype in contract.declared_outputs(spec.outputs).items():
+    for name, dtype in contract.declared_outputs(spec.outputs, tuple(spec.modalities)).items():
         wire = "STRING" if dtype == contract.INPUT_DATATYPE else dtype  # KServe's BYTES is config's TYPE_STRING
-        config.output.append(mc.ModelOutput(name=name, data_type=mc.DataType.Value("TYPE_" + wire), dims=[1]))
+        config.output.append(mc.ModelOutput(name=name, data_type=mc.DataType.Value("TYPE_" + wire),
+                                            dims=[contract.OUTPUT_WIDTHS.get(name, 1)]))
     config.parameters[contract.CONFIG_MODEL_KEY].string_value = source
     config.parameters[contract.CONFIG_SPEC_KEY].string_value = json.dumps(spec.to_dict(), sort_keys=True)
     config.parameters[contract.CONFIG_WEIGHTS_KEY].string_value = weights

@@ -33,7 +33,7 @@ from json.decoder import scanstring
 from typing import Any
 
 import numpy as np
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from zoo.errors import (
     InputError,
@@ -157,15 +157,15 @@ def _place(loc: tuple[int | str, ...]) -> str:
     return out
 
 
-def validation_error(err: ValidationError) -> ApiError:
-    """:class:`EmbeddingRequest`'s first complaint as OpenAI's 400: ``param`` the top-level field at fault (an
+def validation_error(err: ValidationError, model: type[BaseModel] = EmbeddingRequest) -> ApiError:
+    """A request ``model``'s first complaint as OpenAI's 400: ``param`` the top-level field at fault (an
     unrecognized one first), the message naming the place (``input[3]: ...``, ``dimensions should be ...``) and
     the rule; what the caller sent is quoted a few characters at most, and pydantic's links are left out."""
     errors = err.errors(include_url=False)
     unknown = sorted(str(e["loc"][0]) for e in errors if e["type"] == "extra_forbidden" and len(e["loc"]) == 1)
     if unknown:
         return bad_request(f"unrecognized request argument(s) {unknown}; valid: "
-                           f"{choices(EmbeddingRequest.model_fields)}", param=unknown[0])
+                           f"{choices(model.model_fields)}", param=unknown[0])
     first = errors[0]
     kind, loc, ctx, value = first["type"], first["loc"], first.get("ctx") or {}, first.get("input")
     if not loc:  # the body itself, or a rule across fields (its ctx names the field to blame)
@@ -214,8 +214,8 @@ class _BoundedParser:
     longer than :data:`MAX_ITEMS`, more than :data:`MAX_VALUES` values -- and, run in a worker thread, lets the
     event loop have the GIL between values (``json.loads`` holds it for the whole body)."""
 
-    def __init__(self, text: str) -> None:
-        self.s, self.values = text, 0
+    def __init__(self, text: str, max_list: int = MAX_ITEMS) -> None:
+        self.s, self.values, self.max_list = text, 0, max_list
 
     def ws(self, pos: int) -> int:
         return _WS.match(self.s, pos).end()  # type: ignore[union-attr]
@@ -275,10 +275,10 @@ class _BoundedParser:
         if s[pos:pos + 1] == "]":
             return out, pos + 1
         while True:
-            if len(out) >= MAX_ITEMS:
-                name = where or "the request body"
-                raise bad_request(f"`{name}` has more than {MAX_ITEMS} items; at most {MAX_ITEMS} per request"
-                                  if where == "input" else f"`{name}` has more than {MAX_ITEMS} elements",
+            if len(out) >= self.max_list:
+                name, most = where or "the request body", self.max_list
+                raise bad_request(f"`{name}` has more than {most} items; at most {most} per request"
+                                  if where == "input" else f"`{name}` has more than {most} elements",
                                   param=where.split(".")[0].split("[")[0] or None)
             child = f"{where}[{len(out)}]" if s[pos:pos + 1] in ("{", "[") else where
             item, pos = self.value(pos, depth, child)
@@ -292,12 +292,13 @@ class _BoundedParser:
             pos = self.ws(pos + 1)
 
 
-def parse_json(body: bytes) -> Any:
+def parse_json(body: bytes, max_list: int = MAX_ITEMS) -> Any:
     """A request body as :func:`json.loads` would decode it (the same values, the same error messages), within
-    the bounds a valid request needs; a 400 otherwise. CPU work: call it off the event loop."""
+    the bounds a valid request needs (``max_list``: the most elements of one list); a 400 otherwise. CPU work:
+    call it off the event loop."""
     try:
         text = body.decode(json.detect_encoding(body), "surrogatepass")
-        parser = _BoundedParser(text)
+        parser = _BoundedParser(text, max_list)
         value, end = parser.value(parser.ws(0), 0, "")
         end = parser.ws(end)
         if end != len(text):
@@ -333,29 +334,53 @@ def embedding_value(row: Any, encoding_format: str, kind: str) -> list | str | d
     return kinds.get(kind).to_json(row, encoding_format)
 
 
+def usage(tokens: int, truncated: list[bool]) -> dict[str, int]:
+    """A response's ``usage``: the text tokens read, and how many items were cut to the model's window."""
+    return {"prompt_tokens": tokens, "total_tokens": tokens, "truncated_inputs": sum(map(bool, truncated))}
+
+
 def embeddings_response(model: str, rows: list[np.ndarray], encoding_format: str, tokens: int,
-                        kind: str) -> dict[str, Any]:
-    """OpenAI's ``CreateEmbeddingResponse`` for rows of output ``kind``."""
+                        kind: str, truncated: list[bool] | None = None) -> dict[str, Any]:
+    """OpenAI's ``CreateEmbeddingResponse`` for rows of output ``kind``; ``truncated``: which items were cut."""
+    cut = truncated if truncated is not None else [False] * len(rows)
     return {
         "object": "list",
-        "data": [{"object": "embedding", "index": i, "embedding": embedding_value(r, encoding_format, kind)}
-                 for i, r in enumerate(rows)],
+        "data": [{"object": "embedding", "index": i, "embedding": embedding_value(r, encoding_format, kind),
+                  "truncated": bool(c)} for i, (r, c) in enumerate(zip(rows, cut))],
         "model": model,
-        "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
+        "usage": usage(tokens, cut),
     }
 
 
-def render_embeddings(model: str, rows: list[np.ndarray], encoding_format: str, tokens: int, kind: str) -> bytes:
+def render_embeddings(model: str, rows: list[np.ndarray], encoding_format: str, tokens: int, kind: str,
+                      truncated: list[bool] | None = None) -> bytes:
     """:func:`embeddings_response` as the JSON bytes FastAPI's ``JSONResponse`` would send, built item by item
     (each a short call into the encoder) so that, run in a worker thread, a long answer lets the event loop
     have the GIL between items."""
     dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
+    cut = truncated if truncated is not None else [False] * len(rows)
+
     def item(i: int, row: Any) -> str:
-        return f'{{"object":"embedding","index":{i},"embedding":{dumps(embedding_value(row, encoding_format, kind))}}}'
+        value = dumps(embedding_value(row, encoding_format, kind))
+        return f'{{"object":"embedding","index":{i},"embedding":{value},"truncated":{dumps(bool(cut[i]))}}}'
 
     items = ",".join(item(i, r) for i, r in enumerate(rows))
-    usage = dumps({"prompt_tokens": tokens, "total_tokens": tokens})
-    return f'{{"object":"list","data":[{items}],"model":{dumps(model)},"usage":{usage}}}'.encode()
+    usage_ = dumps(usage(tokens, cut))
+    return f'{{"object":"list","data":[{items}],"model":{dumps(model)},"usage":{usage_}}}'.encode()
+
+
+def too_long(index: int, reason: str) -> ApiError | None:
+    """OpenAI's 400 for a text over the model's window (``truncate="none"``), worded like OpenAI's own, when
+    ``reason`` is the core's message of one (:func:`zoo.long.too_long_counts` reads it); None otherwise."""
+    from zoo.long import too_long_counts
+
+    counts = too_long_counts(reason)
+    if counts is None:
+        return None
+    count, limit = counts
+    return bad_request(f"This model's maximum context length is {limit} tokens, however you requested {count} "
+                       f"tokens (input[{index}]). Please reduce the input, or set truncate to \"end\" or \"start\" "
+                       "to cut it to the window.", code="context_length_exceeded")
 
 
 def api_error(err: BaseException, positions: list[int] | None = None) -> ApiError:
@@ -365,7 +390,7 @@ def api_error(err: BaseException, positions: list[int] | None = None) -> ApiErro
         return err
     if isinstance(err, InputError):
         index = positions[err.index] if positions is not None and 0 <= err.index < len(positions) else err.index
-        return bad_request(f"input[{index}]: {err.reason}")
+        return too_long(index, err.reason) or bad_request(f"input[{index}]: {err.reason}")
     if isinstance(err, UnsupportedModalityError):
         return bad_request(str(err))
     if isinstance(err, InvalidArgumentError):  # UnknownPromptError too: a bad field, not a missing resource

@@ -33,6 +33,7 @@ from typing_extensions import TypedDict  # pydantic needs it (not typing's) befo
 
 from zoo import kinds
 from zoo import postprocess as pp
+from zoo.long import TRUNCATE
 from zoo.media import budgets
 from zoo.spec import Modality
 
@@ -222,6 +223,12 @@ def _default(default: str) -> Any:
     return BeforeValidator(lambda value: default if value is None or value == "" else value)
 
 
+#: a text's cut: Cohere's spellings (END, START, NONE) read as OpenAI-style lower case
+Truncate = Annotated[Literal[TRUNCATE],  # type: ignore[valid-type]
+                     BeforeValidator(lambda value: "end" if value is None else value.lower() if isinstance(value, str)
+                                     else value)]
+
+
 class EmbeddingRequest(_Body):
     """``POST /v1/embeddings``: OpenAI's ``CreateEmbeddingRequest``, and `zoo`'s extensions (which OpenAI's SDK
     sends as ``extra_body``): media and interleaved items, and ``encode()``'s output controls."""
@@ -245,12 +252,33 @@ class EmbeddingRequest(_Body):
     priority: PriorityName | None = Field(None, description="the request's turn at the model when it is busy: "
                                           f"{', '.join(contract.PRIORITIES)} (high first; default "
                                           f"{contract.DEFAULT_PRIORITY}, or the X-Priority header's)")
+    truncate: Truncate = Field("end", description="a text over the model's window: end (keep its first tokens), "
+                               "start (its last), none (400 context_length_exceeded); Cohere's END/START/NONE too")
+    long: Literal["chunk"] | None = Field(None, description="chunk: a text over the window is embedded as "
+                                          "overlapping windows whose vectors are averaged (dense only)")
+    chunk_tokens: int | None = Field(None, description="long=chunk: text tokens a window; late_chunking: a chunk")
+    overlap: int | None = Field(None, description="tokens two neighbouring windows share")
+    late_chunking: bool = Field(False, description="one vector a chunk of chunk_tokens tokens, each pooled from one "
+                                "pass over the whole text (text items, dense output)")
 
     @model_validator(mode="after")
     def _sparse_is_float(self) -> EmbeddingRequest:
         if self.encoding_format == "base64" and self.output in kinds.names() and not kinds.get(self.output).base64:
             raise PydanticCustomError("invalid_value", f"{self.output} output does not come as one array per item; "
                                       "use encoding_format float", {"param": "encoding_format"})
+        if self.late_chunking:  # the rest (chunk_tokens' and overlap's values) is the model's to check
+            if self.chunk_tokens is None:
+                raise PydanticCustomError("invalid_value", "late_chunking needs chunk_tokens (tokens a chunk)",
+                                          {"param": "chunk_tokens"})
+            pooled = self.output is None or self.output in kinds.names() and kinds.get(self.output).poolable
+            bad = "long" if self.long is not None else None if pooled else "output"
+            if bad is not None:
+                raise PydanticCustomError("invalid_value", f"late_chunking gives dense chunk vectors; leave {bad} "
+                                          "out", {"param": bad})
+            media = next((i for i, x in enumerate(self.input) if not isinstance(x, str)), None)
+            if media is not None:
+                raise PydanticCustomError("invalid_value", f"input[{media}]: late_chunking takes text items only",
+                                          {"param": "input"})
         return self
 
     @cached_property
@@ -273,7 +301,10 @@ class Embedding(BaseModel):
 
     object: Literal["embedding"] = "embedding"
     index: int
-    embedding: list[float] | list[list[float]] | SparseEmbedding | str
+    embedding: list[float] | list[list[float]] | SparseEmbedding | str | list[str]
+    truncated: bool = Field(description="whether the item's text was cut to the model's window")
+    spans: list[tuple[int, int]] | None = Field(None, description="late_chunking: each chunk's characters [start, "
+                                                 "end) in the text, one an embedding (base64: one string a chunk)")
 
 
 class Usage(BaseModel):
@@ -281,6 +312,7 @@ class Usage(BaseModel):
 
     prompt_tokens: int
     total_tokens: int
+    truncated_inputs: int = Field(description="how many items were cut to the model's window")
 
 
 class EmbeddingResponse(BaseModel):
@@ -307,6 +339,8 @@ class ModelCard(BaseModel):
     prompts: list[str] | None = None
     default_prompt_name: str | None = None
     max_batch_size: int | None = None
+    max_input_tokens: int | None = Field(None, description="the most tokens a text may hold (prompt and special "
+                                         "tokens included)")
 
 
 class ModelList(BaseModel):

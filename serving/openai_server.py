@@ -42,11 +42,11 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
 from zoo import kinds
-from zoo.errors import InvalidArgumentError, ZooError
+from zoo.errors import ZooError
 from zoo.spec import Modality
 
 from . import contract
-from .client import AsyncTritonEmbedder, triton_name
+from .client import triton_name
 from .door_metrics import DoorMetrics, Exchange, Observed, exchange_of, failure_reason
 from .http import HttpLimits, HttpServer
 from .openai_api import (
@@ -54,11 +54,12 @@ from .openai_api import (
     api_error,
     bad_request,
     header_priority,
-    model_not_found,
+    model_not_found,  # noqa: F401 (the door's 404, which tests' stub catalogs raise)
     read_request,
     render_embeddings,
     request_priority,
 )
+from .openai_catalog import Catalog, public_name
 from .openai_limits import (
     BODY_TIMEOUT_S,
     BUFFERED_BODIES,
@@ -70,6 +71,7 @@ from .openai_limits import (
     ByteBudget,
     read_body,
 )
+from .openai_long import REQUESTS, add_routes, embed_chunks
 from .openai_models import (
     EmbeddingRequest,
     EmbeddingResponse,
@@ -86,61 +88,6 @@ log = logging.getLogger(__name__)
 HealthReport = Callable[[], "tuple[bool, dict[str, Any]]"]
 
 
-def public_name(name: str) -> str:
-    """The id a served model goes by here: its registry name (a local folder's model: the Triton name)."""
-    return contract.registry_name(name)
-
-
-class Catalog:
-    """The served models, found by registry or Triton name; one async gRPC client per model, made on
-    first use inside the door's event loop."""
-
-    def __init__(self, url: str, admin_headers: dict[str, str] | None = None) -> None:
-        self.url = url
-        self.admin_headers = admin_headers  # the model list is an admin API of Triton's (serving.server)
-        self._models: dict[str, AsyncTritonEmbedder] = {}
-        self._client: Any = None
-
-    async def repository(self) -> dict[str, str]:
-        """Triton model name → its state (``READY``, ``UNAVAILABLE``, …)."""
-        import tritonclient.grpc.aio as aioclient
-        from tritonclient.utils import InferenceServerException
-
-        if self._client is None:
-            self._client = aioclient.InferenceServerClient(self.url)
-        try:
-            index = await self._client.get_model_repository_index(as_json=True, headers=self.admin_headers)
-        except InferenceServerException:
-            raise ApiError(503, "tritonserver is not answering; retry shortly", type="server_error",
-                           code="server_not_ready", failure="unavailable") from None
-        return {m["name"]: m.get("state", "") for m in index.get("models", [])}
-
-    async def get(self, model: str) -> AsyncTritonEmbedder:
-        """The client of a served model; 404 when it is not served, 503 when it cannot be reached now."""
-        try:
-            name = triton_name(model)
-        except InvalidArgumentError:
-            raise model_not_found(model) from None
-        found = self._models.get(name)
-        if found is not None:
-            return found
-        if name not in await self.repository():
-            raise model_not_found(model)
-        try:  # reads the spec from the server (a blocking call): off the event loop
-            embedder = await asyncio.to_thread(AsyncTritonEmbedder, name, self.url)
-        except ZooError:
-            raise ApiError(503, f"model `{model}` is not ready; retry shortly", type="server_error",
-                           code="model_not_ready", failure="unavailable") from None
-        return self._models.setdefault(name, embedder)
-
-    async def close(self) -> None:
-        """Close every gRPC channel."""
-        for embedder in self._models.values():
-            await embedder.close()
-        if self._client is not None:
-            await self._client.close()
-
-
 async def embed(catalog: Catalog, req: EmbeddingRequest, exchange: Exchange | None = None) -> bytes:
     """Answer one checked request: items grouped by modality, one Triton request per group, concurrently; the
     answer's JSON is rendered off the event loop. ``exchange``: the request's priority and trace context, sent to
@@ -153,9 +100,13 @@ async def embed(catalog: Catalog, req: EmbeddingRequest, exchange: Exchange | No
             exchange.model = public_name(triton_name(req.model))
         raise
     exchange.model = public_name(embedder.triton_name)
-    try:
+    if req.late_chunking:
+        return await embed_chunks(embedder, req, exchange)
+    try:  # chunk_tokens and overlap are long="chunk"'s (the model refuses them without it)
         opts = embedder.options(dimensions=req.dimensions, precision=req.precision, prompt_name=req.prompt_name,
-                                output=req.output, max_vectors=req.max_vectors, top_k=req.top_k)
+                                output=req.output, max_vectors=req.max_vectors, top_k=req.top_k,
+                                truncate=req.truncate, long=req.long, chunk_tokens=req.chunk_tokens,
+                                overlap=req.overlap)
     except ZooError as err:
         raise api_error(err) from None
     groups: dict[Modality, list[int]] = {}
@@ -179,7 +130,7 @@ async def embed(catalog: Catalog, req: EmbeddingRequest, exchange: Exchange | No
 
     async def one(modality: Modality) -> Any:
         try:
-            return await embedder.infer_wire(wired[modality], modality, opts, tokens=True,
+            return await embedder.infer_wire(wired[modality], modality, opts, tokens=True, truncated=True,
                                              priority=exchange.priority, traceparent=exchange.traceparent)
         except Exception as err:  # the model's or tritonserver's doing: counted as the model's failure
             if not isinstance(err, ZooError):
@@ -190,27 +141,33 @@ async def embed(catalog: Catalog, req: EmbeddingRequest, exchange: Exchange | No
 
     answers = await asyncio.gather(*(one(m) for m in groups), return_exceptions=True)
     rows: list[Any] = [None] * len(req.items)
+    cut = [False] * len(req.items)  # media items are never cut (no truncated output: none)
     tokens = 0
     for positions, answer in zip(groups.values(), answers):
         if isinstance(answer, BaseException):
             raise answer
-        for position, row in zip(positions, kinds.items_of(answer[0], opts.output)):
+        result, read = answer  # Served: a (result, tokens) pair, with whether each item was cut as an attribute
+        for position, row in zip(positions, kinds.items_of(result, opts.output)):
             rows[position] = row
-        tokens += int(answer[1].sum())
+        flags = getattr(answer, "truncated", None)  # an array: never read as a truth value
+        for position, flag in zip(positions, flags if flags is not None else ()):
+            cut[position] = bool(flag)
+        tokens += int(read.sum())
     exchange.items, exchange.tokens = len(rows), tokens
     return await asyncio.to_thread(render_embeddings, public_name(embedder.triton_name), rows, req.encoding_format,
-                                   tokens, opts.output)
+                                   tokens, opts.output, cut)
 
 
 async def model_entry(catalog: Catalog, name: str, state: str, started: int) -> ModelCard:
     """OpenAI's model object for Triton model ``name``, with its modalities, dimension and options."""
     details: dict[str, Any] = {}
     with contextlib.suppress(ApiError):  # a model being restarted is listed without its details
-        spec = (await catalog.get(name)).spec
+        embedder = await catalog.get(name)
+        spec = embedder.spec
         details = dict(modalities=[m.value for m in spec.modalities], dimension=spec.dim,
                        matryoshka_dims=list(spec.matryoshka_dims), outputs=list(spec.outputs),
-                       prompts=sorted(spec.prompts),
-                       default_prompt_name=spec.default_prompt_name, max_batch_size=spec.max_batch_size)
+                       prompts=sorted(spec.prompts), default_prompt_name=spec.default_prompt_name,
+                       max_batch_size=spec.max_batch_size, max_input_tokens=embedder.max_input_tokens)
     return ModelCard(id=public_name(name), object="model", created=started, owned_by="embedding-zoo",
                      ready=state == "READY", **details)
 
@@ -260,7 +217,7 @@ def create_app(grpc_url: str, *, api_key: str | None = None, max_body_bytes: int
 
     def openapi() -> dict[str, Any]:  # built on the first GET /openapi.json, then kept
         if app.openapi_schema is None:
-            app.openapi_schema = openapi_document(app, [EmbeddingRequest], bearer=expected is not None)
+            app.openapi_schema = openapi_document(app, [EmbeddingRequest, *REQUESTS], bearer=expected is not None)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -327,6 +284,14 @@ def create_app(grpc_url: str, *, api_key: str | None = None, max_body_bytes: int
                 return await embed(catalog, req, exchange)
 
         return await guarded(request, work, body_priority=True)
+
+    async def read(request: Request, parse: Callable[[bytes], Any]) -> Any:
+        """A body read within the door's bounds, then ``parse``d off the event loop (its bytes freed then)."""
+        with budget.lease() as take:
+            body = await read_body(request, max_body_bytes, body_timeout, take)
+            return await asyncio.to_thread(parse, body)
+
+    add_routes(app, catalog, guarded, read)
 
     @app.get("/v1/models", response_model=ModelList, responses=error_responses(401, 429, 500, 503))
     async def models(request: Request) -> Response:

@@ -10,7 +10,7 @@ gRPC ``INVALID_ARGUMENT`` / HTTP 400, ``NOT_FOUND`` → 404, ``INTERNAL`` → 50
 unaffected, whatever the failure (a ``MemoryError`` included). Items are data only: paths are refused.
 
 READY means warm: ``initialize`` loads the model (an ONNX runtime is exported and checked there, by
-``zoo.create``), then answers :func:`warmup_requests` through the same :func:`handle` path as real requests
+``zoo.create``), then answers :func:`serving.warmup.warmup_requests` through the same :func:`handle` path as real requests
 (every modality, every output kind, a short and a full-length text) and fails if any of them fails, so a model
 that cannot embed never goes READY. Failed responses are counted by reason on Triton's metrics port
 (:class:`Metrics`), since Triton's own ``nv_inference_request_failure`` counts a model's error responses as
@@ -23,19 +23,18 @@ import json
 import logging
 import os
 import time
-import warnings
 from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from zoo import kinds
 from zoo.errors import CODES, InvalidArgumentError, ZooError, code_of, to_wire
 from zoo.front import EncodeOptions, check_items
 from zoo.spec import Modality
 
 from . import contract
+from .triton_tasks import answer_task
 
 log = logging.getLogger(__name__)
 
@@ -47,11 +46,13 @@ class Request:
     inputs: dict[str, list[bytes]]  # input tensor name → its elements
     parameters: dict[str, Any]
     tokens: bool = False  # the request asks for the TOKENS output
+    truncated: bool = False  # the request asks for the TRUNCATED output
 
 
 @dataclass
 class Answer:
-    """One request's output tensors by name: those of its output kind, and ``TOKENS`` when it was asked for."""
+    """One request's output tensors by name: those of its output kind (or of its task), and ``TOKENS`` and
+    ``TRUNCATED`` when they were asked for."""
 
     outputs: dict[str, np.ndarray]
 
@@ -72,28 +73,39 @@ class _Prepared:
     opts: EncodeOptions
     items: list[Any]  # decoded texts, or (other modalities) the raw items, decoded a window at a time later
     tokens: bool
+    truncated: list[bool] | bool  # texts: whether each was cut; other modalities: whether TRUNCATED is asked for
 
-    def answer(self, result: Any, counts: list[int] | None) -> Answer:
+    def answer(self, result: Any, counts: list[int] | None, cut: list[bool] | None = None) -> Answer:
         outputs = contract.result_to_wire(result, self.opts)
         if self.tokens:
             outputs[contract.TOKENS] = np.asarray(counts, np.int32).reshape(-1, 1)
+        if isinstance(self.truncated, list) or self.truncated:
+            cut = self.truncated if isinstance(self.truncated, list) else cut
+            outputs[contract.TRUNCATED] = np.asarray(cut or [False] * len(self.items), bool).reshape(-1, 1)
         return Answer(outputs)
 
 
 def _prepare(embedder, req: Request) -> _Prepared:
     """Validate one request; raises a ZooError for the caller to report. Texts are decoded here (cut to what
-    the model reads, they are cheap to hold); media stay raw until :func:`_embed_media` decodes them."""
+    the model reads, they are cheap to hold, and fitted to its window as the request's ``truncate`` says: an item
+    over it with ``truncate="none"`` fails the request); media stay raw until :func:`_embed_media` decodes them."""
     present = [name for name in req.inputs if name in contract.MODALITY_OF_INPUT]
     if len(present) != 1:
         expected = [contract.INPUTS[m] for m in embedder.spec.modalities]
         raise InvalidArgumentError(f"a request must carry exactly one input of {expected}, got {present}")
     modality = embedder.check_modality(contract.MODALITY_OF_INPUT[present[0]])
-    opts = embedder.options(**contract.parse_parameters(req.parameters))
+    opts, _ = embedder._call(modality, **contract.parse_parameters(req.parameters))
     raw = [contract.decode_item(modality, x, i) for i, x in enumerate(req.inputs[present[0]])]
     if modality is not Modality.TEXT:
         check_items(raw)
-        return _Prepared(modality, opts, raw, req.tokens)
-    return _Prepared(modality, opts, embedder.decode(raw, modality, allow_paths=False), req.tokens)
+        return _Prepared(modality, opts, raw, req.tokens, req.truncated)
+    texts = embedder.decode(raw, modality, allow_paths=False, opts=opts)
+    if opts.truncate == "end" and not opts.long and not req.truncated:  # nothing to fit or to report: as before
+        return _Prepared(modality, opts, texts, req.tokens, False)
+    fitted = embedder.fit_texts(texts, opts)
+    if fitted.errors:
+        raise fitted.errors[min(fitted.errors)]
+    return _Prepared(modality, opts, fitted.texts, req.tokens, fitted.truncated if req.truncated else False)
 
 
 def _embed_texts(embedder, modality: Modality, opts: EncodeOptions, members: list, results: list) -> None:
@@ -107,7 +119,7 @@ def _embed_texts(embedder, modality: Modality, opts: EncodeOptions, members: lis
     for k, (i, prep) in enumerate(members):
         try:
             part = rows[k] if rows is not None else embedder.embed_decoded(prep.items, modality, opts)
-            counts = embedder.count_tokens(prep.items, modality, opts.prompt) if prep.tokens else None
+            counts = embedder.count_tokens(prep.items, modality, opts.prompt, opts) if prep.tokens else None
             results[i] = prep.answer(part, counts)
         except Exception as err:  # reported to that request only; the model stays up
             log.exception("request %d failed", i)
@@ -120,7 +132,7 @@ def _embed_media(embedder, modality: Modality, opts: EncodeOptions, members: lis
     request with a bad item gets that item's error (its index within the request); the others their rows."""
     raw = [x for _, prep in members for x in prep.items]
     indices = [k for _, prep in members for k in range(len(prep.items))]
-    counting = any(prep.tokens for _, prep in members)
+    counting = any(prep.tokens or prep.truncated for _, prep in members)
     try:
         done = embedder.encode_items(raw, modality, opts, allow_paths=False, indices=indices, tokens=counting)
     except Exception:  # something in the joint batch failed: each request alone, so only the culprit fails
@@ -130,10 +142,11 @@ def _embed_media(embedder, modality: Modality, opts: EncodeOptions, members: lis
         n = len(prep.items)
         try:
             if done is None:
-                one = embedder.encode_items(prep.items, modality, opts, allow_paths=False, tokens=prep.tokens)
+                one = embedder.encode_items(prep.items, modality, opts, allow_paths=False,
+                                            tokens=bool(prep.tokens or prep.truncated))
                 if one.errors:
                     raise one.errors[min(one.errors)]
-                part, counts = one.result, one.tokens
+                part, counts, cut = one.result, one.tokens, one.truncated
             else:
                 bad = [k for k in range(start, start + n) if k in done.errors]
                 good = n - len(bad)
@@ -142,7 +155,8 @@ def _embed_media(embedder, modality: Modality, opts: EncodeOptions, members: lis
                 if bad:
                     raise done.errors[bad[0]]
                 part, counts = done.result[span], (done.tokens[span] if done.tokens is not None else None)
-            results[i] = prep.answer(part, counts)
+                cut = done.truncated[span] if done.truncated is not None else None
+            results[i] = prep.answer(part, counts, cut)
         except ZooError as err:
             results[i] = err
         except Exception as err:  # reported to that request only; the model stays up
@@ -153,7 +167,8 @@ def _embed_media(embedder, modality: Modality, opts: EncodeOptions, members: lis
 
 def handle(embedder, requests: list[Request], description: bytes | None = None) -> list[Answer | ZooError | Exception]:
     """One result per request, in order: its outputs, or the error that request gets (a request asking for the
-    model's ``description``, see :data:`contract.DESCRIBE`, gets it as ``SPEC``, one row per element)."""
+    model's ``description``, see :data:`contract.DESCRIBE`, gets it as ``SPEC``, one row per element; one
+    naming another :data:`contract.TASK` than ``embed`` is answered alone, by :mod:`serving.triton_tasks`)."""
     results: list[Any] = [None] * len(requests)
     groups: dict[tuple[Modality, EncodeOptions], list[tuple[int, _Prepared]]] = defaultdict(list)
     for i, req in enumerate(requests):
@@ -162,6 +177,10 @@ def handle(embedder, requests: list[Request], description: bytes | None = None) 
             results[i] = Answer({contract.SPEC: np.array([[description]] * rows, dtype=object)})
             continue
         try:
+            task, params = contract.parse_task(req.parameters)
+            if task != contract.EMBED:
+                results[i] = Answer(answer_task(embedder, task, params, req.inputs))
+                continue
             prep = _prepare(embedder, req)
         except Exception as err:  # a MemoryError too: this request fails, the batch does not
             if not isinstance(err, ZooError):
@@ -180,74 +199,6 @@ def instance_threads(config: dict[str, Any], cores: int | None = None) -> int:
     which run side by side (each in its own process), so they never fight over a core."""
     instances = sum(int(g.get("count", 1)) for g in config.get("instance_group") or [{}])
     return max(1, (cores or os.cpu_count() or 1) // max(1, instances))
-
-
-#: the longest warm-up text, in tokens: a model's full length up to this (an 8192-token forward costs tens of
-#: seconds on a CPU and warms no code path a 1024-token one does not)
-WARMUP_MAX_TOKENS = 1024
-WARMUP_TEXT = "warm up the model"
-WARMUP_SIDE = 64  # pixels of the warm-up image's sides and video's frames
-
-
-def warmup_requests(embedder) -> list[tuple[str, Request]]:
-    """``(what, request)`` pairs that exercise every modality the model embeds with every output kind it gives
-    (TOKENS counted too), as wire elements like a client sends, plus a batch of a short and a full-length
-    text: what :meth:`TritonPythonModel.initialize` answers before the model goes READY."""
-    from PIL import Image
-
-    from zoo.media.sampling import encode_frames
-
-    spec = embedder.spec
-    rate = int(spec.sample_rate or 16000)
-    ramp = np.linspace(0, 255, WARMUP_SIDE, dtype=np.uint8)
-    image = np.stack(np.broadcast_arrays(ramp[:, None], ramp[None, :], np.uint8(128)), axis=-1)
-    second = (0.1 * np.sin(2 * np.pi * 440 * np.arange(rate) / rate)).astype(np.float32)
-    frames = [Image.fromarray(np.roll(image, 8 * k, axis=1)) for k in range(4)]  # 2 s at 2 frames per second
-    listens = Modality.AUDIO in spec.modalities
-    clip = encode_frames(frames, audio=np.tile(second, 2) if listens else None, sample_rate=rate)
-    parts: list[Any] = [WARMUP_TEXT, image]
-    if "audio" in embedder.interleaved_parts:
-        parts.append({"audio": (second, rate)})
-    if "video" in embedder.interleaved_parts:
-        parts.append({"video": clip})
-    items = {Modality.TEXT: WARMUP_TEXT, Modality.IMAGE: image, Modality.AUDIO: (second, rate),
-             Modality.INTERLEAVED: parts, Modality.VIDEO: clip}
-    tokens = max(spec.max_length, getattr(embedder, "max_length", 0) or 0)
-    long_text = " ".join(["warm"] * min(tokens, WARMUP_MAX_TOKENS))  # one token a word, then cut at the length
-    # TOKENS too, as the door asks, unless the family counts no text tokens (a plugin may not: then only the
-    # door's usage fails, and the model still serves gRPC clients)
-    from zoo.base import Embedder
-
-    counting = type(embedder)._text_tokens is not Embedder._text_tokens
-    out = []
-    for modality in spec.modalities:
-        wire = [contract.encode_item(modality, items[modality], 0)]
-        for kind in kinds.available(spec.outputs):
-            out.append((f"{modality.value}/{kind}", Request({contract.INPUTS[modality]: wire}, {"output": kind},
-                                                            tokens=counting)))
-    if Modality.TEXT in spec.modalities:
-        texts = [WARMUP_TEXT.encode(), long_text.encode()]
-        out.append((f"text/{spec.output} at full length", Request({contract.INPUTS[Modality.TEXT]: texts}, {},
-                                                                   tokens=counting)))
-    return out
-
-
-def warm_up(embedder) -> list[str]:
-    """Answer :func:`warmup_requests`; the names of what was warmed, or a :class:`RuntimeError` naming the
-    first request that failed and why (so that ``initialize`` fails and the model does not go READY)."""
-    from zoo.media.sampling import VideoTruncationWarning
-    from zoo.truncation import TruncationWarning
-
-    requests = warmup_requests(embedder)
-    with warnings.catch_warnings():  # the full-length text is cut on purpose: no warning in the server's log
-        warnings.simplefilter("ignore", TruncationWarning)
-        warnings.simplefilter("ignore", VideoTruncationWarning)
-        results = handle(embedder, [r for _, r in requests])
-    for (what, _), result in zip(requests, results):
-        if not isinstance(result, Answer):
-            why = str(result) if isinstance(result, ZooError) else type(result).__name__
-            raise RuntimeError(f"warm-up failed for {what}: {why}; the model cannot embed, so it does not go READY")
-    return [what for what, _ in requests]
 
 
 class Metrics:
@@ -282,13 +233,15 @@ class Metrics:
                                      family.GAUGE).Metric(labels={"model": model})
 
     def count(self, requests: list[Request], results: list[Any]) -> None:
-        """Count one batch's answers (a description request is not an embedding request: not counted)."""
+        """Count one batch's answers (a description request, or another task's, is not an embedding request: not
+        counted)."""
         if not self.metrics:
             return
         done = items = 0
         for req, result in zip(requests, results):
             if isinstance(result, Answer):
-                if not contract.wants_description(req.parameters):
+                if not contract.wants_description(req.parameters) and req.parameters.get(
+                        contract.TASK, contract.EMBED) == contract.EMBED:
                     done += 1
                     items += sum(len(v) for v in req.inputs.values())
             else:
@@ -337,6 +290,8 @@ class TritonPythonModel:
                       "unavailable": pb_utils.TritonError.UNAVAILABLE, "internal": pb_utils.TritonError.INTERNAL}
         self.metrics = Metrics(pb_utils, args["model_name"])
         start = time.perf_counter()
+        from .warmup import warm_up
+
         warmed = warm_up(self.embedder)
         took = time.perf_counter() - start
         self.metrics.warmed(took)
@@ -358,8 +313,9 @@ class TritonPythonModel:
                 tensor = pb_utils.get_input_tensor_by_name(r, name)
                 if tensor is not None:
                     inputs[name] = [bytes(x) for x in tensor.as_numpy().reshape(-1)]
+            asked = r.requested_output_names()
             parsed.append(Request(inputs=inputs, parameters=json.loads(r.parameters() or "{}"),
-                                  tokens=contract.TOKENS in r.requested_output_names()))
+                                  tokens=contract.TOKENS in asked, truncated=contract.TRUNCATED in asked))
         responses = []
         results = handle(self.embedder, parsed, self.description)
         for result in results:

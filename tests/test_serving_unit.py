@@ -15,6 +15,7 @@ from serving.export import MODEL_PY, export
 from serving.triton_model import Request, TritonPythonModel, handle
 from zoo import postprocess as pp
 from zoo.defaults import default_model_names
+from zoo.spec import Modality
 
 
 @pytest.mark.parametrize("name", zoo.list_models())
@@ -47,12 +48,19 @@ def test_config_comes_from_spec(tmp_path, name):
     assert cfg.instance_group[0].count == 3
     assert [i.name for i in cfg.input] == [contract.INPUTS[m] for m in spec.modalities]
     assert all(i.data_type == mc.TYPE_STRING and i.optional for i in cfg.input)
-    lengths = [contract.LENGTHS] if {"multivector", "sparse"} & set(spec.outputs) else []
     sparse = [contract.INDICES, contract.VALUES] if "sparse" in spec.outputs else []
-    assert [o.name for o in cfg.output] == [contract.OUTPUT, contract.TOKENS, *lengths, *sparse, contract.SPEC]
-    declared = {o.name: mc.DataType.Name(o.data_type) for o in cfg.output[2:]}
-    assert declared == {n: "TYPE_FP32" if n == contract.VALUES else "TYPE_INT32" for n in lengths + sparse} | {
-        contract.SPEC: "TYPE_STRING"}
+    text = Modality.TEXT in spec.modalities
+    lengths = [contract.LENGTHS] if text or {"multivector", "sparse"} & set(spec.outputs) else []
+    tasks = [contract.TOKEN_IDS, contract.TOKEN_OFFSETS, contract.TOKEN_STRINGS, contract.DETOKENIZED,
+             contract.SPANS] if text else []
+    assert [o.name for o in cfg.output] == [contract.OUTPUT, contract.TOKENS, *lengths, *sparse, contract.SPEC,
+                                            contract.TRUNCATED, *tasks]
+    declared = {o.name: (mc.DataType.Name(o.data_type), list(o.dims)) for o in cfg.output[2:]}
+    assert declared == {n: ("TYPE_FP32" if n == contract.VALUES else "TYPE_INT32", [1]) for n in lengths + sparse} | {
+        contract.SPEC: ("TYPE_STRING", [1]), contract.TRUNCATED: ("TYPE_BOOL", [1])} | (
+        {contract.TOKEN_IDS: ("TYPE_INT32", [1]), contract.TOKEN_OFFSETS: ("TYPE_INT32", [2]),
+         contract.TOKEN_STRINGS: ("TYPE_STRING", [1]), contract.DETOKENIZED: ("TYPE_STRING", [1]),
+         contract.SPANS: ("TYPE_INT32", [2])} if text else {})
     assert cfg.output[1].data_type == mc.TYPE_INT32 and list(cfg.output[1].dims) == [1]
     assert json.loads(cfg.parameters[contract.CONFIG_SPEC_KEY].string_value) == spec.to_dict()
     assert (folder / "1" / "model.py").read_text() == MODEL_PY

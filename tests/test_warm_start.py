@@ -12,7 +12,8 @@ import pytest
 
 import zoo
 from serving import contract
-from serving.triton_model import WARMUP_MAX_TOKENS, Answer, Metrics, TritonPythonModel, handle, warmup_requests
+from serving.triton_model import Answer, Metrics, TritonPythonModel, handle
+from serving.warmup import WARMUP_MAX_TOKENS, warmup_requests
 from zoo import kinds
 from zoo.defaults import default_model
 

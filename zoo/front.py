@@ -101,8 +101,9 @@ class EncodeFront:
         truncate = lg.check_truncate(truncate)
         long, chunk_tokens, overlap = lg.check_long(long, chunk_tokens, overlap)
         output = kinds.check_output(output, self.spec.outputs, self.spec.name)
-        if long and output != "dense":
-            raise InvalidArgumentError(f"long={long!r} gives dense vectors only, not {output!r} output", "long")
+        if long and not kinds.get(output).poolable:
+            raise InvalidArgumentError(f"long={long!r} averages one vector an item; {output!r} output has no such "
+                                       "vector", "long")
         max_vectors, top_k = kinds.check_count(max_vectors, "max_vectors"), kinds.check_count(top_k, "top_k")
         kinds.check_controls(output, dimensions=dimensions, precision=precision, max_vectors=max_vectors,
                              top_k=top_k)

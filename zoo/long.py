@@ -300,8 +300,11 @@ def chunk_windows(model: Embedder, texts: list[str], opts: EncodeOptions) -> lis
 
 def chunked_raw(model: Embedder, texts: list[str], opts: EncodeOptions, kind: str, batch_size: int) -> list[Any]:
     """Raw dense outputs of ``long="chunk"``: per text the token-weighted mean of its windows' raw vectors."""
-    if kind != "dense":
-        raise InvalidArgumentError(f"long='chunk' gives dense vectors only, not {kind!r}", "long")
+    from . import kinds
+
+    if not kinds.get(kind).poolable:
+        raise InvalidArgumentError(f"long='chunk' averages one vector an item; {kind!r} output has no such vector",
+                                   "long")
     plan = chunk_windows(model, texts, opts)
     pieces = [w for per in plan for w, _ in per]
     raw = model._embed_raw(pieces, _text_modality(), opts, kind, batch_size)

@@ -50,6 +50,9 @@ class OutputKind:
     sided: bool = False
     #: whether one item may travel as base64 bytes of its array (the OpenAI door's ``encoding_format``)
     base64: bool = True
+    #: whether an item's raw output is one vector that pools like the model's own (averaged over chunks for
+    #: ``long="chunk"``, pooled per chunk by late chunking, see :mod:`zoo.long`)
+    poolable: bool = False
     #: the roles of its wire form, in order (see :meth:`to_arrays`)
     wire_roles: tuple[str, ...] = (OUTPUT,)
     #: the storage the demo's index keeps it in (see :data:`VECTORS` …)

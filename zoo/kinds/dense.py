@@ -14,6 +14,7 @@ class Dense(OutputKind):
     """One vector per item: Matryoshka truncation → normalize → quantize (:func:`zoo.postprocess.postprocess`)."""
 
     name = "dense"
+    poolable = True
     index_layout = VECTORS  # FAISS views per dimensions/precision, or the vector database (ui.store_index)
 
     @property

@@ -1,0 +1,46 @@
+"""The backend's answers to requests that ask a text model for something else than embeddings (the request
+parameter :data:`serving.contract.TASK`): tokenize, detokenize and late chunking, each by the in-process
+method of the same name (:mod:`zoo.tokens`), so served and in-process agree by construction. Each request is
+answered alone (they are cheap next to embedding, and have no rows to share a batch with)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from zoo.errors import InvalidArgumentError
+from zoo.media.text import decode_text
+from zoo.spec import Modality
+
+from . import contract
+from . import contract_long as wire
+
+TEXT = contract.INPUTS[Modality.TEXT]
+
+
+def answer_task(embedder: Any, task: str, params: dict[str, Any], inputs: dict[str, list[bytes]]
+                ) -> dict[str, np.ndarray]:
+    """The output tensors of one ``task`` request (``params``: its parameters but :data:`contract.TASK`); raises
+    the :class:`zoo.errors.ZooError` the request gets."""
+    if Modality.TEXT not in embedder.spec.modalities:
+        raise InvalidArgumentError(f"model {embedder.spec.name!r} reads no text; {contract.TASK} {task!r} needs a "
+                                   "text model", contract.TASK)
+    if list(inputs) != [TEXT]:
+        raise InvalidArgumentError(f"{contract.TASK} {task!r} takes one input, {TEXT}; got {sorted(inputs)}",
+                                   contract.TASK)
+    kwargs = contract.parse_parameters(params, task)
+    raw = inputs[TEXT]
+    if not raw:
+        raise InvalidArgumentError("the request holds no item")
+    if task == contract.DETOKENIZE:
+        texts = embedder.detokenize([wire.ids_from_wire(x, i) for i, x in enumerate(raw)])
+        return {contract.DETOKENIZED: np.array([t.encode("utf-8") for t in texts], dtype=object).reshape(-1, 1)}
+    # whole texts, as a caller in-process passes them: offsets and spans count the characters sent
+    texts = [decode_text(x, i) for i, x in enumerate(raw)]
+    if task == contract.TOKENIZE:
+        return wire.tokens_to_wire(embedder.tokenize(texts, **kwargs))
+    spans = kwargs.pop(contract.CHUNK_SPANS, None)
+    chunks = embedder.encode_chunks(texts, spans=None if spans is None else contract.parse_spans(spans, len(texts)),
+                                    **kwargs)
+    return wire.chunks_to_wire(chunks, kwargs.get("precision", "float32"))
