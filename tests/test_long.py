@@ -202,8 +202,12 @@ def test_late_chunks_past_the_window_come_from_a_macro_window_with_context(model
     assert_parity(chunks.vectors, unit(want), what="macro-window late chunks")
     with pytest.raises(InvalidArgumentError, match="exactly one of"):
         model.encode_chunks([LONG])
-    with pytest.raises(InputError, match="span"):
+    with pytest.raises(InvalidArgumentError, match="0 <= start < end"):
         model.encode_chunks([LONG], spans=[[(5, 2)]])
+    with pytest.raises(InvalidArgumentError, match="0 <= start < end"):
+        model.encode_chunks([LONG], spans=[[("0", 5)]])
+    with pytest.raises(InputError, match="ends past the text"):
+        model.encode_chunks(["short"], spans=[[(0, 50)]])
 
 
 def test_families_without_offsets_refuse_clearly(tmp_path):
@@ -220,3 +224,68 @@ def test_families_without_offsets_refuse_clearly(tmp_path):
         warnings.simplefilter("ignore")
         done = clip.encode_items(["a cat", "word " * 200], zoo.Modality.TEXT, clip.options(), tokens=True)
     assert done.truncated == [False, True]
+
+
+def test_long_inputs_are_bounded(model):
+    """Nothing a caller sends makes the work grow past the text: overlap is at most half a window, a text gives at
+    most MAX_CHUNKS chunks, long='chunk' reads the whole text so truncate does not apply to it."""
+    from zoo.long import MAX_CHUNKS
+
+    for size, overlap in ((64, 63), (10, 9), (7, 100)):
+        plan = windows(1000, size, overlap)
+        assert len(plan) <= 2 * 1000 // size + 1 and plan[-1][1] == 1000
+        assert all(b - a <= size for a, b in plan) and all(a2 > a1 for (a1, _), (a2, _) in zip(plan, plan[1:]))
+    text = "word " * (MAX_CHUNKS + 10)
+    with pytest.raises(InputError, match="chunks of 1 tokens; at most"):
+        model.encode_chunks([text], chunk_tokens=1)
+    with pytest.raises(InvalidArgumentError, match="truncate='start' does not apply"):
+        model.encode([text], "text", long="chunk", truncate="start")
+
+
+def test_chunking_and_late_chunks_report_what_they_read(model):
+    """long='chunk' with chunk_tokens splits every text by it, short ones too (whether a text is split never
+    depends on its length in characters); late chunking says what it read and whether it cut."""
+    from zoo import long as lg
+
+    opts = model.options(long="chunk", chunk_tokens=4)
+    plan = lg.chunk_windows(model, ["one two three four five six seven eight nine", "one two"], opts)
+    assert [len(p) for p in plan] == [3, 1] and [w for w, _ in plan[0]][0] == "one two three four"
+    got = model.encode_chunks([MID, "a short one"], chunk_tokens=8)
+    assert [c.tokens for c in got] == [len(t.ids) for t in model.tokenize([MID, "a short one"])]
+    assert not any(c.truncated for c in got)
+    over = "word " * (lg.MAX_LONG_CHARS // 5 + 10)
+    assert model.encode_chunks([over], chunk_tokens=512)[0].truncated
+
+
+def test_word_starts_see_the_leading_space_of_byte_level_tokens():
+    """Byte-level BPE (Qwen, KaLM) keeps the space in the token that follows it: that token begins a word."""
+    from zoo.long import Tokens, word_starts
+
+    text = "hello world again"
+    bpe = Tokens([1, 2, 3], ["hello", "Ġworld", "Ġagain"], [(0, 5), (5, 11), (11, 17)])
+    bert = Tokens([1, 2, 3], ["hello", "world", "again"], [(0, 5), (6, 11), (12, 17)])
+    assert word_starts(bpe, [0, 1, 2], text) == word_starts(bert, [0, 1, 2], text) == [True, True, True]
+    glued = Tokens([1, 2], ["hel", "##lo"], [(0, 3), (3, 5)])
+    assert word_starts(glued, [0, 1], "hello") == [True, False]
+
+
+def test_a_text_cut_by_characters_keeps_its_end(model):
+    """truncate='start' on a text longer than the characters the model ever reads, with no space to cut at."""
+    text = "0123456789abcdef" * 320
+    kept = model.tokenize([text], truncate="start")[0]
+    assert kept.truncated and kept.count <= 64 and kept.offsets[-2][1] == len(text)
+    assert model.encode([text], "text", truncate="start").shape == (1, 32)
+
+
+def test_colbert_checks_the_window_of_the_side_it_reads(tmp_path):
+    """A ColBERT query is cut at the query's length, not the model's: truncate='none' refuses what would be cut."""
+    from .tiny_models import make_pylate_colbert
+
+    m = zoo.create(str(make_pylate_colbert(tmp_path / "colbert")), device="cpu")
+    query = "one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen"
+    cap = m.text_limit(m.spec.prompts["query"])
+    assert cap < m.text_limit(m.spec.prompts["document"])
+    with pytest.raises(InputError, match=f"reads at most {cap}"):
+        m.encode([query], "text", prompt_name="query", truncate="none")
+    assert m.tokenize([query], prompt_name="query")[0].count == cap
+    m.encode([query], "text", prompt_name="document", truncate="none")  # the document side holds it

@@ -100,6 +100,9 @@ class EncodeFront:
         pp.check_precision(precision)
         truncate = lg.check_truncate(truncate)
         long, chunk_tokens, overlap = lg.check_long(long, chunk_tokens, overlap)
+        if long and truncate != "end":
+            raise InvalidArgumentError(f"long={long!r} reads the whole text; truncate={truncate!r} does not apply",
+                                       "truncate")
         output = kinds.check_output(output, self.spec.outputs, self.spec.name)
         if long and not kinds.get(output).poolable:
             raise InvalidArgumentError(f"long={long!r} averages one vector an item; {output!r} output has no such "

@@ -29,6 +29,7 @@ token states through :meth:`zoo.tokens.TokenizerTools._token_states`).
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -49,6 +50,10 @@ LONG = ("chunk",)
 #: bounds one text at ~80 MB (~60k tokens of English)
 MAX_LONG_CHARS = 1 << 18
 OVERLAP_SHARE = 4  # default overlap: a quarter of a window (chunked embedding and late chunking's macro-windows)
+MAX_OVERLAP_SHARE = 2  # overlap is at most half a window: windows never outnumber twice the text's tokens per window
+MAX_CHUNKS = 4096  # late chunking: chunks one text may give (raise chunk_tokens for more text)
+MAX_TOKEN_IDS = 1 << 16  # ids in one list of detokenize()
+MAX_TOKEN_ID = (1 << 31) - 1  # ids travel as 32-bit integers
 
 Span = tuple[int, int]
 
@@ -70,11 +75,57 @@ def check_long(long: Any, chunk_tokens: Any, overlap: Any) -> tuple[str | None, 
     return long, check_count(chunk_tokens, "chunk_tokens", 1), check_count(overlap, "overlap", 0)
 
 
+def _is_int(value: Any) -> bool:
+    return isinstance(value, (int, np.integer)) and not isinstance(value, (bool, np.bool_))
+
+
+def check_chunking(chunk_tokens: Any, spans: Any, overlap: Any, count: int
+                   ) -> tuple[int | None, list[list[Span]] | None, int | None]:
+    """The checked arguments of late chunking for ``count`` texts: exactly one of ``chunk_tokens`` (a positive
+    integer) and ``spans`` (one list per text of ``(start, end)`` integer pairs, ``0 <= start < end``, at most
+    :data:`MAX_CHUNKS` a text; whether they fit the text is checked with it), and ``overlap`` (None or >= 0)."""
+    if (chunk_tokens is None) == (spans is None):
+        raise InvalidArgumentError("pass exactly one of chunk_tokens and spans", "chunk_tokens")
+    chunk_tokens, overlap = check_count(chunk_tokens, "chunk_tokens", 1), check_count(overlap, "overlap", 0)
+    if spans is None:
+        return chunk_tokens, None, overlap
+    if isinstance(spans, (str, bytes)) or not isinstance(spans, (list, tuple)) or len(spans) != count:
+        raise InvalidArgumentError(f"spans must hold one list of [start, end] pairs per text ({count})", "spans")
+    out = []
+    for i, per in enumerate(spans):
+        if isinstance(per, (str, bytes)) or not isinstance(per, (list, tuple)) or len(per) > MAX_CHUNKS:
+            raise InvalidArgumentError(f"spans[{i}] must be a list of at most {MAX_CHUNKS} [start, end] pairs",
+                                       "spans")
+        for s in per:
+            if (not isinstance(s, (list, tuple)) or len(s) != 2 or not all(_is_int(x) for x in s)
+                    or not 0 <= s[0] < s[1]):
+                raise InvalidArgumentError(f"spans[{i}] holds {s!r}: a span is [start, end] with integers "
+                                           "0 <= start < end", "spans")
+        out.append([(int(a), int(b)) for a, b in per])
+    return chunk_tokens, out, overlap
+
+
+def check_token_ids(ids: Any, vocab: int | None = None) -> list[list[int]]:
+    """Lists of token ids as :meth:`detokenize` takes them: each a list of at most :data:`MAX_TOKEN_IDS`
+    integers in ``[0, vocab)`` (``[0, 2**31)`` without ``vocab``); an :class:`InputError` names the bad list."""
+    from .front import check_items
+
+    check_items(ids)
+    top = MAX_TOKEN_ID + 1 if vocab is None else vocab
+    out = []
+    for i, row in enumerate(ids):
+        if (isinstance(row, (str, bytes)) or not isinstance(row, (list, tuple)) or len(row) > MAX_TOKEN_IDS
+                or not all(_is_int(t) and 0 <= t < top for t in row)):
+            raise InputError(i, f"token ids must be a list of at most {MAX_TOKEN_IDS} integers in [0, {top})")
+        out.append([int(t) for t in row])
+    return out
+
+
 def check_count(value: Any, name: str, least: int) -> int | None:
     """None, or an integer of at least ``least``."""
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < least:
+    if not _is_int(value) or value < least:
         raise InvalidArgumentError(f"{name} must be an integer of at least {least}, got {value!r}", name)
     return int(value)
 
@@ -124,10 +175,14 @@ class Tokens:
 @dataclass
 class Chunks:
     """Late chunking's result for one text: ``vectors`` ``[k, d]`` (post-processed like ``encode()``'s dense
-    rows) and the character ``spans`` of its ``k`` chunks."""
+    rows), the character ``spans`` of its ``k`` chunks, whether the text was ``truncated`` (cut at
+    :data:`MAX_LONG_CHARS` characters) and the ``tokens`` read (the whole text's, prompt and special tokens
+    included: what usage counts)."""
 
     vectors: Any
     spans: list[Span] = field(default_factory=list)
+    truncated: bool = False
+    tokens: int = 0
 
 
 def chunks_to_arrays(chunks: list[Chunks]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -160,11 +215,13 @@ class Fitted:
 
 def text_chars(model: Embedder, opts: EncodeOptions | None) -> int | None:
     """Characters of a text decoding keeps (see :mod:`zoo.media.text`): the model's own cut for
-    ``truncate="end"``; long modes read up to :data:`MAX_LONG_CHARS`; ``start`` and ``none`` the whole text
-    (:func:`fit` cuts it, from the end it needs)."""
+    ``truncate="end"``; long modes read up to :data:`MAX_LONG_CHARS`; ``start`` and ``none`` up to a server's
+    ``MAX_TEXT_CHARS`` (:func:`fit` cuts it, from the end it needs)."""
+    from .media.budgets import MAX_TEXT_CHARS
+
     if opts is None or (opts.truncate == "end" and not opts.long):
         return model.max_text_chars
-    return MAX_LONG_CHARS if opts.long else None
+    return MAX_LONG_CHARS if opts.long else MAX_TEXT_CHARS
 
 
 def _over(model: Embedder, texts: list[str], prompt: str | None, limit: int) -> list[int]:
@@ -175,6 +232,16 @@ def _over(model: Embedder, texts: list[str], prompt: str | None, limit: int) -> 
     head = len(prompt or "")
     return [i for i, t in enumerate(texts) if is_cut(t) or text_bound("x" * head + t, 1 << 30,
                                                                       model.text_extra_tokens) > limit]
+
+
+VIEW_GROUP = 16  # texts tokenized at once with offsets (~300 bytes a character each): bounds what is held
+
+
+def views(model: Embedder, texts: list[str], prompt: str | None) -> Iterator[Tokens]:
+    """Each text's untruncated tokens (:meth:`zoo.tokens.TokenizerTools._token_views`), tokenized
+    :data:`VIEW_GROUP` texts at a time, so a call's long texts are never all held tokenized at once."""
+    for start in range(0, len(texts), VIEW_GROUP):
+        yield from model._token_views(texts[start:start + VIEW_GROUP], prompt)
 
 
 def fit(model: Embedder, texts: list[str], opts: EncodeOptions, indices: list[int] | None = None,
@@ -202,8 +269,7 @@ def fit(model: Embedder, texts: list[str], opts: EncodeOptions, indices: list[in
     chars = model.max_text_chars
     head = [t if opts.truncate == "end" or len(t) <= chars else
             CutText(t[:chars] if opts.truncate == "none" else t[-chars:]) for t in (texts[i] for i in check)]
-    views = model._token_views(head, opts.prompt)
-    for i, text, view in zip(check, head, views):
+    for i, text, view in zip(check, head, views(model, head, opts.prompt)):
         over = view.count > limit or is_cut(text)
         cut[i] = over
         if not over or opts.truncate == "end":
@@ -224,8 +290,8 @@ def _keep_end(model: Embedder, text: str, view: Tokens, limit: int, prompt: str 
     ``limit``: a suffix cut inside a word would read as other tokens than the text held there. A text whose
     last word alone is over the window is cut at a token boundary instead."""
     positions = view.text_positions()
-    starts = word_starts(view, positions)
-    drop = view.count - limit
+    starts = word_starts(view, positions, text)
+    drop = max(0, view.count - limit)  # 0: a text cut by characters whose kept tail fits
     while drop < len(positions):
         at = next((j for j in range(drop, len(positions)) if starts[j]), drop)
         kept = text[view.offsets[positions[at]][0]:]  # type: ignore[index]
@@ -242,7 +308,8 @@ def windows(n: int, size: int, overlap: int, starts: list[bool] | None = None) -
     ``starts``: whether each position begins a word; a window then ends before a word begins and starts where
     one does, wherever the window holds such a place, so that its text tokenizes on its own into the tokens it
     held inside the whole text (a word cut in two reads as other, more tokens)."""
-    size, overlap = max(1, size), min(overlap, max(0, size - 1))
+    size = max(1, size)
+    overlap = min(overlap, size // MAX_OVERLAP_SHARE)
     out, start = [], 0
     while True:
         end = min(start + size, n)
@@ -257,11 +324,12 @@ def windows(n: int, size: int, overlap: int, starts: list[bool] | None = None) -
         start = nxt
 
 
-def word_starts(view: Tokens, positions: list[int]) -> list[bool]:
-    """Whether each text token (``positions`` in ``view``) begins a word: something lies between it and the
-    token before (whitespace), or it is the first."""
+def word_starts(view: Tokens, positions: list[int], text: str) -> list[bool]:
+    """Whether each text token (``positions`` in ``view``, a tokenization of ``text``) begins a word: it is the
+    first, or whitespace comes right before it or opens it (byte-level BPE tokens carry their leading space)."""
     offsets = [view.offsets[p] for p in positions]
-    return [j == 0 or offsets[j][0] > offsets[j - 1][1] for j in range(len(offsets))]  # type: ignore[index]
+    return [j == 0 or (s > 0 and text[s - 1].isspace()) or text[s:s + 1].isspace()
+            for j, (s, _) in enumerate(offsets)]  # type: ignore[misc]
 
 
 def _span(view: Tokens, positions: list[int], a: int, b: int) -> Span:
@@ -283,8 +351,9 @@ def chunk_windows(model: Embedder, texts: list[str], opts: EncodeOptions) -> lis
         raise InvalidArgumentError(f"model {model.spec.name!r} does not expose its tokenizer; long='chunk' "
                                    "needs a text model whose family does", "long")
     out: list[list[tuple[str, int]]] = [[(t, 1)] for t in texts]
-    check = _over(model, texts, opts.prompt, limit)
-    for i, view in zip(check, model._token_views([texts[i] for i in check], opts.prompt) if check else []):
+    # with chunk_tokens every text is split by it, whatever its length; else only those over the window
+    check = list(range(len(texts))) if opts.chunk_tokens else _over(model, texts, opts.prompt, limit)
+    for i, view in zip(check, views(model, [texts[i] for i in check], opts.prompt)):
         if view.count <= limit and opts.chunk_tokens is None:
             continue
         room = capacity(view, limit)
@@ -294,7 +363,7 @@ def chunk_windows(model: Embedder, texts: list[str], opts: EncodeOptions) -> lis
             continue
         over = size // OVERLAP_SHARE if opts.overlap is None else opts.overlap
         out[i] = [(texts[i][slice(*_span(view, positions, a, b))], b - a)
-                  for a, b in windows(len(positions), size, over, word_starts(view, positions))]
+                  for a, b in windows(len(positions), size, over, word_starts(view, positions, texts[i]))]
     return out
 
 
@@ -321,106 +390,3 @@ def _text_modality() -> Any:
     from .spec import Modality
 
     return Modality.TEXT
-
-
-# ---- late chunking ---------------------------------------------------------------------------------------------
-def chunk_spans(view: Tokens, text: str, chunk_tokens: int | None, spans: list[Span] | None, index: int) -> list[Span]:
-    """The character spans of one text's chunks: consecutive runs of ``chunk_tokens`` text tokens, or the
-    caller's ``spans`` (checked)."""
-    if spans is None:
-        positions = view.text_positions()
-        return [_span(view, positions, a, b) for a, b in windows(len(positions), int(chunk_tokens or 1), 0)
-                if b > a]
-    out = []
-    for s in spans:
-        if (not isinstance(s, (tuple, list)) or len(s) != 2 or not all(isinstance(x, (int, np.integer)) for x in s)
-                or not 0 <= s[0] < s[1] <= len(text)):
-            raise InputError(index, f"span {s!r} is not [start, end) with 0 <= start < end <= {len(text)}")
-        out.append((int(s[0]), int(s[1])))
-    return out
-
-
-def _inside(offsets: list[Span | None], span: Span, shift: int = 0) -> list[int]:
-    """Positions of the tokens (of a window starting at character ``shift``) that overlap ``span``."""
-    s, e = span
-    return [j for j, o in enumerate(offsets) if o is not None and o[0] + shift < e and o[1] + shift > s]
-
-
-def _pool(states: np.ndarray, mode: str) -> np.ndarray:
-    if mode == "mean":
-        return states.mean(0)
-    if mode == "max":
-        return states.max(0)
-    return states[-1]  # last
-
-
-def late_chunks(model: Embedder, texts: list[str], opts: EncodeOptions, *, chunk_tokens: int | None,
-                spans: list[list[Span]] | None, overlap: int | None, batch_size: int) -> list[Chunks]:
-    """Late chunking (module docstring) of decoded ``texts``; vectors post-processed by ``opts``."""
-    mode = model.late_pooling
-    limit = model.text_limit(opts.prompt)
-    views = model._token_views(texts, opts.prompt)
-    plans = []  # per text: its chunks' spans and the windows (character spans) read for it
-    for i, (text, view) in enumerate(zip(texts, views)):
-        chunks = chunk_spans(view, text, chunk_tokens, None if spans is None else spans[i], i)
-        positions = view.text_positions()
-        if not positions:
-            raise InputError(i, "text holds no token to chunk")
-        if view.count <= limit:
-            plans.append((chunks, [(0, len(text))], True))
-            continue
-        room = capacity(view, limit)
-        over = room // OVERLAP_SHARE if overlap is None else min(overlap, room - 1)
-        wins = windows(len(positions), room, over, word_starts(view, positions))
-        plans.append((chunks, [_span(view, positions, a, b) for a, b in wins], False))
-    # one pass over every window of every text, batched
-    reads = [(i, w) for i, (_, wins, whole) in enumerate(plans) for w in wins]
-    read_texts = [texts[i] if plans[i][2] else texts[i][w[0]:w[1]] for i, w in reads]
-    states: list[tuple[np.ndarray, list[Span | None]]] = []
-    order = np.argsort([-len(t) for t in read_texts], kind="stable")
-    got: list[Any] = [None] * len(read_texts)
-    for a in range(0, len(order), batch_size):
-        idx = order[a:a + batch_size]
-        for k, one in zip(idx, model._token_states([read_texts[k] for k in idx], opts.prompt)):
-            got[k] = one
-    states = got
-    rows, out_spans = [], []
-    at = 0
-    for i, (chunks, wins, _) in enumerate(plans):
-        mine = states[at:at + len(wins)]
-        at += len(wins)
-        for span in chunks:
-            rows.append(_pool(_gather(mine, wins, span, i), mode))
-        out_spans.append(chunks)
-    vectors = model._finish(rows, _text_modality(), opts, "dense") if rows else np.zeros((0, model.spec.dim))
-    result, at = [], 0
-    for chunks in out_spans:
-        result.append(Chunks(vectors[at:at + len(chunks)], list(chunks)))
-        at += len(chunks)
-    return result
-
-
-def _gather(windows_read: list[tuple[np.ndarray, list[Span | None]]], wins: list[Span], span: Span,
-            index: int) -> np.ndarray:
-    """The token states of chunk ``span``: from the window holding it whole with the most context on both
-    sides, else each token from the window where it is most central."""
-    s, e = span
-    holding = [k for k, (ws, we) in enumerate(wins) if ws <= s and e <= we]
-    if holding:
-        k = max(holding, key=lambda k: min(s - wins[k][0], wins[k][1] - e))
-        hidden, offsets = windows_read[k]
-        found = _inside(offsets, span, wins[k][0])
-        if found:
-            return hidden[found]
-    picked: dict[Span, np.ndarray] = {}
-    for k, (hidden, offsets) in enumerate(windows_read):
-        ws, we = wins[k]
-        for j in _inside(offsets, span, ws):
-            o = offsets[j]
-            tok = (o[0] + ws, o[1] + ws)  # type: ignore[index]
-            centre = min(tok[0] - ws, we - tok[1])
-            if tok not in picked or centre > picked[tok][0]:
-                picked[tok] = (centre, hidden[j])  # type: ignore[assignment]
-    if not picked:
-        raise InputError(index, f"chunk span [{s}, {e}) holds no token")
-    return np.stack([picked[t][1] for t in sorted(picked)])  # type: ignore[index]

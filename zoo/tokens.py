@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING, Any
 
 from . import long as lg
 from . import truncation
-from .errors import InputError, InvalidArgumentError
+from .errors import InvalidArgumentError
 from .front import check_batch_size, check_items
+from .late import late_chunks
 from .long import Chunks, Fitted, Span, Tokens
 from .spec import Modality
 
@@ -90,8 +91,8 @@ class TokenizerTools:
         for view, cut in zip(views, fitted.truncated):
             view.truncated = cut
         if opts.truncate == "start":  # offsets into the text the caller sent, not the suffix kept of it
-            for view, sent, kept in zip(views, texts, fitted.texts):
-                shift = len(str(sent)) - len(kept) if isinstance(sent, str) else 0
+            for view, sent, kept in zip(views, self._texts(texts, opts), fitted.texts):
+                shift = len(sent) - len(kept)
                 view.offsets = [None if o is None else (o[0] + shift, o[1] + shift) for o in view.offsets]
         return views
 
@@ -100,15 +101,8 @@ class TokenizerTools:
         tokenizer = getattr(self, "tokenizer", None)
         if tokenizer is None or self.text_limit(None) is None:
             self._token_views([], None)  # raises the family's refusal
-        check_items(ids)
-        vocab = len(tokenizer)
-        out = []
-        for i, row in enumerate(ids):
-            if isinstance(row, (str, bytes)) or not isinstance(row, Sequence) or not all(
-                    isinstance(t, int) and not isinstance(t, bool) and 0 <= t < vocab for t in row):
-                raise InputError(i, f"token ids must be a list of integers in [0, {vocab})")
-            out.append(tokenizer.decode(list(row), skip_special_tokens=skip_special_tokens))
-        return out
+        return [tokenizer.decode(row, skip_special_tokens=skip_special_tokens)
+                for row in lg.check_token_ids(ids, len(tokenizer))]
 
     def encode_chunks(
         self,
@@ -129,19 +123,13 @@ class TokenizerTools:
         text; exactly one of the two). A text longer than the window is read in overlapping macro-windows
         (``overlap`` tokens shared; default a quarter of one), each chunk pooled from the window that holds it
         with the most context. See :mod:`zoo.long`."""
-        if (chunk_tokens is None) == (spans is None):
-            raise InvalidArgumentError("pass exactly one of chunk_tokens and spans", "chunk_tokens")
-        chunk_tokens = lg.check_count(chunk_tokens, "chunk_tokens", 1)
-        overlap = lg.check_count(overlap, "overlap", 0)
+        check_items(texts)
+        chunk_tokens, checked, overlap = lg.check_chunking(chunk_tokens, spans, overlap, len(texts))
         if self.late_pooling is None:
             self._token_states([], None)  # raises the family's refusal
         opts, _ = self._call(Modality.TEXT, prompt_name=prompt_name, normalize=normalize,  # type: ignore[attr-defined]
                              dimensions=dimensions, precision=precision, output="dense")
         opts = dataclasses.replace(opts, long="chunk")  # read whole texts (up to MAX_LONG_CHARS)
-        decoded = self._texts(texts, opts)
-        if spans is not None and (isinstance(spans, (str, bytes)) or len(spans) != len(decoded)):
-            raise InvalidArgumentError(f"spans must hold one list of spans per text ({len(decoded)})", "spans")
         size = check_batch_size(batch_size if batch_size is not None else self.spec.batch_size)
-        return lg.late_chunks(self, decoded, opts, chunk_tokens=chunk_tokens,  # type: ignore[arg-type]
-                              spans=None if spans is None else [list(s) for s in spans], overlap=overlap,
-                              batch_size=size)
+        return late_chunks(self, self._texts(texts, opts), opts, chunk_tokens=chunk_tokens,  # type: ignore[arg-type]
+                           spans=checked, overlap=overlap, batch_size=size)

@@ -170,6 +170,24 @@ class ColbertEmbedder(TokenizedText, Embedder):
             description=f"local {config.get('model_type', 'transformers')} late-interaction (multi-vector) encoder",
         )
 
+    def _text_args(self, texts: list[str], prompt: str | None) -> tuple[list[str], list[str] | None, int]:
+        """The side's cap is the window (the fixed query expansion's length where the folder pads queries to it);
+        the side is the prompt's (a query prompt the same text as the document prompt cannot tell: the smaller
+        cap, so that a text fitting it fits either side)."""
+        caps = {}
+        for side in ("query", "document"):
+            expansion = self.expansion if side == "query" else None
+            fixed = expansion and expansion.get("strategy") == "fixed"
+            caps[side] = expansion["length"] if fixed else (self.lengths[side] or self.max_length)
+        prompts = self.spec.prompts
+        if prompt is not None and prompt == prompts.get("query") and prompt != prompts.get("document"):
+            cap = caps["query"]
+        elif prompt is not None and prompt == prompts.get("query"):
+            cap = min(caps.values())
+        else:
+            cap = caps["document"]
+        return with_prompt(texts, prompt), None, cap
+
     def _tokenize(self, texts: list[str], side: str):
         """Token ids and masks as ``MultiVectorEncoder`` makes them: the side's length cap, and on the query
         side the expansion (pads within the floor become the expansion token and are scored)."""

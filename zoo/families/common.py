@@ -197,8 +197,9 @@ class TokenizedText:
         return token_counts(self.tokenizer, texts, limit, firsts)
 
     def text_limit(self, prompt: str | None) -> int | None:
-        """The most tokens a text under ``prompt`` holds (see :meth:`zoo.tokens.TokenizerTools.text_limit`)."""
-        return self._text_args([], prompt)[2]
+        """The most tokens a text under ``prompt`` holds (see :meth:`zoo.tokens.TokenizerTools.text_limit`);
+        None for a slow tokenizer, which gives no offsets (SigLIP's SentencePiece one)."""
+        return self._text_args([], prompt)[2] if getattr(self.tokenizer, "is_fast", False) else None
 
     def _token_views(self, texts: list[str], prompt: str | None, cut: bool = False) -> list[Any]:
         """Each text as the model reads it (see :meth:`zoo.tokens.TokenizerTools._token_views`), from the tokenizer's
