@@ -123,6 +123,14 @@ def make_tiny_text_folder(dest: Path, *, pooling: str | None = None, prompts: di
     return dest
 
 
+def long_minilm(dest: Path) -> Path:
+    """A tiny e5-4k: the shipped MiniLM with its 512 positions stretched to 4,096 by linear interpolation
+    (:func:`zoo.evaluation.long.stretch_positions`), saved in the layout of ``dwzhu/e5-base-4k``."""
+    from zoo.evaluation.long import stretch_positions
+
+    return stretch_positions(resolve(zoo.get_spec(default_model("text"))), dest)
+
+
 def make_open_clip(dest: Path) -> Path:
     """open_clip hub layout: open_clip_config.json + open_clip_model.safetensors (random ViT)."""
     import open_clip

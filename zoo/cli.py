@@ -65,6 +65,8 @@ def _cmd_encode(args: argparse.Namespace) -> int:
         output=args.output,
         max_vectors=args.max_vectors,
         top_k=args.top_k,
+        truncate=args.truncate,
+        long=args.long,
     )
     from . import kinds
 
@@ -115,6 +117,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="output kind (default: the model's first)")
     p.add_argument("--max-vectors", type=int, help="multivector: at most this many vectors per item")
     p.add_argument("--top-k", type=int, help="sparse: at most this many terms per item")
+    from .long import LONG, TRUNCATE
+
+    p.add_argument("--truncate", choices=list(TRUNCATE), default="end",
+                   help="a text over the model's window: cut at the end, at the start, or none (refused)")
+    p.add_argument("--long", choices=list(LONG), help="chunk: embed a long text as averaged windows")
     p.add_argument("--device")
     p.add_argument("--json", action="store_true", help="print one JSON object")
     p.set_defaults(run=_cmd_encode)

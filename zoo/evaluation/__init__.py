@@ -2,7 +2,8 @@
 
     rows = zoo.evaluation.evaluate(zoo.create("sentence-transformers/all-MiniLM-L6-v2"), "sets/docstrings")
 
-See :mod:`.data` for the layout, :mod:`.build` for the sets made on this machine, :mod:`.sweep` for the rows.
+See :mod:`.data` for the layout, :mod:`.build` for the sets made on this machine, :mod:`.sweep` for the rows, and
+:mod:`.long` for the comparison of ways to embed long documents (``compare``).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 from ..postprocess import PCA
 from .data import RetrievalSet, load
 from .embed import Cache, embed_side
+from .long import compare
 from .sweep import Setting, fit_pca, sweep, widths
 
 
@@ -57,4 +59,4 @@ def evaluate(
                  matryoshka_dims=model.spec.matryoshka_dims, only=only, pca=pca)
 
 
-__all__ = ["Cache", "RetrievalSet", "evaluate", "embed_set", "load"]
+__all__ = ["Cache", "RetrievalSet", "compare", "evaluate", "embed_set", "load"]

@@ -13,6 +13,11 @@ shapes          text → image: held-out renderings of every colour × shape pai
                 phrasing; relevant: every image of its colour × shape pair.
 shapes-i2t      image → text: the same images as queries against every held-out caption of every pair.
 speech          audio → image: captions spoken by held-out espeak-ng voices against the images.
+longdocs        long documents: a standard-library module's whole documentation (module, class and
+                function docstrings in source order, hundreds to thousands of tokens); the query is one
+                class's or function's summary, taken out of the document (:mod:`zoo.data.longdocs`).
+                ``limit`` counts documents (default 150, with 8/3 queries each). Query rows carry ``doc``
+                and ``start`` (where the answer sits), read by :mod:`.long`.
 ==============  =====================================================================================
 
 Pairs with a repeated query or document are dropped, so every query has exactly the documents it names.
@@ -148,12 +153,24 @@ def build_speech(dest: Path, limit: int | None = None, seed: int = 20261123) -> 
     return _media_set(dest, limit, seed, "a2i")
 
 
+def build_longdocs(dest: Path, limit: int | None = None, seed: int = 0) -> Path:
+    """The ``longdocs`` set (see the module table); ``limit`` is the number of documents."""
+    from ..data.longdocs import long_docs
+
+    docs, asked = long_docs(150 if limit is None else limit, seed=seed)
+    corpus = [{"_id": d.module, "title": "", "text": d.text} for d in docs]
+    queries = [{"_id": f"q{i}", "text": text, "doc": module, "start": start, "name": name}
+               for i, (text, module, start, name) in enumerate(asked)]
+    return write(dest, corpus, queries, [(f"q{i}", q[1], 1) for i, q in enumerate(asked)])
+
+
 BUILDERS: dict[str, Callable[..., Path]] = {
     "docstrings": build_docstrings,
     "debian": build_debian,
     "shapes": build_shapes,
     "shapes-i2t": build_shapes_i2t,
     "speech": build_speech,
+    "longdocs": build_longdocs,
 }
 
 

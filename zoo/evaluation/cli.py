@@ -1,4 +1,5 @@
-"""``zoo eval``: the sweep on a set folder, or ``--build NAME DIR`` to make a set from this machine's files."""
+"""``zoo eval``: the sweep on a set folder, ``--long WAYS`` to compare ways of embedding long documents instead,
+or ``--build NAME DIR`` to make a set from this machine's files."""
 
 from __future__ import annotations
 
@@ -30,10 +31,18 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         raise InvalidArgumentError("give a MODEL and --data DIR (or --build NAME DIR to make a set)")
     from . import evaluate
 
+    if args.long:  # checked before the model loads
+        from .long import check_ways
+
+        args.long = check_ways(args.long)
+        if args.plot:
+            raise InvalidArgumentError("--plot draws the storage sweep; leave it out with --long")
     check_backend(args.backend)
     data = load(args.data, split=args.split, max_queries=args.max_queries)
     model = open_model(args.model, args.backend, args.url, args.device)
     cache = Cache(None if args.no_cache else Path(args.cache_dir or default_cache_dir()))
+    if args.long:
+        return _long(args, model, data, cache)
     rows = evaluate(model, data, backend=args.backend, cache=cache, batch_size=args.batch_size)
     print(f"{model.spec.name} on {data.name}: {len(data.corpus)} documents, {len(data.queries)} queries"
           f"{' (embeddings from the cache)' if cache.hits == 2 else ''}")
@@ -45,6 +54,22 @@ def _cmd_eval(args: argparse.Namespace) -> int:
     if args.plot:
         report.plot(rows, args.plot, f"{model.spec.name} on {data.name} ({len(data.queries)} queries)")
         print(f"wrote {args.plot}", file=sys.stderr)
+    return 0
+
+
+def _long(args: argparse.Namespace, model: Any, data: Any, cache: Any) -> int:
+    from . import report
+    from .long import compare, table
+
+    rows = compare(model, data, args.long, chunk_tokens=args.chunk_tokens, overlap=args.overlap,
+                   backend=args.backend, cache=cache, batch_size=args.batch_size)
+    print(f"{model.spec.name} on {data.name}: {len(data.corpus)} documents, {len(data.queries)} queries, "
+          f"{rows[0]['docs_over_window']} longer than the window of {model.spec.max_length} tokens; chunks of "
+          f"{args.chunk_tokens} tokens")
+    print(table(rows))
+    if args.json:
+        report.write_json(rows, args.json)
+        print(f"wrote {args.json}", file=sys.stderr)
     return 0
 
 
@@ -68,6 +93,14 @@ def add_command(sub: Any) -> None:
     p.add_argument("--no-cache", action="store_true", help="embed afresh and store nothing")
     p.add_argument("--build", nargs=2, metavar=("NAME", "DIR"),
                    help=f"make a set from this machine's files instead: one of {', '.join(BUILDERS)}")
-    p.add_argument("--limit", type=int, help="--build: at most this many pairs (images for the media sets)")
-    p.add_argument("--seed", type=int, help="--build: seed of the generated media sets")
+    p.add_argument("--limit", type=int,
+                   help="--build: at most this many pairs (images for the media sets, documents for longdocs)")
+    p.add_argument("--seed", type=int, help="--build: seed of the generated media sets and of longdocs' draw")
+    p.add_argument("--long", metavar="WAYS",
+                   help="compare ways of embedding long documents instead of the sweep: a comma-separated list of "
+                        "truncate, chunk-mean, naive-chunks, late-chunks (see zoo.evaluation.long)")
+    p.add_argument("--chunk-tokens", type=int, default=128,
+                   help="--long: tokens per chunk of naive-chunks and late-chunks (default 128)")
+    p.add_argument("--overlap", type=int,
+                   help="--long: tokens neighbouring windows share (chunk-mean; late-chunks' macro-windows)")
     p.set_defaults(run=_cmd_eval)
