@@ -27,7 +27,6 @@ once, when a client is made: both clients do it in their constructor with the bl
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass
@@ -53,9 +52,10 @@ from zoo.errors import (
     ServerError,
 )
 from zoo.front import EncodeFront, EncodeOptions, check_batch_size, check_items
-from zoo.spec import EmbedderSpec, Modality
+from zoo.spec import Modality
 
 from . import contract
+from .client_config import ServedConfig, fetch_config, fetch_spec  # noqa: F401  (their home before client_config)
 from .client_routing import (  # noqa: F401  (REPLICA_COOLDOWN_S and the rest: what callers import from here)
     BACKOFF_CAP_S,
     BACKOFF_FIRST_S,
@@ -139,31 +139,6 @@ def triton_name(name: str) -> str:
     return contract.model_name(name) if "/" in name else name
 
 
-def fetch_config(client: grpcclient.InferenceServerClient, triton_name: str,
-                 priority: int = 0) -> tuple[EmbedderSpec, str, str]:
-    """The spec, the weights' fingerprint and the runtime of a served model, asked of the model itself (a
-    :data:`contract.DESCRIBE` request: Triton's model-config API is an admin API, closed without its secret),
-    at Triton priority level ``priority`` (it queues like any request: an interactive client's must not wait
-    behind a bulk job's)."""
-    try:
-        first = client.get_model_metadata(triton_name, as_json=True)["inputs"][0]["name"]
-        tensor = grpcclient.InferInput(first, [1, 1], contract.INPUT_DATATYPE)
-        tensor.set_data_from_numpy(np.array([[b""]], dtype=object))
-        result = client.infer(triton_name, [tensor], outputs=[grpcclient.InferRequestedOutput(contract.SPEC)],
-                              parameters={contract.DESCRIBE: True}, priority=priority)
-        data = json.loads(bytes(result.as_numpy(contract.SPEC).reshape(-1)[0]))
-    except InferenceServerException as err:
-        if isinstance(zerr := _remote_error(err, 0), OverloadedError):  # queued like any request: it may be refused
-            raise zerr from None
-        raise ServerError(f"cannot get model {triton_name!r} from the server: {err.message()}") from None
-    return EmbedderSpec.from_dict(data["spec"]), data.get("weights", ""), data.get("runtime") or "torch"
-
-
-def fetch_spec(client: grpcclient.InferenceServerClient, triton_name: str) -> EmbedderSpec:
-    """The spec the exporter stored in the served model's config."""
-    return fetch_config(client, triton_name)[0]
-
-
 def _chunks(sizes: Sequence[int], most: int, budget: int | None = None) -> list[tuple[int, int]]:
     """``(start, end)`` of consecutive chunks of items whose serialized sizes are ``sizes``: at most ``most``
     items each and, with ``budget``, at most ``budget`` bytes (an item larger than that goes alone)."""
@@ -235,9 +210,11 @@ class _Core(EncodeFront):
         # one blocking channel per replica (a single keep-alive channel would pin every request to one pod):
         # the spec look-up, and the sync client's requests
         self._channels = {u: grpcclient.InferenceServerClient(u) for u in self.replicas.urls}
-        self.spec, self.weights_fingerprint, self.runtime = self._first_config(priority_level(priority))
+        config = self._first_config(priority_level(priority))
+        self.spec, self.weights_fingerprint, self.runtime = config
+        self._max_input_tokens = getattr(config, "max_input_tokens", None)
 
-    def _first_config(self, level: int) -> tuple[EmbedderSpec, str, str]:
+    def _first_config(self, level: int) -> ServedConfig:
         """The served model's config from the first replica that answers; when every replica refused as
         overloaded, asked again after a pause (:func:`backoff`), at most :attr:`retries` times: a bulk client
         started while the queues are full waits its turn like its requests do."""
@@ -370,8 +347,9 @@ class _Core(EncodeFront):
 
     @property
     def max_input_tokens(self) -> int:
-        """The most tokens a text may hold, prompt and special tokens included (the served spec's ``max_length``)."""
-        return int(self.spec.max_length)
+        """The most tokens a text may hold, prompt and special tokens included: the backend's own figure (the
+        tokenizer's), or the served spec's ``max_length`` from a server that does not send it."""
+        return int(self._max_input_tokens if self._max_input_tokens is not None else self.spec.max_length)
 
     def _level(self, priority: str | None) -> int:
         """The priority level of a call naming ``priority`` (``None``: this client's own)."""

@@ -9,8 +9,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from zoo import long as lg
-from zoo.errors import InputError, InvalidArgumentError
-from zoo.front import check_items
 from zoo.spec import Modality
 
 from . import contract
@@ -46,7 +44,7 @@ def tokenize_job(core: _Core, texts: Sequence[Any], prompt_name: str | None = No
                  priority: str | None = None, traceparent: str | None = None) -> Job[list[lg.Tokens]]:
     """``tokenize()``: per text, its :class:`zoo.long.Tokens` as the served model reads it."""
     core.options(prompt_name=prompt_name, truncate=truncate)  # checked here, as in-process (the prompt too)
-    params = contract.task_parameters(contract.TOKENIZE, prompt_name=prompt_name, truncate=lg.check_truncate(truncate))
+    params = wire.task_parameters(contract.TOKENIZE, prompt_name=prompt_name, truncate=lg.check_truncate(truncate))
     return _job(core, _texts(core, texts), contract.TOKENIZE, params, wire.tokens_from_wire, None, priority,
                 traceparent)
 
@@ -55,13 +53,7 @@ def detokenize_job(core: _Core, ids: Sequence[Sequence[int]], *, priority: str |
                    traceparent: str | None = None) -> Job[list[str]]:
     """``detokenize()``: each list of token ids as the served model's tokenizer decodes it."""
     core.check_modality(Modality.TEXT)
-    check_items(ids)
-    raw = []
-    for i, row in enumerate(ids):
-        if isinstance(row, (str, bytes)) or not isinstance(row, Sequence) or not all(
-                isinstance(t, int) and not isinstance(t, bool) for t in row):
-            raise InputError(i, "token ids must be a list of integers")
-        raw.append(wire.ids_to_wire([row])[0])
+    raw = wire.ids_to_wire(lg.check_token_ids(ids))  # as in-process checks them (the vocabulary: the server's)
 
     def decode(tensors: dict[str, Any]) -> list[str]:
         return [bytes(t).decode("utf-8") for t in tensors[contract.DETOKENIZED].reshape(-1)]
@@ -76,17 +68,13 @@ def chunks_job(core: _Core, texts: Sequence[Any], *, chunk_tokens: int | None = 
                precision: str = "float32", batch_size: int | None = None, priority: str | None = None,
                traceparent: str | None = None) -> Job[list[lg.Chunks]]:
     """``encode_chunks()``: per text, its late chunks (:class:`zoo.long.Chunks`) from the served model."""
-    if (chunk_tokens is None) == (spans is None):
-        raise InvalidArgumentError("pass exactly one of chunk_tokens and spans", "chunk_tokens")
-    chunk_tokens, overlap = lg.check_count(chunk_tokens, "chunk_tokens", 1), lg.check_count(overlap, "overlap", 0)
     opts = core.options(prompt_name=prompt_name, normalize=normalize, dimensions=dimensions, precision=precision,
                         output="dense")
     raw = _texts(core, texts)
-    if spans is not None and (isinstance(spans, (str, bytes)) or len(spans) != len(raw)):
-        raise InvalidArgumentError(f"spans must hold one list of spans per text ({len(raw)})", "spans")
+    chunk_tokens, spans, overlap = lg.check_chunking(chunk_tokens, spans, overlap, len(raw))  # as in-process
 
     def params(a: int, b: int) -> dict[str, Any]:
-        return contract.task_parameters(
+        return wire.task_parameters(
             contract.LATE_CHUNKS, chunk_tokens=chunk_tokens, overlap=overlap, prompt_name=prompt_name,
             normalize=opts.normalize, dimensions=opts.dimensions, precision=opts.precision,
             chunk_spans=None if spans is None else spans[a:b])

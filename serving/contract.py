@@ -50,13 +50,18 @@ Per model (see ``config.pbtxt``):
   ``late_chunks``  texts → ``EMBEDDING [total, d]`` (one row per chunk, pooled from one pass over the whole
                    text, in the request's precision), ``LENGTHS [batch, 1]``: chunks per item, ``SPANS
                    [total, 2]`` ``INT32``: each chunk's character start and end; chunks of ``chunk_tokens``
-                   or at the per-item spans of ``chunk_spans`` (UTF-8 JSON ``[[[start, end], …], …]``)
+                   or at the per-item spans of ``chunk_spans`` (UTF-8 JSON ``[[[start, end], …], …]``, at
+                   most :data:`serving.contract_long.MAX_SPANS_CHARS` characters), ``TRUNCATED`` (the text was cut at
+                   ``zoo.long.MAX_LONG_CHARS`` characters) and ``TOKENS`` (the whole text's tokens, prompt and
+                   special tokens included)
   ===============  ==========================================================================================
 
-  (their wire forms: :mod:`serving.contract_long`).
+  (their parameters' and answers' wire forms: :mod:`serving.contract_long`).
 - output ``SPEC``, shape ``[batch, 1]`` ``BYTES``: a request with the parameter ``zoo_describe`` true (and any
   one input element, which is not decoded) is answered with the served model's description, UTF-8 JSON
-  ``{"spec": …, "weights": …, "runtime": …}`` (:func:`description`); clients learn the spec this way, since
+  ``{"spec": …, "weights": …, "runtime": …, "max_input_tokens": …}`` (:func:`description`; the last is the
+  backend's own ``max_input_tokens``, which may differ from the spec's ``max_length``); clients learn the spec this
+  way, since
   Triton's model-config API is an admin API that needs the server's secret (see :mod:`serving.server`).
 
 Model names: a registry name maps to a Triton model name by replacing ``/`` with ``--``
@@ -143,7 +148,7 @@ CHUNK_SPANS = "chunk_spans"  # late_chunks parameter (str): UTF-8 JSON per-item 
 TASK_OUTPUTS: dict[str, tuple[str, ...]] = {
     TOKENIZE: (TOKEN_IDS, TOKEN_OFFSETS, TOKEN_STRINGS, LENGTHS, TRUNCATED),
     DETOKENIZE: (DETOKENIZED,),
-    LATE_CHUNKS: (OUTPUT, LENGTHS, SPANS),
+    LATE_CHUNKS: (OUTPUT, LENGTHS, SPANS, TRUNCATED, TOKENS),
 }
 
 
@@ -219,10 +224,13 @@ def served_spec(spec: Any, served_name: str) -> Any:
                                source=served_name if is_path(spec.source) else spec.source)
 
 
-def description(spec: Any, served_name: str, weights: str, runtime: str) -> bytes:
-    """The SPEC answer of a served model: its :func:`served_spec`, the weights' fingerprint and the runtime, as
-    UTF-8 JSON."""
-    data = {"spec": served_spec(spec, served_name).to_dict(), "weights": weights, "runtime": runtime}
+def description(spec: Any, served_name: str, weights: str, runtime: str,
+                max_input_tokens: int | None = None) -> bytes:
+    """The SPEC answer of a served model: its :func:`served_spec`, the weights' fingerprint, the runtime and the
+    backend's ``max_input_tokens`` (the tokenizer's limit, which clients cannot derive from the spec), as UTF-8
+    JSON."""
+    data = {"spec": served_spec(spec, served_name).to_dict(), "weights": weights, "runtime": runtime,
+            "max_input_tokens": max_input_tokens}
     return json.dumps(data, sort_keys=True).encode("utf-8")
 
 
@@ -312,32 +320,6 @@ def request_parameters(opts: EncodeOptions) -> dict[str, Any]:
         if getattr(opts, key, default) != default:
             params[key] = getattr(opts, key)
     return params
-
-
-def task_parameters(task: str, **values: Any) -> dict[str, Any]:
-    """The request parameters of a ``task`` request: :data:`TASK` and the ``values`` not None (per-item spans as
-    the JSON :data:`CHUNK_SPANS`)."""
-    params: dict[str, Any] = {TASK: task}
-    for key, value in values.items():
-        if key not in TASK_PARAMETERS[task]:
-            raise InvalidArgumentError(f"{key!r} does not apply to {TASK} {task!r}", key)
-        if value is not None:
-            params[key] = json.dumps([[list(s) for s in item] for item in value]) if key == CHUNK_SPANS else value
-    return params
-
-
-def parse_spans(value: str, n: int) -> list[list[tuple[int, int]]]:
-    """The per-item spans of a :data:`CHUNK_SPANS` parameter for a request of ``n`` items."""
-    try:
-        spans = json.loads(value)
-        out = [[(int(a), int(b)) for a, b in item] for item in spans]
-    except (json.JSONDecodeError, TypeError, ValueError):
-        raise InvalidArgumentError(f"parameter {CHUNK_SPANS!r} must be JSON: a list per item of [start, end] "
-                                   "pairs", CHUNK_SPANS) from None
-    if len(out) != n:
-        raise InvalidArgumentError(f"parameter {CHUNK_SPANS!r} holds spans for {len(out)} items, the request "
-                                   f"{n}", CHUNK_SPANS)
-    return out
 
 
 # ---- items on the wire ---------------------------------------------------------------------------

@@ -13,7 +13,8 @@ clients pass through (``extra_body``):
   ``multivector`` item's ``embedding`` is a list of vectors (``base64``: the ``[n, d]`` rows' bytes, row after
   row); a ``sparse`` item's is ``{"indices": [...], "values": [...]}`` (``float`` format only).
 
-The bodies are pydantic models (:mod:`serving.openai_models`, also what ``/openapi.json`` publishes). Media travel
+The bodies are pydantic models (:mod:`serving.openai_models`, also what ``/openapi.json`` publishes); the answers
+are rendered by :mod:`serving.openai_render`. Media travel
 inline only: an ``http(s)`` URL is refused (fetching it from the server would let callers reach hosts they
 cannot), and nothing a caller sends is ever read as a server path.
 
@@ -32,7 +33,6 @@ import re
 from json.decoder import scanstring
 from typing import Any
 
-import numpy as np
 from pydantic import BaseModel, ValidationError
 
 from zoo.errors import (
@@ -46,7 +46,9 @@ from zoo.errors import (
 from zoo.media.budgets import MAX_PARTS
 
 from . import contract
-from .openai_models import ERROR_CODES, MAX_ITEMS, EmbeddingRequest, ErrorDetail, ErrorResponse
+from .openai_models import ERROR_CODES, MAX_ITEMS, EmbeddingRequest
+from .openai_render import embedding_value, embeddings_response, render_embeddings, usage  # noqa: F401 (their old home)
+from .openai_schema import ErrorDetail, ErrorResponse
 
 # The deepest valid body: {"input": [{"content": [{"image_url": {"url": ...}}]}]}, six containers.
 MAX_DEPTH = 6
@@ -321,52 +323,6 @@ def parse_request(body: Any) -> EmbeddingRequest:
         return EmbeddingRequest.model_validate(body)
     except ValidationError as err:
         raise validation_error(err) from None
-
-
-def embedding_value(row: Any, encoding_format: str, kind: str) -> list | str | dict:
-    """One item's result as OpenAI's ``embedding`` field. ``float``: numbers (quantized precisions as their
-    integer values, float16/float8 as the floats they hold; a multi-vector item a list of such vectors, a
-    sparse row ``{"indices", "values"}``); ``base64``: the raw little-endian bytes in the precision's dtype
-    (float32 by default, as OpenAI; int8/uint8 one byte per value; binary packed). The item's output kind
-    ``kind`` (the call's output kind) writes it (:meth:`zoo.kinds.OutputKind.to_json`)."""
-    from zoo import kinds  # here: the rest of this module is the request's, not the kinds'
-
-    return kinds.get(kind).to_json(row, encoding_format)
-
-
-def usage(tokens: int, truncated: list[bool]) -> dict[str, int]:
-    """A response's ``usage``: the text tokens read, and how many items were cut to the model's window."""
-    return {"prompt_tokens": tokens, "total_tokens": tokens, "truncated_inputs": sum(map(bool, truncated))}
-
-
-def embeddings_response(model: str, rows: list[np.ndarray], encoding_format: str, tokens: int,
-                        kind: str, truncated: list[bool] | None = None) -> dict[str, Any]:
-    """OpenAI's ``CreateEmbeddingResponse`` for rows of output ``kind``; ``truncated``: which items were cut."""
-    cut = truncated if truncated is not None else [False] * len(rows)
-    return {
-        "object": "list",
-        "data": [{"object": "embedding", "index": i, "embedding": embedding_value(r, encoding_format, kind),
-                  "truncated": bool(c)} for i, (r, c) in enumerate(zip(rows, cut))],
-        "model": model,
-        "usage": usage(tokens, cut),
-    }
-
-
-def render_embeddings(model: str, rows: list[np.ndarray], encoding_format: str, tokens: int, kind: str,
-                      truncated: list[bool] | None = None) -> bytes:
-    """:func:`embeddings_response` as the JSON bytes FastAPI's ``JSONResponse`` would send, built item by item
-    (each a short call into the encoder) so that, run in a worker thread, a long answer lets the event loop
-    have the GIL between items."""
-    dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
-    cut = truncated if truncated is not None else [False] * len(rows)
-
-    def item(i: int, row: Any) -> str:
-        value = dumps(embedding_value(row, encoding_format, kind))
-        return f'{{"object":"embedding","index":{i},"embedding":{value},"truncated":{dumps(bool(cut[i]))}}}'
-
-    items = ",".join(item(i, r) for i, r in enumerate(rows))
-    usage_ = dumps(usage(tokens, cut))
-    return f'{{"object":"list","data":[{items}],"model":{dumps(model)},"usage":{usage_}}}'.encode()
 
 
 def too_long(index: int, reason: str) -> ApiError | None:

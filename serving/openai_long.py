@@ -22,17 +22,17 @@ from fastapi.responses import Response
 from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, ValidationError
 from pydantic_core import PydanticCustomError
 
-from zoo import kinds
 from zoo.errors import InputError, ZooError
+from zoo.long import MAX_TOKEN_IDS, check_token_ids
 
 from .door_metrics import Exchange, failure_reason
-from .openai_api import ApiError, api_error, bad_request, parse_json, usage, validation_error
+from .openai_api import ApiError, api_error, bad_request, parse_json, validation_error
 from .openai_catalog import Catalog, public_name
-from .openai_models import MAX_ITEMS, EmbeddingRequest, Text, Truncate, _Body, error_responses, request_body
+from .openai_models import MAX_ITEMS, EmbeddingRequest, Text, Truncate, _Body
+from .openai_render import render_chunks
+from .openai_schema import error_responses, request_body
 
 log = logging.getLogger(__name__)
-MAX_TOKEN_IDS = 1 << 16  # ids in one list of /v1/detokenize (a window of the longest-context models served)
-MAX_TOKEN_ID = (1 << 31) - 1  # ids travel as 32-bit integers; no vocabulary comes near
 
 Guarded = Callable[..., Awaitable[Response]]  # the door's guarded(request, work): auth, admission, errors
 ReadBody = Callable[[Request, Callable[[bytes], Any]], Awaitable[Any]]  # a body read, bounded, then parsed
@@ -61,15 +61,12 @@ def _ids_list(value: Any) -> Any:
 
 
 def _ids_fit(ids: list[list[int]]) -> list[list[int]]:
-    for i, row in enumerate(ids):
-        if len(row) > MAX_TOKEN_IDS:
-            raise PydanticCustomError("invalid_value", "tokens[{i}] has {n} ids; at most {most} a list",
-                                      {"i": i, "n": len(row), "most": MAX_TOKEN_IDS})
-        bad = next((t for t in row if not 0 <= t <= MAX_TOKEN_ID), None)
-        if bad is not None:
-            raise PydanticCustomError("invalid_value", "tokens[{i}] holds {bad}, not a token id (ids are 0 to "
-                                      "{most})", {"i": i, "bad": bad, "most": MAX_TOKEN_ID})
-    return ids
+    # the core's one check of ids (zoo.long.check_token_ids: list lengths and 32-bit ids), before any work
+    try:
+        return check_token_ids(ids)
+    except InputError as err:
+        raise PydanticCustomError("invalid_value", "tokens[{i}]: {reason}", {"i": err.index, "reason": err.reason}
+                                  ) from None
 
 
 class DetokenizeRequest(_Body):
@@ -189,37 +186,19 @@ async def detokenize(catalog: Catalog, req: DetokenizeRequest, exchange: Exchang
 
 async def embed_chunks(embedder: Any, req: EmbeddingRequest, exchange: Exchange) -> bytes:
     """``late_chunking: true``: per text, one vector a chunk of ``chunk_tokens`` tokens, each pooled from one
-    pass over the whole text, with the chunks' character spans. ``usage`` counts the ids of each text's first
-    window (a lower bound for a text over the window: the chunks do not say how many tokens they were read from)."""
+    pass over the whole text, with the chunks' character spans and whether the text was cut (at
+    ``zoo.long.MAX_LONG_CHARS`` characters); ``usage`` counts every token each whole text was read from."""
     texts = [text for _, text in req.items]
-    common = dict(priority=exchange.priority, traceparent=exchange.traceparent)
-    try:  # the chunks, and the tokens they were read from (usage), concurrently
-        found, read = await asyncio.gather(
-            embedder.encode_chunks(texts, chunk_tokens=req.chunk_tokens, overlap=req.overlap,
-                                   prompt_name=req.prompt_name, dimensions=req.dimensions,
-                                   precision=req.precision, **common),
-            embedder.tokenize(texts, req.prompt_name, "end", **common))
+    try:
+        found = await embedder.encode_chunks(texts, chunk_tokens=req.chunk_tokens, overlap=req.overlap,
+                                             prompt_name=req.prompt_name, dimensions=req.dimensions,
+                                             precision=req.precision, priority=exchange.priority,
+                                             traceparent=exchange.traceparent)
     except Exception as err:
         raise model_error(err) from None
-    tokens = sum(len(t.ids) for t in read)
+    tokens = sum(int(c.tokens) for c in found)
     exchange.items, exchange.tokens = len(found), tokens
     return await asyncio.to_thread(render_chunks, exchange.model, found, req.encoding_format, tokens)
-
-
-def render_chunks(model: str, found: list[Any], encoding_format: str, tokens: int) -> bytes:
-    """The answer of a late-chunking request: ``data[i]["embedding"]`` one vector (``base64``: one string) a
-    chunk, ``data[i]["spans"]`` their character spans. CPU work: call it off the event loop."""
-    import json
-
-    dense = kinds.get("dense")
-    dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
-    items = ",".join(
-        f'{{"object":"embedding","index":{i},"embedding":'
-        f'{dumps([dense.to_json(row, encoding_format) for row in c.vectors])},'
-        f'"spans":{dumps([[int(s), int(e)] for s, e in c.spans])},"truncated":false}}'
-        for i, c in enumerate(found))
-    cut = dumps(usage(tokens, []))
-    return f'{{"object":"list","data":[{items}],"model":{dumps(model)},"usage":{cut}}}'.encode()
 
 
 def add_routes(app: FastAPI, catalog: Catalog, guarded: Guarded, read: ReadBody) -> None:

@@ -1,4 +1,5 @@
-"""The OpenAI-compatible door's bodies as pydantic models: what a request may hold, what an answer holds.
+"""The OpenAI-compatible door's request bodies as pydantic models: what a request may hold (what it answers:
+:mod:`serving.openai_schema`).
 
 :class:`EmbeddingRequest` validates a decoded ``POST /v1/embeddings`` body (:func:`serving.openai_api.parse_request`
 turns its complaints into OpenAI's 400), and every model here is what ``/openapi.json`` publishes. A request's rules
@@ -33,11 +34,26 @@ from typing_extensions import TypedDict  # pydantic needs it (not typing's) befo
 
 from zoo import kinds
 from zoo import postprocess as pp
-from zoo.long import TRUNCATE
+from zoo.errors import InvalidArgumentError
+from zoo.long import TRUNCATE, check_truncate
 from zoo.media import budgets
 from zoo.spec import Modality
 
 from . import contract
+from .openai_schema import (  # noqa: F401 (the answers' models and the schema: their old home, which callers import)
+    Embedding,
+    EmbeddingResponse,
+    ErrorDetail,
+    ErrorResponse,
+    ModelCard,
+    ModelList,
+    SparseEmbedding,
+    Usage,
+    error_responses,
+    openapi_document,
+    request_body,
+    request_schemas,
+)
 
 MAX_ITEMS = 2048  # OpenAI's own limit on the items of one request
 #: the custom error types of the request models; each is the OpenAI ``code`` of its 400 (``invalid_item``:
@@ -223,10 +239,21 @@ def _default(default: str) -> Any:
     return BeforeValidator(lambda value: default if value is None or value == "" else value)
 
 
+def _truncate(value: Any) -> str:
+    # the core's one check (zoo.long.check_truncate), its refusal as this field's 400
+    try:
+        return check_truncate("end" if value is None else value)
+    except InvalidArgumentError as err:
+        raise PydanticCustomError("invalid_value", "{message}", {"message": str(err)}) from None
+
+
 #: a text's cut: Cohere's spellings (END, START, NONE) read as OpenAI-style lower case
-Truncate = Annotated[Literal[TRUNCATE],  # type: ignore[valid-type]
-                     BeforeValidator(lambda value: "end" if value is None else value.lower() if isinstance(value, str)
-                                     else value)]
+Truncate = Annotated[Literal[TRUNCATE], BeforeValidator(_truncate)]  # type: ignore[valid-type]
+#: the most a count the model checks may be here: beyond, it could not travel as Triton's 64-bit parameter (a clean
+#: 400 here, not tritonclient's error); the model names its own, tighter, limit
+MAX_COUNT = (1 << 31) - 1
+#: the most tokens of a window or a chunk a request may name (no model reads a million-token window)
+MAX_CHUNK_TOKENS = 1 << 20
 
 
 class EmbeddingRequest(_Body):
@@ -238,8 +265,9 @@ class EmbeddingRequest(_Body):
                                        description=f"a string, or a list of at most {MAX_ITEMS} items"),
                      BeforeValidator(_one_item, json_schema_input_type=str | Items)]
     # the values of dimensions, precision, prompt_name, output, max_vectors and top_k are the model's to check
-    # (its options(), which names what it takes): here only their types
-    dimensions: int | None = Field(None, description="truncate to this many dimensions (Matryoshka models)")
+    # (its options(), which names what it takes): here only their types, and a bound (MAX_COUNT)
+    dimensions: int | None = Field(None, le=MAX_COUNT, description="truncate to this many dimensions "
+                                   "(Matryoshka models)")
     encoding_format: Annotated[Literal["float", "base64"], _default("float")] = Field(
         "float", description="numbers, or the little-endian bytes of the precision's dtype in base64")
     user: str | None = Field(None, description="accepted, not used")
@@ -247,8 +275,8 @@ class EmbeddingRequest(_Body):
         "float32", description=f"one of {', '.join(pp.PRECISIONS)}, as in encode()")
     prompt_name: str | None = Field(None, description="one of the model's prompts (GET /v1/models)")
     output: str | None = Field(None, description="one of the model's output kinds (GET /v1/models: outputs)")
-    max_vectors: int | None = Field(None, description="multivector: at most this many vectors an item")
-    top_k: int | None = Field(None, description="sparse: the k heaviest terms an item")
+    max_vectors: int | None = Field(None, le=MAX_COUNT, description="multivector: at most this many vectors an item")
+    top_k: int | None = Field(None, le=MAX_COUNT, description="sparse: the k heaviest terms an item")
     priority: PriorityName | None = Field(None, description="the request's turn at the model when it is busy: "
                                           f"{', '.join(contract.PRIORITIES)} (high first; default "
                                           f"{contract.DEFAULT_PRIORITY}, or the X-Priority header's)")
@@ -256,8 +284,9 @@ class EmbeddingRequest(_Body):
                                "start (its last), none (400 context_length_exceeded); Cohere's END/START/NONE too")
     long: Literal["chunk"] | None = Field(None, description="chunk: a text over the window is embedded as "
                                           "overlapping windows whose vectors are averaged (dense only)")
-    chunk_tokens: int | None = Field(None, description="long=chunk: text tokens a window; late_chunking: a chunk")
-    overlap: int | None = Field(None, description="tokens two neighbouring windows share")
+    chunk_tokens: int | None = Field(None, le=MAX_CHUNK_TOKENS, description="long=chunk: text tokens a window; "
+                                     "late_chunking: a chunk")
+    overlap: int | None = Field(None, le=MAX_CHUNK_TOKENS, description="tokens two neighbouring windows share")
     late_chunking: bool = Field(False, description="one vector a chunk of chunk_tokens tokens, each pooled from one "
                                 "pass over the whole text (text items, dense output)")
 
@@ -275,6 +304,9 @@ class EmbeddingRequest(_Body):
             if bad is not None:
                 raise PydanticCustomError("invalid_value", f"late_chunking gives dense chunk vectors; leave {bad} "
                                           "out", {"param": bad})
+            if self.truncate != "end":  # nothing of a text is dropped for a window: data[i].truncated says a cut
+                raise PydanticCustomError("invalid_value", "late_chunking reads each whole text (in overlapping "
+                                          "windows); leave truncate out", {"param": "truncate"})
             media = next((i for i, x in enumerate(self.input) if not isinstance(x, str)), None)
             if media is not None:
                 raise PydanticCustomError("invalid_value", f"input[{media}]: late_chunking takes text items only",
@@ -285,125 +317,3 @@ class EmbeddingRequest(_Body):
     def items(self) -> list[tuple[Modality, Any]]:
         """``(modality, item)`` in input order, each item in the form :func:`zoo.media.to_wire` takes."""
         return [(Modality.TEXT, x) if isinstance(x, str) else x.wire() for x in self.input]
-
-
-# ---- answers ------------------------------------------------------------------------------------------------
-class SparseEmbedding(BaseModel):
-    """A ``sparse`` item's embedding: vocabulary ids, ascending, and their weights."""
-
-    indices: list[int]
-    values: list[float]
-
-
-class Embedding(BaseModel):
-    """One item's embedding. ``float``: numbers (quantized precisions as their integer values; a multivector item a
-    list of vectors; a sparse item ``{indices, values}``); ``base64``: the raw little-endian bytes."""
-
-    object: Literal["embedding"] = "embedding"
-    index: int
-    embedding: list[float] | list[list[float]] | SparseEmbedding | str | list[str]
-    truncated: bool = Field(description="whether the item's text was cut to the model's window")
-    spans: list[tuple[int, int]] | None = Field(None, description="late_chunking: each chunk's characters [start, "
-                                                 "end) in the text, one an embedding (base64: one string a chunk)")
-
-
-class Usage(BaseModel):
-    """The text tokens the model read (image, audio and video content counts 0)."""
-
-    prompt_tokens: int
-    total_tokens: int
-    truncated_inputs: int = Field(description="how many items were cut to the model's window")
-
-
-class EmbeddingResponse(BaseModel):
-    """OpenAI's ``CreateEmbeddingResponse``: one embedding an item, in input order."""
-
-    object: Literal["list"] = "list"
-    data: list[Embedding]
-    model: str
-    usage: Usage
-
-
-class ModelCard(BaseModel):
-    """OpenAI's model object, and what the served model embeds (left out while it is being restarted)."""
-
-    id: str
-    object: Literal["model"] = "model"
-    created: int
-    owned_by: str
-    ready: bool
-    modalities: list[str] | None = None
-    dimension: int | None = None
-    matryoshka_dims: list[int] | None = None
-    outputs: list[str] | None = None
-    prompts: list[str] | None = None
-    default_prompt_name: str | None = None
-    max_batch_size: int | None = None
-    max_input_tokens: int | None = Field(None, description="the most tokens a text may hold (prompt and special "
-                                         "tokens included)")
-
-
-class ModelList(BaseModel):
-    """``GET /v1/models``."""
-
-    object: Literal["list"] = "list"
-    data: list[ModelCard]
-
-
-class ErrorDetail(BaseModel):
-    """What went wrong: ``param`` names the request field at fault, ``code`` the rule."""
-
-    message: str
-    type: str
-    param: str | None
-    code: str | None
-
-
-class ErrorResponse(BaseModel):
-    """OpenAI's error shape, which its SDKs raise as their own error classes."""
-
-    error: ErrorDetail
-
-
-# ---- the published schema -----------------------------------------------------------------------------------
-def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """FastAPI's ``responses`` for a route's error statuses, each in :class:`ErrorResponse`'s shape."""
-    return {status: {"model": ErrorResponse, "description": "an error in OpenAI's shape"} for status in statuses}
-
-
-def request_body(model: type[BaseModel]) -> dict[str, Any]:
-    """``openapi_extra`` documenting a JSON body the route reads itself (bounded, see
-    :func:`serving.openai_api.parse_json`) as ``model``; :func:`request_schemas` supplies its components."""
-    return {"requestBody": {"required": True, "content": {
-        "application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}}}}
-
-
-def request_schemas(*models: type[BaseModel]) -> dict[str, Any]:
-    """The components of request models (validation mode), to merge into the OpenAPI document."""
-    from pydantic.json_schema import models_json_schema
-
-    _, schema = models_json_schema([(m, "validation") for m in models], ref_template="#/components/schemas/{model}")
-    return schema.get("$defs", {})
-
-
-def openapi_document(app: Any, requests: list[type[BaseModel]], bearer: bool) -> dict[str, Any]:
-    """``app``'s OpenAPI document: FastAPI's, plus the ``requests`` models' components (the door reads its bodies
-    itself, bounded, so FastAPI does not know them), less the 422 FastAPI lists for routes with parameters (the
-    door answers none: its one parameter is a string); with ``bearer``, the ``/v1`` routes need the API key."""
-    from fastapi.openapi.utils import get_openapi
-
-    doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-    schemas = doc.setdefault("components", {}).setdefault("schemas", {})
-    for name in ("HTTPValidationError", "ValidationError"):  # FastAPI's 422 body
-        schemas.pop(name, None)
-    defs = request_schemas(*requests)
-    assert not set(defs) & set(schemas), f"request and answer models share names: {set(defs) & set(schemas)}"
-    schemas.update(defs)
-    if bearer:
-        doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
-    for path, operations in doc["paths"].items():
-        for operation in operations.values():
-            operation.get("responses", {}).pop("422", None)
-            if bearer and path.startswith("/v1/"):
-                operation["security"] = [{"bearer": []}]
-    return doc

@@ -72,15 +72,8 @@ from .openai_limits import (
     read_body,
 )
 from .openai_long import REQUESTS, add_routes, embed_chunks
-from .openai_models import (
-    EmbeddingRequest,
-    EmbeddingResponse,
-    ModelCard,
-    ModelList,
-    error_responses,
-    openapi_document,
-    request_body,
-)
+from .openai_models import EmbeddingRequest
+from .openai_schema import EmbeddingResponse, ModelCard, ModelList, error_responses, openapi_document, request_body
 
 INLINE_TEXT_CHARS = 1 << 16  # text requests this small are serialized on the event loop (cheaper than a thread)
 

@@ -10,8 +10,9 @@ gRPC ``INVALID_ARGUMENT`` / HTTP 400, ``NOT_FOUND`` → 404, ``INTERNAL`` → 50
 unaffected, whatever the failure (a ``MemoryError`` included). Items are data only: paths are refused.
 
 READY means warm: ``initialize`` loads the model (an ONNX runtime is exported and checked there, by
-``zoo.create``), then answers :func:`serving.warmup.warmup_requests` through the same :func:`handle` path as real requests
-(every modality, every output kind, a short and a full-length text) and fails if any of them fails, so a model
+``zoo.create``; its spec then names the served model, so no error carries a local folder's path), then answers
+:func:`serving.warmup.warmup_requests` through the same :func:`handle` path as real requests (every modality,
+every output kind, a short and a full-length text) and fails if any of them fails, so a model
 that cannot embed never goes READY. Failed responses are counted by reason on Triton's metrics port
 (:class:`Metrics`), since Triton's own ``nv_inference_request_failure`` counts a model's error responses as
 successes (upstream server#7713).
@@ -85,16 +86,17 @@ class _Prepared:
         return Answer(outputs)
 
 
-def _prepare(embedder, req: Request) -> _Prepared:
+def _prepare(embedder, req: Request, params: dict[str, Any]) -> _Prepared:
     """Validate one request; raises a ZooError for the caller to report. Texts are decoded here (cut to what
     the model reads, they are cheap to hold, and fitted to its window as the request's ``truncate`` says: an item
-    over it with ``truncate="none"`` fails the request); media stay raw until :func:`_embed_media` decodes them."""
+    over it with ``truncate="none"`` fails the request); media stay raw until :func:`_embed_media` decodes them.
+    ``params``: the request's parameters but :data:`contract.TASK` (an explicit ``embed`` is the default's)."""
     present = [name for name in req.inputs if name in contract.MODALITY_OF_INPUT]
     if len(present) != 1:
         expected = [contract.INPUTS[m] for m in embedder.spec.modalities]
         raise InvalidArgumentError(f"a request must carry exactly one input of {expected}, got {present}")
     modality = embedder.check_modality(contract.MODALITY_OF_INPUT[present[0]])
-    opts, _ = embedder._call(modality, **contract.parse_parameters(req.parameters))
+    opts, _ = embedder._call(modality, **contract.parse_parameters(params))
     raw = [contract.decode_item(modality, x, i) for i, x in enumerate(req.inputs[present[0]])]
     if modality is not Modality.TEXT:
         check_items(raw)
@@ -181,7 +183,7 @@ def handle(embedder, requests: list[Request], description: bytes | None = None) 
             if task != contract.EMBED:
                 results[i] = Answer(answer_task(embedder, task, params, req.inputs))
                 continue
-            prep = _prepare(embedder, req)
+            prep = _prepare(embedder, req, params)
         except Exception as err:  # a MemoryError too: this request fails, the batch does not
             if not isinstance(err, ZooError):
                 log.exception("request %d could not be decoded", i)
@@ -282,8 +284,11 @@ class TritonPythonModel:
         threads = instance_threads(config)
         torch.set_num_threads(threads)
         self.embedder = zoo.create(source, device=device, runtime=runtime, threads=threads)
+        # every error names the model as its clients know it: a local folder's path never leaves the server
+        self.embedder.spec = contract.served_spec(self.embedder.spec, args["model_name"])
         weights = params.get(contract.CONFIG_WEIGHTS_KEY, {}).get("string_value", "")
-        self.description = contract.description(self.embedder.spec, args["model_name"], weights, runtime)
+        self.description = contract.description(self.embedder.spec, args["model_name"], weights, runtime,
+                                                self.embedder.max_input_tokens)
         # zoo's protocol-neutral error codes → Triton's (gRPC INVALID_ARGUMENT / HTTP 400, …)
         self.codes = {"invalid_argument": pb_utils.TritonError.INVALID_ARG,
                       "not_found": pb_utils.TritonError.NOT_FOUND,

@@ -10,7 +10,6 @@ from typing import Any
 import numpy as np
 
 from zoo.errors import InvalidArgumentError
-from zoo.media.text import decode_text
 from zoo.spec import Modality
 
 from . import contract
@@ -36,11 +35,11 @@ def answer_task(embedder: Any, task: str, params: dict[str, Any], inputs: dict[s
     if task == contract.DETOKENIZE:
         texts = embedder.detokenize([wire.ids_from_wire(x, i) for i, x in enumerate(raw)])
         return {contract.DETOKENIZED: np.array([t.encode("utf-8") for t in texts], dtype=object).reshape(-1, 1)}
-    # whole texts, as a caller in-process passes them: offsets and spans count the characters sent
-    texts = [decode_text(x, i) for i, x in enumerate(raw)]
+    # the UTF-8 elements as a caller in-process may pass them: the method decodes them itself, kept only as far as
+    # its truncate and long modes read (never a whole multi-megabyte element as one string), and offsets and spans
+    # count the characters sent, exactly as in-process
     if task == contract.TOKENIZE:
-        return wire.tokens_to_wire(embedder.tokenize(texts, **kwargs))
+        return wire.tokens_to_wire(embedder.tokenize(raw, **kwargs))
     spans = kwargs.pop(contract.CHUNK_SPANS, None)
-    chunks = embedder.encode_chunks(texts, spans=None if spans is None else contract.parse_spans(spans, len(texts)),
-                                    **kwargs)
+    chunks = embedder.encode_chunks(raw, spans=None if spans is None else wire.parse_spans(spans, len(raw)), **kwargs)
     return wire.chunks_to_wire(chunks, kwargs.get("precision", "float32"))

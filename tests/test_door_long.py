@@ -17,8 +17,8 @@ from serving.openai_api import ApiError, api_error, parse_request, render_embedd
 from serving.openai_long import MAX_TOKEN_IDS, DetokenizeRequest, TokenizeRequest, parse_as
 from serving.openai_models import MAX_ITEMS
 from zoo.defaults import default_model
-from zoo.errors import InputError
-from zoo.long import too_long_message
+from zoo.errors import InputError, InvalidArgumentError
+from zoo.long import check_truncate, too_long_message
 
 from .processes import start_serve, stop_group
 
@@ -43,7 +43,9 @@ def test_truncate_spellings_and_late_chunking_rules():
     assert parse_request({**base, "truncate": "None"}).truncate == "none"
     assert parse_request(base).truncate == "end" and parse_request({**base, "truncate": None}).truncate == "end"
     err = refusal(parse_request, {**base, "truncate": "middle"})
-    assert (err.status, err.param) == (400, "truncate") and "'end', 'start' or 'none'" in err.message
+    with pytest.raises(InvalidArgumentError) as core:  # the door words it as the core does: one check
+        check_truncate("middle")
+    assert (err.status, err.param, err.message) == (400, "truncate", str(core.value))
     err = refusal(parse_request, {**base, "late_chunking": True})
     assert err.param == "chunk_tokens" and "needs chunk_tokens" in err.message
     err = refusal(parse_request, {**base, "late_chunking": True, "chunk_tokens": 8, "output": "sparse"})
@@ -53,6 +55,19 @@ def test_truncate_spellings_and_late_chunking_rules():
     assert err.param == "input" and err.message.startswith("input[1]: late_chunking takes text items only")
     err = refusal(parse_request, {**base, "chunk_tokens": "8"})
     assert err.param == "chunk_tokens"
+    for field, value in (("truncate", "start"), ("truncate", "NONE"), ("long", "chunk")):
+        err = refusal(parse_request, {**base, "late_chunking": True, "chunk_tokens": 8, field: value})
+        assert (err.status, err.param) == (400, field) and "late_chunking" in err.message, err.message
+    assert parse_request({**base, "late_chunking": True, "chunk_tokens": 8, "truncate": "END"}).late_chunking
+
+
+@pytest.mark.parametrize("field", ["chunk_tokens", "overlap", "dimensions", "max_vectors", "top_k"])
+def test_huge_counts_are_a_400_not_a_500(field):
+    """A count no model takes, past what Triton's 64-bit parameter holds, is refused by name before any work."""
+    base = {"model": TEXT, "input": ["a"], "long": "chunk"}
+    for value in (2 ** 63, 2 ** 40):
+        err = refusal(parse_request, {**base, field: value})
+        assert (err.status, err.param) == (400, field) and "less than or equal" in err.message, err.message
 
 
 def test_tokenize_and_detokenize_bodies_are_bounded():
@@ -69,7 +84,9 @@ def test_tokenize_and_detokenize_bodies_are_bounded():
     assert parse_as(DetokenizeRequest, b'{"model": "m", "tokens": [101, 7]}').tokens == [[101, 7]]
     assert parse_as(DetokenizeRequest, b'{"model": "m", "tokens": [[1], [2, 3]]}').tokens == [[1], [2, 3]]
     err = refusal(parse_as, DetokenizeRequest, b'{"model": "m", "tokens": [[1], [2, -3]]}')
-    assert err.param == "tokens" and "tokens[1] holds -3" in err.message
+    assert err.param == "tokens" and err.message.startswith("tokens[1]: token ids must be")
+    err = refusal(parse_as, DetokenizeRequest, json.dumps({"model": "m", "tokens": [[1], [2 ** 31]]}).encode())
+    assert err.param == "tokens" and err.message.startswith("tokens[1]: ")
     err = refusal(parse_as, DetokenizeRequest, b'{"model": "m", "tokens": [true, 2]}')
     assert err.param == "tokens"
     too_many = json.dumps({"model": "m", "tokens": [0] * (MAX_TOKEN_IDS + 1)}).encode()
@@ -97,6 +114,21 @@ def test_every_answer_says_which_items_were_cut():
     assert [d["truncated"] for d in body["data"]] == [False, True, True]
     assert body["usage"] == {"prompt_tokens": 9, "total_tokens": 9, "truncated_inputs": 2}
     assert json.loads(render_embeddings("m", rows, "float", 9, "dense"))["usage"]["truncated_inputs"] == 0
+
+
+def test_late_chunks_answer_says_what_was_cut():
+    """Late chunks render through the same renderer as embeddings: per item its chunks, spans and whether its text
+    was cut, and usage counting the tokens each whole text was read from."""
+    from serving.openai_long import render_chunks
+    from zoo.long import Chunks
+
+    found = [Chunks(np.ones((2, 3), np.float32), [(0, 4), (5, 9)], False, 12),
+             Chunks(np.zeros((1, 3), np.float32), [(0, 7)], True, 90000)]
+    body = json.loads(render_chunks("m", found, "float", 90012))
+    assert [d["truncated"] for d in body["data"]] == [False, True]
+    assert body["data"][0]["spans"] == [[0, 4], [5, 9]] and body["data"][0]["embedding"] == [[1.0] * 3] * 2
+    assert body["usage"] == {"prompt_tokens": 90012, "total_tokens": 90012, "truncated_inputs": 1}
+    assert set(body) == {"object", "data", "model", "usage"} and body["data"][1]["index"] == 1
 
 
 def test_openapi_documents_the_new_routes():
@@ -218,8 +250,9 @@ def test_tokenize_equals_the_models_tokenizer(serve, local, tokenizer):
     status, start = post(serve, "/tokenize", {"model": TEXT, "input": LONG_TEXT, "truncate": "start"})
     ids = tokenizer(LONG_TEXT, add_special_tokens=False)["input_ids"]
     assert start["tokens"] == local.tokenize([LONG_TEXT], truncate="start")[0].ids  # served equals in-process
-    # the kept text's tokens are the text's last ones (the first may differ: the cut starts a word piece anew)
-    assert start["tokens"][2:-1] == ids[-(limit - 3):] and start["data"][0]["truncated"] is True
+    # the kept text starts at a word start, so its ids are exactly the whole text's last ones
+    kept = start["tokens"][1:-1]
+    assert kept == ids[-len(kept):] and len(kept) > limit // 2 and start["data"][0]["truncated"] is True
     status, err = post(serve, "/tokenize", {"model": TEXT, "input": ["ok", LONG_TEXT], "truncate": "none"})
     assert status == 400 and err["error"]["code"] == "context_length_exceeded"
     assert "(input[1])" in err["error"]["message"]
@@ -237,7 +270,7 @@ def test_detokenize_round_trip(serve, tokenizer):
     status, err = post(serve, "/detokenize", {"model": TEXT, "tokens": [[101], [7, len(tokenizer)]]})
     assert status == 400 and err["error"]["param"] == "tokens" and err["error"]["message"].startswith("tokens[1]")
     status, err = post(serve, "/detokenize", {"model": TEXT, "tokens": [-1]})
-    assert status == 400 and "-1" in err["error"]["message"]
+    assert status == 400 and err["error"]["message"].startswith("tokens[0]: token ids must be")
 
 
 def test_late_chunking_shape_and_spans(serve, local):
@@ -253,7 +286,9 @@ def test_late_chunking_shape_and_spans(serve, local):
         assert got.shape == chunks.vectors.shape and got.shape[1] == 384
         assert cos(got, chunks.vectors).min() >= 0.9999
     assert len(body["data"][1]["spans"]) > local.max_input_tokens // 8  # read past one window
-    assert body["usage"]["truncated_inputs"] == 0 and body["usage"]["prompt_tokens"] > 0
+    # usage counts every token of each whole text (not one window's)
+    assert body["usage"]["truncated_inputs"] == 0
+    assert body["usage"]["prompt_tokens"] == sum(c.tokens for c in want) > local.max_input_tokens
     status, b64 = post(serve, "/embeddings", {"model": TEXT, "input": texts[0], "late_chunking": True,
                                               "chunk_tokens": 8, "encoding_format": "base64"})
     rows = [np.frombuffer(base64.b64decode(s), "<f4") for s in b64["data"][0]["embedding"]]

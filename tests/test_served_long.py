@@ -59,6 +59,27 @@ def test_tasks_are_answered_alone_and_a_bad_one_fails_alone(minilm):
     served = wl.chunks_from_wire(got[6].outputs, "float32")
     assert [c.spans for c in served] == [c.spans for c in chunks]
     close(np.concatenate([c.vectors for c in served]), np.concatenate([c.vectors for c in chunks]))
+    # what was cut and the tokens read (the whole texts', not one window's) travel with the chunks
+    assert [(c.truncated, c.tokens) for c in served] == [(c.truncated, c.tokens) for c in chunks]
+    assert served[3].tokens > minilm.max_input_tokens
+
+
+def test_late_chunks_say_which_texts_were_cut(tmp_path):
+    """A text past MAX_LONG_CHARS characters is read up to there: its late_chunks answer says so (TRUNCATED) and
+    counts the tokens read (TOKENS), as in-process; the element is handed to the model's own bounded decoding."""
+    import zoo
+    from tests.tiny_models import make_tiny_text_folder
+    from zoo.long import MAX_LONG_CHARS
+
+    model = zoo.create(str(make_tiny_text_folder(tmp_path / "tiny", pooling="mean")), device="cpu")
+    texts = ["a short one", "ab " * (MAX_LONG_CHARS // 3 + 100)]
+    got = handle(model, [Request({TEXT: [t.encode() for t in texts]},
+                                 {contract.TASK: contract.LATE_CHUNKS, "chunk_tokens": 256})])[0]
+    assert not isinstance(got, Exception), got
+    assert got.outputs[contract.TRUNCATED].reshape(-1).tolist() == [False, True]
+    local = model.encode_chunks(texts, chunk_tokens=256)
+    assert got.outputs[contract.TOKENS].reshape(-1).tolist() == [c.tokens for c in local]
+    assert max(e for _, e in wl.chunks_from_wire(got.outputs, "float32")[1].spans) <= MAX_LONG_CHARS
 
 
 def test_a_model_without_text_refuses_the_tasks():
@@ -66,6 +87,19 @@ def test_a_model_without_text_refuses_the_tasks():
     image_only = SimpleNamespace(spec=SimpleNamespace(name="org/pixels", modalities=[Modality.IMAGE]))
     got = handle(image_only, [Request({TEXT: [b"x"]}, {contract.TASK: contract.TOKENIZE})])[0]
     assert isinstance(got, InvalidArgumentError) and "'org/pixels' reads no text" in str(got)
+
+
+def test_task_texts_are_decoded_by_the_model_bounded():
+    """The tasks hand the model the UTF-8 elements as they came: the model's own decoding keeps only what its
+    truncate and long modes read (zoo.long), never a whole multi-megabyte element as one string."""
+    seen = []
+    stub = SimpleNamespace(spec=SimpleNamespace(name="org/text", modalities=[Modality.TEXT]),
+                           tokenize=lambda texts, **_: seen.append(texts) or [],
+                           encode_chunks=lambda texts, **_: seen.append(texts) or [])
+    big = b"word " * 400_000
+    handle(stub, [Request({TEXT: [big]}, {contract.TASK: contract.TOKENIZE, "truncate": "start"}),
+                  Request({TEXT: [big]}, {contract.TASK: contract.LATE_CHUNKS, "chunk_tokens": 8})])
+    assert len(seen) == 2 and all(texts == [big] and isinstance(texts[0], bytes) for texts in seen)
 
 
 def test_truncated_comes_when_asked_for(minilm):
@@ -78,11 +112,12 @@ def test_truncated_comes_when_asked_for(minilm):
 
 def test_parameters_of_long_inputs_travel_only_when_set(minilm):
     assert set(contract.request_parameters(minilm.options())) == {"normalize", "precision", "output"}
-    sent = contract.request_parameters(minilm.options(truncate="START", long="chunk", chunk_tokens=50, overlap=5))
-    assert {k: sent[k] for k in ("truncate", "long", "chunk_tokens", "overlap")} == {
-        "truncate": "start", "long": "chunk", "chunk_tokens": 50, "overlap": 5}
-    assert minilm.options(**contract.parse_parameters(sent)) == minilm.options(**{
-        k: sent[k] for k in ("truncate", "long", "chunk_tokens", "overlap")})
+    sent = contract.request_parameters(minilm.options(long="chunk", chunk_tokens=50, overlap=5))
+    assert {k: sent[k] for k in ("long", "chunk_tokens", "overlap")} == {"long": "chunk", "chunk_tokens": 50,
+                                                                        "overlap": 5}
+    assert minilm.options(**contract.parse_parameters(sent)) == minilm.options(long="chunk", chunk_tokens=50,
+                                                                               overlap=5)
+    assert contract.request_parameters(minilm.options(truncate="START"))["truncate"] == "start"
     with pytest.raises(InvalidArgumentError, match="'chunk_spans' does not apply to zoo_task 'embed'"):
         contract.parse_parameters({contract.CHUNK_SPANS: "[]"})
 
@@ -152,8 +187,11 @@ def test_late_chunks_equal_in_process(client, minilm):
     local = minilm.encode_chunks(TEXTS, spans=spans)
     assert [c.spans for c in served] == [c.spans for c in local] == spans
     close(np.concatenate([c.vectors for c in served]), np.concatenate([c.vectors for c in local]))
+    assert [(c.truncated, c.tokens) for c in served] == [(c.truncated, c.tokens) for c in local]
     with pytest.raises(InvalidArgumentError, match="exactly one of chunk_tokens and spans"):
         client.encode_chunks(TEXTS)
+    with pytest.raises(InvalidArgumentError, match="a span is"):  # checked as in-process, before anything is sent
+        client.encode_chunks(TEXTS, spans=[[(0, 5)], [("0", 5)], [(0, 4)], [(0, 1)]])
 
 
 @pytest.mark.server
@@ -187,8 +225,10 @@ def test_async_client_serves_the_same(server, minilm):
 def test_refusals_name_the_problem(client):
     with pytest.raises(InvalidArgumentError, match="truncate must be one of"):
         client.tokenize(TEXTS, truncate="middle")
-    with pytest.raises(InputError, match="input 0: token ids must be a list of integers"):
+    with pytest.raises(InputError, match="input 0: token ids must be a list of"):  # the model's vocabulary's
         client.detokenize([[10 ** 9]])
+    with pytest.raises(InputError, match="input 1: token ids must be a list of"):  # no id: refused before sending
+        client.detokenize([[1], [True]])
     import tritonclient.grpc as grpcclient
 
     raw = grpcclient.InferenceServerClient(client.replicas.urls[0])

@@ -183,3 +183,104 @@ def test_clients_share_the_front_not_the_in_process_base():
     for cls in (TritonEmbedder, AsyncTritonEmbedder):
         assert issubclass(cls, EncodeFront) and not issubclass(cls, Embedder)
     assert issubclass(Embedder, EncodeFront)
+
+
+# ---- long texts: the backend and the contract (no server) ---------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_folder(tmp_path_factory):
+    from tests.tiny_models import make_tiny_text_folder
+
+    return make_tiny_text_folder(tmp_path_factory.mktemp("served") / "tiny", pooling="mean")
+
+
+def test_backend_errors_name_the_served_model_not_its_folder(tiny_folder, monkeypatch):
+    """A model loaded from a folder answers as the served name: no error carries the server's path, and its
+    description carries the backend's own max_input_tokens (the tokenizer's limit, finding 9)."""
+    import sys
+
+    from tests.test_warm_start import FakeRequest, _args, fake_pb_utils
+
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", fake_pb_utils(with_metrics=False))
+    model = TritonPythonModel()
+    model.initialize(_args(tiny_folder))
+    try:
+        tokenize = {contract.TASK: contract.TOKENIZE, "prompt_name": "nope"}
+        answers = model.execute([FakeRequest({"TEXT": [b"x"]}, {"prompt_name": "nope"}),
+                                 FakeRequest({"TEXT": [b"x"]}, tokenize),
+                                 FakeRequest({"TEXT": [b"x"]}, {contract.DESCRIBE: True})])
+        for bad in answers[:2]:
+            assert "'tiny'" in str(bad.error) and str(tiny_folder) not in str(bad.error), str(bad.error)
+        described = json.loads(bytes(answers[2].outputs[contract.SPEC].reshape(-1)[0]))
+        assert described["max_input_tokens"] == model.embedder.max_input_tokens > 0
+        assert described["spec"]["name"] == "tiny"
+    finally:
+        model.finalize()
+
+
+class _DescribingChannel:
+    """A gRPC channel stand-in that answers a DESCRIBE request with ``data``."""
+
+    def __init__(self, data: dict) -> None:
+        self.data = data
+
+    def get_model_metadata(self, name, as_json=False):
+        return {"inputs": [{"name": "TEXT"}]}
+
+    def infer(self, name, inputs, outputs=None, parameters=None, priority=0):
+        from types import SimpleNamespace
+
+        answer = np.array([[json.dumps(self.data).encode()]], dtype=object)
+        return SimpleNamespace(as_numpy=lambda _name: answer)
+
+
+def test_clients_read_max_input_tokens_from_the_description(minilm):
+    """The clients' max_input_tokens is the backend's (sent in the description), the spec's max_length from an
+    older server that does not send it; the config still unpacks as (spec, weights, runtime)."""
+    from serving.client_core import fetch_config
+
+    data = {"spec": minilm.spec.to_dict(), "weights": "fp", "runtime": "torch"}
+    old = fetch_config(_DescribingChannel(data), "m")
+    spec, weights, runtime = old
+    assert (weights, runtime, old.max_input_tokens) == ("fp", "torch", None)
+    new = fetch_config(_DescribingChannel({**data, "max_input_tokens": 77}), "m")
+    assert new.max_input_tokens == 77 and new[0] == spec
+
+
+def test_an_explicit_embed_task_is_the_default(minilm):
+    """zoo_task 'embed', which the contract lists, is accepted and answers as a request naming no task."""
+    wire = [b"a cat on a sofa", b"tiny"]
+    plain, named = handle(minilm, [Request({"TEXT": wire}, {}), Request({"TEXT": wire}, {contract.TASK: "embed"})])
+    np.testing.assert_allclose(named.embedding, plain.embedding, atol=1e-6)
+
+
+@pytest.mark.parametrize(("value", "pattern"), [
+    ('[["05"]]', "a span is"), ("[[[0.9, 5.7]]]", "a span is"), ("[[[true, 5]]]", "a span is"),
+    ('[[["0", "5"]]]', "a span is"), ("[[[5, 2]]]", "0 <= start < end"), ("[[[0, 5]], [[0, 1]]]", "for 2 items"),
+    ("{", "must be JSON"), ('{"a": 1}', "must be JSON"), ("[" + ",".join(["[[0,5]]"] * 2) + "]", "for 2 items"),
+])
+def test_chunk_spans_are_parsed_strictly(value, pattern):
+    """chunk_spans holds integers only (no strings, floats, bools), checked as in-process (zoo.long.check_chunking)."""
+    from serving import contract_long as wl
+    from zoo.errors import InvalidArgumentError
+
+    with pytest.raises(InvalidArgumentError, match=pattern) as err:
+        wl.parse_spans(value, 1)
+    assert err.value.param == contract.CHUNK_SPANS
+
+
+def test_chunk_spans_are_bounded_before_parsing(monkeypatch):
+    from serving import contract_long as wl
+    from zoo.errors import InvalidArgumentError
+    from zoo.long import MAX_CHUNKS
+
+    assert wl.parse_spans("[[[0, 5], [6, 11]]]", 1) == [[(0, 5), (6, 11)]]
+    too_many = json.dumps([[[0, 5]] * (MAX_CHUNKS + 1)])
+    with pytest.raises(InvalidArgumentError, match=f"at most {MAX_CHUNKS}"):
+        wl.parse_spans(too_many, 1)
+
+    def never(*_args, **_kwargs):
+        raise AssertionError("parsed a parameter over the bound")
+
+    monkeypatch.setattr(wl.json, "loads", never)
+    with pytest.raises(InvalidArgumentError, match="characters; at most"):
+        wl.parse_spans("[" * (wl.MAX_SPANS_CHARS + 1), 1)
