@@ -94,13 +94,13 @@ class TritonEmbedder(_Core):
 
     def tokenize(self, texts: Sequence[Any], prompt_name: str | None = None, truncate: str = "end", *,
                  priority: str | None = None, traceparent: str | None = None) -> list[Tokens]:
-        """Same as :meth:`zoo.base.Embedder.tokenize`, by the served model's tokenizer."""
+        """Same as :meth:`zoo.tokens.TokenizerTools.tokenize`, by the served model's tokenizer."""
         return self._wait(cl.tokenize_job(self, texts, prompt_name, truncate, priority=priority,
                                           traceparent=traceparent))
 
     def detokenize(self, ids: list[list[int]], *, priority: str | None = None,
                    traceparent: str | None = None) -> list[str]:
-        """Same as :meth:`zoo.base.Embedder.detokenize`, by the served model's tokenizer."""
+        """Same as :meth:`zoo.tokens.TokenizerTools.detokenize`, by the served model's tokenizer."""
         return self._wait(cl.detokenize_job(self, ids, priority=priority, traceparent=traceparent))
 
     def encode_chunks(
@@ -110,7 +110,7 @@ class TritonEmbedder(_Core):
         dimensions: int | None = None, precision: str = "float32", batch_size: int | None = None,
         priority: str | None = None, traceparent: str | None = None,
     ) -> list[Chunks]:
-        """Same arguments and result as :meth:`zoo.base.Embedder.encode_chunks` (late chunking), on the server."""
+        """Same arguments and result as :meth:`zoo.tokens.TokenizerTools.encode_chunks` (late chunking), served."""
         return self._wait(cl.chunks_job(
             self, texts, chunk_tokens=chunk_tokens, spans=spans, overlap=overlap, prompt_name=prompt_name,
             normalize=normalize, dimensions=dimensions, precision=precision, batch_size=batch_size, priority=priority,

@@ -92,7 +92,9 @@ SERVERS = {
     "127.0.0.1:7860": ("docs_demo", lambda demo: demo.address),
 }
 #: long jobs on a sample: (pattern, replacement) applied to bash blocks
-SAMPLE = [(re.compile(r"\bzoo eval "), "zoo eval --limit 32 --max-queries 8 ")]
+SAMPLE = [(re.compile(r"\bzoo eval "), "zoo eval --limit 32 --max-queries 8 "),
+          # long documents cost a forward pass of up to 4k tokens each, four ways over: a handful is enough
+          (re.compile(r"--limit 32 (--max-queries 8 --build longdocs)"), r"--limit 6 \1")]
 #: the files the demo page's example names, taken from the demo's own corpus (label prefix)
 DEMO_FILES = {"cat.png": "photo: chelsea", "speech.wav": "spoken: ", "clip.mp4": "clip: ",
               "scene.png": "a picture of "}

@@ -173,10 +173,10 @@ def test_unexpected_failures_stay_inside_their_request(minilm):
         def __getattr__(self, name):
             return getattr(minilm, name)
 
-        def decode(self, raw, modality, allow_paths=True):
+        def decode(self, raw, modality, allow_paths=True, opts=None):
             if raw == [b"boom"]:
                 raise MemoryError("/secret/server/path")
-            return minilm.decode(raw, modality, allow_paths=allow_paths)
+            return minilm.decode(raw, modality, allow_paths=allow_paths, opts=opts)
 
     requests = [Request({"TEXT": [b"fine"]}, {}), Request({"TEXT": [b"boom"]}, {}), Request({"TEXT": [b"ok"]}, {})]
     results = handle(Exploding(), requests)

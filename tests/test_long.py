@@ -253,8 +253,9 @@ def test_chunking_and_late_chunks_report_what_they_read(model):
     got = model.encode_chunks([MID, "a short one"], chunk_tokens=8)
     assert [c.tokens for c in got] == [len(t.ids) for t in model.tokenize([MID, "a short one"])]
     assert not any(c.truncated for c in got)
-    over = "word " * (lg.MAX_LONG_CHARS // 5 + 10)
-    assert model.encode_chunks([over], chunk_tokens=512)[0].truncated
+    over = "word " * 100 + " " * lg.MAX_LONG_CHARS + "the cut tail"  # spaces: no tokens to pay for
+    cut = model.encode_chunks([over], chunk_tokens=8)[0]
+    assert cut.truncated and cut.tokens == 102 and cut.spans[-1][1] <= lg.MAX_LONG_CHARS
 
 
 def test_word_starts_see_the_leading_space_of_byte_level_tokens():
