@@ -1,4 +1,4 @@
-"""The wire forms of the requests and answers of the other tasks than ``embed`` (:data:`serving.TASK`;
+"""The wire forms of the requests and answers of the other tasks than ``embed`` (:data:`serving.contract.TASK`;
 tensor names and shapes in :mod:`serving.contract`'s table): each written once here, by the clients
 (:mod:`serving.client_long`) and read by the backend (:mod:`serving.triton_tasks`), or the other way round."""
 

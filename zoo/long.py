@@ -38,6 +38,7 @@ import numpy as np
 from . import truncation
 from .errors import InputError, InvalidArgumentError, choices
 from .media.text import CutText, is_cut
+from .spec import Modality
 
 if TYPE_CHECKING:
     from .base import Embedder
@@ -376,7 +377,7 @@ def chunked_raw(model: Embedder, texts: list[str], opts: EncodeOptions, kind: st
                                    "long")
     plan = chunk_windows(model, texts, opts)
     pieces = [w for per in plan for w, _ in per]
-    raw = model._embed_raw(pieces, _text_modality(), opts, kind, batch_size)
+    raw = model._embed_raw(pieces, Modality.TEXT, opts, kind, batch_size)
     out, at = [], 0
     for per in plan:
         weights = np.array([n for _, n in per], np.float64)
@@ -385,8 +386,3 @@ def chunked_raw(model: Embedder, texts: list[str], opts: EncodeOptions, kind: st
         at += len(per)
     return [np.asarray(r, np.float32) for r in out]
 
-
-def _text_modality() -> Any:
-    from .spec import Modality
-
-    return Modality.TEXT
