@@ -123,6 +123,33 @@ def make_tiny_text_folder(dest: Path, *, pooling: str | None = None, prompts: di
     return dest
 
 
+def make_cross_encoder(dest: Path, *, seed: int = 0, activation: str | None = None, labels: int = 1) -> Path:
+    """Save a tiny random BERT sequence classifier (``labels`` labels, real MiniLM tokenizer, 64-token window) as
+    sentence-transformers' ``CrossEncoder.save`` writes it (``activation``: the torch activation's path it
+    records; default its own, the sigmoid)."""
+    import torch
+    from sentence_transformers import CrossEncoder
+    from transformers import BertConfig, BertForSequenceClassification
+
+    raw = dest.parent / f"{dest.name}.raw"
+    raw.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=128, num_labels=labels)
+    model = BertForSequenceClassification(cfg)
+    spread(model, 2.0)  # scores spread over the sigmoid's slope, not all near 0.5
+    model.save_pretrained(raw)
+    copy_bert_tokenizer(raw)
+    kwargs = {}
+    if activation is not None:
+        from sentence_transformers.util import import_from_string
+
+        kwargs["activation_fn"] = import_from_string(activation)()
+    CrossEncoder(str(raw), max_length=64, **kwargs).save(str(dest))
+    shutil.rmtree(raw)
+    return dest
+
+
 def long_minilm(dest: Path) -> Path:
     """A tiny e5-4k: the shipped MiniLM with its 512 positions stretched to 4,096 by linear interpolation
     (:func:`zoo.evaluation.long.stretch_positions`), saved in the layout of ``dwzhu/e5-base-4k``."""

@@ -4,6 +4,8 @@
 >>> m = zoo.create("sentence-transformers/all-MiniLM-L6-v2")
 >>> m.encode(["a cat on a sofa"], modality="text").shape
 (1, 384)
+>>> zoo.rerank(m, "a cat", ["stock prices", "a kitten asleep"], top_k=1)[0]["corpus_id"]
+1
 """
 
 from .errors import (
@@ -20,6 +22,7 @@ from .errors import (
     WeightsUnavailableError,
     ZooError,
 )
+from .ranking import rerank
 from .registry import create, get_spec, list_models, register_family, register_model
 from .spec import EmbedderSpec, Modality
 
@@ -43,5 +46,6 @@ __all__ = [
     "list_models",
     "register_family",
     "register_model",
+    "rerank",
 ]
 __version__ = "0.1.0"

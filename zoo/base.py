@@ -337,6 +337,7 @@ class Embedder(TokenizerTools, batching.TokenCounting, RuntimeTowers, EncodeFron
         long: str | None = None,
         chunk_tokens: int | None = None,
         overlap: int | None = None,
+        max_tokens_per_doc: int | None = None,
         show_progress: bool = False,
     ) -> Any:
         """Embed ``inputs`` of one ``modality``: an ``[N, d]`` numpy array for dense output (see
@@ -357,15 +358,19 @@ class Embedder(TokenizerTools, batching.TokenCounting, RuntimeTowers, EncodeFron
                 (:class:`InputError`); see :mod:`zoo.long`.
             long: ``"chunk"``: a long text is embedded as windows of ``chunk_tokens`` text tokens sharing
                 ``overlap``, averaged by their tokens (dense output).
+            max_tokens_per_doc: ``score`` output (cross-encoders, whose items are pairs): each document is cut
+                to that many tokens first.
             show_progress: show a progress bar (shown anyway for large inputs).
 
         Returns:
             dense and fde: ``[len(inputs), d]`` array, dtype and ``d`` following ``precision`` (packed for
-            binary); multivector: a list of ``[n_i, d]`` arrays; sparse: a ``scipy.sparse.csr_matrix``.
+            binary); multivector: a list of ``[n_i, d]`` arrays; sparse: a ``scipy.sparse.csr_matrix``; score:
+            ``[len(inputs)]`` float32.
         """
         opts, mod = self._call(modality, normalize=normalize, dimensions=dimensions, precision=precision,
                                prompt_name=prompt_name, output=output, max_vectors=max_vectors, top_k=top_k,
-                               truncate=truncate, long=long, chunk_tokens=chunk_tokens, overlap=overlap)
+                               truncate=truncate, long=long, chunk_tokens=chunk_tokens, overlap=overlap,
+                               max_tokens_per_doc=max_tokens_per_doc)
         check_items(inputs)
         return self.encode_items(inputs, mod, opts, batch_size=batch_size, show_progress=show_progress,
                                  stop_on_error=True).result

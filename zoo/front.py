@@ -52,6 +52,7 @@ class EncodeOptions:
     long: str | None = None  # "chunk": a long text is embedded as windows whose vectors are averaged
     chunk_tokens: int | None = None  # long="chunk": text tokens per window (default: as many as fit)
     overlap: int | None = None  # long="chunk": tokens neighbouring windows share (default: a quarter of one)
+    max_tokens_per_doc: int | None = None  # pairs (score output): a document's tokens kept before the pair is read
 
 
 class EncodeFront:
@@ -91,10 +92,12 @@ class EncodeFront:
         long: str | None = None,
         chunk_tokens: int | None = None,
         overlap: int | None = None,
+        max_tokens_per_doc: int | None = None,
     ) -> EncodeOptions:
         """Validate output controls once, before any work is done (``normalize=None``: the output kind's
         default, see :func:`zoo.kinds.default_normalize`; ``truncate``, ``long``, ``chunk_tokens`` and
-        ``overlap``: see :mod:`zoo.long`)."""
+        ``overlap``: see :mod:`zoo.long`; ``max_tokens_per_doc``: pairs only, each document is cut to that many
+        tokens before its pair is read, as Cohere's rerank does)."""
         from . import long as lg
 
         pp.check_precision(precision)
@@ -114,6 +117,12 @@ class EncodeFront:
             normalize = kinds.default_normalize(output)
         if not isinstance(normalize, (bool, np.bool_)):
             raise InvalidArgumentError(f"normalize must be true or false, got {normalize!r}", "normalize")
+        if normalize and not kinds.get(output).normalizable:
+            raise InvalidArgumentError(f"normalize does not apply to {output!r} output", "normalize")
+        max_tokens_per_doc = kinds.check_count(max_tokens_per_doc, "max_tokens_per_doc")
+        if max_tokens_per_doc is not None and not kinds.get(output).pairs:
+            raise InvalidArgumentError(f"max_tokens_per_doc applies to (query, document) pairs, not {output!r} "
+                                       "output", "max_tokens_per_doc")
         dims = pp.check_dimensions(dimensions, self.spec.dim, precision)
         pp.check_calibration(precision, bool(normalize))
         name = prompt_name if prompt_name is not None else self.spec.default_prompt_name
@@ -134,6 +143,7 @@ class EncodeFront:
             long=long,
             chunk_tokens=chunk_tokens,
             overlap=overlap,
+            max_tokens_per_doc=max_tokens_per_doc,
         )
 
     def _call(self, modality, **controls: Any) -> tuple[EncodeOptions, Modality]:

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InvalidArgumentError
+from ..kinds import side_prompt  # noqa: F401  (its home before zoo.kinds; the eval modules import it here)
 from ..settings import settings
 from .data import Side
 
@@ -65,12 +66,6 @@ class Cache:
         with os.fdopen(fd, "wb") as f:
             np.save(f, array)
         os.replace(tmp, path)
-
-
-def side_prompt(prompts: Any, query: bool) -> str | None:
-    """The prompt a retrieval side uses: ``query`` / ``document`` when the model defines it, else its default."""
-    name = "query" if query else "document"
-    return name if name in prompts else None
 
 
 def _load_item(item: Any) -> Any:

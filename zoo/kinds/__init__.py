@@ -10,6 +10,8 @@ sparse        ``scipy.sparse.csr_matrix [N, vocab_size]``        ``top_k`` terms
               float32 term weights                               default); precision float32 only
 fde           ``ndarray [N, fde_width]``: a MUVERA fixed-        normalize/dimensions of the vectors it is
               dimensional encoding of the multi-vector output    built from; precision of the result
+score         ``ndarray [N]`` float32: one relevance score per   none (float32, no normalize or dimensions)
+              ``(query, document)`` pair (cross-encoders)
 ============  =================================================  ==========================================
 
 Why a list for multi-vector output: items keep very different counts (a query has a dozen tokens, a page
@@ -22,7 +24,7 @@ and to FDEs (queries sum, documents average): a call is on the query side when i
 ``"query"``, on the document side otherwise.
 
 **One handler per kind.** Each kind is an :class:`OutputKind` in its own module (``dense``, ``multivector``,
-``sparse``, ``fde``), registered here; ``get(name)`` finds it, ``names()`` lists them. A handler owns
+``sparse``, ``score``, ``fde``), registered here; ``get(name)`` finds it, ``names()`` lists them. A handler owns
 everything that differs between kinds, so that no other module compares kind names:
 
 - its name, and the raw kind it is computed from (``fde`` ← ``multivector``; families produce raw kinds);
@@ -54,6 +56,7 @@ from typing import Any
 from ..errors import InvalidArgumentError, choices
 from .base import (
     ARRAYS,
+    DOCUMENT,
     INDICES,
     KIND_CONTROLS,
     LENGTHS,
@@ -69,23 +72,25 @@ from .base import (
     names,
     raw_names,
     register,
+    side_prompt,
     unregister,
     vector_column,
 )
 from .dense import Dense
 from .fde import FDE
 from .multivector import MultiVector, pool_vectors, postprocess_multivector, split_rows
+from .score import SCORE, Score
 from .sparse import SPARSE_PRECISIONS, Sparse, csr_of, heaviest, postprocess_sparse, sparse_rows
 
-for _kind in (Dense(), MultiVector(), Sparse(), FDE()):  # raw kinds before the kinds derived from them
+for _kind in (Dense(), MultiVector(), Sparse(), Score(), FDE()):  # raw kinds before the kinds derived from them
     register(_kind)
 
 __all__ = [
-    "ARRAYS", "DERIVED", "INDICES", "KIND_CONTROLS", "LENGTHS", "MULTIVECTORS", "OUTPUT", "QUERY",
-    "SPARSE_PRECISIONS", "TERMS", "VALUES", "VECTORS", "OutputKind", "available", "check_controls", "check_count",
-    "check_output", "concat", "csr_of", "default_normalize", "finish", "get", "heaviest",
+    "ARRAYS", "DERIVED", "DOCUMENT", "INDICES", "KIND_CONTROLS", "LENGTHS", "MULTIVECTORS", "OUTPUT", "QUERY",
+    "SCORE", "SPARSE_PRECISIONS", "TERMS", "VALUES", "VECTORS", "OutputKind", "available", "check_controls",
+    "check_count", "check_output", "concat", "csr_of", "default_normalize", "finish", "get", "heaviest",
     "items_of", "names", "pool_vectors", "postprocess_multivector", "postprocess_sparse", "raw_names",
-    "register", "sparse_rows", "split_rows", "unregister", "vector_column",
+    "register", "side_prompt", "sparse_rows", "split_rows", "unregister", "vector_column",
 ]
 
 

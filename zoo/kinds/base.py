@@ -16,6 +16,7 @@ from .. import postprocess as pp
 from ..errors import InvalidArgumentError, choices
 
 QUERY = "query"  # the prompt name that puts a call on the query side (see zoo.kinds)
+DOCUMENT = "document"  # the prompt name a retrieval's documents use where the model defines it
 #: the wire form's roles (:meth:`OutputKind.to_arrays`); ``serving.contract`` names the tensor of each
 OUTPUT, LENGTHS, INDICES, VALUES = "output", "lengths", "indices", "values"
 #: what the demo's index keeps per item: ``ui.index`` has one storage class per layout and picks it by
@@ -25,6 +26,12 @@ VECTORS, MULTIVECTORS, TERMS, ARRAYS = "vectors", "multivectors", "terms", "arra
 KIND_CONTROLS = ("max_vectors", "top_k")
 
 _REGISTRY: dict[str, OutputKind] = {}
+
+
+def side_prompt(prompts: Any, query: bool) -> str | None:
+    """The prompt a retrieval side uses: ``query`` / ``document`` when the model defines it, else its default."""
+    name = QUERY if query else DOCUMENT
+    return name if name in prompts else None
 
 
 def check_count(value: int | None, name: str) -> int | None:
@@ -45,6 +52,10 @@ class OutputKind:
     controls: frozenset[str] = frozenset()
     #: whether ``encode()`` L2-normalizes when a call does not say
     normalize_default: bool = True
+    #: whether a call may ask for L2-normalized output at all (a score has no length to normalize)
+    normalizable: bool = True
+    #: whether an item is a ``(query, document)`` pair (cross-encoders' scores; ``max_tokens_per_doc`` applies)
+    pairs: bool = False
     #: whether the query/document side changes the result (late interaction, FDE, sparse expansion): the
     #: demo then encodes its queries with the ``query`` prompt
     sided: bool = False
