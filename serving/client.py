@@ -24,6 +24,10 @@ Bulk work (``zoo embed --triton``) opens its client with :func:`open_backend` ``
 retries, and small requests (``max_chunk`` items, ``max_chunk_bytes`` bytes) one at a time (``concurrency``), so
 that a bulk request never holds the model long (:data:`BULK`).
 
+Cross-encoders: a served model whose items are ``(query, document)`` pairs gets ``predict()`` and ``rank()``
+(:mod:`serving.client_rank`), as in-process, and its ``encode()`` takes pairs too; so :func:`zoo.rerank` and
+:func:`zoo.ranking.score_pairs` take a client of any served model.
+
 All of that is written once, without I/O, in :mod:`serving.client_core` (why so: its docstring); the two
 classes here only drive it, one with blocking gRPC calls, the other with awaited ones.
 """
@@ -36,11 +40,14 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from typing import Any
 
+import numpy as np
+
 from zoo.front import EncodeOptions
 from zoo.long import Chunks, Tokens
 from zoo.spec import Modality
 
 from . import client_long as cl
+from . import client_rank as cr
 from .client_core import (
     MAX_CONCURRENT_CHUNKS,
     REPLICA_COOLDOWN_S,
@@ -115,6 +122,24 @@ class TritonEmbedder(_Core):
             self, texts, chunk_tokens=chunk_tokens, spans=spans, overlap=overlap, prompt_name=prompt_name,
             normalize=normalize, dimensions=dimensions, precision=precision, batch_size=batch_size, priority=priority,
             traceparent=traceparent))
+
+    def predict(self, pairs: Sequence[Any], *, batch_size: int | None = None, max_tokens_per_doc: int | None = None,
+                prompt_name: str | None = None, truncate: str = "end", show_progress: bool = False,
+                priority: str | None = None) -> np.ndarray:
+        """A served cross-encoder's ``[len(pairs)]`` float32 scores of ``(query, document)`` pairs: same arguments
+        and result as :meth:`zoo.families.cross.CrossEncoder.predict` (``priority``: this call's); a model that
+        does not score pairs refuses with :class:`InvalidArgumentError`."""
+        return self._wait(cr.predict_job(self, pairs, batch_size=batch_size, max_tokens_per_doc=max_tokens_per_doc,
+                                         prompt_name=prompt_name, truncate=truncate, priority=priority),
+                          show_progress)
+
+    def rank(self, query: str, documents: Sequence[str], top_k: int | None = None, return_documents: bool = False,
+             *, batch_size: int | None = None, max_tokens_per_doc: int | None = None,
+             priority: str | None = None) -> list[dict[str, Any]]:
+        """``documents`` ranked against ``query`` by a served cross-encoder: same arguments and result as
+        :meth:`zoo.families.cross.CrossEncoder.rank` (``[{"corpus_id", "score", "text"?}]``, best first)."""
+        return self._wait(cr.rank_job(self, query, documents, top_k, return_documents, batch_size=batch_size,
+                                      max_tokens_per_doc=max_tokens_per_doc, priority=priority))
 
     def close(self) -> None:
         """Close the gRPC channels."""
@@ -213,6 +238,21 @@ class AsyncTritonEmbedder(_Core):
     ) -> Rows:
         """Same as :meth:`TritonEmbedder.encode_per_item`, awaited."""
         return await self._wait(self._per_item_job(inputs, modality, batch_size, controls, priority))
+
+    async def predict(self, pairs: Sequence[Any], *, batch_size: int | None = None,
+                      max_tokens_per_doc: int | None = None, prompt_name: str | None = None, truncate: str = "end",
+                      show_progress: bool = False, priority: str | None = None) -> np.ndarray:
+        """Same as :meth:`TritonEmbedder.predict`, awaited (``show_progress`` is accepted and ignored)."""
+        return await self._wait(cr.predict_job(self, pairs, batch_size=batch_size,
+                                               max_tokens_per_doc=max_tokens_per_doc, prompt_name=prompt_name,
+                                               truncate=truncate, priority=priority))
+
+    async def rank(self, query: str, documents: Sequence[str], top_k: int | None = None,
+                   return_documents: bool = False, *, batch_size: int | None = None,
+                   max_tokens_per_doc: int | None = None, priority: str | None = None) -> list[dict[str, Any]]:
+        """Same as :meth:`TritonEmbedder.rank`, awaited."""
+        return await self._wait(cr.rank_job(self, query, documents, top_k, return_documents, batch_size=batch_size,
+                                            max_tokens_per_doc=max_tokens_per_doc, priority=priority))
 
     async def close(self) -> None:
         """Close the gRPC channels."""

@@ -234,19 +234,27 @@ class _Core(EncodeFront):
             raise OverloadedError(f"every replica at {self.url} is overloaded: {'; '.join(reasons)}")
         raise ServerError(f"cannot reach tritonserver at {self.url}: {'; '.join(reasons)}")
 
+    @property
+    def reads_pairs(self) -> bool:
+        """Whether the served model's items are ``(query, document)`` pairs (a cross-encoder's)."""
+        return contract.reads_pairs(self.spec.outputs)
+
     def wire(self, inputs: Sequence[Any], modality: Modality, allow_paths: bool = True) -> list[bytes]:
-        """Check and serialize every item; raises the first bad item's :class:`InputError`.
-        ``allow_paths=False`` when the items come from someone else (a gateway): only data is accepted."""
+        """Check and serialize every item (a cross-encoder's: pairs, :func:`zoo.ranking.pair_to_wire`); raises the
+        first bad item's :class:`InputError`. ``allow_paths=False`` when the items come from someone else (a
+        gateway): only data is accepted."""
         check_items(inputs)
-        return [contract.encode_item(modality, x, i, allow_paths) for i, x in enumerate(inputs)]
+        pairs = self.reads_pairs
+        return [contract.encode_item(modality, x, i, allow_paths, pairs) for i, x in enumerate(inputs)]
 
     def wire_per_item(self, inputs: Sequence[Any], modality: Modality) -> list[bytes | InputError]:
         """Check and serialize every item, a bad one becoming its :class:`InputError` in place."""
         check_items(inputs)
         out: list[bytes | InputError] = []
+        pairs = self.reads_pairs
         for i, x in enumerate(inputs):
             try:
-                out.append(contract.encode_item(modality, x, i))
+                out.append(contract.encode_item(modality, x, i, pairs=pairs))
             except InputError as err:
                 out.append(err)
         return out

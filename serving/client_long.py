@@ -18,9 +18,14 @@ from .client_core import Job, Plan, _Core
 TEXT = contract.INPUTS[Modality.TEXT]
 
 
+def _check(core: _Core, task: str) -> None:
+    """A model without text refuses here, as in-process; a cross-encoder (its texts are pairs) as its server does."""
+    core.check_modality(Modality.TEXT)
+    contract.check_text_task(core.spec, task)
+
+
 def _texts(core: _Core, texts: Sequence[Any]) -> list[bytes]:
     """Texts checked and serialized (a bad one raises its :class:`InputError` before anything is sent)."""
-    core.check_modality(Modality.TEXT)  # a model without text refuses here, as in-process
     return core.wire(texts, Modality.TEXT)
 
 
@@ -43,6 +48,7 @@ def _job(core: _Core, raw: list[bytes], task: str, params: Any, decode: Any, bat
 def tokenize_job(core: _Core, texts: Sequence[Any], prompt_name: str | None = None, truncate: str = "end", *,
                  priority: str | None = None, traceparent: str | None = None) -> Job[list[lg.Tokens]]:
     """``tokenize()``: per text, its :class:`zoo.long.Tokens` as the served model reads it."""
+    _check(core, contract.TOKENIZE)
     core.options(prompt_name=prompt_name, truncate=truncate)  # checked here, as in-process (the prompt too)
     params = wire.task_parameters(contract.TOKENIZE, prompt_name=prompt_name, truncate=lg.check_truncate(truncate))
     return _job(core, _texts(core, texts), contract.TOKENIZE, params, wire.tokens_from_wire, None, priority,
@@ -52,7 +58,7 @@ def tokenize_job(core: _Core, texts: Sequence[Any], prompt_name: str | None = No
 def detokenize_job(core: _Core, ids: Sequence[Sequence[int]], *, priority: str | None = None,
                    traceparent: str | None = None) -> Job[list[str]]:
     """``detokenize()``: each list of token ids as the served model's tokenizer decodes it."""
-    core.check_modality(Modality.TEXT)
+    _check(core, contract.DETOKENIZE)
     raw = wire.ids_to_wire(lg.check_token_ids(ids))  # as in-process checks them (the vocabulary: the server's)
 
     def decode(tensors: dict[str, Any]) -> list[str]:
@@ -68,6 +74,7 @@ def chunks_job(core: _Core, texts: Sequence[Any], *, chunk_tokens: int | None = 
                precision: str = "float32", batch_size: int | None = None, priority: str | None = None,
                traceparent: str | None = None) -> Job[list[lg.Chunks]]:
     """``encode_chunks()``: per text, its late chunks (:class:`zoo.long.Chunks`) from the served model."""
+    _check(core, contract.LATE_CHUNKS)
     opts = core.options(prompt_name=prompt_name, normalize=normalize, dimensions=dimensions, precision=precision,
                         output="dense")
     raw = _texts(core, texts)

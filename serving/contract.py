@@ -10,6 +10,11 @@ Per model (see ``config.pbtxt``):
 - output ``EMBEDDING``, shape ``[batch, d]``. ``config.pbtxt`` declares ``TYPE_FP32`` (the default
   precision); the python backend returns the dtype of the requested ``precision`` (table below), which
   Triton passes through and clients read from the response's ``datatype``;
+- a model whose items are pairs (a cross-encoder: the ``score`` kind, :func:`reads_pairs`) reads each ``TEXT``
+  element as one ``(query, document)`` pair, the UTF-8 JSON array ``[query, document]``
+  (:func:`zoo.ranking.pair_to_wire`; :func:`encode_item` with ``pairs``), so Triton's dynamic batcher batches
+  pairs like texts; it answers ``EMBEDDING [batch, 1]`` ``FP32`` scores (declared of width 1), ``TOKENS`` (the
+  pair's tokens) and ``TRUNCATED`` (the pair was cut to the window), and refuses every ``zoo_task`` but ``embed``;
 - the other output kinds (request parameter ``output``, see :mod:`zoo.kinds`), one encoding each:
 
   ============  =========================================================================================
@@ -31,7 +36,8 @@ Per model (see ``config.pbtxt``):
   computed only when the request names it among its outputs (every model declares it);
 - request parameters ``dimensions`` (int), ``normalize`` (bool), ``precision`` (str), ``prompt_name``
   (str), ``output`` (str), ``max_vectors`` (int), ``top_k`` (int), ``truncate`` (str), ``long`` (str),
-  ``chunk_tokens`` (int), ``overlap`` (int), with the same meaning and defaults as ``encode()``; any other
+  ``chunk_tokens`` (int), ``overlap`` (int), ``max_tokens_per_doc`` (int, pairs only: each document cut to that
+  many tokens before its pair is read), with the same meaning and defaults as ``encode()``; any other
   parameter is refused. ``truncate="none"`` makes an item over the window that item's ``InputError``
   (its index, token count and the limit);
 - the request parameter ``zoo_task`` (:data:`TASK`) asks a text model for something else than embeddings,
@@ -81,6 +87,7 @@ from zoo import kinds, media
 from zoo import postprocess as pp
 from zoo.errors import InputError, InvalidArgumentError, choices
 from zoo.front import EncodeOptions
+from zoo.ranking import check_pair, pair_to_wire
 from zoo.spec import Modality
 
 INPUTS: dict[Modality, str] = {
@@ -152,14 +159,30 @@ TASK_OUTPUTS: dict[str, tuple[str, ...]] = {
 }
 
 
+def reads_pairs(kinds_given: tuple[str, ...]) -> bool:
+    """Whether a model giving ``kinds_given`` reads ``(query, document)`` pairs as its items (a cross-encoder)."""
+    return any(kinds.get(kind).pairs for kind in kinds_given)
+
+
+def check_text_task(spec: Any, task: str) -> None:
+    """Refuse a :data:`TASK` other than ``embed`` of a model without text, or of one whose items are pairs (its
+    texts are never read alone: there is nothing to tokenize or chunk), naming the model."""
+    if Modality.TEXT not in spec.modalities:
+        raise InvalidArgumentError(f"model {spec.name!r} reads no text; {TASK} {task!r} needs a text model", TASK)
+    if reads_pairs(tuple(getattr(spec, "outputs", ()))):  # one naming no outputs scores no pairs
+        raise InvalidArgumentError(f"model {spec.name!r} scores (query, document) pairs; {TASK} {task!r} needs a "
+                                   "model that embeds texts", TASK)
+
+
 def declared_outputs(kinds_given: tuple[str, ...], modalities: tuple[Modality, ...] = ()) -> dict[str, str]:
     """The outputs besides EMBEDDING a model giving ``kinds_given`` declares: TOKENS, and the tensors of its
     kinds and of the kinds derived from them (see :data:`KIND_OUTPUTS`), each with its datatype; with the
-    model's ``modalities``, TRUNCATED too, and for a model with text the tensors of every :data:`TASK_OUTPUTS`."""
+    model's ``modalities``, TRUNCATED too, and for a model with text the tensors of every :data:`TASK_OUTPUTS`
+    (none for a model of pairs, which refuses the tasks: :func:`check_text_task`)."""
     used = {name for kind in kinds.available(kinds_given) for name in KIND_OUTPUTS[kind]} | {TOKENS, SPEC}
     if modalities:
         used.add(TRUNCATED)
-    if Modality.TEXT in modalities:
+    if Modality.TEXT in modalities and not reads_pairs(kinds_given):
         used |= {name for names in TASK_OUTPUTS.values() for name in names}
     return {name: dtype for name, dtype in EXTRA_OUTPUTS.items() if name in used}
 DECLARED_OUTPUT_PRECISION = "float32"
@@ -179,7 +202,7 @@ assert set(WIRE_DATATYPES) == set(pp.PRECISIONS), "every precision needs a wire 
 #: request parameter → type it is coerced to (the defaults are encode()'s own)
 PARAMETERS: dict[str, type] = {"dimensions": int, "normalize": bool, "precision": str, "prompt_name": str,
                                "output": str, "max_vectors": int, "top_k": int, "truncate": str, "long": str,
-                               "chunk_tokens": int, "overlap": int, CHUNK_SPANS: str}
+                               "chunk_tokens": int, "overlap": int, "max_tokens_per_doc": int, CHUNK_SPANS: str}
 #: task → the request parameters it takes (besides :data:`TASK`); any other is refused, naming these
 TASK_PARAMETERS: dict[str, tuple[str, ...]] = {
     EMBED: tuple(k for k in PARAMETERS if k != CHUNK_SPANS),
@@ -271,6 +294,7 @@ class RequestParameters(BaseModel):
     long: str = Field(None)
     chunk_tokens: _Count = Field(None)
     overlap: _Count = Field(None)
+    max_tokens_per_doc: _Count = Field(None)
     chunk_spans: str = Field(None)
 
 
@@ -310,7 +334,8 @@ def parse_parameters(params: dict[str, Any], task: str = EMBED) -> dict[str, Any
 
 #: encode() options sent only when they differ from these defaults (a request from an older client means the same)
 _SENT_UNLESS: dict[str, Any] = {"dimensions": None, "prompt_name": None, "max_vectors": None, "top_k": None,
-                                "truncate": "end", "long": None, "chunk_tokens": None, "overlap": None}
+                                "truncate": "end", "long": None, "chunk_tokens": None, "overlap": None,
+                                "max_tokens_per_doc": None}
 
 
 def request_parameters(opts: EncodeOptions) -> dict[str, Any]:
@@ -323,9 +348,12 @@ def request_parameters(opts: EncodeOptions) -> dict[str, Any]:
 
 
 # ---- items on the wire ---------------------------------------------------------------------------
-def encode_item(modality: Modality, item: Any, index: int, allow_paths: bool = True) -> bytes:
+def encode_item(modality: Modality, item: Any, index: int, allow_paths: bool = True, pairs: bool = False) -> bytes:
     """One client-side item as the element of its modality's input tensor (checked first, see
-    :func:`zoo.media.to_wire`); interleaved parts travel as UTF-8 JSON."""
+    :func:`zoo.media.to_wire`); interleaved parts travel as UTF-8 JSON. ``pairs``: the model's items are
+    ``(query, document)`` pairs (:func:`reads_pairs`), each one ``TEXT`` element (:func:`zoo.ranking.pair_to_wire`)."""
+    if pairs:
+        return pair_to_wire(*check_pair(item, index))
     wire = media.to_wire(item, index, modality, allow_paths)
     return json.dumps(wire).encode("utf-8") if modality is Modality.INTERLEAVED else wire
 

@@ -100,7 +100,9 @@ def build_config(
     runtime: str = "torch", max_queue_size: int | None = None, queue_timeout_ms: int | None = None,
 ) -> mc.ModelConfig:
     """The Triton ``ModelConfig`` of one model, every field derived from its spec and the contract
-    (``max_queue_size`` / ``queue_timeout_ms``: the default priority level's queue, see :func:`queue_policy`)."""
+    (``max_queue_size`` / ``queue_timeout_ms``: the default priority level's queue, see :func:`queue_policy`). A
+    cross-encoder's (pairs in, one score each) declares the ``TEXT`` input, ``EMBEDDING`` of width 1, ``TOKENS``,
+    ``TRUNCATED`` and ``SPEC``, and none of the text tasks' outputs, which it refuses."""
     check_offered(runtime, family_of(spec).runtimes, spec)
     if instances < 1:
         raise ValueError(f"instances must be ≥ 1, got {instances}")
@@ -117,11 +119,12 @@ def build_config(
         config.input.append(
             mc.ModelInput(name=contract.INPUTS[modality], data_type=mc.TYPE_STRING, dims=[1], optional=True)
         )
+    # a row is as wide as its request makes it (dimensions, multivector), but a score is one number a pair
     config.output.append(
         mc.ModelOutput(
             name=contract.OUTPUT,
             data_type=mc.DataType.Value("TYPE_" + contract.WIRE_DATATYPES[contract.DECLARED_OUTPUT_PRECISION]),
-            dims=[-1],
+            dims=[1 if contract.reads_pairs(spec.outputs) else -1],
         )
     )
     for name, dtype in contract.declared_outputs(spec.outputs, tuple(spec.modalities)).items():

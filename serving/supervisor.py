@@ -83,8 +83,11 @@ class ModelHealth:
 def probe_item(spec: EmbedderSpec) -> tuple[str, bytes]:
     """``(input tensor name, element)`` of the smallest valid request for the model's first modality."""
     modality = spec.modalities[0]
-    if modality is Modality.TEXT:
-        item: Any = "probe"
+    pairs = contract.reads_pairs(spec.outputs)
+    if pairs:  # a cross-encoder's items are (query, document) pairs
+        item: Any = ("probe", "probe")
+    elif modality is Modality.TEXT:
+        item = "probe"
     elif modality is Modality.IMAGE:
         item = np.full((8, 8, 3), 128, np.uint8)
     elif modality is Modality.AUDIO:
@@ -93,7 +96,7 @@ def probe_item(spec: EmbedderSpec) -> tuple[str, bytes]:
         item = np.full((2, 8, 8, 3), 128, np.uint8)
     else:
         item = [{"text": "probe"}]
-    return contract.INPUTS[modality], contract.encode_item(modality, item, 0)
+    return contract.INPUTS[modality], contract.encode_item(modality, item, 0, pairs=pairs)
 
 
 class Supervisor:

@@ -1,9 +1,10 @@
 """The one generic Triton python-backend model: loads any `zoo` model named in its config.
 
 Batching: all requests of one dynamic batch that share a modality and output options are embedded together
-and the rows are split back: texts (decoded up front, cut to what the model reads) by ONE ``embed_decoded()``
-call; media by one ``encode_items()`` call, which decodes them a window at a time (never every decoded image
-of a batch at once; see :mod:`zoo.media.budgets`). Every request gets exactly one response, in
+and the rows are split back: texts (decoded up front, cut to what the model reads; a cross-encoder's pairs,
+each one ``TEXT`` element, alike) by ONE ``embed_decoded()`` call, its forward passes cut by the token budget
+(``spec.batch_tokens``); media by one ``encode_items()`` call, which decodes them a window at a time (never every
+decoded image of a batch at once; see :mod:`zoo.media.budgets`). Every request gets exactly one response, in
 order. A request whose item cannot be decoded, or whose parameters are invalid, gets an error response
 naming the problem (and the item index) with the status its error class maps to (``INVALID_ARG`` →
 gRPC ``INVALID_ARGUMENT`` / HTTP 400, ``NOT_FOUND`` → 404, ``INTERNAL`` → 500); the others in the batch are
@@ -102,9 +103,11 @@ def _prepare(embedder, req: Request, params: dict[str, Any]) -> _Prepared:
         check_items(raw)
         return _Prepared(modality, opts, raw, req.tokens, req.truncated)
     texts = embedder.decode(raw, modality, allow_paths=False, opts=opts)
-    if opts.truncate == "end" and not opts.long and not req.truncated:  # nothing to fit or to report: as before
+    report = opts.truncate != "end" or bool(opts.long) or req.truncated
+    if not report and opts.max_tokens_per_doc is None:  # nothing to fit or to report: as before
         return _Prepared(modality, opts, texts, req.tokens, False)
-    fitted = embedder.fit_texts(texts, opts)
+    # pairs with max_tokens_per_doc: their documents are cut here (nothing else to tell, so no counting)
+    fitted = embedder.fit_texts(texts, opts, report=report)
     if fitted.errors:
         raise fitted.errors[min(fitted.errors)]
     return _Prepared(modality, opts, fitted.texts, req.tokens, fitted.truncated if req.truncated else False)

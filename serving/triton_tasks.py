@@ -1,7 +1,8 @@
 """The backend's answers to requests that ask a text model for something else than embeddings (the request
 parameter :data:`serving.contract.TASK`): tokenize, detokenize and late chunking, each by the in-process
 method of the same name (:mod:`zoo.tokens`), so served and in-process agree by construction. Each request is
-answered alone (they are cheap next to embedding, and have no rows to share a batch with)."""
+answered alone (they are cheap next to embedding, and have no rows to share a batch with). A model without text,
+or whose items are pairs (a cross-encoder), refuses them (:func:`serving.contract.check_text_task`)."""
 
 from __future__ import annotations
 
@@ -22,9 +23,7 @@ def answer_task(embedder: Any, task: str, params: dict[str, Any], inputs: dict[s
                 ) -> dict[str, np.ndarray]:
     """The output tensors of one ``task`` request (``params``: its parameters but :data:`contract.TASK`); raises
     the :class:`zoo.errors.ZooError` the request gets."""
-    if Modality.TEXT not in embedder.spec.modalities:
-        raise InvalidArgumentError(f"model {embedder.spec.name!r} reads no text; {contract.TASK} {task!r} needs a "
-                                   "text model", contract.TASK)
+    contract.check_text_task(embedder.spec, task)
     if list(inputs) != [TEXT]:
         raise InvalidArgumentError(f"{contract.TASK} {task!r} takes one input, {TEXT}; got {sorted(inputs)}",
                                    contract.TASK)

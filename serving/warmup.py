@@ -1,6 +1,7 @@
 """READY means warm: the requests a served model answers at ``initialize`` before it goes READY (every modality,
 every output kind, a short and a full-length text, a tokenize request where the family tokenizes), through the
-same :func:`serving.triton_model.handle` as real requests."""
+same :func:`serving.triton_model.handle` as real requests. A cross-encoder reads pairs, so its texts are sent as
+``(query, document)`` pairs (a short one, and one whose document fills the window), as its clients send them."""
 
 from __future__ import annotations
 
@@ -49,6 +50,9 @@ def warmup_requests(embedder) -> list[tuple[str, Request]]:
              Modality.INTERLEAVED: parts, Modality.VIDEO: clip}
     tokens = max(spec.max_length, getattr(embedder, "max_length", 0) or 0)
     long_text = " ".join(["warm"] * min(tokens, WARMUP_MAX_TOKENS))  # one token a word, then cut at the length
+    pairs = contract.reads_pairs(spec.outputs)
+    if pairs:  # a cross-encoder's text items are pairs
+        items[Modality.TEXT] = (WARMUP_TEXT, WARMUP_TEXT)
     # TOKENS too, as the door asks, unless the family counts no text tokens (a plugin may not: then only the
     # door's usage fails, and the model still serves gRPC clients)
     from zoo.base import Embedder
@@ -56,15 +60,17 @@ def warmup_requests(embedder) -> list[tuple[str, Request]]:
     counting = type(embedder)._text_tokens is not Embedder._text_tokens
     out = []
     for modality in spec.modalities:
-        wire = [contract.encode_item(modality, items[modality], 0)]
+        wire = [contract.encode_item(modality, items[modality], 0, pairs=pairs)]
         for kind in kinds.available(spec.outputs):
             out.append((f"{modality.value}/{kind}", Request({contract.INPUTS[modality]: wire}, {"output": kind},
                                                             tokens=counting)))
     if Modality.TEXT in spec.modalities:
-        texts = [WARMUP_TEXT.encode(), long_text.encode()]
+        texts = [contract.encode_item(Modality.TEXT, x, k, pairs=pairs) for k, x in enumerate(
+            [(WARMUP_TEXT, WARMUP_TEXT), (WARMUP_TEXT, long_text)] if pairs else [WARMUP_TEXT, long_text])]
         out.append((f"text/{spec.output} at full length", Request({contract.INPUTS[Modality.TEXT]: texts}, {},
                                                                    tokens=counting)))
-        if embedder.text_limit(None) is not None:  # the family exposes its tokenizer: tokenize is served too
+        # where the family exposes its tokenizer, tokenize is served too (never of pairs: it is refused)
+        if embedder.text_limit(None) is not None and not pairs:
             out.append(("text/tokenize", Request({contract.INPUTS[Modality.TEXT]: texts},
                                                  {contract.TASK: contract.TOKENIZE})))
     return out

@@ -155,7 +155,8 @@ def test_the_clients_hold_no_request_logic_of_their_own():
     """What the two classes define besides the core's is their public surface and their driver; a chunk
     loop or a failover written again in one of them would show up here."""
     drivers = {"__init__", "__doc__", "__module__", "__qualname__", "_run", "_wait", "_channel",
-               "encode", "encode_per_item", "infer_wire", "close", "tokenize", "detokenize", "encode_chunks"}
+               "encode", "encode_per_item", "infer_wire", "close", "tokenize", "detokenize", "encode_chunks",
+               "predict", "rank"}
     for cls in (TritonEmbedder, AsyncTritonEmbedder):
         assert cls.__mro__[1] is core._Core
         assert set(vars(cls)) - {"__firstlineno__", "__static_attributes__"} <= drivers, cls

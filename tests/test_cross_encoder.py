@@ -201,3 +201,12 @@ def test_ranked_keeps_ties_in_document_order():
     assert [r["corpus_id"] for r in ranked(np.array([0.5, 0.9, 0.5, 0.1]))] == [1, 0, 2, 3]
     assert ranked(np.array([0.2, 0.3]), ["a", "b"], top_k=1, return_documents=True) == [
         {"corpus_id": 1, "score": pytest.approx(0.3), "text": "b"}]
+
+
+def test_a_causal_lm_without_pooling_is_refused_by_the_text_fallback(tmp_path):
+    """An LLM reranker's hub folder (a causal LM, no pooling declared) is never mean-pooled as a text encoder."""
+    from tests.tiny_rerankers import make_qwen3_reranker
+
+    folder = make_qwen3_reranker(tmp_path / "qwen3-reranker")
+    with pytest.raises(zoo.InvalidArgumentError, match="declares no pooling.*refusing it rather than mean-pooling"):
+        zoo.create(str(folder))

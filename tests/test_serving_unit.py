@@ -49,7 +49,7 @@ def test_config_comes_from_spec(tmp_path, name):
     assert [i.name for i in cfg.input] == [contract.INPUTS[m] for m in spec.modalities]
     assert all(i.data_type == mc.TYPE_STRING and i.optional for i in cfg.input)
     sparse = [contract.INDICES, contract.VALUES] if "sparse" in spec.outputs else []
-    text = Modality.TEXT in spec.modalities
+    text = Modality.TEXT in spec.modalities and not contract.reads_pairs(spec.outputs)  # pairs: no text tasks
     lengths = [contract.LENGTHS] if text or {"multivector", "sparse"} & set(spec.outputs) else []
     tasks = [contract.TOKEN_IDS, contract.TOKEN_OFFSETS, contract.TOKEN_STRINGS, contract.DETOKENIZED,
              contract.SPANS] if text else []

@@ -4,7 +4,7 @@
 >>> m = zoo.create("sentence-transformers/all-MiniLM-L6-v2")
 >>> m.encode(["a cat on a sofa"], modality="text").shape
 (1, 384)
->>> zoo.rerank(m, "a cat", ["stock prices", "a kitten asleep"], top_k=1)[0]["corpus_id"]
+>>> zoo.rerank(m, "a cat", ["stock prices", "a kitten asleep"])[0].get("corpus_id")
 1
 """
 

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 
 from ..base import Embedder
+from ..errors import InvalidArgumentError
 from ..front import EncodeOptions
 from ..registry import register_checkpoints, register_refusals
 from ..runtime import RUNTIMES, Tower
@@ -116,6 +117,15 @@ class TextEmbedder(TokenizedText, Embedder):
         if isinstance(width, bool) or not isinstance(width, int) or width < 1:
             return None  # not a transformers encoder's config: nothing to pool
         refuse_modules(path, st_modules(path), MODULES, "dense text")
+        architectures = config.get("architectures") or [""]
+        if str(architectures[0]).endswith("ForCausalLM") and folder_pooling(path) is None:
+            # a language model's head is what it was trained for: mean-pooling its states is nobody's recipe, and
+            # LLM rerankers (Qwen3-Reranker, bge-reranker-v2-gemma) are saved exactly like this
+            raise InvalidArgumentError(
+                f"{path.name}: a {architectures[0]} folder declares no pooling (no sentence-transformers "
+                "1_Pooling/), so zoo does not know how it embeds; an LLM reranker loads by its registered name "
+                "(`zoo list`, family llm-reranker) or as a folder saved by sentence-transformers' CrossEncoder; "
+                "refusing it rather than mean-pooling it")
         st_model = read_json(path / "config_sentence_transformers.json") or {}
         prompts = {k: v for k, v in (st_model.get("prompts") or {}).items() if v}
         default = st_model.get("default_prompt_name")
