@@ -210,3 +210,24 @@ def test_a_causal_lm_without_pooling_is_refused_by_the_text_fallback(tmp_path):
     folder = make_qwen3_reranker(tmp_path / "qwen3-reranker")
     with pytest.raises(zoo.InvalidArgumentError, match="declares no pooling.*refusing it rather than mean-pooling"):
         zoo.create(str(folder))
+
+
+def test_a_lone_surrogate_is_an_input_error_not_a_crash(tiny_ce, minilm):
+    """JSON can carry "\\ud800", which has no UTF-8 form: refused by the item, in-process and on the client side."""
+    from serving.contract import encode_item
+
+    with pytest.raises(zoo.InputError, match="input 1: text is not valid Unicode"):
+        minilm.encode(["fine", "a\ud800"], "text")
+    model = zoo.create(str(tiny_ce), device="cpu")
+    with pytest.raises(zoo.InputError, match="input 0: text is not valid Unicode"):
+        model.predict([("q", "d\udfff")])
+    with pytest.raises(zoo.InputError, match="input 2: text is not valid Unicode"):
+        encode_item(zoo.Modality.TEXT, ("q\ud800", "d"), 2, pairs=True)
+    with pytest.raises(zoo.InputError, match="input 3: text is not valid Unicode"):
+        encode_item(zoo.Modality.TEXT, "x\ud800", 3)
+
+
+def test_the_truncation_warning_counts_each_cut_pair_once(tiny_ce):
+    model = zoo.create(str(tiny_ce), device="cpu")
+    with pytest.warns(zoo.truncation.TruncationWarning, match="1 of 2 pairs"):
+        model.predict([("q", "word " * 200_000), ("q", "d")])  # cut by characters and by tokens: one pair

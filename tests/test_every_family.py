@@ -64,6 +64,10 @@ def check_output(emb, reversed_single, output: str, spec: zoo.EmbedderSpec, n: i
             assert a.ndim == 2 and a.shape[1] == spec.dim and a.dtype == np.float32 and len(a) > 0
             assert np.allclose(np.linalg.norm(a, axis=1), 1, atol=1e-5)
             assert a.shape == b.shape and np.abs(a - b).max() < 1e-4
+    elif output == "score":  # one float32 per pair, whatever the batching
+        assert isinstance(emb, np.ndarray) and emb.shape == (n,) and emb.dtype == np.float32
+        assert np.ptp(reversed_single) > 1e-3, "every pair got nearly one score: a swapped pair would pass"
+        assert np.abs(reversed_single[::-1] - emb).max() < 1e-4
     else:
         import scipy.sparse as sps
 

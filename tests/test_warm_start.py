@@ -36,7 +36,9 @@ def test_warm_up_reaches_every_modality_and_kind(tmp_path, family):
                                                          if not isinstance(r, Answer)]
     if zoo.Modality.TEXT in spec.modalities:  # the longest warm-up text fills the model's length (up to a cap)
         longest = max(int(r.tokens.max()) for r in results if r.tokens is not None)
-        limit = model.count_tokens(["warm " * 10 * spec.max_length], zoo.Modality.TEXT, None)[0]
+        long = "warm " * 10 * spec.max_length
+        item = (long, long) if contract.reads_pairs(spec.outputs) else long  # a cross-encoder reads pairs
+        limit = model.count_tokens([item], zoo.Modality.TEXT, None)[0]
         assert longest == limit or longest >= WARMUP_MAX_TOKENS < limit, (longest, limit)
 
 

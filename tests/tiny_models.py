@@ -617,12 +617,31 @@ TINY_MODELS: dict[str, Callable[[Path], Path]] = {
     "colvision": make_colqwen2,
     "m3": make_m3,
     "omni": make_omni,
+    "cross-encoder": make_cross_encoder,
+    "llm-reranker": lambda dest: _llm_reranker(dest),
 }
 
 
+def _llm_reranker(dest: Path) -> Path:
+    from tests.tiny_rerankers import make_st_llm_reranker
+
+    return make_st_llm_reranker(dest)
+
+
+#: (query, document) pairs for models whose items are pairs (cross-encoders): short, long, unicode, empty
+PAIRS = [("a red circle", "two blue squares on the left"), ("héllo wörld 🐱", "long " * 300), ("x", ""),
+         ("what is gzip", "gzip compresses files")]
+
+
 def sample_inputs(spec: zoo.EmbedderSpec) -> dict[zoo.Modality, list]:
-    """Inputs of each modality the model embeds: texts of every kind, generated images, speech and noise."""
+    """Inputs of each modality the model embeds: texts of every kind, generated images, speech and noise; for a
+    model whose items are pairs (a cross-encoder), text pairs."""
     import numpy as np
+
+    from zoo import kinds
+
+    if any(kinds.get(k).pairs for k in spec.outputs):
+        return {zoo.Modality.TEXT: PAIRS}
 
     from zoo.data import shapes as S
     from zoo.data import speech as P

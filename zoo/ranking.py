@@ -44,10 +44,12 @@ def is_pair(item: Any) -> bool:
 
 def check_pair(item: Any, index: int) -> tuple[str, str]:
     """``item`` as a ``(query, document)`` pair of strings, or an :class:`InputError` naming its index."""
+    from .media.text import decode_text
+
     if not is_pair(item):
         raise InputError(index, f"a pair is two strings (query, document); got {type(item).__name__}"
                          + (f" of {len(item)}" if isinstance(item, (tuple, list)) else ""))
-    return item[0], item[1]
+    return decode_text(item[0], index), decode_text(item[1], index)  # each side valid Unicode (it travels)
 
 
 def pair_to_wire(query: str, document: str) -> bytes:

@@ -79,9 +79,13 @@ def labels_of(config: dict[str, Any]) -> int:
 def cross_spec(path: Path, config: dict[str, Any], family: str, description: str, **options: Any) -> EmbedderSpec:
     """The spec of a local cross-encoder folder (one score per pair; its sentence-transformers prompts)."""
     prompts, default = st_prompts(path)
+    saved = (read_json(path / "tokenizer_config.json") or {}).get("model_max_length")
+    window = declared_max_length(path, config)
+    if isinstance(saved, int) and not isinstance(saved, bool) and 0 < saved < window:
+        window = saved  # sentence-transformers saves a cross-encoder's max_length with its tokenizer
     return EmbedderSpec(name=str(path), family=family, modalities=(Modality.TEXT,), dim=1,
                         license="see the folder's model card", source=str(path),
-                        max_length=declared_max_length(path, config), prompts=prompts, default_prompt_name=default,
+                        max_length=window, prompts=prompts, default_prompt_name=default,
                         description=description, outputs=(SCORE,), options=options)
 
 
@@ -89,8 +93,8 @@ class CrossEncoder(Embedder):
     """A sequence-classification reranker: ``predict(pairs)`` and ``rank(query, documents)`` as
     sentence-transformers' ``CrossEncoder``; ``encode(pairs, "text")`` gives the same scores (``score`` output).
 
-    Subclasses (LLM rerankers) replace :meth:`_load`, :meth:`_pair_batch`, :meth:`_pair_lengths` and
-    :meth:`_logits`; the decoding, fitting, batching and ranking here are shared."""
+    Subclasses (LLM rerankers) replace :meth:`_load`, :meth:`_pair_batch`, :meth:`_pair_lengths`,
+    :meth:`_logits` and :meth:`_pair_refusals`; the decoding, fitting, batching and ranking here are shared."""
 
     folder_priority = 25  # before the text fallback, which would mean-pool the classifier's encoder
 
@@ -141,6 +145,12 @@ class CrossEncoder(Embedder):
     def _logits(self, batch: Any) -> Any:
         """``[B]`` float32 raw scores (the one logit of each pair)."""
         return self.model(**batch).logits[:, 0].float()
+
+    def _pair_refusals(self, pairs: Sequence[Pair], prompt: str | None) -> list[str | None]:
+        """Why each pair is over the window where its token count does not show it (a template that cuts a side
+        by itself, under the total), None elsewhere; :meth:`fit_texts` counts such a pair as cut and, with
+        ``truncate="none"``, refuses it with that reason. A text pair's count says it all: all None."""
+        return [None] * len(pairs)
 
     def _document_cut(self, document: str, tokens: int) -> str:
         """``document`` cut to its first ``tokens`` tokens (special tokens left out), at a token's end."""
@@ -193,8 +203,9 @@ class CrossEncoder(Embedder):
     def fit_texts(self, texts: list[Any], opts: EncodeOptions, indices: list[int] | None = None,
                   report: bool = True) -> Fitted:
         """Pairs fitted to the window: documents cut to ``opts.max_tokens_per_doc`` tokens first; a pair over the
-        window is cut longest-first by the forward pass (``truncate="end"``) or refused (``"none"``);
-        ``"start"`` is refused (it keeps one text's end; a pair has two)."""
+        window (its token count, or a reason from :meth:`_pair_refusals`) is cut by the forward pass
+        (``truncate="end"``) or refused (``"none"``); ``"start"`` is refused (it keeps one text's end; a pair has
+        two)."""
         if opts.truncate == "start":
             raise InvalidArgumentError("truncate='start' keeps the end of one text; a pair is cut longest-first "
                                        "('end') or refused ('none')", "truncate")
@@ -205,13 +216,14 @@ class CrossEncoder(Embedder):
         if not report and opts.truncate == "end":
             return Fitted(pairs, cut_chars, {})
         counts = self._pair_lengths(pairs, opts.prompt, cut=False)
-        over = [c or n > self.max_length for c, n in zip(cut_chars, counts)]
+        reasons = self._pair_refusals(pairs, opts.prompt)
+        over = [c or n > self.max_length or why is not None for c, n, why in zip(cut_chars, counts, reasons)]
         errors: dict[int, InputError] = {}
         if opts.truncate == "none":
-            for p, (bad, n, chars) in enumerate(zip(over, counts, cut_chars)):
+            for p, (bad, n, chars, why) in enumerate(zip(over, counts, cut_chars, reasons)):
                 if bad:
                     errors[p] = InputError(p if indices is None else indices[p],
-                                           too_long_message(n, self.max_length, at_least=chars))
+                                           why or too_long_message(n, self.max_length, at_least=chars))
         return Fitted(pairs, over, errors)
 
     def _lengths(self, items: list[Any], modality: Modality, prompt: str | None) -> list[int]:
@@ -231,9 +243,9 @@ class CrossEncoder(Embedder):
         import torch
 
         enc = self._pair_batch(batch, opts.prompt)
-        cut = [bool(e.overflowing) for e in enc.encodings] if getattr(enc, "encodings", None) else []
+        cut = [bool(e.overflowing) for e in enc.encodings] if getattr(enc, "encodings", None) else [False] * len(batch)
         truncation.note(truncation.TruncationWarning, f"pairs exceed {self.max_length} tokens and were cut",
-                        sum(cut) + sum(is_cut(q) or is_cut(d) for q, d in batch))
+                        sum(c or is_cut(q) or is_cut(d) for c, (q, d) in zip(cut, batch)))
         with torch.inference_mode():
             logits = self._logits(enc)
             if self.activation == "sigmoid":

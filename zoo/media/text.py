@@ -46,10 +46,20 @@ def cut_text(text: str, limit: int | None) -> str:
 def decode_text(item: Any, index: int, limit: int | None = None) -> str:
     """A text item as ``str``, cut to ``limit`` characters when given (see :func:`cut_text`)."""
     if isinstance(item, str):
-        return cut_text(item, limit)
+        return _unicode(cut_text(item, limit), index)
     if isinstance(item, (bytes, bytearray, memoryview)):
         return cut_text(_utf8(memoryview(item).cast("B"), index, limit), limit)
     raise InputError(index, f"text input must be str or UTF-8 bytes, got {type(item).__name__}")
+
+
+def _unicode(text: str, index: int) -> str:
+    """``text`` if it is valid Unicode: a lone surrogate (``"\\ud800"``, which JSON can carry) has no UTF-8 form, so
+    no tokenizer or wire could take it; refused here, naming where it is."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise InputError(index, f"text is not valid Unicode (a lone surrogate at character {err.start})") from None
+    return text
 
 
 _CHUNK = 1 << 20  # bytes checked at a time past the part of a long text that is kept
