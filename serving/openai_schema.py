@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 
 # ---- answers ------------------------------------------------------------------------------------------------
@@ -73,6 +73,95 @@ class ModelList(BaseModel):
     data: list[ModelCard]
 
 
+class RankedDocument(BaseModel):
+    """A ranked document as it was sent: ``text``, and a document object's other fields."""
+
+    model_config = ConfigDict(extra="allow")
+    text: str
+
+
+class RerankResult(BaseModel):
+    """One ranked document: its place in ``documents`` and its score."""
+
+    index: int = Field(description="the document's place in the request's documents")
+    relevance_score: float = Field(description="the model's score: a cross-encoder's (its card's activation), or "
+                                   "a bi-encoder's similarity of query and document")
+    document: RankedDocument | None = Field(None, description="with return_documents: the document")
+
+
+class RerankUsage(BaseModel):
+    """The tokens the model read: Jina's ``total_tokens``, and OpenAI's names as on /v1/embeddings."""
+
+    prompt_tokens: int
+    total_tokens: int
+    truncated_inputs: int = Field(description="how many texts (or pairs) were cut to the model's window")
+
+
+class ApiVersion(BaseModel):
+    """Cohere's ``meta.api_version``."""
+
+    version: str
+
+
+class BilledUnits(BaseModel):
+    """Cohere's ``meta.billed_units``: a search unit a query and up to 100 documents."""
+
+    search_units: int
+
+
+class MetaTokens(BaseModel):
+    """Cohere's ``meta.tokens``."""
+
+    input_tokens: int
+
+
+class RerankMeta(BaseModel):
+    """Cohere's ``meta``."""
+
+    api_version: ApiVersion
+    billed_units: BilledUnits
+    tokens: MetaTokens
+
+
+class RerankResponse(BaseModel):
+    """``POST /v1/rerank``, ``/rerank`` and ``/v2/rerank``: Cohere's answer (``id``, ``results``, ``meta``) and
+    Jina's (``model``, ``results``, ``usage``) in one, best first."""
+
+    id: str
+    model: str
+    results: list[RerankResult]
+    usage: RerankUsage
+    meta: RerankMeta
+
+
+class ScoreData(BaseModel):
+    """One pair's score."""
+
+    index: int
+    object: Literal["score"] = "score"
+    score: float
+
+
+class ScoreUsage(BaseModel):
+    """vLLM's ``usage`` of ``/score``."""
+
+    prompt_tokens: int
+    total_tokens: int
+    completion_tokens: int = 0
+    truncated_inputs: int = Field(description="how many texts (or pairs) were cut to the model's window")
+
+
+class ScoreResponse(BaseModel):
+    """``POST /v1/score``: vLLM's answer, one score a pair in pair order."""
+
+    id: str
+    object: Literal["list"] = "list"
+    created: int
+    model: str
+    data: list[ScoreData]
+    usage: ScoreUsage
+
+
 class ErrorDetail(BaseModel):
     """What went wrong: ``param`` names the request field at fault, ``code`` the rule."""
 
@@ -89,6 +178,10 @@ class ErrorResponse(BaseModel):
 
 
 # ---- the published schema -----------------------------------------------------------------------------------
+#: the routes open even with an API key (probes); every other route of the schema needs it
+OPEN_PATHS = frozenset({"/health"})
+
+
 def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """FastAPI's ``responses`` for a route's error statuses, each in :class:`ErrorResponse`'s shape."""
     return {status: {"model": ErrorResponse, "description": "an error in OpenAI's shape"} for status in statuses}
@@ -112,7 +205,8 @@ def request_schemas(*models: type[BaseModel]) -> dict[str, Any]:
 def openapi_document(app: Any, requests: list[type[BaseModel]], bearer: bool) -> dict[str, Any]:
     """``app``'s OpenAPI document: FastAPI's, plus the ``requests`` models' components (the door reads its bodies
     itself, bounded, so FastAPI does not know them), less the 422 FastAPI lists for routes with parameters (the
-    door answers none: its one parameter is a string); with ``bearer``, the ``/v1`` routes need the API key."""
+    door answers none: its one parameter is a string); with ``bearer``, every route but :data:`OPEN_PATHS` needs the
+    API key."""
     from fastapi.openapi.utils import get_openapi
 
     doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
@@ -127,6 +221,6 @@ def openapi_document(app: Any, requests: list[type[BaseModel]], bearer: bool) ->
     for path, operations in doc["paths"].items():
         for operation in operations.values():
             operation.get("responses", {}).pop("422", None)
-            if bearer and path.startswith("/v1/"):
+            if bearer and path not in OPEN_PATHS:
                 operation["security"] = [{"bearer": []}]
     return doc

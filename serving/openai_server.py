@@ -1,4 +1,5 @@
-"""The OpenAI-compatible door: ``POST /v1/embeddings``, ``GET /v1/models``, ``GET /health`` over HTTP.
+"""The OpenAI-compatible door: ``POST /v1/embeddings``, ``GET /v1/models``, ``GET /health`` over HTTP, and the
+rerank and score routes of :mod:`serving.openai_rerank` (Cohere's, Jina's and vLLM's shapes).
 
 It holds no model. Each request is checked here (:mod:`serving.openai_api`, against the pydantic models of
 :mod:`serving.openai_models`, which ``GET /openapi.json`` publishes), its items are split by
@@ -73,6 +74,8 @@ from .openai_limits import (
 )
 from .openai_long import REQUESTS, add_routes, embed_chunks
 from .openai_models import EmbeddingRequest
+from .openai_rerank import REQUESTS as RERANK_REQUESTS
+from .openai_rerank import add_rerank_routes
 from .openai_schema import EmbeddingResponse, ModelCard, ModelList, error_responses, openapi_document, request_body
 
 INLINE_TEXT_CHARS = 1 << 16  # text requests this small are serialized on the event loop (cheaper than a thread)
@@ -173,9 +176,10 @@ def create_app(grpc_url: str, *, api_key: str | None = None, max_body_bytes: int
                otlp_endpoint: str | None = None) -> FastAPI:
     """The FastAPI application of the door, forwarding to tritonserver at ``grpc_url``.
 
-    ``api_key``: when set, ``/v1/*`` needs ``Authorization: Bearer <key>`` (``/health`` stays open for
-    probes). ``health``: a ``() -> (ready, body)`` report (the supervisor's); by default Triton's own.
-    ``max_concurrent``, ``max_queued``, ``queue_wait``: the admission of ``/v1/*`` requests (429 beyond);
+    ``api_key``: when set, every route but ``/health`` and ``/metrics`` (``/v1/*``, and the rerank and score
+    routes of :mod:`serving.openai_rerank`) needs ``Authorization: Bearer <key>``. ``health``: a
+    ``() -> (ready, body)`` report (the supervisor's); by default Triton's own. ``max_concurrent``, ``max_queued``,
+    ``queue_wait``: the admission of those requests (429 beyond);
     ``body_timeout``: seconds a body may take to arrive (408); ``max_buffered_bytes``: bytes of bodies held at
     once (default ``BUFFERED_BODIES`` x ``max_body_bytes``; 429 beyond). ``admin_headers``: what opens
     Triton's model-repository API, which lists the models (:attr:`serving.server.TritonServer.admin_headers`).
@@ -210,7 +214,8 @@ def create_app(grpc_url: str, *, api_key: str | None = None, max_body_bytes: int
 
     def openapi() -> dict[str, Any]:  # built on the first GET /openapi.json, then kept
         if app.openapi_schema is None:
-            app.openapi_schema = openapi_document(app, [EmbeddingRequest, *REQUESTS], bearer=expected is not None)
+            app.openapi_schema = openapi_document(app, [EmbeddingRequest, *REQUESTS, *RERANK_REQUESTS],
+                                                  bearer=expected is not None)
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]
@@ -285,6 +290,7 @@ def create_app(grpc_url: str, *, api_key: str | None = None, max_body_bytes: int
             return await asyncio.to_thread(parse, body)
 
     add_routes(app, catalog, guarded, read)
+    add_rerank_routes(app, catalog, guarded, read)  # /v1/rerank, /rerank, /v2/rerank, /v1/score, /score
 
     @app.get("/v1/models", response_model=ModelList, responses=error_responses(401, 429, 500, 503))
     async def models(request: Request) -> Response:
