@@ -278,18 +278,18 @@ def test_build_quarantines_and_a_second_start_works(tmp_path, monkeypatch, capsy
 def test_a_model_that_fails_on_everything_does_not_stop_the_start(tmp_path, monkeypatch, capsys):
     """Not an item's fault (the model embeds nothing): nothing is quarantined, the start goes on with the other
     models, and the failed index is built at its first search."""
-    import ui.app
+    import ui.search
     from ui.cli import build
 
     small_corpus(tmp_path / "corpus", tmp_path)
-    real = ui.app.kind_outputs
+    real = ui.search.kind_outputs
 
     def broken(embedder, inputs, modality, kind, query=False):
         if embedder.spec.name == ALIGNED:
             raise RuntimeError("the model is broken")
         return real(embedder, inputs, modality, kind, query)
 
-    monkeypatch.setattr(ui.app, "kind_outputs", broken)
+    monkeypatch.setattr(ui.search, "kind_outputs", broken)
     searcher, _ = build("local", "", tmp_path)
     out = capsys.readouterr().out
     assert f"indexing for {ALIGNED} failed (RuntimeError: the model is broken)" in out

@@ -3,25 +3,23 @@
 Endpoints (usable from ``gradio_client``; every argument but the query has a default):
 ``/search_text``, ``/search_image``, ``/search_audio``, ``/search_video``, ``/search_interleaved``. Each returns
 ``(gallery, results, latency)``; ``results`` is the ranked list ``[{"rank", "score", "label", "modality",
-"id"}, …]``.
+"id"}, …]``. With ``rerank=True`` the top ``rerank_n`` results are reranked (:mod:`ui.rerank`), and each result
+also carries ``score_before``, ``rank_before`` and ``reranked``.
 """
 
 from __future__ import annotations
 
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import gradio as gr
 
-from zoo import kinds, scoring
 from zoo import postprocess as pp
 from zoo.defaults import default_model
-from zoo.errors import InvalidArgumentError, ZooError, choices
+from zoo.errors import ZooError
 from zoo.spec import Modality
 
-from .backend import Backend, kind_outputs, supporting
+from .backend import supporting
 from .corpus import (
     AUDIO_EXT,
     IMAGE_EXT,
@@ -33,18 +31,9 @@ from .corpus import (
     Corpus,
 )
 from .default_corpus import scene_colours
-from .index import Hit
-from .layouts import open_index
+from .rerank import DEFAULT_RERANK, MAX_RERANK
+from .search import Searcher, retrieval_modes
 from .uploads import UPLOAD_MAX_AGE_S, discard_leftovers, discard_uploads
-
-HYBRID = ("dense", "sparse")  # the kinds whose rankings "hybrid" fuses
-
-
-def retrieval_modes() -> tuple[str, ...]:
-    """How a search ranks: "auto" by the model's first output kind, by any one kind (:func:`zoo.kinds.names`),
-    or "hybrid", which fuses its :data:`HYBRID` rankings by reciprocal rank fusion."""
-    return ("auto", *kinds.names(), "hybrid")
-
 
 RETRIEVAL = retrieval_modes()  # the modes when the app is built (the dropdown's choices)
 
@@ -55,7 +44,6 @@ TARGETS = {  # query modality → the corpus modalities it can search
     Modality.VIDEO: (Modality.TEXT, Modality.IMAGE, Modality.VIDEO),
     Modality.INTERLEAVED: (Modality.IMAGE,),
 }
-SHOWN = (Modality.IMAGE.value, Modality.VIDEO.value)  # result modalities the gallery displays
 
 
 TEXT_EXAMPLES = ("a picture of a yellow star", "a cat", "an astronaut in space")
@@ -85,80 +73,6 @@ def examples(corpus: Corpus) -> dict[Modality, tuple[list[list[Any]], list[str]]
     out[Modality.INTERLEAVED] = ([[str(corpus.file(i)), text] for i, text in pairs],
                                  [f"{i.label} + “{text}”" for i, text in pairs])
     return out
-
-
-class Searcher:
-    """Holds the corpus and one index per model; thread-safe indexing."""
-
-    def __init__(self, backend: Backend, corpus: Corpus, index_root: Path, approximate: bool = False,
-                 store: Any = None) -> None:
-        self.backend, self.corpus = backend, corpus
-        self.index_root, self.approximate = Path(index_root), approximate
-        self.store = store  # a zoo.store.VectorStore: dense vectors live there instead of in FAISS
-        self.indexes: dict[Any, Any] = {}  # model (dense) or (model, kind) → its index
-        self._lock = threading.Lock()
-
-    def index_folder(self, model: str, weights: str, kind: str = "dense") -> Path:
-        """Where a model's vectors are kept: keyed by its name and its weights' fingerprint, so vectors of
-        other (older, retrained) weights are never served; other output kinds beside the dense vectors (the
-        folder's suffix is the kind's, :attr:`zoo.kinds.OutputKind.index_suffix`)."""
-        name = model.replace("/", "--").strip("-.")
-        name = f"{name}@{weights}" if weights else name
-        return self.index_root / f"{name}{kinds.get(kind).index_suffix}"
-
-    def index(self, model: str, progress=None, kind: str = "dense") -> Any:
-        """The model's index of output ``kind``, extended with any corpus items it has not embedded yet."""
-        with self._lock:
-            embedder = self.backend.embedder(model)
-            handler = kinds.get(kind)
-            key = (model, kind) if handler.index_suffix else model  # a plain folder, a plain key
-            if key not in self.indexes:
-                folder = self.index_folder(model, embedder.weights_fingerprint, kind)
-                if self.store is not None and handler.index_layout == kinds.VECTORS:  # the database keeps vectors
-                    from .store_index import StoreIndex
-
-                    self.indexes[key] = StoreIndex(folder, embedder.spec, self.store)
-                else:
-                    self.indexes[key] = open_index(kind, folder, embedder.spec, self.approximate)
-            self.indexes[key].update(self.corpus, lambda x, m: kind_outputs(embedder, x, m, kind), progress)
-            return self.indexes[key]
-
-    def search(self, model: str, query: Any, modality: Modality, target: str, k: int, dimensions: int,
-               precision: str, progress=None, mode: str = "auto") -> tuple[list, list[dict], str]:
-        """Run one query; returns gallery entries, ranked results and a latency line (with what one item of
-        the index costs to store)."""
-        outputs = self.backend.spec(model).outputs
-        kinds_used = {"auto": [outputs[0]], "hybrid": list(HYBRID)}.get(mode, [mode])
-        given = kinds.available(outputs)  # derived kinds too
-        if mode not in retrieval_modes() or not set(kinds_used) <= set(given):
-            raise InvalidArgumentError(f"retrieval {mode!r} needs outputs {kinds_used} but {model} gives "
-                                       f"{choices(given)}; choose one of {choices(retrieval_modes())}")
-        dims = int(dimensions) or None
-        indexes = [self.index(model, progress, kind) for kind in kinds_used]
-        embedder = self.backend.embedder(model)
-        t0 = time.perf_counter()
-        queries = [kinds.items_of(kind_outputs(embedder, [query], modality.value, kind, query=True), kind)[0]
-                   for kind in kinds_used]
-        t1 = time.perf_counter()
-        rankings = [index.search(q, self.corpus, target, int(k), dimensions=dims, precision=precision)
-                    for index, q in zip(indexes, queries)]
-        if len(rankings) == 1:
-            hits = rankings[0]
-        else:  # reciprocal rank fusion of the dense and the sparse ranking
-            by_id = {h.item.id: h.item for ranking in rankings for h in ranking}
-            fused = scoring.reciprocal_rank_fusion([[h.item.id for h in ranking] for ranking in rankings])[: int(k)]
-            hits = [Hit(by_id[key], score) for key, score in fused]
-        t2 = time.perf_counter()
-        index = indexes[0]
-        costs = " + ".join(f"{i.kind} {i.bytes_per_item(dims, precision):,.0f} B" for i in indexes)
-        results = [{"rank": r + 1, "score": round(h.score, 4), "label": h.item.label, "modality": h.item.modality,
-                    "id": h.item.id} for r, h in enumerate(hits)]
-        gallery = [(str(self.corpus.file(h.item)), f"{h.score:.3f}  {h.item.label}") for h in hits
-                   if h.item.modality in SHOWN]
-        latency = (f"query embedding {1000 * (t1 - t0):.1f} ms · search {1000 * (t2 - t1):.1f} ms · "
-                   f"{len(index.ids)} items indexed · {'+'.join(kinds_used)} · {costs} per item · "
-                   f"{self.backend.kind} backend · {model}")
-        return gallery, results, latency
 
 
 def _guard(fn):
@@ -206,6 +120,11 @@ def build_app(searcher: Searcher, title: str = "embedding-zoo · cross-modal ret
             k = gr.Slider(1, 24, value=8, step=1, label="results")
             mode = gr.Dropdown(list(RETRIEVAL), value="auto", label="retrieval (model's kind, or hybrid)",
                                elem_id="retrieval")
+        with gr.Row():  # the second stage: what it does is on the page, which model does it too
+            rerank = gr.Checkbox(False, label="rerank the top N", info=searcher.rerankers.describe(),
+                                 elem_id="rerank")
+            rerank_n = gr.Slider(1, MAX_RERANK, value=DEFAULT_RERANK, step=1, label="N (first-stage results reranked)",
+                                 elem_id="rerank-n")
         gallery = gr.Gallery(label="results", columns=6, height="auto", elem_id="results-gallery", render=False)
         latency = gr.Markdown(elem_id="latency", render=False)
         results = gr.JSON(label="ranked results", elem_id="results-json", render=False)
@@ -293,10 +212,11 @@ def build_app(searcher: Searcher, title: str = "embedding-zoo · cross-modal ret
         results.render()
 
         outs = [gallery, results, latency]
-        settings = [dims, precision, k, mode]
+        settings = [dims, precision, k, mode, rerank, rerank_n]
 
         @_guard
-        def run(query_mod: Modality, query, target, model, dimensions, precision, k, progress, mode="auto"):
+        def run(query_mod: Modality, query, target, model, dimensions, precision, k, progress, mode="auto",
+                rerank=False, rerank_n=DEFAULT_RERANK):
             valid = [t.value for t in TARGETS[query_mod]]
             if target not in valid:
                 raise gr.Error(f"a {query_mod.value} query can search for {', '.join(valid)}, not {target!r}")
@@ -305,36 +225,46 @@ def build_app(searcher: Searcher, title: str = "embedding-zoo · cross-modal ret
             model = model or pick(query_mod, target)
             if model is None:
                 raise gr.Error(f"no available model embeds both {query_mod.value} and {target}")
-            return searcher.search(model, query, query_mod, target, k, dimensions or 0, precision, progress, mode)
+            if rerank:  # no reranker for these documents: the search runs, and the page says why
+                why = searcher.rerankers.pick(model, query_mod, Modality(target))
+                if isinstance(why, str):
+                    gr.Warning(f"not reranked: {why}")
+            return searcher.search(model, query, query_mod, target, k, dimensions or 0, precision, progress, mode,
+                                   rerank_n if rerank else 0)
 
         def search_text(query: str, target: str = "image", model: str | None = None, dimensions: int = 0,
-                        precision: str = "float32", k: int = 8, mode: str = "auto", progress=gr.Progress()):
+                        precision: str = "float32", k: int = 8, mode: str = "auto", rerank: bool = False,
+                        rerank_n: int = DEFAULT_RERANK, progress=gr.Progress()):
             """Text query → ranked corpus items of ``target`` modality (``mode``: see ``RETRIEVAL``)."""
-            return run(Modality.TEXT, query, target, model, dimensions, precision, k, progress, mode)
+            return run(Modality.TEXT, query, target, model, dimensions, precision, k, progress, mode, rerank, rerank_n)
 
         def search_image(query: str, target: str = "image", model: str | None = None, dimensions: int = 0,
-                         precision: str = "float32", k: int = 8, mode: str = "auto", progress=gr.Progress()):
+                         precision: str = "float32", k: int = 8, mode: str = "auto", rerank: bool = False,
+                         rerank_n: int = DEFAULT_RERANK, progress=gr.Progress()):
             """Image query (file path or upload) → ranked corpus items."""
-            return run(Modality.IMAGE, query, target, model, dimensions, precision, k, progress, mode)
+            return run(Modality.IMAGE, query, target, model, dimensions, precision, k, progress, mode, rerank, rerank_n)
 
         def search_audio(query: str, target: str = "image", model: str | None = None, dimensions: int = 0,
-                         precision: str = "float32", k: int = 8, mode: str = "auto", progress=gr.Progress()):
+                         precision: str = "float32", k: int = 8, mode: str = "auto", rerank: bool = False,
+                         rerank_n: int = DEFAULT_RERANK, progress=gr.Progress()):
             """Audio query (file path or recording) → ranked corpus items."""
-            return run(Modality.AUDIO, query, target, model, dimensions, precision, k, progress, mode)
+            return run(Modality.AUDIO, query, target, model, dimensions, precision, k, progress, mode, rerank, rerank_n)
 
         def search_video(query: str, target: str = "text", model: str | None = None, dimensions: int = 0,
-                         precision: str = "float32", k: int = 8, mode: str = "auto", progress=gr.Progress()):
+                         precision: str = "float32", k: int = 8, mode: str = "auto", rerank: bool = False,
+                         rerank_n: int = DEFAULT_RERANK, progress=gr.Progress()):
             """Video query (file path or upload) → ranked corpus items."""
-            return run(Modality.VIDEO, query, target, model, dimensions, precision, k, progress, mode)
+            return run(Modality.VIDEO, query, target, model, dimensions, precision, k, progress, mode, rerank, rerank_n)
 
         def search_interleaved(image: str, text: str = "", target: str = "image", model: str | None = None,
                                dimensions: int = 0, precision: str = "float32", k: int = 8, mode: str = "auto",
-                               progress=gr.Progress()):
+                               rerank: bool = False, rerank_n: int = DEFAULT_RERANK, progress=gr.Progress()):
             """An image plus a text modifier → ranked images."""
             if not image:
                 raise gr.Error("choose an image first")
             parts = [{"image": image}] + ([text] if text and text.strip() else [])  # a bare str part is text
-            return run(Modality.INTERLEAVED, parts, target, model, dimensions, precision, k, progress, mode)
+            return run(Modality.INTERLEAVED, parts, target, model, dimensions, precision, k, progress, mode, rerank,
+                       rerank_n)
 
         wiring = [
             (search_text, [text_q, t_target, t_model], t_btn, t_ex),

@@ -108,9 +108,16 @@ class TritonBackend:
         return served_folder or self._remote(name)
 
 
+def searchable(spec: EmbedderSpec) -> bool:
+    """Whether a model can index the corpus: it embeds items on their own (a cross-encoder reads pairs, so it
+    only reranks)."""
+    return not kinds.get(spec.output).pairs
+
+
 def supporting(backend: Backend, modalities: tuple[Modality, ...]) -> list[str]:
-    """Models of ``backend`` that embed every one of ``modalities``."""
-    return [name for name in backend.models() if all(backend.spec(name).supports(m) for m in modalities)]
+    """Models of ``backend`` that embed every one of ``modalities`` into a corpus index (see :func:`searchable`)."""
+    return [name for name in backend.models()
+            if searchable(spec := backend.spec(name)) and all(spec.supports(m) for m in modalities)]
 
 
 def full_vectors(embedder: Embedder, inputs: list, modality: str) -> np.ndarray:

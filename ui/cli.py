@@ -21,11 +21,13 @@ def _settings(args: argparse.Namespace) -> Settings:
 
 def build(backend_kind: str, url: str, data_dir: Path, approximate: bool = False, device: str | None = None,
           corpus_dirs: list[str] | None = None, index: str | None = None,
-          admin_headers: dict[str, str] | None = None):
+          admin_headers: dict[str, str] | None = None, reranker: str | None = None):
     """Backend, corpus (built offline on first start, plus the operator's ``corpus_dirs``) and pre-built
     indexes of the default models; ``index``: a vector database URI (:mod:`zoo.store`) for the dense
-    vectors instead of FAISS. No corpus item stops it: one a model fails on is quarantined (listed, not
-    indexed), and a model that cannot be indexed now is indexed at its first search."""
+    vectors instead of FAISS; ``reranker``: the model that reranks the documents it reads when the page asks
+    (:mod:`ui.rerank`; checked here, so a name the backend does not know stops the start with the reason).
+    No corpus item stops it: one a model fails on is quarantined (listed, not indexed), and a model that
+    cannot be indexed now is indexed at its first search."""
     from .backend import LocalBackend, TritonBackend
     from .default_corpus import build_default
     from .uploads import UPLOAD_MAX_AGE_S, clean_uploads
@@ -38,8 +40,10 @@ def build(backend_kind: str, url: str, data_dir: Path, approximate: bool = False
     if stale:
         print(f"removed {stale} stale upload file(s)", flush=True)
     from .app import Searcher
+    from .rerank import Rerankers
 
     backend = TritonBackend(url, admin_headers) if backend_kind == "triton" else LocalBackend(device)
+    Rerankers(backend, reranker).check()  # before the corpus is built: a wrong name fails fast
     print(f"corpus: {data_dir / 'corpus'}", flush=True)
     corpus = build_default(data_dir / "corpus")
     for folder in corpus_dirs or []:  # the operator's choice on the command line; page users can only upload
@@ -53,7 +57,9 @@ def build(backend_kind: str, url: str, data_dir: Path, approximate: bool = False
         store = VectorStore(index)
         print(f"dense vectors in {index}", flush=True)
     searcher = Searcher(backend, corpus, data_dir / "index" / (f"{backend_kind}-store" if index else backend_kind),
-                        approximate, store)
+                        approximate, store, reranker)
+    if reranker:
+        print(f"reranker: {reranker}", flush=True)
     available = set(backend.models())
     from tqdm.auto import tqdm
 
@@ -136,7 +142,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
         admin = {GRPC_ADMIN_PREFIX + ADMIN_HEADER: cfg.triton_admin_key}
     searcher, uploads = build(args.backend, args.url, cfg.demo_dir, args.approximate, args.device,
-                              args.corpus, args.index, admin)
+                              args.corpus, args.index, admin, args.reranker)
     launch(searcher, uploads, args.host, args.port, block=True)
     return 0
 
@@ -160,6 +166,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--index", metavar="URI", help="keep the dense vectors in this vector database instead of "
                    "FAISS: qdrant:PATH (embedded), qdrant+http://HOST:PORT (a server)")
     p.add_argument("--device", help="local backend: torch device")
+    p.add_argument("--reranker", metavar="MODEL",
+                   help="the model the page's 'rerank the top N' toggle uses where it reads the documents: a "
+                   "cross-encoder (text), or any model that embeds the query's and the documents' modalities "
+                   "(default: for text, the listwise reranker of the search's text model); on the triton "
+                   "backend a served model")
     p.add_argument("--triton-admin-key", metavar="KEY",  # unset: the environment's, through _settings
                    help="the served tritonserver's admin secret, which listing its models needs (default: "
                    "$ZOO_TRITON_ADMIN_KEY; `zoo serve --ui` passes its own)")
