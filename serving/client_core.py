@@ -52,6 +52,7 @@ from zoo.errors import (
     ServerError,
 )
 from zoo.front import EncodeFront, EncodeOptions, check_batch_size, check_items
+from zoo.ranking import pair_chars
 from zoo.spec import Modality
 
 from . import contract
@@ -245,16 +246,18 @@ class _Core(EncodeFront):
         gateway): only data is accepted."""
         check_items(inputs)
         pairs = self.reads_pairs
-        return [contract.encode_item(modality, x, i, allow_paths, pairs) for i, x in enumerate(inputs)]
+        limit = pair_chars(self.spec) if pairs else None
+        return [contract.encode_item(modality, x, i, allow_paths, pairs, limit) for i, x in enumerate(inputs)]
 
     def wire_per_item(self, inputs: Sequence[Any], modality: Modality) -> list[bytes | InputError]:
         """Check and serialize every item, a bad one becoming its :class:`InputError` in place."""
         check_items(inputs)
         out: list[bytes | InputError] = []
         pairs = self.reads_pairs
+        limit = pair_chars(self.spec) if pairs else None
         for i, x in enumerate(inputs):
             try:
-                out.append(contract.encode_item(modality, x, i, pairs=pairs))
+                out.append(contract.encode_item(modality, x, i, pairs=pairs, limit=limit))
             except InputError as err:
                 out.append(err)
         return out

@@ -15,7 +15,7 @@ import numpy as np
 from zoo.errors import InvalidArgumentError
 from zoo.front import check_items
 from zoo.kinds import SCORE
-from zoo.ranking import check_documents, check_top_k, ranked
+from zoo.ranking import check_top_k, cross_pairs, ranked
 from zoo.spec import Modality
 
 from .client_core import Job, _Core
@@ -49,10 +49,8 @@ def rank_job(core: _Core, query: str, documents: Sequence[str], top_k: int | Non
     :meth:`zoo.families.cross.CrossEncoder.rank` ranks them: ``[{"corpus_id": i, "score": s, "text": document}]``
     (``text`` with ``return_documents``), at most ``top_k``."""
     check_cross_encoder(core, "rank")
-    check_documents(documents)
-    if not isinstance(query, str):
-        raise InvalidArgumentError(f"the query must be a string, got {type(query).__name__}", "query")
+    pairs = cross_pairs(query, documents)
     top_k = check_top_k(top_k)  # before anything is sent
-    job = predict_job(core, [(query, d) for d in documents], batch_size=batch_size,
+    job = predict_job(core, pairs, batch_size=batch_size,
                       max_tokens_per_doc=max_tokens_per_doc, priority=priority, method="rank")
     return Job(job.parts, lambda parts: ranked(job.finish(parts), documents, top_k, return_documents), "rank")

@@ -348,12 +348,14 @@ def request_parameters(opts: EncodeOptions) -> dict[str, Any]:
 
 
 # ---- items on the wire ---------------------------------------------------------------------------
-def encode_item(modality: Modality, item: Any, index: int, allow_paths: bool = True, pairs: bool = False) -> bytes:
+def encode_item(modality: Modality, item: Any, index: int, allow_paths: bool = True, pairs: bool = False,
+                limit: int | None = None) -> bytes:
     """One client-side item as the element of its modality's input tensor (checked first, see
     :func:`zoo.media.to_wire`); interleaved parts travel as UTF-8 JSON. ``pairs``: the model's items are
-    ``(query, document)`` pairs (:func:`reads_pairs`), each one ``TEXT`` element (:func:`zoo.ranking.pair_to_wire`)."""
+    ``(query, document)`` pairs (:func:`reads_pairs`), each one ``TEXT`` element (:func:`zoo.ranking.pair_to_wire`;
+    ``limit``: characters of each side sent, :func:`zoo.ranking.pair_chars`)."""
     if pairs:
-        return pair_to_wire(*check_pair(item, index))
+        return pair_to_wire(*check_pair(item, index), limit)
     wire = media.to_wire(item, index, modality, allow_paths)
     return json.dumps(wire).encode("utf-8") if modality is Modality.INTERLEAVED else wire
 

@@ -325,10 +325,12 @@ def parse_request(body: Any) -> EmbeddingRequest:
         raise validation_error(err) from None
 
 
-def too_long(index: int, reason: str, *, place: str | None = None, param: str = "input") -> ApiError | None:
+def too_long(index: int, reason: str, *, place: str | None = None, param: str = "input",
+             cuts: str = '"end" or "start"') -> ApiError | None:
     """OpenAI's 400 for a text over the model's window (``truncate="none"``), worded like OpenAI's own, when
     ``reason`` is the core's message of one (:func:`zoo.long.too_long_counts` reads it); None otherwise. The text
-    is ``input[index]`` unless ``place`` names it (another route's field, ``param``)."""
+    is ``input[index]`` unless ``place`` names it (another route's field, ``param``); ``cuts``: the truncate modes
+    that would take it (a pair is cut at its end only)."""
     from zoo.long import too_long_counts
 
     counts = too_long_counts(reason)
@@ -336,8 +338,8 @@ def too_long(index: int, reason: str, *, place: str | None = None, param: str = 
         return None
     count, limit = counts
     return bad_request(f"This model's maximum context length is {limit} tokens, however you requested {count} "
-                       f"tokens ({place or f'input[{index}]'}). Please reduce the input, or set truncate to \"end\" "
-                       "or \"start\" to cut it to the window.", param=param, code="context_length_exceeded")
+                       f"tokens ({place or f'input[{index}]'}). Please reduce the input, or set truncate to {cuts} to "
+                       "cut it to the window.", param=param, code="context_length_exceeded")
 
 
 def api_error(err: BaseException, positions: list[int] | None = None) -> ApiError:

@@ -49,7 +49,7 @@ from pydantic_core import PydanticCustomError
 
 from zoo.errors import InputError, ZooError
 from zoo.media import budgets
-from zoo.ranking import bi_scores, bi_sides, is_cross_encoder, pair_to_wire, ranked
+from zoo.ranking import bi_scores, bi_sides, is_cross_encoder, pair_chars, pair_to_wire, ranked, refuse_doc_tokens
 from zoo.spec import Modality
 
 from .door_metrics import Exchange, failure_reason
@@ -228,7 +228,8 @@ async def _call(embedder: Any, raw: list[bytes], opts: Any, exchange: Exchange, 
                                          priority=exchange.priority, traceparent=exchange.traceparent)
     except InputError as err:  # the model refused one text: named by its place in the request
         field, where = place(err.index)
-        answer = too_long(err.index, err.reason, place=where, param=field) or bad_request(
+        cuts = '"end"' if is_cross_encoder(embedder) else '"end" or "start"'  # a pair is cut at its end only
+        answer = too_long(err.index, err.reason, place=where, param=field, cuts=cuts) or bad_request(
             f"{where}: {err.reason}", param=field)
         answer.failure = failure_reason(err)
         raise answer from None
@@ -253,19 +254,20 @@ async def score(embedder: Any, req: _Scoring, queries: list[str], documents: lis
     if Modality.TEXT not in embedder.spec.modalities:
         raise bad_request(f"model `{req.model}` reads no text; it embeds "
                           f"{', '.join(m.value for m in embedder.spec.modalities)}", param="model")
-    # every text as its UTF-8 bytes, which a pair's JSON needs too: a text that has none is refused here, by name
-    q_wire = [_wire(t, query_at(i)) for i, t in enumerate(queries)]
-    d_wire = [_wire(t, document_at(i)) for i, t in enumerate(documents)]
+    # every text has UTF-8 bytes (a pair's JSON needs them too): a text that has none is refused here, by name
+    for texts, place in ((queries, query_at), (documents, document_at)):
+        for i, t in enumerate(texts):
+            _wire(t, place(i))  # checked, not kept: a pair sends its own cut copy
     try:
         if is_cross_encoder(embedder):  # as zoo.rerank decides: a cross-encoder reads each (query, document) pair
             opts = embedder.options(output=req.output, truncate=req.truncate, max_tokens_per_doc=req.max_tokens_per_doc)
-            one = len(queries) == 1
-            raw = [pair_to_wire(queries[0 if one else i], d) for i, d in enumerate(documents)]
+            one, limit = len(queries) == 1, pair_chars(embedder.spec)  # the query is not copied whole per document
+            raw = [pair_to_wire(queries[0 if one else i], d, limit) for i, d in enumerate(documents)]
             served = await _call(embedder, raw, opts, exchange, pair_at)
             return np.asarray(served[0], np.float32).reshape(-1), *_counted(served)
-        if req.max_tokens_per_doc is not None:
-            raise bad_request(f"max_tokens_per_doc applies to cross-encoders; model `{req.model}` embeds the "
-                              "documents whole", param="max_tokens_per_doc")
+        refuse_doc_tokens(embedder, req.max_tokens_per_doc)
+        q_wire = [_wire(t, query_at(i)) for i, t in enumerate(queries)]
+        d_wire = [_wire(t, document_at(i)) for i, t in enumerate(documents)]
         kind, q_prompt, d_prompt = bi_sides(embedder.spec, req.output)
         q_opts = embedder.options(output=kind, prompt_name=q_prompt, truncate=req.truncate)
         d_opts = embedder.options(output=kind, prompt_name=d_prompt, truncate=req.truncate)

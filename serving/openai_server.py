@@ -96,6 +96,9 @@ async def embed(catalog: Catalog, req: EmbeddingRequest, exchange: Exchange | No
             exchange.model = public_name(triton_name(req.model))
         raise
     exchange.model = public_name(embedder.triton_name)
+    if contract.reads_pairs(embedder.spec.outputs):  # its items are pairs and its answer a number, not a vector
+        raise bad_request(f"model `{req.model}` is a reranker: it scores (query, document) pairs and embeds "
+                          "nothing; use /v1/rerank or /v1/score", param="model")
     if req.late_chunking:
         return await embed_chunks(embedder, req, exchange)
     try:  # chunk_tokens and overlap are long="chunk"'s (the model refuses them without it)

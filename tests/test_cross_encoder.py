@@ -15,7 +15,7 @@ import zoo
 from tests.tiny_models import make_colbert, make_cross_encoder, make_splade
 from zoo import kinds, scoring
 from zoo.families.cross import CrossEncoder
-from zoo.ranking import bi_scores, pair_from_wire, pair_to_wire, ranked, score_pairs
+from zoo.ranking import bi_scores, pair_chars, pair_from_wire, pair_to_wire, ranked, score_pairs
 
 PAIRS = [("a red circle", "two blue squares on the left"), ("hello", "héllo wörld 🐱 " * 40),
          ("x", ""), ("long " * 300, "short"), ("two blue squares on the left", "a red circle"),
@@ -101,6 +101,19 @@ def test_a_classifier_is_refused_not_loaded_as_a_text_encoder(tmp_path, tiny_ce)
         "activation_fn": "torch.nn.modules.activation.ReLU"}))
     with pytest.raises(zoo.InvalidArgumentError, match="ReLU is not one zoo reproduces"):
         zoo.create(str(odd))
+    headed = tmp_path / "headed"  # a Dense head on the scores, or settings of the tokenizer's call: other scores
+    shutil.copytree(tiny_ce, headed)
+    modules = json.loads((headed / "modules.json").read_text())
+    (headed / "modules.json").write_text(json.dumps(modules + [
+        {"idx": 1, "name": "1", "path": "1_Dense", "type": "sentence_transformers.base.modules.dense.Dense"}]))
+    with pytest.raises(zoo.InvalidArgumentError, match=r"\['Transformer', 'Dense'\].*not the sequence classifier"):
+        zoo.create(str(headed))
+    (headed / "modules.json").write_text(json.dumps(modules))
+    config = json.loads((headed / "sentence_bert_config.json").read_text())
+    (headed / "sentence_bert_config.json").write_text(json.dumps(config | {
+        "processing_kwargs": {"text": {"max_length": 8}}}))
+    with pytest.raises(zoo.InvalidArgumentError, match=r"processing \['text'\]"):
+        zoo.create(str(headed))
 
 
 def test_bad_pairs_fail_alone_and_controls_that_mean_nothing_are_refused(tiny_ce):
@@ -122,15 +135,26 @@ def test_bad_pairs_fail_alone_and_controls_that_mean_nothing_are_refused(tiny_ce
         model.rank("q", ["a"], top_k=0)
     with pytest.raises(zoo.InvalidArgumentError, match="documents is empty"):
         model.rank("q", [])
+    with pytest.raises(zoo.InvalidArgumentError, match=r"documents\[1\] must be a string"):
+        model.rank("q", ["a", 5])
+    with pytest.raises(zoo.InvalidArgumentError, match="cannot give output 'dense'"):
+        zoo.rerank(model, "q", ["a"], output="dense")
 
 
-def test_wire_pairs_are_bounded_before_parsing():
+def test_wire_pairs_are_bounded_before_parsing(tiny_ce):
     assert pair_from_wire(pair_to_wire("q é", 'd "x"'), 0, 10) == ("q é", 'd "x"')
     with pytest.raises(zoo.InputError, match="at most"):
         pair_from_wire(b"[" + b" " * 200 + b"]", 3, 10)
-    for bad in (b"not json", b'["only one"]', b'["a", 2]', b"\xff\xfe", b'{"q": "a", "d": "b"}'):
+    for bad in (b"not json", b'["only one"]', b'["a", 2]', b"\xff\xfe", b'{"q": "a", "d": "b"}', b"[" * 100_000):
         with pytest.raises(zoo.InputError, match="input 2: .*pairs"):
-            pair_from_wire(bad, 2, 100)
+            pair_from_wire(bad, 2, 1 << 20)
+    model = zoo.create(str(tiny_ce), device="cpu")
+    with pytest.raises(zoo.InputError, match="input 0: .*pairs"):  # nested arrays: refused, not a RecursionError
+        model.predict(["[" * 100_000])
+    # a pair repeats its query for every document: it travels cut to what the window could read, plus one
+    limit = pair_chars(model.spec)
+    wire = pair_to_wire("q" * 300_000, "d", limit)
+    assert len(wire) < limit + 16 and pair_from_wire(wire, 0, 1 << 20)[0] == "q" * limit
 
 
 def test_max_tokens_per_doc_cuts_documents_first(tiny_ce, minilm):

@@ -421,8 +421,11 @@ def test_cross_encoder_rerank_equals_rank(cross_serve, cross, cross_dir):
                                                "truncate": "none"})
     err = assert_openai_error(reply, "context_length_exceeded")
     assert status == 400 and err["param"] == "documents" and "(documents[1])" in err["message"], reply
-    status, reply = post(cross_serve, "/v1/embeddings", {"model": CROSS, "input": ["a text alone"]})
-    assert status == 400 and "pairs" in assert_openai_error(reply)["message"], reply  # its items are pairs
+    assert 'truncate to "end" to' in err["message"], err  # a pair is never cut at its start
+    for item in ("a text alone", json.dumps([QUERY, DOCS[0]])):  # a pair's wire form is no way in either
+        status, reply = post(cross_serve, "/v1/embeddings", {"model": CROSS, "input": [item]})
+        err = assert_openai_error(reply)
+        assert status == 400 and err["param"] == "model" and "/v1/rerank" in err["message"], reply
     with urllib.request.urlopen(urllib.request.Request(cross_serve.openai + "/models", headers={
             "Authorization": f"Bearer {KEY}"}), timeout=30) as listed:
         card = next(m for m in json.loads(listed.read())["data"] if m["id"] == CROSS)

@@ -32,8 +32,8 @@ from .errors import InputError, InvalidArgumentError
 from .front import check_items
 from .spec import Modality
 
-#: the most characters a wire pair's JSON may hold before it is parsed: both sides at the most characters a
-#: text may hold on a server (:data:`zoo.media.budgets.MAX_TEXT_CHARS`), escaped at worst 6 bytes a character
+#: a wire pair's JSON besides its two texts (brackets, quotes, the comma and a space); the bound before it is
+#: parsed is both sides at ``max_chars`` characters, escaped at worst 6 bytes a character, plus this
 PAIR_OVERHEAD = 16
 
 
@@ -52,9 +52,19 @@ def check_pair(item: Any, index: int) -> tuple[str, str]:
     return decode_text(item[0], index), decode_text(item[1], index)  # each side valid Unicode (it travels)
 
 
-def pair_to_wire(query: str, document: str) -> bytes:
-    """A pair as the text element a served cross-encoder reads: the UTF-8 JSON array ``[query, document]``."""
-    return json.dumps([query, document], ensure_ascii=False).encode("utf-8")
+def pair_chars(spec: Any) -> int:
+    """Characters of each side of a pair worth sending to a model with ``spec``: what its window could read
+    (:func:`zoo.media.text.max_chars`) and one more, so the server still sees that a longer text was cut. A pair
+    repeats its query for every document: sent whole, one long query would travel a thousand times."""
+    from .media.text import max_chars
+
+    return max_chars(spec.max_length) + 1
+
+
+def pair_to_wire(query: str, document: str, limit: int | None = None) -> bytes:
+    """A pair as the text element a served cross-encoder reads: the UTF-8 JSON array ``[query, document]`` (each
+    side cut to ``limit`` characters when given, see :func:`pair_chars`)."""
+    return json.dumps([query[:limit], document[:limit]], ensure_ascii=False).encode("utf-8")
 
 
 def pair_from_wire(raw: Any, index: int, max_chars: int) -> tuple[str, str]:
@@ -70,10 +80,12 @@ def pair_from_wire(raw: Any, index: int, max_chars: int) -> tuple[str, str]:
     if len(raw) > limit:
         raise InputError(index, f"the pair holds {len(raw)} bytes; at most {limit} (two texts of {max_chars} "
                          "characters)")
-    try:
-        value = json.loads(bytes(raw).decode("utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        value = None
+    value = None
+    if bytes(raw[:1]) == b"[":  # a pair's JSON is an array; anything else is refused before it is parsed
+        try:
+            value = json.loads(bytes(raw).decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError):  # RecursionError: arrays nested 100,000 deep
+            value = None
     if not is_pair(value):
         raise InputError(index, "a cross-encoder reads (query, document) pairs: two strings, or on the wire the "
                          "UTF-8 JSON array [query, document]")
@@ -86,6 +98,26 @@ def check_documents(documents: Any) -> None:
         raise InvalidArgumentError(f"documents must be a list, got {type(documents).__name__}", "documents")
     if len(documents) == 0:
         raise InvalidArgumentError("documents is empty: pass at least one document", "documents")
+
+
+def cross_pairs(query: Any, documents: Any) -> list[tuple[str, str]]:
+    """The ``(query, document)`` pairs a cross-encoder scores to rank ``documents`` against ``query``: a string
+    against a non-empty list of strings, else an error naming the bad one."""
+    check_documents(documents)
+    if not isinstance(query, str):
+        raise InvalidArgumentError(f"the query must be a string, got {type(query).__name__}", "query")
+    bad = next((i for i, d in enumerate(documents) if not isinstance(d, str)), None)
+    if bad is not None:
+        raise InvalidArgumentError(f"documents[{bad}] must be a string (a cross-encoder reads text pairs), got "
+                                   f"{type(documents[bad]).__name__}", "documents")
+    return [(query, d) for d in documents]
+
+
+def refuse_doc_tokens(model: Any, max_tokens_per_doc: int | None) -> None:
+    """Refuse ``max_tokens_per_doc`` for a model that embeds documents whole (a bi-encoder)."""
+    if max_tokens_per_doc is not None:
+        raise InvalidArgumentError(f"max_tokens_per_doc applies to cross-encoders; model {model.spec.name!r} embeds "
+                                   "the documents whole", "max_tokens_per_doc")
 
 
 def check_top_k(top_k: Any) -> int | None:
@@ -160,17 +192,15 @@ def scores(model: Any, query: Any, documents: Sequence[Any], *, modality: Modali
     model = _model(model)
     check_documents(documents)
     if is_cross_encoder(model):
+        if output is not None:
+            kinds.check_output(output, model.spec.outputs, model.spec.name)
         for side in (modality, query_modality):
             if str(side) != Modality.TEXT.value:
                 raise InvalidArgumentError(f"model {model.spec.name!r} scores text pairs; it reads no {side}",
                                            "modality")
-        if not isinstance(query, str):
-            raise InvalidArgumentError(f"the query must be a string, got {type(query).__name__}", "query")
-        return model.predict([(query, d) for d in documents], batch_size=batch_size,
+        return model.predict(cross_pairs(query, documents), batch_size=batch_size,
                              max_tokens_per_doc=max_tokens_per_doc)
-    if max_tokens_per_doc is not None:
-        raise InvalidArgumentError(f"max_tokens_per_doc applies to cross-encoders; model {model.spec.name!r} embeds "
-                                   "the documents whole", "max_tokens_per_doc")
+    refuse_doc_tokens(model, max_tokens_per_doc)
     kind, q_prompt, d_prompt = bi_sides(model.spec, output)
     q = model.encode([query], query_modality, output=kind, batch_size=batch_size, prompt_name=q_prompt)
     d = model.encode(list(documents), modality, output=kind, batch_size=batch_size, prompt_name=d_prompt)
@@ -198,10 +228,10 @@ def score_pairs(model: Any, pairs: Sequence[Any], *, output: str | None = None, 
     check_items(pairs)
     checked = [check_pair(p, i) for i, p in enumerate(pairs)]
     if is_cross_encoder(model):
+        if output is not None:
+            kinds.check_output(output, model.spec.outputs, model.spec.name)
         return model.predict(checked, batch_size=batch_size, max_tokens_per_doc=max_tokens_per_doc)
-    if max_tokens_per_doc is not None:
-        raise InvalidArgumentError(f"max_tokens_per_doc applies to cross-encoders; model {model.spec.name!r} embeds "
-                                   "the documents whole", "max_tokens_per_doc")
+    refuse_doc_tokens(model, max_tokens_per_doc)
     kind, q_prompt, d_prompt = bi_sides(model.spec, output)
     a = model.encode([p[0] for p in checked], Modality.TEXT, output=kind, batch_size=batch_size, prompt_name=q_prompt)
     b = model.encode([p[1] for p in checked], Modality.TEXT, output=kind, batch_size=batch_size, prompt_name=d_prompt)

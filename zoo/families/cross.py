@@ -39,7 +39,7 @@ from ..media.text import decode_text, is_cut
 from ..ranking import pair_from_wire, ranked
 from ..registry import register_checkpoints
 from ..spec import EmbedderSpec, Modality
-from .common import declared_max_length, read_json, st_model_type, st_prompts, tokenizer_max_length
+from .common import declared_max_length, read_json, st_model_type, st_modules, st_prompts, tokenizer_max_length
 
 Pair = tuple[str, str]
 
@@ -66,6 +66,22 @@ def folder_activation(path: Path, config: dict[str, Any]) -> str | None:
             return name
     raise InvalidArgumentError(f"{path.name}: its activation {named} is not one zoo reproduces ("
                                f"{', '.join(ACTIVATIONS)}); refusing it rather than giving different scores")
+
+
+def check_st_pipeline(path: Path) -> None:
+    """Refuse a sentence-transformers ``CrossEncoder`` folder whose pipeline is more than the one sequence
+    classifier zoo reproduces: another module after it (a Dense head on the scores), another task, lower-casing,
+    or processing settings that change the tokenizer's call would each give other scores."""
+    names = [name for name, _ in st_modules(path)]
+    st_cfg = read_json(path / "sentence_bert_config.json") or {}
+    task = st_cfg.get("transformer_task", "sequence-classification")
+    settings = [k for k, v in (st_cfg.get("processing_kwargs") or {}).items() if v]
+    if names not in ([], ["Transformer"]) or task != "sequence-classification" or st_cfg.get("do_lower_case") \
+            or settings:
+        raise InvalidArgumentError(f"{path.name}: its sentence-transformers pipeline ({names or ['Transformer']}, "
+                                   f"{task}, processing {settings or 'default'}, lower case "
+                                   f"{bool(st_cfg.get('do_lower_case'))}) is not the sequence classifier zoo "
+                                   "reproduces; refusing it rather than giving different scores")
 
 
 def labels_of(config: dict[str, Any]) -> int:
@@ -177,6 +193,7 @@ class CrossEncoder(Embedder):
         activation = folder_activation(path, config) or DEFAULT_ACTIVATION
         if st_model_type(path) not in (None, "CrossEncoder"):
             return None
+        check_st_pipeline(path)
         return cross_spec(path, config, "cross-encoder", f"local {config.get('model_type', 'transformers')} "
                           "cross-encoder (reranker)", activation=activation)
 
@@ -265,16 +282,14 @@ class CrossEncoder(Embedder):
                            prompt_name=prompt_name, truncate=truncate, show_progress=show_progress)
 
     def rank(self, query: str, documents: Sequence[str], top_k: int | None = None, return_documents: bool = False,
-             *, batch_size: int | None = None, max_tokens_per_doc: int | None = None) -> list[dict[str, Any]]:
+             *, batch_size: int | None = None, max_tokens_per_doc: int | None = None,
+             prompt_name: str | None = None) -> list[dict[str, Any]]:
         """``documents`` ranked against ``query``, best first, as sentence-transformers' ``CrossEncoder.rank``:
         ``[{"corpus_id": i, "score": s, "text": document}]`` (``text`` with ``return_documents``)."""
-        from ..ranking import check_documents
+        from ..ranking import cross_pairs
 
-        check_documents(documents)
-        if not isinstance(query, str):
-            raise InvalidArgumentError(f"the query must be a string, got {type(query).__name__}", "query")
-        got = self.predict([(query, d) for d in documents], batch_size=batch_size,
-                           max_tokens_per_doc=max_tokens_per_doc)
+        got = self.predict(cross_pairs(query, documents), batch_size=batch_size,
+                           max_tokens_per_doc=max_tokens_per_doc, prompt_name=prompt_name)
         return ranked(got, documents, top_k, return_documents)
 
 

@@ -65,7 +65,7 @@ def nbytes(decoded: Any) -> int:
         return image_nbytes(decoded)
     if isinstance(decoded, Part):
         return nbytes(decoded.value)
-    if isinstance(decoded, list):
+    if isinstance(decoded, (list, tuple)):  # interleaved parts; a cross-encoder's (query, document) pair
         return sum(nbytes(p) for p in decoded)
     if hasattr(decoded, "frames"):
         return video_nbytes(decoded)
