@@ -221,6 +221,10 @@ ALLOWED = {
                      "that a new raw kind touches",
     "zoo/evaluation/embed.py": "`zoo eval` measures dense vectors only (Matryoshka × precision): it asks for the "
                                "dense kind by name, it does not dispatch between kinds",
+    "zoo/evaluation/rerank.py": "`zoo eval --rerank` compares a reranker with the dense first stage; its rows are "
+                                "named after it",
+    "zoo/listwise.py": "the listwise reranker reads dense vectors only (the cosine against a pseudo-query): it "
+                       "checks for the dense kind by name, it does not dispatch between kinds",
 }
 #: single expressions that name a kind without dispatching on it
 ALLOWED_CODE = {

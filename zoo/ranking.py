@@ -147,7 +147,9 @@ def is_cross_encoder(model: Any) -> bool:
     return kinds.get(model.spec.output).pairs
 
 
-def _model(model: Any) -> Any:
+def model_of(model: Any) -> Any:
+    """``model`` loaded when it is a name or folder (:func:`zoo.create`); a loaded or served model as it is;
+    anything else refused."""
     if isinstance(model, str):
         from .registry import create
 
@@ -189,7 +191,7 @@ def scores(model: Any, query: Any, documents: Sequence[Any], *, modality: Modali
         output: a bi-encoder's output kind to score with (default: its first).
         max_tokens_per_doc: a cross-encoder's documents are cut to that many tokens first.
     """
-    model = _model(model)
+    model = model_of(model)
     check_documents(documents)
     if is_cross_encoder(model):
         if output is not None:
@@ -224,7 +226,7 @@ def score_pairs(model: Any, pairs: Sequence[Any], *, output: str | None = None, 
                 max_tokens_per_doc: int | None = None) -> np.ndarray:
     """``[len(pairs)]`` float32 scores of text pairs ``(a, b)``: a cross-encoder's own, or a bi-encoder's score of
     ``b`` against ``a`` (``a`` under the query prompt, ``b`` under the document prompt)."""
-    model = _model(model)
+    model = model_of(model)
     check_items(pairs)
     checked = [check_pair(p, i) for i, p in enumerate(pairs)]
     if is_cross_encoder(model):

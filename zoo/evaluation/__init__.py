@@ -2,8 +2,9 @@
 
     rows = zoo.evaluation.evaluate(zoo.create("sentence-transformers/all-MiniLM-L6-v2"), "sets/docstrings")
 
-See :mod:`.data` for the layout, :mod:`.build` for the sets made on this machine, :mod:`.sweep` for the rows, and
-:mod:`.long` for the comparison of ways to embed long documents (``compare``).
+See :mod:`.data` for the layout, :mod:`.build` for the sets made on this machine, :mod:`.sweep` for the rows,
+:mod:`.long` for the comparison of ways to embed long documents (``compare``), and :mod:`.rerank` for what a
+reranker adds to the dense search.
 """
 
 from __future__ import annotations

@@ -8,6 +8,8 @@ docstrings      Python standard-library functions and methods: the query is a do
                 (its human-written summary), the one relevant document the rest of that docstring.
 debian          the installed Debian packages (``/var/lib/dpkg/status``): the query is a package's
                 one-line synopsis, the document its extended description, both written by maintainers.
+manpages        the installed manual pages of section 1: the query is a page's one-line description (its
+                NAME line), the document its DESCRIPTION section as plain text (:mod:`.manpages`).
 shapes          text → image: held-out renderings of every colour × shape pair (the aligned model's
                 world, as in the demo corpus) in several galleries; a query is a caption in a held-out
                 phrasing; relevant: every image of its colour × shape pair.
@@ -76,6 +78,13 @@ def build_docstrings(dest: Path, limit: int | None = None, seed: int = 0) -> Pat
 def build_debian(dest: Path, limit: int | None = None, seed: int = 0) -> Path:
     """The ``debian`` set (see the module table)."""
     return _text_pairs(dest, debian_pairs()[:limit])
+
+
+def build_manpages(dest: Path, limit: int | None = None, seed: int = 0) -> Path:
+    """The ``manpages`` set (see the module table)."""
+    from .manpages import manpage_pairs
+
+    return _text_pairs(dest, manpage_pairs(limit=limit))
 
 
 def _shape_gallery(dest: Path, rng: np.random.Generator, galleries: int) -> list[tuple[str, object]]:
@@ -167,6 +176,7 @@ def build_longdocs(dest: Path, limit: int | None = None, seed: int = 0) -> Path:
 BUILDERS: dict[str, Callable[..., Path]] = {
     "docstrings": build_docstrings,
     "debian": build_debian,
+    "manpages": build_manpages,
     "shapes": build_shapes,
     "shapes-i2t": build_shapes_i2t,
     "speech": build_speech,

@@ -1,5 +1,6 @@
 """``zoo eval``: the sweep on a set folder, ``--long WAYS`` to compare ways of embedding long documents instead,
-or ``--build NAME DIR`` to make a set from this machine's files."""
+``--rerank MODEL`` to measure what a reranker adds to the dense search, or ``--build NAME DIR`` to make a set from
+this machine's files."""
 
 from __future__ import annotations
 
@@ -37,12 +38,16 @@ def _cmd_eval(args: argparse.Namespace) -> int:
         args.long = check_ways(args.long)
         if args.plot:
             raise InvalidArgumentError("--plot draws the storage sweep; leave it out with --long")
+    if args.rerank is not None:
+        _check_rerank(args)
     check_backend(args.backend)
     data = load(args.data, split=args.split, max_queries=args.max_queries)
     model = open_model(args.model, args.backend, args.url, args.device)
     cache = Cache(None if args.no_cache else Path(args.cache_dir or default_cache_dir()))
     if args.long:
         return _long(args, model, data, cache)
+    if args.rerank is not None:
+        return _rerank(args, model, data, cache)
     rows = evaluate(model, data, backend=args.backend, cache=cache, batch_size=args.batch_size)
     print(f"{model.spec.name} on {data.name}: {len(data.corpus)} documents, {len(data.queries)} queries"
           f"{' (embeddings from the cache)' if cache.hits == 2 else ''}")
@@ -67,6 +72,39 @@ def _long(args: argparse.Namespace, model: Any, data: Any, cache: Any) -> int:
           f"{rows[0]['docs_over_window']} longer than the window of {model.spec.max_length} tokens; chunks of "
           f"{args.chunk_tokens} tokens")
     print(table(rows))
+    if args.json:
+        report.write_json(rows, args.json)
+        print(f"wrote {args.json}", file=sys.stderr)
+    return 0
+
+
+def _check_rerank(args: argparse.Namespace) -> None:
+    """The reranking flags, checked before any model loads."""
+    from ..listwise import check_feedback
+    from .rerank import check_depth
+
+    if not args.rerank.strip():
+        raise InvalidArgumentError("--rerank needs a model name or folder, or e2rank", "rerank")
+    if args.long:
+        raise InvalidArgumentError("--rerank and --long measure different things; give one of them", "rerank")
+    if args.plot:
+        raise InvalidArgumentError("--plot draws the storage sweep; leave it out with --rerank", "plot")
+    check_depth(args.rerank_depth)
+    check_feedback(args.rerank_feedback)
+
+
+def _rerank(args: argparse.Namespace, model: Any, data: Any, cache: Any) -> int:
+    from . import report
+    from .rerank import LISTWISE, compare, summary, table
+
+    reranker = LISTWISE if args.rerank == LISTWISE else open_model(args.rerank, args.backend, args.url, args.device)
+    rows = compare(model, data, reranker, depth=args.rerank_depth, feedback=args.rerank_feedback,
+                   backend=args.backend, cache=cache, batch_size=args.batch_size)
+    print(f"{model.spec.name} on {data.name}: {len(data.corpus)} documents, {len(data.queries)} queries; the top "
+          f"{rows[1]['depth']} reranked by {rows[1]['reranker']}"
+          + (f" (feedback: its top {rows[1]['feedback']})" if rows[1]["feedback"] else ""))
+    print(table(rows))
+    print(summary(rows))
     if args.json:
         report.write_json(rows, args.json)
         print(f"wrote {args.json}", file=sys.stderr)
@@ -103,4 +141,12 @@ def add_command(sub: Any) -> None:
                    help="--long: tokens per chunk of naive-chunks and late-chunks (default 128)")
     p.add_argument("--overlap", type=int,
                    help="--long: tokens neighbouring windows share (chunk-mean; late-chunks' macro-windows)")
+    p.add_argument("--rerank", metavar="MODEL",
+                   help="measure a reranker on the dense search's top candidates instead of the sweep: a model name "
+                        "or folder (a cross-encoder, a bi-encoder), or e2rank for the listwise reranker built from "
+                        "MODEL itself (see zoo.evaluation.rerank)")
+    p.add_argument("--rerank-depth", type=int, default=100,
+                   help="--rerank: first-stage candidates reranked per query (default 100)")
+    p.add_argument("--rerank-feedback", type=int, default=20,
+                   help="--rerank e2rank: top candidates written into the listwise pseudo-query (default 20)")
     p.set_defaults(run=_cmd_eval)
