@@ -34,7 +34,7 @@ class StubEmbedder:
 
     def __init__(self, calls: list, release: threading.Event) -> None:
         self.triton_name = TRITON_NAME
-        self.spec = SimpleNamespace(modalities=[Modality.TEXT])
+        self.spec = SimpleNamespace(modalities=[Modality.TEXT], outputs=("dense",))
         self.calls, self.release = calls, release
 
     def options(self, **_: object) -> SimpleNamespace:
