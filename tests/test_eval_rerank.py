@@ -102,7 +102,7 @@ def test_listwise_errors_name_the_argument(minilm, tmp_path):
     with pytest.raises(InvalidArgumentError, match="feedback must be a positive integer") as e:
         listwise.rank(minilm, "q", DOCS, feedback=0)
     assert e.value.param == "feedback"
-    with pytest.raises(InvalidArgumentError, match="document 1 is a bytes"):
+    with pytest.raises(InvalidArgumentError, match=r"documents\[1\] must be a string .*bytes"):
         listwise.scores(minilm, "q", ["a", b"b"])
     with pytest.raises(InvalidArgumentError, match="dense text embedding model"):
         listwise.rank(str(make_cross_encoder(tmp_path / "ce")), "q", DOCS)

@@ -17,6 +17,7 @@ import zoo
 from zoo.families import rerank_layouts
 from zoo.ranking import pair_to_wire
 
+from .tiny_models import flagembedding_class
 from .tiny_rerankers import (
     CHATML_TEMPLATE,
     GEMMA_PROMPT,
@@ -182,24 +183,9 @@ def flag_llm_reranker():
     ``transformers.modeling_attn_mask_utils``, which transformers 5 removed; see test_output_kinds'
     ``flagembedding_m3``): its ``decoder_only/base.py`` loads unchanged once the re-exporting ``__init__`` files
     above it are passed over."""
-    import importlib.util
-    import sys
-    import types
-
-    root = importlib.util.find_spec("FlagEmbedding").submodule_search_locations[0]
-    stand_ins = {"FlagEmbedding": root, "FlagEmbedding.inference": f"{root}/inference",
-                 "FlagEmbedding.inference.reranker": f"{root}/inference/reranker",
-                 "FlagEmbedding.inference.reranker.decoder_only": f"{root}/inference/reranker/decoder_only"}
-    for name, path in stand_ins.items():
-        package = types.ModuleType(name)
-        package.__path__ = [path]
-        sys.modules[name] = package
-    try:
-        from FlagEmbedding.inference.reranker.decoder_only.base import BaseLLMReranker
-    finally:
-        for name in stand_ins:  # a later `import FlagEmbedding` fails as it should, not on a bare stand-in
-            sys.modules.pop(name, None)
-    return BaseLLMReranker
+    decoder_only = "FlagEmbedding.inference.reranker.decoder_only"
+    return flagembedding_class(["FlagEmbedding", "FlagEmbedding.inference", "FlagEmbedding.inference.reranker",
+                                decoder_only], f"{decoder_only}.base", "BaseLLMReranker")
 
 
 def test_bge_gemma_layout_matches_flagembedding(folders, cross_llm, monkeypatch):

@@ -18,6 +18,7 @@ from .tiny_models import (
     assert_multivector_parity,
     assert_parity,
     assert_tells_apart,
+    flagembedding_class,
     make_colbert,
     make_colpali,
     make_colqwen2,
@@ -111,10 +112,6 @@ def flagembedding_m3():
     ``transformers.modeling_attn_mask_utils``, which transformers 5 removed. The embedders do not: the public
     subpackage ``FlagEmbedding.inference.embedder`` loads unchanged once the two re-exporting ``__init__`` files
     above it are passed over (bare package objects stand in for them while it loads)."""
-    import importlib.util
-    import sys
-    import types
-
     try:
         from FlagEmbedding import BGEM3FlagModel
 
@@ -122,18 +119,8 @@ def flagembedding_m3():
     except ModuleNotFoundError as err:
         if err.name != "transformers.modeling_attn_mask_utils":
             raise
-    root = importlib.util.find_spec("FlagEmbedding").submodule_search_locations[0]
-    stand_ins = {"FlagEmbedding": root, "FlagEmbedding.inference": f"{root}/inference"}
-    for name, path in stand_ins.items():
-        package = types.ModuleType(name)
-        package.__path__ = [path]
-        sys.modules[name] = package
-    try:
-        from FlagEmbedding.inference.embedder import BGEM3FlagModel
-    finally:
-        for name in stand_ins:  # a later `import FlagEmbedding` fails as it should, not on a bare stand-in
-            sys.modules.pop(name, None)
-    return BGEM3FlagModel
+    return flagembedding_class(["FlagEmbedding", "FlagEmbedding.inference"], "FlagEmbedding.inference.embedder",
+                               "BGEM3FlagModel")
 
 
 def test_m3_three_kinds_parity_with_flagembedding(tmp_path):

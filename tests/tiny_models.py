@@ -68,6 +68,31 @@ def assert_multivector_parity(got: list, want: list, *, min_cos: float = 0.9999,
     assert_parity(np.concatenate(got), np.concatenate(want), min_cos=min_cos, rtol=rtol, max_cross=None, what=what)
 
 
+def flagembedding_class(packages: list[str], module: str, name: str):
+    """Class ``name`` of FlagEmbedding's ``module``, loaded past the re-exporting ``__init__`` files of
+    ``packages`` (FlagEmbedding's package and the subpackages above ``module``). FlagEmbedding 1.4.2 (the newest
+    release) cannot be imported whole beside transformers 5.x: its re-exports reach
+    ``inference/reranker/decoder_only/models/modeling_minicpm_reranker.py``, which imports
+    ``transformers.modeling_attn_mask_utils`` (removed in transformers 5); the modules the tests use load unchanged
+    once bare package objects stand in for those ``__init__`` files while they load."""
+    import importlib
+    import importlib.util
+    import sys
+    import types
+
+    root = Path(importlib.util.find_spec("FlagEmbedding").submodule_search_locations[0])
+    stand_ins = {package: root.joinpath(*package.split(".")[1:]) for package in packages}
+    for package, path in stand_ins.items():
+        stand_in = types.ModuleType(package)
+        stand_in.__path__ = [str(path)]
+        sys.modules[package] = stand_in
+    try:
+        return getattr(importlib.import_module(module), name)
+    finally:
+        for package in stand_ins:  # a later `import FlagEmbedding` fails as it should, not on a bare stand-in
+            sys.modules.pop(package, None)
+
+
 def spread(model, gain: float = 1.0) -> None:
     """Re-draw a random model's weight matrices (every parameter of two or more dimensions: linear, convolution
     and embedding weights) from N(0, gain²/fan_in), in place, so that different inputs get clearly different

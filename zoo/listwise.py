@@ -36,7 +36,7 @@ import numpy as np
 
 from . import postprocess as pp
 from .errors import InvalidArgumentError
-from .ranking import bi_sides, check_documents, check_top_k, model_of, ranked
+from .ranking import bi_sides, check_texts, check_top_k, model_of, ranked
 from .spec import Modality
 
 #: feedback documents in the pseudo-query: the paper's ``num_input_docs``
@@ -184,13 +184,7 @@ def scores(model: Any, query: str, documents: Sequence[str], *, feedback: int = 
     """
     model = model_of(model)
     feedback = check_feedback(feedback)
-    check_documents(documents)
-    if not isinstance(query, str):
-        raise InvalidArgumentError(f"the query must be a string, got {type(query).__name__}", "query")
-    bad = next((i for i, d in enumerate(documents) if not isinstance(d, str)), None)
-    if bad is not None:
-        raise InvalidArgumentError(f"the listwise reranker reads text documents; document {bad} is a "
-                                   f"{type(documents[bad]).__name__}", "documents")
+    check_texts(query, documents)
     q_prompt, d_prompt = _sides(model)
     controls = dict(output="dense", normalize=False, precision="float32", batch_size=batch_size)
     d = pp.normalize(np.asarray(model.encode(list(documents), Modality.TEXT, prompt_name=d_prompt, **controls),

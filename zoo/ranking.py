@@ -100,16 +100,22 @@ def check_documents(documents: Any) -> None:
         raise InvalidArgumentError("documents is empty: pass at least one document", "documents")
 
 
-def cross_pairs(query: Any, documents: Any) -> list[tuple[str, str]]:
-    """The ``(query, document)`` pairs a cross-encoder scores to rank ``documents`` against ``query``: a string
-    against a non-empty list of strings, else an error naming the bad one."""
+def check_texts(query: Any, documents: Any) -> None:
+    """Refuse anything but a string query against a non-empty list of string documents (what rerankers that read
+    text take), naming the bad one."""
     check_documents(documents)
     if not isinstance(query, str):
         raise InvalidArgumentError(f"the query must be a string, got {type(query).__name__}", "query")
     bad = next((i for i, d in enumerate(documents) if not isinstance(d, str)), None)
     if bad is not None:
-        raise InvalidArgumentError(f"documents[{bad}] must be a string (a cross-encoder reads text pairs), got "
+        raise InvalidArgumentError(f"documents[{bad}] must be a string (this reranker reads text), got "
                                    f"{type(documents[bad]).__name__}", "documents")
+
+
+def cross_pairs(query: Any, documents: Any) -> list[tuple[str, str]]:
+    """The ``(query, document)`` pairs a cross-encoder scores to rank ``documents`` against ``query``
+    (checked by :func:`check_texts`)."""
+    check_texts(query, documents)
     return [(query, d) for d in documents]
 
 
