@@ -3,6 +3,7 @@
 # fresh virtual environment made from the new lock, and only if it passes, write the new lock files:
 #   requirements.lock       the core, every extra and the test references (what run.sh and test.sh install)
 #   requirements-core.lock  the core alone, at the same versions (tests/test_install.py builds it)
+#   requirements-clients.lock  the client libraries the door is tested with ([dependency-groups] clients)
 # Both are for Linux x86-64 and Python 3.11. Extra arguments go to pytest.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -20,7 +21,10 @@ compile() {
 compile --extra dev -o "$tmp/requirements.lock"
 compile -c "$tmp/requirements.lock" -o "$tmp/requirements-core.lock"
 sed -i "s#-c $tmp/#-c #" "$tmp/requirements-core.lock"  # the annotation names the lock beside it, not the tmp copy
+"$uv" pip compile --group pyproject.toml:clients --python-version 3.11 --python-platform x86_64-manylinux_2_36 \
+  --generate-hashes --no-header --quiet -o "$tmp/requirements-clients.lock"
 ZOO_VENV="$tmp/venv" ZOO_LOCK="$tmp/requirements.lock" ZOO_CORE_LOCK="$tmp/requirements-core.lock" \
+  ZOO_CLIENTS_VENV="$tmp/venv-clients" ZOO_CLIENTS_LOCK="$tmp/requirements-clients.lock" \
   "$ROOT/scripts/test.sh" "$@"
-cp "$tmp/requirements.lock" "$tmp/requirements-core.lock" "$ROOT/"
-echo "the suite passed: requirements.lock and requirements-core.lock rewritten" >&2
+cp "$tmp/requirements.lock" "$tmp/requirements-core.lock" "$tmp/requirements-clients.lock" "$ROOT/"
+echo "the suite passed: requirements.lock, requirements-core.lock and requirements-clients.lock rewritten" >&2

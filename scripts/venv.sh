@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Create or update a virtual environment holding exactly the packages of one lock file, plus this project.
-# Usage: scripts/venv.sh VENV LOCK
+# Usage: scripts/venv.sh VENV LOCK [--no-project]
 # The environment is made anew whenever the lock changes, so nothing from an older lock stays behind; when
 # only pyproject.toml changes (entry points, extras), the project alone is reinstalled. Every package is
-# checked against the lock's hashes. Python 3.11: the torch wheels on this machine's disk, and the
+# checked against the lock's hashes. --no-project: the lock's packages alone (the clients' environment, which
+# only talks to a server). Python 3.11: the torch wheels on this machine's disk, and the
 # python-backend stub that tritonserver ships for it.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$1"
 lock="$2"
+project="${3:-}"
 PY="${ZOO_PYTHON:-$(command -v python3.11 || command -v python3)}"
 digest() { sha256sum "$1" | cut -d' ' -f1; }
 
@@ -34,6 +36,7 @@ if [ "$(cat "$venv/.zoo-lock" 2>/dev/null || true)" != "$want_lock" ]; then
   echo "$want_lock" >"$venv/.zoo-lock"
   rm -f "$venv/.zoo-project"
 fi
+[ "$project" = "--no-project" ] && exit 0
 want_project="$(digest "$ROOT/pyproject.toml")"
 if [ "$(cat "$venv/.zoo-project" 2>/dev/null || true)" != "$want_project" ]; then
   # --no-deps: the lock alone decides every dependency; --no-build-isolation: setuptools comes from the lock

@@ -16,6 +16,8 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 LOCK = Path(os.environ.get("ZOO_LOCK", ROOT / "requirements.lock"))
 CORE_LOCK = Path(os.environ.get("ZOO_CORE_LOCK", ROOT / "requirements-core.lock"))
+CLIENTS_LOCK = Path(os.environ.get("ZOO_CLIENTS_LOCK", ROOT / "requirements-clients.lock"))
+CLIENTS_VENV = Path(os.environ.get("ZOO_CLIENTS_VENV", ROOT / ".venv-clients"))
 UNLOCKED = {"pip", "embedding-zoo"}  # the venv's own installer, and the project itself (installed --no-deps)
 
 
@@ -52,6 +54,21 @@ def test_this_environment_is_exactly_the_lock():
     """Every package the suite runs with is the lock's version, and nothing else is installed."""
     assert len(pins(LOCK)) > 100
     assert_is_lock(installed(), LOCK)
+
+
+def test_the_clients_environment_is_exactly_its_lock():
+    """The client libraries the door is tested with (tests/test_clients.py) run from their own environment, made
+    by the README's test command from requirements-clients.lock, which holds what pyproject.toml's `clients` group
+    asks for and no model stack."""
+    import tomllib
+
+    python = CLIENTS_VENV / "bin" / "python"
+    assert python.exists(), f"{CLIENTS_VENV} is missing: scripts/test.sh makes it"
+    assert_is_lock(installed(str(python)), CLIENTS_LOCK)
+    wanted = tomllib.loads((ROOT / "pyproject.toml").read_text())["dependency-groups"]["clients"]
+    locked = pins(CLIENTS_LOCK)
+    assert all(canonical(re.split(r"[<>=!~ \[]", w)[0]) in locked for w in wanted), wanted
+    assert "torch" not in locked and "embedding-zoo" not in locked
 
 
 def test_the_core_lock_is_the_full_lock_restricted_to_the_core():
