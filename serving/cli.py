@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Any, Protocol
 
-from zoo.errors import ServerError
+from zoo.errors import ServerError, ZooError
 from zoo.runtime import RUNTIMES
 from zoo.settings import Settings, settings
 
@@ -159,6 +159,35 @@ def _check_door(args: argparse.Namespace) -> None:
                               f"http://127.0.0.1:4318/v1/traces, got {args.otlp_endpoint!r}")
 
 
+def _check_aliases(args: argparse.Namespace, served: list[str]) -> dict[str, str]:
+    """``--alias NAME=MODEL`` as ``{NAME: MODEL}``: each MODEL served (``served``: the Triton names), no NAME a
+    served model's own, and ``--tei-model`` served; one line otherwise."""
+    from .openai_catalog import parse_aliases
+
+    try:
+        aliases = parse_aliases(args.alias)
+    except ZooError as err:
+        raise ServerError(str(err)) from None
+    for name, model in aliases.items():
+        if _served_name(model) not in served:
+            raise ServerError(f"--alias {name}={model}: {model} is not served here (served: {', '.join(served)})")
+        if _served_name(name) in served:
+            raise ServerError(f"--alias {name}={model}: {name} is a served model's own name")
+    if args.tei_model and _served_name(aliases.get(args.tei_model, args.tei_model)) not in served:
+        raise ServerError(f"--tei-model {args.tei_model} is not served here (served: {', '.join(served)})")
+    return aliases
+
+
+def _served_name(model: str) -> str:
+    """The Triton name ``model`` is served under ('' for a name that cannot be one)."""
+    from .client import triton_name
+
+    try:
+        return triton_name(model)
+    except ZooError:
+        return ""
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     from zoo.defaults import default_model_names
     from zoo.extras import require
@@ -184,6 +213,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         atexit.register(shutil.rmtree, repo, True)
         export(args.names or default_model_names(), repo, instances=args.instances, kind=args.instance_kind,
                runtime=args.runtime, max_queue_size=args.max_queue_size, queue_timeout_ms=args.queue_timeout_ms)
+    served = sorted(p.name for p in repo.iterdir() if (p / "config.pbtxt").is_file())
+    aliases = _check_aliases(args, served) if args.openai_port else {}
     set_child_subreaper()  # stubs orphaned by a killed tritonserver are reaped here, not left as zombies
     server = TritonServer(repo, host=args.triton_host, ports=Ports(args.grpc_port, args.http_port,
                           args.metrics_port), log_path=Path(args.log) if args.log else new_log_path(),
@@ -197,7 +228,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     try:
         server.start(timeout=args.timeout)
         _say(f"ready: gRPC {server.grpc_url}  HTTP {server.http_url}  metrics {server.metrics_url}")
-        for model in sorted(p.name for p in repo.iterdir() if (p / "config.pbtxt").is_file()):
+        for model in served:
             _say(f"  model {model}")
         if args.supervise:
             supervisor = Supervisor(server, hang_timeout=args.hang_timeout, max_execution=args.max_execution,
@@ -215,7 +246,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                 health=(lambda: health_report(supervisor)) if supervisor is not None else None,
                 admin_headers=server.admin_headers, max_concurrent=args.max_concurrent_requests,
                 max_queued=args.max_queued_requests, queue_wait=args.max_queue_ms / 1000,
-                otlp_endpoint=args.otlp_endpoint,
+                otlp_endpoint=args.otlp_endpoint, aliases=aliases, tei_model=args.tei_model,
             ).start()
             _say(f"OpenAI-compatible API: {door.url}  (POST /v1/embeddings, GET /v1/models"
                  f"{', bearer key required' if cfg.api_key else ''}; GET /metrics"
@@ -304,6 +335,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
                    help="requests that may wait for a turn; beyond that 429 with Retry-After at once")
     p.add_argument("--max-queue-ms", type=float, default=QUEUE_WAIT_S * 1000, metavar="MS",
                    help="milliseconds a request may wait for a turn before 429 with Retry-After")
+    p.add_argument("--alias", action="append", default=[], metavar="NAME=MODEL",
+                   help="another name the OpenAI-compatible API serves MODEL under, for clients that accept only "
+                   "names they know (e.g. text-embedding-3-small=sentence-transformers/all-MiniLM-L6-v2; repeatable)")
+    p.add_argument("--tei-model", metavar="MODEL",
+                   help="the model TEI's routes (/embed, /rerank, /info, ...) serve, whose requests name none "
+                   "(default: per route, the first served model that answers it)")
     p.add_argument("--otlp-endpoint", metavar="URL",
                    help="send an OpenTelemetry span per request of the OpenAI-compatible API to this OTLP/HTTP "
                    "traces URL (e.g. http://127.0.0.1:4318/v1/traces; needs the 'trace' extra)")

@@ -1,9 +1,11 @@
-"""The door's served models: found by registry or Triton name in tritonserver's repository, one async gRPC
-client each (:class:`AsyncTritonEmbedder`), made on first use inside the door's event loop."""
+"""The door's served models: found by registry or Triton name in tritonserver's repository (or by an alias,
+``zoo serve --alias NAME=MODEL``), one async gRPC client each (:class:`AsyncTritonEmbedder`), made on first use
+inside the door's event loop."""
 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 from typing import Any
 
 from zoo.errors import InvalidArgumentError, ZooError
@@ -18,13 +20,32 @@ def public_name(name: str) -> str:
     return contract.registry_name(name)
 
 
-class Catalog:
-    """The served models, found by registry or Triton name; one async gRPC client per model, made on
-    first use inside the door's event loop."""
+def parse_aliases(pairs: list[str] | tuple[str, ...]) -> dict[str, str]:
+    """``NAME=MODEL`` strings (``zoo serve --alias``) as ``{NAME: MODEL}``; :class:`InvalidArgumentError` names a
+    malformed one or a name given twice."""
+    out: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, model = pair.partition("=")
+        name, model = name.strip(), model.strip()
+        if not sep or not name or not model:
+            raise InvalidArgumentError(f"--alias takes NAME=MODEL (e.g. text-embedding-3-small=sentence-transformers/"
+                                       f"all-MiniLM-L6-v2), got {pair!r}", "alias")
+        if name in out:
+            raise InvalidArgumentError(f"--alias names {name!r} twice", "alias")
+        out[name] = model
+    return out
 
-    def __init__(self, url: str, admin_headers: dict[str, str] | None = None) -> None:
+
+class Catalog:
+    """The served models, found by registry or Triton name, or by an alias of ``aliases`` (``{NAME: MODEL}``:
+    clients that accept only names they know, such as LiteLLM's and LlamaIndex's, use an OpenAI-looking one); one
+    async gRPC client per model, made on first use inside the door's event loop."""
+
+    def __init__(self, url: str, admin_headers: dict[str, str] | None = None,
+                 aliases: Mapping[str, str] | None = None) -> None:
         self.url = url
         self.admin_headers = admin_headers  # the model list is an admin API of Triton's (serving.server)
+        self.aliases = dict(aliases or {})
         self._models: dict[str, AsyncTritonEmbedder] = {}
         self._client: Any = None
 
@@ -43,7 +64,9 @@ class Catalog:
         return {m["name"]: m.get("state", "") for m in index.get("models", [])}
 
     async def get(self, model: str) -> AsyncTritonEmbedder:
-        """The client of a served model; 404 when it is not served, 503 when it cannot be reached now."""
+        """The client of a served model (by name or alias); 404 when it is not served, 503 when it cannot be
+        reached now."""
+        model = self.aliases.get(model, model)
         try:
             name = triton_name(model)
         except InvalidArgumentError:

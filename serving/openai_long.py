@@ -198,7 +198,7 @@ async def embed_chunks(embedder: Any, req: EmbeddingRequest, exchange: Exchange)
         raise model_error(err) from None
     tokens = sum(int(c.tokens) for c in found)
     exchange.items, exchange.tokens = len(found), tokens
-    return await asyncio.to_thread(render_chunks, exchange.model, found, req.encoding_format, tokens)
+    return await asyncio.to_thread(render_chunks, exchange.model, found, req.encoding_format, tokens, req.precision)
 
 
 def add_routes(app: FastAPI, catalog: Catalog, guarded: Guarded, read: ReadBody) -> None:

@@ -13,6 +13,7 @@ so that a bad item gets one complaint about the shape it has, not one per shape 
 
 from __future__ import annotations
 
+from array import array
 from functools import cached_property
 from typing import Annotated, Any, Literal
 
@@ -28,7 +29,6 @@ from pydantic import (
     model_validator,
     with_config,
 )
-from pydantic.json_schema import SkipJsonSchema
 from pydantic_core import PydanticCustomError
 from typing_extensions import TypedDict  # pydantic needs it (not typing's) before Python 3.12
 
@@ -58,7 +58,7 @@ from .openai_schema import (  # noqa: F401 (the answers' models and the schema: 
 MAX_ITEMS = 2048  # OpenAI's own limit on the items of one request
 #: the custom error types of the request models; each is the OpenAI ``code`` of its 400 (``invalid_item``:
 #: ``invalid_value``, with what the item was appended)
-ERROR_CODES = frozenset({"invalid_value", "invalid_item", "url_not_supported", "tokens_not_supported",
+ERROR_CODES = frozenset({"invalid_value", "invalid_item", "url_not_supported",
                          "text_too_long", "too_many_parts"})
 ITEM_SHAPES = ('an item is a string, {"image": "data:..."}, {"audio": "data:..."}, {"video": "data:..."} or '
                '{"content": [content parts]}')
@@ -196,19 +196,41 @@ class InterleavedItem(_Body):
                                       for p in self.content]
 
 
-def _refuse_tokens(_value: Any) -> Any:
-    raise PydanticCustomError("tokens_not_supported", "token-id arrays are not supported; send the text itself")
+def _from_tokens(value: Any) -> str:
+    # OpenAI's token-id input: cl100k_base ids, decoded to the text they spell (serving.token_input), which the
+    # model then reads with its own tokenizer
+    from zoo.long import MAX_TOKEN_IDS
+
+    from .token_input import ENCODING, decode
+
+    if isinstance(value, array) and value.typecode == "q":  # a body's token ids (serving.openai_api.parse_json)
+        value = value.tolist()
+    if not isinstance(value, list) or not value:
+        raise PydanticCustomError("invalid_value", "a token-id item must be a non-empty list of {encoding} ids",
+                                  {"encoding": ENCODING})
+    if len(value) > MAX_TOKEN_IDS:
+        raise PydanticCustomError("invalid_value", "the token-id array has {n} ids; at most {limit} per item",
+                                  {"n": len(value), "limit": MAX_TOKEN_IDS})
+    try:
+        text = decode(value)
+    except ValueError as err:
+        raise PydanticCustomError("invalid_value", "{message}", {"message": str(err)}) from None
+    return _text_fits(text)
+
+
+TokenIds = Annotated[str, PlainValidator(_from_tokens, json_schema_input_type=list[int]),
+                     Field(description="cl100k_base token ids (OpenAI's), embedded as the text they spell")]
 
 
 def item_kind(value: Any) -> str | None:
     """The shape of one ``input`` element, which picks its model: ``text``, ``image``, ``audio``, ``video``,
-    ``content`` (interleaved) or ``tokens`` (a token-id array, or a bare number: refused); None for none."""
+    ``content`` (interleaved) or ``tokens`` (a token-id array; a bare number is refused as one); None for none."""
     if isinstance(value, str):
         return "text"
     if isinstance(value, dict):
         key = next(iter(value)) if len(value) == 1 else None
         return key if key in ITEM_KEYS else None
-    if isinstance(value, (bool, int, float)) or (
+    if isinstance(value, (bool, int, float, array)) or (
             isinstance(value, list) and all(isinstance(t, int) and not isinstance(t, bool) for t in value)):
         return "tokens"
     return None
@@ -217,7 +239,7 @@ def item_kind(value: Any) -> str | None:
 Item = Annotated[Annotated[Text, Tag("text")] | Annotated[ImageItem, Tag("image")]
                  | Annotated[AudioItem, Tag("audio")] | Annotated[VideoItem, Tag("video")]
                  | Annotated[InterleavedItem, Tag("content")]
-                 | SkipJsonSchema[Annotated[Any, PlainValidator(_refuse_tokens), Tag("tokens")]],
+                 | Annotated[TokenIds, Tag("tokens")],
                  Discriminator(item_kind, custom_error_type="invalid_item", custom_error_message=ITEM_SHAPES)]
 
 
@@ -225,8 +247,9 @@ Items = Annotated[list[Item], Field(min_length=1, max_length=MAX_ITEMS)]  # as t
 
 
 def _one_item(value: Any) -> Any:
-    # OpenAI's shorthands: a string, or one token array (refused as that item), is a one-item input
-    if isinstance(value, str) or (isinstance(value, list) and value and all(isinstance(t, int) for t in value)):
+    # OpenAI's shorthands: a string, or one token array, is a one-item input
+    if isinstance(value, (str, array)) or (
+            isinstance(value, list) and value and all(isinstance(t, int) for t in value)):
         return [value]
     return value
 
@@ -268,8 +291,10 @@ class EmbeddingRequest(_Body):
     # (its options(), which names what it takes): here only their types, and a bound (MAX_COUNT)
     dimensions: int | None = Field(None, le=MAX_COUNT, description="truncate to this many dimensions "
                                    "(Matryoshka models)")
-    encoding_format: Annotated[Literal["float", "base64"], _default("float")] = Field(
-        "float", description="numbers, or the little-endian bytes of the precision's dtype in base64")
+    encoding_format: Annotated[Literal["float", "base64", "bytes"], _default("float")] = Field(
+        "float", description="float: numbers; base64: their little-endian float32 bytes (OpenAI's, whatever the "
+        "precision: int8 values as the floats they are); bytes: the precision's own little-endian bytes in base64 "
+        "(int8, uint8: a byte a value; binary: packed bits; float16: two bytes), the answer naming the dtype")
     user: str | None = Field(None, description="accepted, not used")
     precision: Annotated[str, _default("float32")] = Field(
         "float32", description=f"one of {', '.join(pp.PRECISIONS)}, as in encode()")
@@ -292,7 +317,7 @@ class EmbeddingRequest(_Body):
 
     @model_validator(mode="after")
     def _sparse_is_float(self) -> EmbeddingRequest:
-        if self.encoding_format == "base64" and self.output in kinds.names() and not kinds.get(self.output).base64:
+        if self.encoding_format != "float" and self.output in kinds.names() and not kinds.get(self.output).base64:
             raise PydanticCustomError("invalid_value", f"{self.output} output does not come as one array per item; "
                                       "use encoding_format float", {"param": "encoding_format"})
         if self.late_chunking:  # the rest (chunk_tokens' and overlap's values) is the model's to check

@@ -13,8 +13,9 @@ import numpy as np
 def embedding_value(row: Any, encoding_format: str, kind: str) -> list | str | dict:
     """One item's result as OpenAI's ``embedding`` field. ``float``: numbers (quantized precisions as their
     integer values, float16/float8 as the floats they hold; a multi-vector item a list of such vectors, a
-    sparse row ``{"indices", "values"}``); ``base64``: the raw little-endian bytes in the precision's dtype
-    (float32 by default, as OpenAI; int8/uint8 one byte per value; binary packed). The item's output kind
+    sparse row ``{"indices", "values"}``); ``base64``: those numbers' little-endian float32 bytes (OpenAI's, whatever
+    the precision); ``bytes``: the raw little-endian bytes in the precision's dtype (int8/uint8 one byte per value;
+    binary packed). The item's output kind
     ``kind`` (the call's output kind) writes it (:meth:`zoo.kinds.OutputKind.to_json`)."""
     from zoo import kinds
 
@@ -37,10 +38,11 @@ def embeddings_response(model: str, rows: list[np.ndarray], encoding_format: str
 
 
 def render(model: str, values: Iterable[Any], tokens: int, truncated: list[bool],
-           spans: list[list[tuple[int, int]]] | None = None) -> bytes:
+           spans: list[list[tuple[int, int]]] | None = None, dtype: str | None = None) -> bytes:
     """The answer's JSON bytes, as FastAPI's ``JSONResponse`` would send them: item ``i``'s JSON-ready
     ``embedding`` value from ``values`` (taken one at a time: a generator computes each when its turn comes),
-    whether it was ``truncated`` and, for late chunks, its chunks' ``spans``; ``usage`` from ``tokens``. Built item by
+    whether it was ``truncated`` and, for late chunks, its chunks' ``spans``; ``usage`` from ``tokens``; ``dtype``:
+    the dtype of ``encoding_format: "bytes"`` values, which the answer names. Built item by
     item (each a short call into the encoder) so that, run in a worker thread, a long answer lets the event loop have
     the GIL between items."""
     dumps = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode
@@ -52,19 +54,32 @@ def render(model: str, values: Iterable[Any], tokens: int, truncated: list[bool]
 
     items = ",".join(item(i, v) for i, v in enumerate(values))
     counted = dumps(usage(tokens, truncated))
-    return f'{{"object":"list","data":[{items}],"model":{dumps(model)},"usage":{counted}}}'.encode()
+    named = "" if dtype is None else f',"dtype":{dumps(dtype)}'
+    return f'{{"object":"list","data":[{items}],"model":{dumps(model)},"usage":{counted}{named}}}'.encode()
+
+
+def bytes_dtype(encoding_format: str, precision: str) -> str | None:
+    """The dtype an answer names: that of ``precision``'s arrays under ``encoding_format: "bytes"``; None
+    otherwise (``float`` and ``base64`` carry float32)."""
+    from zoo import postprocess as pp
+
+    return pp.PRECISIONS[precision].name if encoding_format == "bytes" else None
 
 
 def render_embeddings(model: str, rows: list[np.ndarray], encoding_format: str, tokens: int, kind: str,
-                      truncated: list[bool] | None = None) -> bytes:
-    """:func:`embeddings_response` as JSON bytes (:func:`render`). CPU work: call it off the event loop."""
+                      truncated: list[bool] | None = None, precision: str = "float32") -> bytes:
+    """:func:`embeddings_response` as JSON bytes (:func:`render`); ``precision``: the rows'. CPU work: call it off
+    the event loop."""
     cut = truncated if truncated is not None else [False] * len(rows)
-    return render(model, (embedding_value(r, encoding_format, kind) for r in rows), tokens, cut)
+    return render(model, (embedding_value(r, encoding_format, kind) for r in rows), tokens, cut,
+                  dtype=bytes_dtype(encoding_format, precision))
 
 
-def render_chunks(model: str, found: list[Any], encoding_format: str, tokens: int) -> bytes:
+def render_chunks(model: str, found: list[Any], encoding_format: str, tokens: int,
+                  precision: str = "float32") -> bytes:
     """The answer of a late-chunking request (:func:`render`): ``data[i]["embedding"]`` one dense vector (``base64``:
     one string) a chunk of :class:`zoo.long.Chunks` ``found[i]``, ``data[i]["spans"]`` their character spans,
     ``data[i]["truncated"]`` whether its text was cut. CPU work: call it off the event loop."""
     values = ([embedding_value(row, encoding_format, "dense") for row in c.vectors] for c in found)
-    return render(model, values, tokens, [bool(c.truncated) for c in found], [list(c.spans) for c in found])
+    return render(model, values, tokens, [bool(c.truncated) for c in found], [list(c.spans) for c in found],
+                  dtype=bytes_dtype(encoding_format, precision))

@@ -198,12 +198,19 @@ REQUESTS = (RerankRequest, RerankV2Request, ScoreRequest)  # what /openapi.json 
 def parse(model: type[_Scoring], body: bytes) -> Any:
     """A raw body checked as request ``model`` (bounded parse, then validation); a 400 naming the field at fault.
     CPU work: call it off the event loop."""
+    return _checked(model, _decoded(body))
+
+
+def _decoded(body: bytes) -> Any:
     try:
-        value = parse_json(body, MAX_DOCUMENTS)
+        return parse_json(body, MAX_DOCUMENTS)
     except ApiError as err:  # the parser stopped at a list over the cap: the cap's own words
         if err.param in LISTS and err.message.startswith(f"`{err.param}` has more than"):
             raise bad_request(too_many(err.param), param=err.param) from None
         raise
+
+
+def _checked(model: type[_Scoring], value: Any) -> Any:
     try:
         return model.model_validate(value)
     except ValidationError as err:
@@ -346,11 +353,44 @@ def add_rerank_routes(app: FastAPI, catalog: Catalog, guarded: Guarded, read: Re
         return handle
 
     v1 = route(RerankRequest, lambda req, exchange: rerank(catalog, req, exchange, "1"))
-    for path in ("/v1/rerank", "/rerank"):
+
+    async def rerank_either(request: Request) -> Response:
+        # /rerank is also TEI's: a {query, texts} body (no documents) goes to the handler serving.tei_routes puts on
+        # app.state.tei_rerank, which answers and shapes its errors as TEI does; read once, told apart by its shape
+        tei = getattr(request.app.state, "tei_rerank", None)
+        if tei is None:
+            return await v1(request)
+        shaped: list[bool] = []  # set once the body is TEI's: its errors then take TEI's shape
+
+        def either(body: bytes) -> tuple[Any, Any]:
+            try:
+                value = _decoded(body)
+            except ApiError as err:
+                if err.param == "texts":  # TEI's list over the cap
+                    shaped.append(True)
+                    raise tei.convert(err) from None
+                raise
+            if isinstance(value, dict) and "texts" in value and "documents" not in value:
+                shaped.append(True)
+                return None, value
+            return _checked(RerankRequest, value), None
+
+        async def work(exchange: Exchange) -> bytes:
+            req, value = await read(request, either)
+            if req is None:
+                return await tei.answer(value, exchange, request.headers.get("x-priority"))
+            exchange.priority = request_priority(req.priority, request.headers.get("x-priority"))
+            return await asyncio.to_thread(_json, await rerank(catalog, req, exchange, "1"))
+
+        return await guarded(request, work, body_priority=True,
+                             shape=lambda err: tei.shape(err) if shaped else err.body())
+
+    for path, handler in (("/v1/rerank", v1), ("/rerank", rerank_either)):
         app.post(path, response_model=RerankResponse, openapi_extra=request_body(RerankRequest), responses=errors,
                  summary="Rerank documents (Jina, Cohere v1)", description="Documents ranked against the query, "
-                 "best first: Jina's and Cohere's v1 rerank (return_documents defaults to true).",
-                 operation_id=f"rerank{path.replace('/', '_')}")(v1)
+                 "best first: Jina's and Cohere's v1 rerank (return_documents defaults to true)." + (
+                     " A body of TEI's shape ({query, texts}) is answered as TEI's /rerank (TEIRerankRequest)."
+                     if path == "/rerank" else ""), operation_id=f"rerank{path.replace('/', '_')}")(handler)
     app.post("/v2/rerank", response_model=RerankResponse, openapi_extra=request_body(RerankV2Request),
              responses=errors, summary="Rerank documents (Cohere v2)", description="Documents ranked against the "
              "query, best first: Cohere's v2 rerank (max_tokens_per_doc).", operation_id="rerank_v2_rerank")(

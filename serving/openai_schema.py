@@ -5,6 +5,7 @@ itself, bounded, so FastAPI does not know them)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -20,7 +21,8 @@ class SparseEmbedding(BaseModel):
 
 class Embedding(BaseModel):
     """One item's embedding. ``float``: numbers (quantized precisions as their integer values; a multivector item a
-    list of vectors; a sparse item ``{indices, values}``); ``base64``: the raw little-endian bytes."""
+    list of vectors; a sparse item ``{indices, values}``); ``base64``: their little-endian float32 bytes; ``bytes``:
+    the little-endian bytes of the answer's ``dtype``."""
 
     object: Literal["embedding"] = "embedding"
     index: int
@@ -45,6 +47,8 @@ class EmbeddingResponse(BaseModel):
     data: list[Embedding]
     model: str
     usage: Usage
+    dtype: str | None = Field(None, description="encoding_format bytes: the numpy dtype of each embedding's bytes "
+                              "(int8, uint8, float16, float8_e4m3fn, float32; binary and ubinary: packed bits)")
 
 
 class ModelCard(BaseModel):
@@ -64,6 +68,7 @@ class ModelCard(BaseModel):
     max_batch_size: int | None = None
     max_input_tokens: int | None = Field(None, description="the most tokens a text may hold (prompt and special "
                                          "tokens included)")
+    root: str | None = Field(None, description="an alias (zoo serve --alias): the served model it names")
 
 
 class ModelList(BaseModel):
@@ -205,8 +210,8 @@ def request_schemas(*models: type[BaseModel]) -> dict[str, Any]:
 def openapi_document(app: Any, requests: list[type[BaseModel]], bearer: bool) -> dict[str, Any]:
     """``app``'s OpenAPI document: FastAPI's, plus the ``requests`` models' components (the door reads its bodies
     itself, bounded, so FastAPI does not know them), less the 422 FastAPI lists for routes with parameters (the
-    door answers none: its one parameter is a string); with ``bearer``, every route but :data:`OPEN_PATHS` needs the
-    API key."""
+    door answers none: its one parameter is a string; TEI's routes declare their own 422); with ``bearer``, every
+    route but :data:`OPEN_PATHS` needs the API key."""
     from fastapi.openapi.utils import get_openapi
 
     doc = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
@@ -220,7 +225,9 @@ def openapi_document(app: Any, requests: list[type[BaseModel]], bearer: bool) ->
         doc["components"]["securitySchemes"] = {"bearer": {"type": "http", "scheme": "bearer"}}
     for path, operations in doc["paths"].items():
         for operation in operations.values():
-            operation.get("responses", {}).pop("422", None)
+            responses = operation.get("responses", {})
+            if "HTTPValidationError" in json.dumps(responses.get("422", {})):  # FastAPI's, not a route's own
+                responses.pop("422")
             if bearer and path not in OPEN_PATHS:
                 operation["security"] = [{"bearer": []}]
     return doc

@@ -42,18 +42,17 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException
 
-from zoo import kinds
 from zoo.errors import ZooError
-from zoo.spec import Modality
 
-from . import contract
 from .client import triton_name
-from .door_metrics import DoorMetrics, Exchange, Observed, exchange_of, failure_reason
+from .cohere_embed import REQUESTS as COHERE_REQUESTS
+from .cohere_embed import add_cohere_routes
+from .door_embed import embed_items, served_embedder
+from .door_metrics import DoorMetrics, Exchange, Observed, exchange_of
 from .http import HttpLimits, HttpServer
 from .openai_api import (
     ApiError,
     api_error,
-    bad_request,
     header_priority,
     model_not_found,  # noqa: F401 (the door's 404, which tests' stub catalogs raise)
     read_request,
@@ -77,28 +76,21 @@ from .openai_models import EmbeddingRequest
 from .openai_rerank import REQUESTS as RERANK_REQUESTS
 from .openai_rerank import add_rerank_routes
 from .openai_schema import EmbeddingResponse, ModelCard, ModelList, error_responses, openapi_document, request_body
-
-INLINE_TEXT_CHARS = 1 << 16  # text requests this small are serialized on the event loop (cheaper than a thread)
+from .tei_routes import REQUESTS as TEI_REQUESTS
+from .tei_routes import add_tei_routes
 
 log = logging.getLogger(__name__)
 HealthReport = Callable[[], "tuple[bool, dict[str, Any]]"]
+ErrorShape = Callable[[ApiError], Any]  # an error as another API's body (Cohere's, TEI's): guarded(shape=...)
 
 
 async def embed(catalog: Catalog, req: EmbeddingRequest, exchange: Exchange | None = None) -> bytes:
-    """Answer one checked request: items grouped by modality, one Triton request per group, concurrently; the
-    answer's JSON is rendered off the event loop. ``exchange``: the request's priority and trace context, sent to
-    Triton with each group; the model, items and tokens are written back to it."""
+    """Answer one checked request: items grouped by modality, one Triton request per group, concurrently
+    (:func:`serving.door_embed.embed_items`); the answer's JSON is rendered off the event loop. ``exchange``: the
+    request's priority and trace context, sent to Triton with each group; the model, items and tokens are written
+    back to it."""
     exchange = exchange if exchange is not None else Exchange(method="POST")
-    try:
-        embedder = await catalog.get(req.model)
-    except ApiError as err:
-        if err.code == "model_not_ready":  # it is in Triton's repository, so a served name
-            exchange.model = public_name(triton_name(req.model))
-        raise
-    exchange.model = public_name(embedder.triton_name)
-    if contract.reads_pairs(embedder.spec.outputs):  # its items are pairs and its answer a number, not a vector
-        raise bad_request(f"model `{req.model}` is a reranker: it scores (query, document) pairs and embeds "
-                          "nothing; use /v1/rerank or /v1/score", param="model")
+    embedder = await served_embedder(catalog, req.model, exchange)  # 404, 503; a reranker refused
     if req.late_chunking:
         return await embed_chunks(embedder, req, exchange)
     try:  # chunk_tokens and overlap are long="chunk"'s (the model refuses them without it)
@@ -108,53 +100,9 @@ async def embed(catalog: Catalog, req: EmbeddingRequest, exchange: Exchange | No
                                 overlap=req.overlap)
     except ZooError as err:
         raise api_error(err) from None
-    groups: dict[Modality, list[int]] = {}
-    for i, (modality, _) in enumerate(req.items):
-        groups.setdefault(modality, []).append(i)
-    for modality, positions in groups.items():
-        if modality not in embedder.spec.modalities:
-            raise bad_request(f"input[{positions[0]}]: model `{req.model}` does not embed {modality.value}; it "
-                              f"embeds {', '.join(m.value for m in embedder.spec.modalities)}")
-
-    def wire() -> dict[Modality, list[bytes]]:  # checks and serializes; never reads a path
-        return {m: [contract.encode_item(m, req.items[i][1], i, allow_paths=False) for i in positions]
-                for m, positions in groups.items()}
-
-    # decoding images and audio to check them is CPU work: off the event loop; so is much text
-    inline = list(groups) == [Modality.TEXT] and sum(len(text) for _, text in req.items) <= INLINE_TEXT_CHARS
-    try:
-        wired = wire() if inline else await asyncio.to_thread(wire)
-    except ZooError as err:
-        raise api_error(err) from None
-
-    async def one(modality: Modality) -> Any:
-        try:
-            return await embedder.infer_wire(wired[modality], modality, opts, tokens=True, truncated=True,
-                                             priority=exchange.priority, traceparent=exchange.traceparent)
-        except Exception as err:  # the model's or tritonserver's doing: counted as the model's failure
-            if not isinstance(err, ZooError):
-                log.exception("a model call failed")  # the caller gets a fixed message; the details stay here
-            answer = api_error(err if isinstance(err, ZooError) else RuntimeError(), groups[modality])
-            answer.failure = failure_reason(err)
-            raise answer from None
-
-    answers = await asyncio.gather(*(one(m) for m in groups), return_exceptions=True)
-    rows: list[Any] = [None] * len(req.items)
-    cut = [False] * len(req.items)  # media items are never cut (no truncated output: none)
-    tokens = 0
-    for positions, answer in zip(groups.values(), answers):
-        if isinstance(answer, BaseException):
-            raise answer
-        result, read = answer  # Served: a (result, tokens) pair, with whether each item was cut as an attribute
-        for position, row in zip(positions, kinds.items_of(result, opts.output)):
-            rows[position] = row
-        flags = getattr(answer, "truncated", None)  # an array: never read as a truth value
-        for position, flag in zip(positions, flags if flags is not None else ()):
-            cut[position] = bool(flag)
-        tokens += int(read.sum())
-    exchange.items, exchange.tokens = len(rows), tokens
-    return await asyncio.to_thread(render_embeddings, public_name(embedder.triton_name), rows, req.encoding_format,
-                                   tokens, opts.output, cut)
+    found = await embed_items(embedder, req.model, req.items, opts, exchange)
+    return await asyncio.to_thread(render_embeddings, exchange.model, found.rows, req.encoding_format, found.tokens,
+                                   opts.output, found.cut, opts.precision)
 
 
 async def model_entry(catalog: Catalog, name: str, state: str, started: int) -> ModelCard:
@@ -176,7 +124,8 @@ def create_app(grpc_url: str, *, api_key: str | None = None, max_body_bytes: int
                max_concurrent: int = MAX_CONCURRENT_REQUESTS, max_queued: int = MAX_QUEUED_REQUESTS,
                queue_wait: float = QUEUE_WAIT_S, body_timeout: float = BODY_TIMEOUT_S,
                max_buffered_bytes: int | None = None, admin_headers: dict[str, str] | None = None,
-               otlp_endpoint: str | None = None) -> FastAPI:
+               otlp_endpoint: str | None = None, aliases: dict[str, str] | None = None,
+               tei_model: str | None = None) -> FastAPI:
     """The FastAPI application of the door, forwarding to tritonserver at ``grpc_url``.
 
     ``api_key``: when set, every route but ``/health`` and ``/metrics`` (``/v1/*``, and the rerank and score
@@ -187,12 +136,16 @@ def create_app(grpc_url: str, *, api_key: str | None = None, max_body_bytes: int
     once (default ``BUFFERED_BODIES`` x ``max_body_bytes``; 429 beyond). ``admin_headers``: what opens
     Triton's model-repository API, which lists the models (:attr:`serving.server.TritonServer.admin_headers`).
     ``otlp_endpoint``: an OTLP/HTTP traces URL to send a span per request to (:mod:`serving.tracing`; needs the
-    ``trace`` extra). ``GET /metrics``: Prometheus' text format (:mod:`serving.door_metrics`).
+    ``trace`` extra). ``GET /metrics``: Prometheus' text format (:mod:`serving.door_metrics`). ``aliases``:
+    ``{NAME: MODEL}``, other names a served model answers to (``zoo serve --alias``), listed by ``/v1/models``.
+    ``tei_model``: the model TEI's routes serve (:mod:`serving.tei_routes`; TEI serves one model, so its requests
+    name none); by default, per route, the first served model that answers it (dense text for ``/embed``, sparse
+    for ``/embed_sparse``, a reranker for ``/rerank``).
 
     ``GET /openapi.json`` publishes the routes and their request and answer models, open even with ``api_key``:
     it holds no secret and names no served model (the list stays behind the key), as OpenAI publishes its own
     spec; it says which routes need the key. ``/docs`` and ``/redoc`` stay off: they load JavaScript from a CDN."""
-    catalog = Catalog(grpc_url, admin_headers)
+    catalog = Catalog(grpc_url, admin_headers, aliases)
     started = int(time.time())
     expected = f"Bearer {api_key}".encode() if api_key else None
     admission = Admission(max_concurrent, max_queued, queue_wait)
@@ -217,7 +170,8 @@ def create_app(grpc_url: str, *, api_key: str | None = None, max_body_bytes: int
 
     def openapi() -> dict[str, Any]:  # built on the first GET /openapi.json, then kept
         if app.openapi_schema is None:
-            app.openapi_schema = openapi_document(app, [EmbeddingRequest, *REQUESTS, *RERANK_REQUESTS],
+            app.openapi_schema = openapi_document(app, [EmbeddingRequest, *REQUESTS, *RERANK_REQUESTS,
+                                                        *COHERE_REQUESTS, *TEI_REQUESTS],
                                                   bearer=expected is not None)
         return app.openapi_schema
 
@@ -232,9 +186,6 @@ def create_app(grpc_url: str, *, api_key: str | None = None, max_body_bytes: int
                                           "tracestate"])
     app.add_middleware(Observed, metrics=metrics, tracing=tracing)  # added last: outermost, it sees every answer
 
-    def answer(err: ApiError) -> JSONResponse:
-        return JSONResponse(err.body(), status_code=err.status, headers=err.headers or None)
-
     def authorize(request: Request) -> None:
         if expected is None:
             return
@@ -243,10 +194,16 @@ def create_app(grpc_url: str, *, api_key: str | None = None, max_body_bytes: int
             raise ApiError(401, "missing or incorrect API key; send `Authorization: Bearer <key>`",
                            code="invalid_api_key")
 
-    async def guarded(request: Request, work: Callable[[Exchange], Any], *, body_priority: bool = False) -> Response:
-        """Authorize, wait for a turn (429 when there is none), do ``work``; every failure in OpenAI's shape.
-        The turn is given by the ``X-Priority`` header (the body is read only once admitted); a bad header is a
-        400 unless ``body_priority`` (a ``priority`` field in the body may still override it: ``work`` decides)."""
+    def answer_as(err: ApiError, shape: ErrorShape | None) -> JSONResponse:
+        body = err.body() if shape is None else shape(err)
+        return JSONResponse(body, status_code=err.status, headers=err.headers or None)
+
+    async def guarded(request: Request, work: Callable[[Exchange], Any], *, body_priority: bool = False,
+                      shape: ErrorShape | None = None) -> Response:
+        """Authorize, wait for a turn (429 when there is none), do ``work``; every failure in OpenAI's shape, or
+        in the one ``shape`` renders (another API's error body, for that API's routes). The turn is given by the
+        ``X-Priority`` header (the body is read only once admitted); a bad header is a 400 unless
+        ``body_priority`` (a ``priority`` field in the body may still override it: ``work`` decides)."""
         exchange = exchange_of(request.scope)
         try:
             authorize(request)
@@ -263,14 +220,14 @@ def create_app(grpc_url: str, *, api_key: str | None = None, max_body_bytes: int
         except ApiError as err:
             if err.failure is not None:
                 exchange.failure = err.failure
-            return answer(err)
+            return answer_as(err, shape)
         except Exception:  # the caller gets a fixed message; the details stay in this server's log
             log.exception("request failed")
-            return answer(api_error(RuntimeError()))
+            return answer_as(api_error(RuntimeError()), shape)
 
     @app.exception_handler(HTTPException)
     async def http_error(_request: Request, exc: HTTPException) -> JSONResponse:  # unknown route, method
-        return answer(ApiError(exc.status_code, str(exc.detail), param=None, code=None))
+        return answer_as(ApiError(exc.status_code, str(exc.detail), param=None, code=None), None)
 
     @app.post("/v1/embeddings", response_model=EmbeddingResponse, openapi_extra=request_body(EmbeddingRequest),
               responses=error_responses(400, 401, 404, 408, 413, 429, 500, 503))
@@ -294,6 +251,8 @@ def create_app(grpc_url: str, *, api_key: str | None = None, max_body_bytes: int
 
     add_routes(app, catalog, guarded, read)
     add_rerank_routes(app, catalog, guarded, read)  # /v1/rerank, /rerank, /v2/rerank, /v1/score, /score
+    add_cohere_routes(app, catalog, guarded, read)  # Cohere's /v2/embed (and /v1/embed)
+    add_tei_routes(app, catalog, guarded, read, tei_model)  # TEI's /embed, /embed_sparse, /rerank, /info, ...
 
     @app.get("/v1/models", response_model=ModelList, responses=error_responses(401, 429, 500, 503))
     async def models(request: Request) -> Response:
@@ -301,6 +260,12 @@ def create_app(grpc_url: str, *, api_key: str | None = None, max_body_bytes: int
         async def work(_exchange: Exchange) -> dict[str, Any]:
             states = await catalog.repository()
             cards = [await model_entry(catalog, name, state, started) for name, state in sorted(states.items())]
+            by_name = {card.id: card for card in cards}
+            for alias, target in sorted(catalog.aliases.items()):  # an alias: its model's card under its name
+                with contextlib.suppress(ApiError):
+                    real = by_name.get(public_name(triton_name(target)))
+                    if real is not None:
+                        cards.append(real.model_copy(update={"id": alias, "root": real.id}))
             return ModelList(object="list", data=cards).model_dump(exclude_unset=True)
 
         return await guarded(request, work)
@@ -311,6 +276,8 @@ def create_app(grpc_url: str, *, api_key: str | None = None, max_body_bytes: int
         async def work(_exchange: Exchange) -> dict[str, Any]:
             name = (await catalog.get(model)).triton_name  # 404 when not served
             card = await model_entry(catalog, name, (await catalog.repository()).get(name, ""), started)
+            if model in catalog.aliases:
+                card = card.model_copy(update={"id": model, "root": card.id})
             return card.model_dump(exclude_unset=True)
 
         return await guarded(request, work)

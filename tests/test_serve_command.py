@@ -57,6 +57,25 @@ def test_a_taken_port_is_one_line_and_leaves_nothing_running(taken):
     assert _group_gone(proc.pid), "processes of zoo serve outlived it"
 
 
+@pytest.mark.parametrize(("extra", "says"), [
+    (["--alias", "text-embedding-3-small"], "--alias takes NAME=MODEL"),
+    (["--alias", "small=not/served"], "--alias small=not/served: not/served is not served here"),
+    (["--alias", "sentence-transformers/all-MiniLM-L6-v2=zoo/shapes-aligned-minilm"], "a served model's own name"),
+    (["--tei-model", "not/served"], "--tei-model not/served is not served here"),
+])
+def test_a_bad_alias_is_one_line_before_anything_starts(extra, says):
+    """`--alias NAME=MODEL` names a served model under a name of no served model, `--tei-model` a served model:
+    otherwise one line, a non-zero exit, and no process left."""
+    ports, health = free_ports(), free_ports().grpc
+    args = [arg if arg != "0" else str(free_ports().http) for arg in _serve_args(ports, health)]  # the door is on
+    proc = subprocess.Popen([sys.executable, "-m", "zoo.cli", *args, *extra], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+    out, err = proc.communicate(timeout=120)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert proc.returncode != 0 and len(lines) == 1 and says in lines[0], err
+    assert "Traceback" not in err + out and _group_gone(proc.pid)
+
+
 def test_clean_exit_leaves_no_temporary_file_and_orphaned_regions_are_removed(tmp_path):
     """A `zoo serve` with TMPDIR and the zoo cache pointed at empty folders: its log lands in the cache's logs/,
     SIGTERM leaves TMPDIR empty, and on start it removed a region whose owner process is gone (as after a

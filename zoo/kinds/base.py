@@ -139,12 +139,18 @@ class OutputKind:
     # ---- one item as JSON, and as a line ----------------------------------------------------------
     def to_json(self, item: Any, encoding_format: str = "float") -> list | str | dict:
         """One item as JSON values. ``float``: numbers (quantized precisions as their integer values,
-        float16/float8 as the floats they hold); ``base64`` (where :attr:`base64`): the raw little-endian
-        bytes in the precision's dtype (a kind without :attr:`base64` answers in its float form)."""
-        if encoding_format == "base64" and self.base64:
+        float16/float8 as the floats they hold); ``base64`` (where :attr:`base64`): those numbers as little-endian
+        float32 bytes, as OpenAI's clients decode them whatever the precision; ``bytes`` (where :attr:`base64`):
+        the raw little-endian bytes in the precision's own dtype (:data:`zoo.postprocess.PRECISIONS`), in base64. A kind
+        without :attr:`base64` answers in its float form."""
+        if encoding_format in ("base64", "bytes") and self.base64:
             import base64
 
-            return base64.b64encode(np.ascontiguousarray(item, dtype=item.dtype.newbyteorder("<")).tobytes()).decode()
+            values = np.asarray(item)
+            if encoding_format == "base64":
+                values = values.astype("<f4")
+            return base64.b64encode(np.ascontiguousarray(values, dtype=values.dtype.newbyteorder("<")).tobytes()
+                                    ).decode()
         if item.dtype.kind == "f" or item.dtype == pp.FLOAT8:
             return item.astype(np.float32).tolist()
         return item.tolist()
