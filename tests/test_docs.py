@@ -78,6 +78,8 @@ EXEMPT = {
 #: page → the test that runs that page's blocks against a server of its own (it must read the page)
 COVERED = {
     "docs/openai.md": "tests/test_openai.py::test_readme_examples_run",
+    "docs/tei.md": "tests/test_door_tei.py::test_page_examples_run",
+    "docs/clients.md": "tests/test_clients.py::test_snippet",
 }
 #: the synopsis checked against the real parser: (page, first line of the block)
 SYNOPSIS = ("docs/cli.md", "zoo list")
