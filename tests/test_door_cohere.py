@@ -3,7 +3,6 @@
 clients' venv; every answer is compared with in-process ``encode()``."""
 
 import base64
-import io
 import json
 import os
 import re
@@ -16,13 +15,13 @@ from pathlib import Path
 import cohere
 import numpy as np
 import pytest
-from PIL import Image
 
 import zoo
 from serving.cohere_embed import INPUT_PROMPTS, prompt_for, turn
 from zoo.defaults import default_model
 
 from .processes import start_serve, stop_group
+from .test_openai import cos, png_uri  # the same helpers as the OpenAI door's tests
 
 pytestmark = pytest.mark.server
 KEY = "co-zoo-test"
@@ -65,19 +64,6 @@ def local(prompted_dir):
 @pytest.fixture()
 def co(serve):
     return cohere.ClientV2(api_key=KEY, base_url=serve.root, max_retries=0)
-
-
-def cos(a, b) -> np.ndarray:
-    a, b = np.asarray(a, np.float32), np.asarray(b, np.float32)
-    return (a * b).sum(-1) / np.linalg.norm(a, axis=-1) / np.linalg.norm(b, axis=-1)
-
-
-def png_uri(color: tuple[int, int, int], size: int = 64) -> str:
-    img = Image.new("RGB", (size, size), (255, 255, 255))
-    img.paste(color, (size // 4, size // 4, 3 * size // 4, 3 * size // 4))
-    buf = io.BytesIO()
-    img.save(buf, format="PNG")
-    return "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
 def post(serve, path: str, body: dict, key: str | None = KEY) -> tuple[int, dict]:
