@@ -24,8 +24,9 @@ The answer is Cohere's: ``{"id", "embeddings": {"float": [[...]], "int8": [[...]
 {"api_version", "billed_units": {"input_tokens", "images"}, "tokens"}, "response_type": "embeddings_by_type"}``
 (v1 without ``embedding_types``: ``embeddings_floats``, a list of float vectors); errors are Cohere's ``{"id",
 "message"}`` with the door's status codes. The body is read and checked before any work as ``/v1/embeddings``'
-is (at most :data:`serving.openai_models.MAX_ITEMS` inputs: Cohere takes 96 a call, its SDKs send batches of
-that), and the model calls are ``/v1/embeddings``' own (:mod:`serving.door_embed`).
+is (at most :data:`serving.openai_models.MAX_ITEMS` inputs: Cohere takes 96 a call; ``cohere.Client``, v1,
+sends batches of 96, ``ClientV2`` what it is given), and the model calls are ``/v1/embeddings``' own
+(:mod:`serving.door_embed`).
 """
 
 from __future__ import annotations

@@ -46,7 +46,7 @@ async def served_embedder(catalog: Catalog, model: str, exchange: Exchange) -> A
         embedder = await catalog.get(model)
     except ApiError as err:
         if err.code == "model_not_ready":  # it is in Triton's repository, so a served name
-            exchange.model = public_name(triton_name(model))
+            exchange.model = public_name(triton_name(catalog.aliases.get(model, model)))
         raise
     exchange.model = public_name(embedder.triton_name)
     if contract.reads_pairs(embedder.spec.outputs):

@@ -44,6 +44,7 @@ from zoo.errors import (
     UnsupportedModalityError,
     choices,
 )
+from zoo.long import MAX_TOKEN_IDS
 from zoo.media.budgets import MAX_PARTS
 
 from . import contract
@@ -139,7 +140,7 @@ def _shown(value: Any) -> str:
     """A value a caller sent, as an error quotes it: a few characters at most (an item may be megabytes)."""
     if isinstance(value, dict):
         return f"an object with keys {[str(k)[:SHOWN_CHARS] for k in sorted(map(str, value))[:5]]}"
-    if isinstance(value, list):
+    if isinstance(value, (list, array)):
         return f"a list of {len(value)} elements"
     text = repr(value)
     return text if len(text) <= SHOWN_CHARS else text[:SHOWN_CHARS - 3] + "..."
@@ -201,9 +202,12 @@ def validation_error(err: ValidationError, model: type[BaseModel] = EmbeddingReq
 
 
 _WS = re.compile(r"[ \t\n\r]*")
-# an array of non-negative integers of at most 10 digits (token ids; int64 holds them), JSON's whitespace allowed
+# an array of at most MAX_TOKEN_IDS non-negative integers of at most 10 digits (token ids; int64 holds them), JSON's
+# whitespace allowed; an array of more is refused as soon as its MAX_TOKEN_IDS + 1st id is read
 _ID = r"(?:0|[1-9][0-9]{0,9})"
-_INT_ARRAY = re.compile(rf"\[[ \t\n\r]*{_ID}(?:[ \t\n\r]*,[ \t\n\r]*{_ID})*[ \t\n\r]*\]")
+_NEXT_ID = rf"[ \t\n\r]*,[ \t\n\r]*{_ID}"
+_INT_ARRAY = re.compile(rf"\[[ \t\n\r]*{_ID}(?:{_NEXT_ID}){{0,{MAX_TOKEN_IDS - 1}}}[ \t\n\r]*\]")
+_INT_ARRAY_OVER = re.compile(rf"\[[ \t\n\r]*{_ID}(?:{_NEXT_ID}){{{MAX_TOKEN_IDS}}}")
 _INTS = re.compile(r"[0-9]+")
 _NUMBER = re.compile(r"(-?(?:0|[1-9]\d*))(\.\d+)?([eE][-+]?\d+)?")
 _CONSTANTS = (("null", None), ("true", True), ("false", False), ("NaN", float("nan")),
@@ -245,6 +249,9 @@ class _BoundedParser:
             ints = _INT_ARRAY.match(s, pos)
             if ints is not None:
                 return array("q", map(int, _INTS.findall(ints.group()))), ints.end()
+            if _INT_ARRAY_OVER.match(s, pos) is not None:
+                raise bad_request(f"`{where or 'the request body'}` holds an array of more than {MAX_TOKEN_IDS} "
+                                  "token ids; at most that many an item", param=where.split("[")[0] or None)
         if c in ("{", "[") and c:
             if depth >= MAX_DEPTH:
                 raise bad_request("the request body nests too deeply", param=None)
@@ -332,7 +339,7 @@ def parse_request(body: Any) -> EmbeddingRequest:
     """Validate a decoded JSON body as :class:`EmbeddingRequest`; raises :class:`ApiError` (400) naming the field
     at fault."""
     try:
-        return EmbeddingRequest.model_validate(body)
+        return EmbeddingRequest.model_validate(body, context={})  # the context counts what token ids spell
     except ValidationError as err:
         raise validation_error(err) from None
 

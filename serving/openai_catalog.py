@@ -32,6 +32,10 @@ def parse_aliases(pairs: list[str] | tuple[str, ...]) -> dict[str, str]:
                                        f"all-MiniLM-L6-v2), got {pair!r}", "alias")
         if name in out:
             raise InvalidArgumentError(f"--alias names {name!r} twice", "alias")
+        try:  # the name must be one a served model could go by (a 503's metrics label is its Triton form)
+            triton_name(name)
+        except InvalidArgumentError:
+            raise InvalidArgumentError(f"--alias {pair}: {name!r} cannot be a model name", "alias") from None
         out[name] = model
     return out
 

@@ -26,6 +26,7 @@ from pydantic import (
     Field,
     PlainValidator,
     Tag,
+    ValidationInfo,
     model_validator,
     with_config,
 )
@@ -60,8 +61,8 @@ MAX_ITEMS = 2048  # OpenAI's own limit on the items of one request
 #: ``invalid_value``, with what the item was appended)
 ERROR_CODES = frozenset({"invalid_value", "invalid_item", "url_not_supported",
                          "text_too_long", "too_many_parts"})
-ITEM_SHAPES = ('an item is a string, {"image": "data:..."}, {"audio": "data:..."}, {"video": "data:..."} or '
-               '{"content": [content parts]}')
+ITEM_SHAPES = ('an item is a string, a list of cl100k_base token ids, {"image": "data:..."}, {"audio": "data:..."}, '
+               '{"video": "data:..."} or {"content": [content parts]}')
 ITEM_KEYS = ("image", "audio", "video", "content")  # the one key of an item that is an object
 PART_SHAPES = ('a content part must be {"type": "text", "text": ...} or '
                '{"type": "image_url", "image_url": {"url": "data:image/..."}}')
@@ -196,26 +197,43 @@ class InterleavedItem(_Body):
                                       for p in self.content]
 
 
-def _from_tokens(value: Any) -> str:
+def _from_tokens(value: Any, info: ValidationInfo) -> str:
     # OpenAI's token-id input: cl100k_base ids, decoded to the text they spell (serving.token_input), which the
-    # model then reads with its own tokenizer
+    # model then reads with its own tokenizer. What they spell is counted before it is decoded: an id may spell 128
+    # characters in 6 bytes of body, so the body's size alone does not bound the text
     from zoo.long import MAX_TOKEN_IDS
 
-    from .token_input import ENCODING, decode
+    from .token_input import ENCODING, decode, spelled_bytes
 
-    if isinstance(value, array) and value.typecode == "q":  # a body's token ids (serving.openai_api.parse_json)
-        value = value.tolist()
-    if not isinstance(value, list) or not value:
+    if not isinstance(value, (list, array)) or not value:
         raise PydanticCustomError("invalid_value", "a token-id item must be a non-empty list of {encoding} ids",
                                   {"encoding": ENCODING})
     if len(value) > MAX_TOKEN_IDS:
         raise PydanticCustomError("invalid_value", "the token-id array has {n} ids; at most {limit} per item",
                                   {"n": len(value), "limit": MAX_TOKEN_IDS})
+    if isinstance(value, list) and not all(isinstance(t, int) and not isinstance(t, bool) for t in value):
+        raise PydanticCustomError("invalid_value", "a token-id item must be a list of {encoding} ids (integers)",
+                                  {"encoding": ENCODING})
     try:
-        text = decode(value)
+        spelled = spelled_bytes(value)
     except ValueError as err:
         raise PydanticCustomError("invalid_value", "{message}", {"message": str(err)}) from None
-    return _text_fits(text)
+    if spelled > MAX_SPELLED_BYTES:
+        raise PydanticCustomError("text_too_long", "the token ids spell {n} bytes of text; at most {limit} per item",
+                                  {"n": spelled, "limit": MAX_SPELLED_BYTES})
+    spent = info.context.setdefault("spelled", 0) + spelled if isinstance(info.context, dict) else spelled
+    if spent > MAX_SPELLED_REQUEST:
+        raise PydanticCustomError("text_too_long", "the request's token ids spell more than {limit} bytes of text",
+                                  {"limit": MAX_SPELLED_REQUEST})
+    if isinstance(info.context, dict):
+        info.context["spelled"] = spent
+    return _text_fits(decode(value))
+
+
+#: the most bytes of text one token-id item may spell (a text of MAX_TEXT_CHARS characters, 4 bytes each at most)
+MAX_SPELLED_BYTES = 4 * budgets.MAX_TEXT_CHARS
+#: the most bytes of text a request's token ids may spell in all: what the default 16 MiB body of text holds
+MAX_SPELLED_REQUEST = 1 << 24
 
 
 TokenIds = Annotated[str, PlainValidator(_from_tokens, json_schema_input_type=list[int]),

@@ -48,7 +48,8 @@ class EmbeddingResponse(BaseModel):
     model: str
     usage: Usage
     dtype: str | None = Field(None, description="encoding_format bytes: the numpy dtype of each embedding's bytes "
-                              "(int8, uint8, float16, float8_e4m3fn, float32; binary and ubinary: packed bits)")
+                              "(int8, uint8, float16, float8_e4m3fn, float32; binary and ubinary come as int8 and "
+                              "uint8 bytes of packed bits, one bit a dimension)")
 
 
 class ModelCard(BaseModel):

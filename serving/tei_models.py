@@ -11,10 +11,11 @@ them. ``truncate`` (default false: a text over the model's window is refused) an
 from __future__ import annotations
 
 import re
+from array import array
 from functools import cached_property
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, Discriminator, Field, Tag, ValidationError
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Discriminator, Field, Tag, ValidationError
 from pydantic_core import PydanticCustomError
 
 from zoo.errors import InputError
@@ -38,16 +39,21 @@ def _ids_fit(ids: list[int]) -> list[int]:
 
 
 def _is_ids(value: Any) -> bool:
-    return isinstance(value, list) and bool(value) and all(
+    return isinstance(value, array) and bool(value) or isinstance(value, list) and bool(value) and all(
         isinstance(t, int) and not isinstance(t, bool) for t in value)
+
+
+def _listed(value: Any) -> Any:
+    # a body's id arrays come compact (parse_json's int_arrays), at most MAX_TOKEN_IDS ids each
+    return value.tolist() if isinstance(value, array) else value
 
 
 def _input_kind(value: Any) -> str | None:
     return "text" if isinstance(value, str) else "ids" if _is_ids(value) else None
 
 
-TokenIds = Annotated[list[int], AfterValidator(_ids_fit), Field(description=f"the model's token ids, at most "
-                                                                f"{MAX_TOKEN_IDS}")]
+TokenIds = Annotated[list[int], BeforeValidator(_listed), AfterValidator(_ids_fit),
+                     Field(description=f"the model's token ids, at most {MAX_TOKEN_IDS}")]
 Input = Annotated[Annotated[Text, Tag("text")] | Annotated[TokenIds, Tag("ids")],
                   Discriminator(_input_kind, custom_error_type="invalid_item", custom_error_message=INPUT_SHAPES)]
 
@@ -72,12 +78,17 @@ DIRECTION_DOC = "with truncate: Right keeps a text's first tokens, Left its last
 PROMPT_DOC = "one of the model's prompts, put before each text (GET /v1/models: prompts)"
 
 
+class _TEIBody(_Body):
+    # TEI ignores fields it does not know (its request structs do not deny them): its clients may send more
+    model_config = ConfigDict(strict=True, extra="ignore")
+
+
 def cut_of(truncate: bool | None, direction: str) -> str:
     """TEI's ``truncate`` and ``truncation_direction`` as the door's ``truncate``: none, end or start."""
     return "none" if not truncate else "start" if direction.lower() == "left" else "end"
 
 
-class TextsRequest(_Body):
+class TextsRequest(_TEIBody):
     """What TEI's embedding bodies share."""
 
     inputs: Inputs = Field(description=f"a string or a list of token ids, or a list of at most {MAX_ITEMS} of them")
@@ -111,7 +122,7 @@ class TEIEmbedAllRequest(TextsRequest):
     """``POST /embed_all``: TEI's ``EmbedAllRequest``."""
 
 
-class TEIRerankRequest(_Body):
+class TEIRerankRequest(_TEIBody):
     """``POST /rerank`` with TEI's body: ``texts`` ranked against ``query``."""
 
     query: Query
@@ -128,10 +139,15 @@ class TEIRerankRequest(_Body):
         return cut_of(self.truncate, self.truncation_direction)
 
 
-class TEITokenizeRequest(_Body):
+def _one_text(value: Any) -> Any:
+    return [value] if isinstance(value, str) else value  # one text: a batch of one
+
+
+class TEITokenizeRequest(_TEIBody):
     """``POST /tokenize``: TEI's ``TokenizeRequest``."""
 
-    inputs: Text | Annotated[list[Text], Field(min_length=1, max_length=MAX_ITEMS)] = Field(
+    inputs: Annotated[list[Text], Field(min_length=1, max_length=MAX_ITEMS),
+                      BeforeValidator(_one_text, json_schema_input_type=Text | list[Text])] = Field(
         description=f"a string, or a list of at most {MAX_ITEMS} strings")
     add_special_tokens: bool = Field(True, description="false: the model's special tokens are left out")
     prompt_name: str | None = Field(None, description=PROMPT_DOC)
@@ -139,14 +155,15 @@ class TEITokenizeRequest(_Body):
     @property
     def texts(self) -> list[str]:
         """The texts, in order."""
-        return [self.inputs] if isinstance(self.inputs, str) else list(self.inputs)
+        return list(self.inputs)
 
 
 def _ids_lists(value: Any) -> Any:
+    value = _listed(value)
     return [value] if _is_ids(value) else value  # one list of ids: a batch of one
 
 
-class TEIDecodeRequest(_Body):
+class TEIDecodeRequest(_TEIBody):
     """``POST /decode``: TEI's ``DecodeRequest``."""
 
     ids: Annotated[list[TokenIds], Field(min_length=1, max_length=MAX_ITEMS),
@@ -173,9 +190,9 @@ def checked(model: type[BaseModel], value: Any) -> Any:
 
 
 def parse(model: type[BaseModel], body: bytes) -> Any:
-    """A raw body checked as request ``model``: a bounded parse (lists of up to ``MAX_TOKEN_IDS`` ids), then
-    :func:`checked`. CPU work: call it off the event loop."""
-    return checked(model, parse_json(body, max(MAX_ITEMS, MAX_TOKEN_IDS)))
+    """A raw body checked as request ``model``: a bounded parse (lists of token ids read compactly, up to
+    ``MAX_TOKEN_IDS`` ids each), then :func:`checked`. CPU work: call it off the event loop."""
+    return checked(model, parse_json(body, MAX_ITEMS, int_arrays=True))
 
 
 # ---- errors ---------------------------------------------------------------------------------------------------

@@ -74,6 +74,8 @@ def _can(role: str, embedder: Any) -> bool:
     pairs = contract.reads_pairs(spec.outputs)
     if role == "rerank":
         return pairs
+    if role == "text":  # /tokenize, /decode with --tei-model: any model that reads text, as TEI's are
+        return Modality.TEXT in spec.modalities
     text = Modality.TEXT in spec.modalities and not pairs
     return text and {"embed": "dense", "sparse": "sparse", "all": "multivector"}[role] in spec.outputs
 
@@ -98,6 +100,12 @@ class Models:
     def __init__(self, catalog: Catalog, tei_model: str | None) -> None:
         self.catalog, self.tei_model = catalog, tei_model
         self._picked: dict[str, str] = {}
+
+    @property
+    def text_role(self) -> str:
+        """The role of ``/tokenize`` and ``/decode``: with ``tei_model``, that model whatever it gives (TEI
+        tokenizes for rerankers and sparse models too); without, ``/embed``'s model."""
+        return "text" if self.tei_model is not None else "embed"
 
     async def get(self, role: str, exchange: Exchange) -> Any:
         """The model of ``role``'s route (see :func:`_can`); TEI's 424 when none can answer it."""
@@ -249,7 +257,7 @@ def _tei_tokens(found: Tokens, text: str, prompt: str, special: bool) -> list[di
 
 async def tokenize(models: Models, req: TEITokenizeRequest, exchange: Exchange) -> bytes:
     """``/tokenize``: per text, its tokens as the model reads them (its window: a longer text is a 422)."""
-    embedder = await models.get("embed", exchange)
+    embedder = await models.get(models.text_role, exchange)
     spec = embedder.spec
     name = req.prompt_name if req.prompt_name is not None else spec.default_prompt_name
     prompt = spec.prompts.get(name, "") if name is not None else ""
@@ -276,7 +284,7 @@ async def decode(models: Models, req: TEIDecodeRequest, exchange: Exchange) -> b
     if not req.skip_special_tokens:
         raise tei_error(422, "skip_special_tokens false is not supported: ids decode without the special tokens",
                         "Validation")
-    embedder = await models.get("embed", exchange)
+    embedder = await models.get(models.text_role, exchange)
     try:
         texts = await embedder.detokenize(req.ids, priority=exchange.priority, traceparent=exchange.traceparent)
     except InputError as err:

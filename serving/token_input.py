@@ -11,6 +11,7 @@ character, which decodes to U+FFFD. The encoding's file ships in the ``tiktoken-
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Any
 
 #: the encoding OpenAI's token-id input is in (its text-embedding-3 and -ada-002 models' own)
@@ -27,27 +28,44 @@ def encoding() -> Any:
 
 
 @functools.cache
-def _ids() -> frozenset[int]:
-    # the range has holes (ids no rank and no special token has), which tiktoken's decode meets with a KeyError
-    enc, found = encoding(), set()
+def _byte_lengths() -> Any:
+    # each id's bytes (-1: a hole in the id range, which no rank and no special token has, and which tiktoken's decode
+    # meets with a KeyError): what ids spell is known, and bounded, before anything is decoded
+    import numpy as np
+
+    enc = encoding()
+    lengths = np.full(enc.n_vocab, -1, np.int64)
     for token in range(enc.n_vocab):
         try:
-            enc.decode_single_token_bytes(token)
+            lengths[token] = len(enc.decode_single_token_bytes(token))
         except KeyError:
             continue
-        found.add(token)
-    return frozenset(found)
+    return lengths
+
+
+def spelled_bytes(ids: Sequence[int]) -> int:
+    """The UTF-8 bytes ``ids`` spell in ``cl100k_base``, counted without decoding them. Raises :class:`ValueError`
+    naming the first id the encoding does not have."""
+    import numpy as np
+
+    lengths = _byte_lengths()
+    found = np.asarray(ids, np.int64)
+    inside = (found >= 0) & (found < len(lengths))
+    known = np.where(inside, lengths[np.clip(found, 0, len(lengths) - 1)], -1)
+    if (known < 0).any():
+        bad = int(found[np.argmax(known < 0)])
+        raise ValueError(f"token id {bad} is not an id of {ENCODING} (OpenAI's token-id input is in {ENCODING})")
+    return int(known.sum())
 
 
 def valid_id(token: int) -> bool:
     """Whether ``token`` is an id of ``cl100k_base`` (its ranks and its special tokens)."""
-    return token in _ids()
+    lengths = _byte_lengths()
+    return 0 <= token < len(lengths) and lengths[token] >= 0
 
 
-def decode(ids: list[int]) -> str:
+def decode(ids: Sequence[int]) -> str:
     """The text ``ids`` spell in ``cl100k_base`` (bytes that are not whole UTF-8 characters: U+FFFD). Raises
     :class:`ValueError` naming the first id the encoding does not have."""
-    bad = next((t for t in ids if not valid_id(t)), None)
-    if bad is not None:
-        raise ValueError(f"token id {bad} is not an id of {ENCODING} (OpenAI's token-id input is in {ENCODING})")
-    return encoding().decode(ids, errors="replace")
+    spelled_bytes(ids)
+    return encoding().decode(list(ids), errors="replace")

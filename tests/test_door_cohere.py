@@ -281,7 +281,7 @@ def test_langchain_and_haystack_cohere_embedders(serve, local):
     """LangChain's CohereEmbeddings (cohere.Client: /v1/embed) and Haystack's CohereTextEmbedder (ClientV2:
     /v2/embed), with their defaults, get in-process encode()'s vectors."""
     if not CLIENTS.exists():
-        pytest.skip(f"the clients' venv is missing ({CLIENTS}; scripts/test.sh makes it, ZOO_CLIENTS_VENV names it)")
+        pytest.fail(f"the clients' venv is missing ({CLIENTS}; scripts/test.sh makes it, ZOO_CLIENTS_VENV names it)")
     run = subprocess.run([str(CLIENTS), "-c", CLIENT_SCRIPT, serve.root, KEY, TEXT], capture_output=True, text=True,
                          timeout=300, env={**os.environ, "COHERE_API_KEY": ""})
     assert run.returncode == 0, run.stderr[-3000:]

@@ -294,6 +294,33 @@ def test_token_id_arrays_are_read_compactly_with_json_values():
     assert len(req.items) == 1000 and req.items[999] == (Modality.TEXT, text)
 
 
+def test_token_ids_are_bounded_before_they_are_decoded():
+    """An id array over MAX_TOKEN_IDS is refused as its first id past the bound is read, and what ids spell is
+    counted before it is decoded (one id may spell 128 characters in 6 bytes of body): an item over
+    MAX_SPELLED_BYTES, or a request over MAX_SPELLED_REQUEST, is a 400 naming it; TEI's bodies read their id
+    arrays compactly too (1000 inputs of 512 ids is a valid body)."""
+    from serving.openai_api import read_request
+    from serving.openai_models import MAX_SPELLED_BYTES, MAX_SPELLED_REQUEST
+    from serving.tei_models import TEIEmbedRequest, parse
+    from serving.token_input import encoding, spelled_bytes
+    from zoo.long import MAX_TOKEN_IDS
+
+    wide = 58040  # an id that spells 128 characters
+    assert spelled_bytes([wide]) == 128 == len(encoding().decode([wide]))
+    with pytest.raises(ApiError, match=f"more than {MAX_TOKEN_IDS} token ids") as caught:
+        read_request(json.dumps({"model": "m", "input": [[1] * (MAX_TOKEN_IDS + 1)]}).encode())
+    assert caught.value.param == "input"
+    with pytest.raises(ApiError, match=f"spell {MAX_TOKEN_IDS * 128} bytes of text; at most {MAX_SPELLED_BYTES}"):
+        read_request(json.dumps({"model": "m", "input": [[wide] * MAX_TOKEN_IDS]}).encode())
+    per_item = MAX_TEXT_CHARS // 128  # items of the most characters one may hold
+    with pytest.raises(ApiError, match=f"spell more than {MAX_SPELLED_REQUEST} bytes") as caught:
+        read_request(json.dumps({"model": "m", "input": [[wide] * per_item] * 17}).encode())
+    assert caught.value.message.startswith(f"input[{MAX_SPELLED_REQUEST // MAX_TEXT_CHARS}]")
+    body = json.dumps({"inputs": [list(range(1000, 1512))] * 1000}).encode()
+    got = parse(TEIEmbedRequest, body)
+    assert len(got.items) == 1000 and got.items[999] == list(range(1000, 1512))
+
+
 def test_the_answer_renders_as_json_response_would():
     from fastapi.responses import JSONResponse
     from scipy import sparse
