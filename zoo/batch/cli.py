@@ -17,7 +17,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
                         dimensions=args.dimensions, precision=args.precision, prompt_name=args.prompt_name,
                         backend="triton" if args.triton else "local", url=args.triton or "")
     report = run(settings, args.out, to=args.to, collection=args.collection, actors=args.actors,
-                 batch_size=args.batch_size, progress=not args.no_progress)
+                 batch_size=args.batch_size, progress=not args.no_progress, ray_address=args.ray_address)
     print(f"{report.shards} shards ({report.skipped} already done): {report.rows} rows embedded, "
           f"{report.errors} errors (see {errors_path(Path(args.out))}), {report.rows_per_s:.1f} rows/s"
           + (f"; {report.stored} rows written to {args.to}" if args.to else ""))
@@ -30,7 +30,8 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     from ..postprocess import PRECISIONS
 
     p = sub.add_parser("embed", help="embed a corpus on Ray Data into Parquet shards and/or a vector database",
-                       description="Runs locally (ray.init()) or on the cluster named by RAY_ADDRESS.")
+                       description="Runs on a local Ray that listens on 127.0.0.1 only, or on the cluster named "
+                       "by --ray-address or RAY_ADDRESS.")
     p.add_argument("input", help="a JSONL file, a Parquet file or dataset folder, or a folder of files")
     p.add_argument("--model", required=True, help="registry name or local model folder")
     p.add_argument("--out", required=True, help="folder for the Parquet shards (one dataset); the job's errors "
@@ -40,6 +41,8 @@ def add_command(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--triton", metavar="URL", help="call the model served at this tritonserver (host:grpc-port) "
                    "instead of loading it in each actor; as a bulk job: low priority (interactive requests go "
                    "first), small requests, retried with backoff while the server is overloaded")
+    p.add_argument("--ray-address", metavar="ADDRESS", help="run on the Ray cluster at this address (HOST:PORT of "
+                   "its head; default: RAY_ADDRESS; without either, a local Ray started for this job)")
     p.add_argument("--actors", type=int, help="model copies (or server clients) working side by side")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--rows-per-shard", type=int, default=1000)

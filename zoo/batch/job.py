@@ -13,6 +13,7 @@ finished shards into a vector database are :mod:`zoo.batch.dest`'s.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import logging
 import os
@@ -171,34 +172,83 @@ class Report:
         return self.rows / self.seconds if self.seconds else 0.0
 
 
-def init_ray(ray: Any) -> None:
-    """Join the cluster named by ``RAY_ADDRESS``, else start a fresh local Ray whose every process listens on
-    127.0.0.1 only (by default Ray binds every interface, and joins whatever cluster /tmp/ray names)."""
-    from ..settings import settings as env_settings  # not `settings`: that names a job's Settings here
+def is_loopback(address: str) -> bool:
+    """Whether a Ray address (``HOST:PORT``, ``ray://HOST:PORT``, ``[::1]:PORT``) names this machine's loopback."""
+    host = address.split("://", 1)[-1].rsplit("@", 1)[-1]
+    if host.startswith("["):  # an IPv6 literal with a port
+        host = host[1:].split("]", 1)[0]
+    elif host.count(":") == 1:
+        host = host.split(":", 1)[0]
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a name (or "auto"): where it points is the cluster's business
 
+
+def load_ray(address: str | None) -> Any:
+    """Import Ray set for where the job runs: kept on 127.0.0.1 for a local job or a cluster on loopback, free
+    to reach other machines for any other address; refuses a Ray already imported with the other setting.
+
+    Ray reads the setting once, when it is imported: with it off, Ray rewrites 127.0.0.1 (a node's address, or
+    the cluster's) into the machine's outward address, so every process it starts listens on every interface
+    and a loopback cluster is looked for where it is not (the job then hangs). With it on, this process's own
+    Ray worker listens on 127.0.0.1, which the nodes of a cluster on other machines cannot reach."""
+    one_machine = address is None or is_loopback(address)
+    if one_machine:
+        os.environ.update(ONE_MACHINE_RAY)  # before Ray is imported, and for the processes it starts
+    import ray
+    from ray._private import ray_constants
+
+    if ray.is_initialized():
+        return ray  # the caller's own Ray (ray.init() before calling run()): the job runs on it as it is
+    kept = not ray_constants.ENABLE_RAY_CLUSTER
+    where = "a local Ray" if address is None else f"the Ray cluster at {address}"
+    if one_machine and not kept:
+        raise InvalidArgumentError(
+            f"Ray was imported before zoo could keep it on 127.0.0.1, so {where} would listen on every "
+            f"interface (or never be found); set RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 before importing ray",
+            "ray_address")
+    if not one_machine and kept:
+        raise InvalidArgumentError(
+            f"this process's Ray is kept on 127.0.0.1 (RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0, or a local job "
+            f"ran here before), so the nodes of {where} could not reach it; run the job in a new process "
+            f"without that variable", "ray_address")
+    return ray
+
+
+def init_ray(ray: Any, address: str | None = None) -> None:
+    """Join the Ray cluster at ``address``, else start a fresh local Ray whose every process listens on
+    127.0.0.1 only. A local job never joins another Ray: not the one ``/tmp/ray/ray_current_cluster`` names
+    (which a bare ``ray.init()`` would), nor one in ``RAY_ADDRESS`` unless the caller passed it in ``address``.
+    Import Ray with :func:`load_ray` first."""
     options = dict(include_dashboard=False, log_to_driver=False, logging_level="WARNING")
-    if env_settings().ray_address:  # ray.init() then reads RAY_ADDRESS itself and joins that cluster
-        ray.init(**options)
-    else:
-        # Ray resolves a node address of 127.0.0.1 to the machine's outward one unless it is told that this is
-        # a one-machine Ray; its processes read that from the environment (see ONE_MACHINE_RAY)
-        os.environ.update(ONE_MACHINE_RAY)
+    if address is None:
         ray.init(address="local", _node_ip_address="127.0.0.1", **options)
+        return
+    try:
+        ray.init(address=address, **options)
+    except (ConnectionError, RuntimeError, ray.exceptions.RayError) as err:
+        # e.g. a cluster with token auth and no RAY_AUTH_MODE=token / RAY_AUTH_TOKEN here, or nothing there
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ServerError(f"could not join the Ray cluster at {address}: {first}") from None
 
 
 def run(settings: Settings, dest: str | Path, *, to: str | None = None, collection: str | None = None,
-        actors: int | None = None, batch_size: int = 32, progress: bool = True) -> Report:
+        actors: int | None = None, batch_size: int = 32, progress: bool = True,
+        ray_address: str | None = None) -> Report:
     """Embed ``settings.input`` into Parquet shards under ``dest`` (and the database ``to``) on Ray Data.
 
     ``actors``: how many model copies work side by side (default: one per two cores locally, one client of a
     served model, which yields to interactive requests: see the comment where it is chosen). Shards already in
     ``dest`` are skipped; rows that fail go to ``dest/_zoo/errors.jsonl`` (:func:`zoo.batch.dest.errors_path`).
-    ``dest`` reads as one Parquet dataset (see :mod:`zoo.batch.dest`)."""
+    ``dest`` reads as one Parquet dataset (see :mod:`zoo.batch.dest`). ``ray_address`` (else ``RAY_ADDRESS``):
+    the Ray cluster to run on; without either, a local Ray on 127.0.0.1 only (:func:`init_ray`)."""
     from ..settings import settings as env_settings  # `settings` is this job's Settings
 
-    if not env_settings().ray_address:
-        os.environ.update(ONE_MACHINE_RAY)  # before Ray is imported: it reads this once (see init_ray)
-    import ray
+    address = ray_address or env_settings().ray_address
+    ray = load_ray(address)  # before anything else imports Ray: it reads its bind setting once
 
     from ..registry import get_spec
     from ..store import collection_name
@@ -228,7 +278,7 @@ def run(settings: Settings, dest: str | Path, *, to: str | None = None, collecti
     failed: list[str] = []
     if pending:
         if not ray.is_initialized():
-            init_ray(ray)
+            init_ray(ray, address)
         logging.getLogger("ray.data").setLevel(logging.WARNING)  # Ray Data's INFO lines would drown the bar
         ctx = ray.data.DataContext.get_current()
         ctx.enable_progress_bars = False  # the job's own bar counts rows; Ray's would count blocks
@@ -263,8 +313,11 @@ def run(settings: Settings, dest: str | Path, *, to: str | None = None, collecti
             # Ray's text holds the actor's traceback: its last "SomeError: message" line says what went wrong
             lines = [ln.strip() for ln in str(err).splitlines() if re.match(r"\s*[\w.]+(Error|Exception): ", ln)]
             own = [ln for ln in lines if not ln.startswith("ray.")] or lines or [type(err).__name__]
-            raise ServerError(f"the embedding job stopped: {own[-1]}; finished shards are kept in {dest}, and "
-                              "running the same command again resumes") from None
+            lost = [s.index for s in pending if not shard_path(dest, s.index).exists()]
+            named = ", ".join(map(str, lost[:10])) + (", …" if len(lost) > 10 else "")
+            raise ServerError(f"the embedding job stopped: {own[-1]}; {len(lost)} of {len(pending)} shards were not "
+                              f"written (shards {named}); the finished ones are kept in {dest}, and running the "
+                              "same command again does the rest") from None
         finally:
             if bar is not None:
                 bar.close()
