@@ -68,8 +68,13 @@ from .tei_models import (
 RUNTIME_DTYPES = {"torch": "float32", "torch-fp16": "float16", "onnx": "float32", "onnx-int8": "int8"}
 
 
+#: the output kind each embedding route of TEI's gives (TEI's API defines them so): the one place the routes name kinds
+ROUTE_KINDS = {"embed": "dense", "embed_sparse": "sparse", "embed_all": "multivector"}
+
+
 def _can(role: str, embedder: Any) -> bool:
-    """Whether a served model answers ``role``'s route: embed (dense text), sparse, all (multivector), rerank."""
+    """Whether a served model answers ``role``'s route: embed (dense text), embed_sparse, embed_all (multivector),
+    rerank, text (any model that reads text)."""
     spec = embedder.spec
     pairs = contract.reads_pairs(spec.outputs)
     if role == "rerank":
@@ -77,7 +82,7 @@ def _can(role: str, embedder: Any) -> bool:
     if role == "text":  # /tokenize, /decode with --tei-model: any model that reads text, as TEI's are
         return Modality.TEXT in spec.modalities
     text = Modality.TEXT in spec.modalities and not pairs
-    return text and {"embed": "dense", "sparse": "sparse", "all": "multivector"}[role] in spec.outputs
+    return text and ROUTE_KINDS[role] in spec.outputs
 
 
 def _refusal(role: str, name: str, embedder: Any) -> ApiError:
@@ -88,8 +93,8 @@ def _refusal(role: str, name: str, embedder: Any) -> ApiError:
     if Modality.TEXT not in embedder.spec.modalities:
         return tei_error(424, f"model `{name}` reads no text", "Backend")
     what = {"embed": "dense vectors (Model is not an embedding model)",
-            "sparse": "sparse vectors (Model is not an embedding model with SPLADE pooling)",
-            "all": "token vectors (multivector output)"}[role]
+            "embed_sparse": "sparse vectors (Model is not an embedding model with SPLADE pooling)",
+            "embed_all": "token vectors (multivector output)"}[role]
     return tei_error(424, f"model `{name}` gives no {what}; it gives {', '.join(embedder.spec.outputs)}", "Backend")
 
 
@@ -128,8 +133,9 @@ class Models:
             name, sure_too = await self._first("embed")
             sure = sure and sure_too
         if name is None:
-            what = {"embed": "embeds text with dense output", "sparse": "gives sparse vectors (a SPLADE or BGE-M3 "
-                    "model)", "all": "gives token vectors (multivector output)", "rerank": "reranks"}[role]
+            what = {"embed": "embeds text with dense output", "embed_sparse": "gives sparse vectors (a SPLADE or "
+                    "BGE-M3 model)", "embed_all": "gives token vectors (multivector output)", "rerank": "reranks",
+                    "text": "reads text"}[role]
             if not sure:  # a model that could not be looked at may be the one
                 raise tei_error(503, f"no ready served model {what}; retry shortly", "Unhealthy")
             raise tei_error(424, f"no served model {what}", "Backend")
@@ -157,7 +163,7 @@ class Models:
         if self.tei_model is None:
             return "embed"
         embedder = await self.catalog.get(self.tei_model)
-        return next((role for role in ("rerank", "embed", "sparse") if _can(role, embedder)), "embed")
+        return next((role for role in ("rerank", "embed", "embed_sparse") if _can(role, embedder)), "embed")
 
 
 # ---- the answers ----------------------------------------------------------------------------------------------
@@ -203,7 +209,7 @@ async def embed(models: Models, req: TEIEmbedRequest, exchange: Exchange) -> byt
 
 async def embed_sparse(models: Models, req: TEIEmbedSparseRequest, exchange: Exchange) -> bytes:
     """``/embed_sparse``: per input, its terms ``{index, value}`` by ascending vocabulary id."""
-    embedder = await models.get("sparse", exchange)
+    embedder = await models.get("embed_sparse", exchange)
     rows = await _embed(embedder, req, exchange, output="sparse")
 
     def terms(row: Any) -> list[dict[str, Any]]:
@@ -215,7 +221,7 @@ async def embed_sparse(models: Models, req: TEIEmbedSparseRequest, exchange: Exc
 
 async def embed_all(models: Models, req: TEIEmbedAllRequest, exchange: Exchange) -> bytes:
     """``/embed_all``: per input, its token vectors (the model's multivector output)."""
-    embedder = await models.get("all", exchange)
+    embedder = await models.get("embed_all", exchange)
     rows = await _embed(embedder, req, exchange, output="multivector")
     return await asyncio.to_thread(lambda: _json([[v.tolist() for v in row] for row in rows]))
 
@@ -303,7 +309,7 @@ async def info(models: Models, exchange: Exchange, max_concurrent: int | None) -
     if role == "rerank":
         model_type: dict[str, Any] = {"reranker": {"id2label": {"0": "LABEL_0"}, "label2id": {"LABEL_0": 0}}}
     else:
-        pooling = spec.options.get("pooling") or ("splade" if spec.outputs[0] == "sparse" else None)
+        pooling = spec.options.get("pooling") or ("splade" if spec.outputs[0] == ROUTE_KINDS["embed_sparse"] else None)
         model_type = {"embedding": {"pooling": pooling}}
     runtime = getattr(embedder, "runtime", None)
     return {"model_id": exchange.model, "model_sha": getattr(embedder, "weights_fingerprint", None) or None,
@@ -386,7 +392,7 @@ def add_tei_routes(app: FastAPI, catalog: Catalog, guarded: Guarded, read: ReadB
         ``/embed_sparse``), the route ``huggingface_hub``'s ``InferenceClient(model=URL)`` posts to."""
         async def work(exchange: Exchange) -> Any:
             role = await models.root_role()
-            model, answer = {"rerank": (TEIRerankRequest, rerank), "sparse": (TEIEmbedSparseRequest, embed_sparse)
+            model, answer = {"rerank": (TEIRerankRequest, rerank), "embed_sparse": (TEIEmbedSparseRequest, embed_sparse)
                              }.get(role, (TEIEmbedRequest, embed))
             req = await read(request, lambda body: parse(model, body))
             return await answer(models, req, exchange)

@@ -171,7 +171,7 @@ def test_each_route_serves_its_first_able_model():
     specs = {"a-image": spec("dense", modalities=(Modality.IMAGE,)), "b-splade": spec("sparse"),
              "c-m3": spec("dense", "sparse", "multivector"), "d-cross": spec("score"), "e-text": spec("dense")}
     models = Models(FakeCatalog(specs), None)
-    assert [pick(models, role) for role in ("embed", "sparse", "all", "rerank")] == [
+    assert [pick(models, role) for role in ("embed", "embed_sparse", "embed_all", "rerank")] == [
         "c-m3", "b-splade", "c-m3", "d-cross"]
     no_reranker = {k: v for k, v in specs.items() if k != "d-cross"}
     assert pick(Models(FakeCatalog(no_reranker), None), "rerank") == "c-m3"
@@ -186,8 +186,8 @@ def test_each_route_serves_its_first_able_model():
     waiting = pick(Models(FakeCatalog({"a-late": spec("dense")}, not_ready={"a-late"}), None), "embed")
     assert (waiting.status, error_body(waiting)["error_type"]) == (503, "Unhealthy")
     pinned = Models(FakeCatalog(specs, aliases={"tei": "b-splade"}), "tei")
-    assert [pick(pinned, role) for role in ("sparse", "rerank")] == ["b-splade", "b-splade"]
-    for role, says in (("embed", "gives no dense vectors"), ("all", "gives no token vectors")):
+    assert [pick(pinned, role) for role in ("embed_sparse", "rerank")] == ["b-splade", "b-splade"]
+    for role, says in (("embed", "gives no dense vectors"), ("embed_all", "gives no token vectors")):
         err = pick(pinned, role)
         assert err.status == 424 and says in err.message and "tei" in err.message, err.message
     err = pick(Models(FakeCatalog(specs), "d-cross"), "embed")

@@ -223,6 +223,8 @@ ALLOWED = {
                                "dense kind by name, it does not dispatch between kinds",
     "zoo/evaluation/rerank.py": "`zoo eval --rerank` compares a reranker with the dense first stage; its rows are "
                                 "named after it",
+    "zoo/extras.py": "the `sparse` extra is named after the sparse models it installs (SPLADE-tiny's weights, BM25); "
+                     "its table is keyed by extra names, not dispatched on",
     "zoo/listwise.py": "the listwise reranker reads dense vectors only (the cosine against a pseudo-query): it "
                        "checks for the dense kind by name, it does not dispatch between kinds",
 }
