@@ -221,6 +221,9 @@ ALLOWED = {
                      "that a new raw kind touches",
     "zoo/evaluation/embed.py": "`zoo eval` measures dense vectors only (Matryoshka × precision): it asks for the "
                                "dense kind by name, it does not dispatch between kinds",
+    "zoo/evaluation/sparse.py": "`zoo eval` of a sparse model (SPLADE, BM25) measures its sparse rows only: it asks "
+                                "for the sparse kind by name, it does not dispatch between kinds",
+    "zoo/evaluation/hybrid.py": "`zoo eval --hybrid` fuses a dense and a sparse search, each asked for by name",
     "zoo/evaluation/rerank.py": "`zoo eval --rerank` compares a reranker with the dense first stage; its rows are "
                                 "named after it",
     "zoo/extras.py": "the `sparse` extra is named after the sparse models it installs (SPLADE-tiny's weights, BM25); "

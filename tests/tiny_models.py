@@ -644,7 +644,15 @@ TINY_MODELS: dict[str, Callable[[Path], Path]] = {
     "omni": make_omni,
     "cross-encoder": make_cross_encoder,
     "llm-reranker": lambda dest: _llm_reranker(dest),
+    "bm25": lambda dest: make_bm25(dest),
 }
+
+
+def make_bm25(dest: Path) -> Path:
+    """A BM25 fitted on a few texts (words of one character are terms too, no stopwords: "x" has a column)."""
+    from zoo.families.bm25 import fit
+
+    return fit([*TEXTS, "a blue circle", "red squares"], dest, splitter=r"(?u)\b\w+\b", stopwords=None)
 
 
 def _llm_reranker(dest: Path) -> Path:

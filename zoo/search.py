@@ -1,4 +1,5 @@
-"""Exact dense top-k search, and hubness: how skewed the k-occurrence of corpus items is, and two corrections.
+"""Exact top-k search (dense vectors; sparse term weights with :func:`sparse_top_k`), and hubness: how skewed the
+k-occurrence of corpus items is, and two corrections.
 
 Hubness (Radovanović et al., 2010) is a failure of nearest-neighbour search in high dimensions that the
 cross-modal retrieval literature names often: a few corpus items ("hubs") are in the top k of very many
@@ -15,6 +16,8 @@ or any sample of past queries):
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 
@@ -95,11 +98,43 @@ def top_k(
             sim = 2 * sim - _top_of_rows(sim, hub_k)[:, None] - doc_terms[None]
         elif correction == "isoftmax":
             sim = beta * sim - doc_terms[None]
-        part = np.argpartition(-sim, k - 1, axis=1)[:, :k] if k < sim.shape[1] else np.tile(np.arange(k), (len(sim), 1))
-        best = np.take_along_axis(sim, part, axis=1)
-        order = np.argsort(-best, axis=1, kind="stable")
-        indices[s:s + len(sim)] = np.take_along_axis(part, order, axis=1)
-        scores[s:s + len(sim)] = np.take_along_axis(best, order, axis=1)
+        indices[s:s + len(sim)], scores[s:s + len(sim)] = _best(sim, k)
+    return indices, scores
+
+
+def _best(sim: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` largest columns of every row of ``sim`` and their values, largest first."""
+    part = np.argpartition(-sim, k - 1, axis=1)[:, :k] if k < sim.shape[1] else np.tile(np.arange(k), (len(sim), 1))
+    best = np.take_along_axis(sim, part, axis=1)
+    order = np.argsort(-best, axis=1, kind="stable")
+    return np.take_along_axis(part, order, axis=1), np.take_along_axis(best, order, axis=1)
+
+
+def sparse_top_k(queries: Any, corpus: Any, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best corpus rows of every query by sparse dot product (term weights: SPLADE, BM25), best first.
+
+    Args:
+        queries: ``[Q, V]`` sparse rows (a ``scipy.sparse`` matrix, as ``encode(output="sparse")`` returns).
+        corpus: ``[N, V]`` sparse rows over the same vocabulary.
+        k: results per query (at most ``N``).
+
+    Returns:
+        ``(indices [Q, k] int64, scores [Q, k] float32)``, as :func:`top_k`.
+    """
+    import scipy.sparse as sps
+
+    queries = sps.csr_matrix(queries, dtype=np.float32)
+    corpus = sps.csr_matrix(corpus, dtype=np.float32)
+    if queries.shape[1] != corpus.shape[1]:
+        raise InvalidArgumentError(f"queries {queries.shape} and corpus {corpus.shape} must be [*, V] over one "
+                                   "vocabulary")
+    k = min(int(k), corpus.shape[0])
+    indices = np.zeros((queries.shape[0], k), np.int64)
+    scores = np.zeros((queries.shape[0], k), np.float32)
+    step = _step(corpus.shape[0])
+    for s in range(0, queries.shape[0], step):
+        sim = (queries[s:s + step] @ corpus.T).toarray()  # [block, N]
+        indices[s:s + len(sim)], scores[s:s + len(sim)] = _best(sim, k)
     return indices, scores
 
 

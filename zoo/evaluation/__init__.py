@@ -3,8 +3,9 @@
     rows = zoo.evaluation.evaluate(zoo.create("sentence-transformers/all-MiniLM-L6-v2"), "sets/docstrings")
 
 See :mod:`.data` for the layout, :mod:`.build` for the sets made on this machine, :mod:`.sweep` for the rows,
-:mod:`.long` for the comparison of ways to embed long documents (``compare``), and :mod:`.rerank` for what a
-reranker adds to the dense search.
+:mod:`.long` for the comparison of ways to embed long documents (``compare``), :mod:`.rerank` for what a
+reranker adds to the dense search, :mod:`.sparse` for sparse models (SPLADE, BM25 fitted on the set), and
+:mod:`.hybrid` for two models fused by reciprocal rank fusion and the query latency.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from ..postprocess import PCA
 from .data import RetrievalSet, load
 from .embed import Cache, embed_side
 from .long import compare
+from .sparse import evaluate_sparse, fitted_bm25, is_sparse_model
 from .sweep import Setting, fit_pca, sweep, widths
 
 
@@ -44,8 +46,11 @@ def evaluate(
     only: Callable[[Setting], bool] | None = None,
 ) -> list[dict]:
     """The sweep's rows (see :mod:`.sweep`) for ``model`` (anything with zoo's ``encode()`` and ``spec``) on
-    ``data`` (a set folder or a loaded set). The corpus's PCA is kept in ``cache`` beside its vectors."""
+    ``data`` (a set folder or a loaded set). The corpus's PCA is kept in ``cache`` beside its vectors. A sparse
+    model (sparse output, no dense) gets one row instead (:mod:`.sparse`)."""
     data = data if isinstance(data, RetrievalSet) else load(data)
+    if is_sparse_model(model.spec):  # SPLADE, BM25: one row of exact sparse search
+        return evaluate_sparse(model, data, key=_key(model, data, backend), cache=cache, batch_size=batch_size)
     corpus, queries = embed_set(model, data, backend=backend, cache=cache, batch_size=batch_size)
     reduced = widths(model.spec.dim, model.spec.matryoshka_dims)[1:]
     pca_path = cache.path(Cache.key(**_key(model, data, backend)), "-pca.safetensors") if cache else None
@@ -60,4 +65,4 @@ def evaluate(
                  matryoshka_dims=model.spec.matryoshka_dims, only=only, pca=pca)
 
 
-__all__ = ["Cache", "RetrievalSet", "compare", "evaluate", "embed_set", "load"]
+__all__ = ["Cache", "RetrievalSet", "compare", "evaluate", "embed_set", "fitted_bm25", "load"]

@@ -14,16 +14,27 @@ def _pct(x: float | None) -> str:
 
 
 def table(rows: list[dict]) -> str:
-    """A fixed-width table: one line per row, each metric with its relative change."""
-    head = ["method", "dims", "precision", "bytes", "compr."] + list(METRICS) + ["skew"]
+    """A fixed-width table: one line per row, each metric with its relative change; a ``model`` column when the
+    rows name their models (``--hybrid``) and ``ms/query`` when they carry ``query_ms`` (``--latency``)."""
+    named = any("model" in r for r in rows)
+    timed = any(r.get("query_ms") is not None for r in rows)
+    head = (["model"] if named else []) + ["method", "dims", "precision", "bytes", "compr."] + list(METRICS) + [
+        "skew"] + (["ms/query"] if timed else [])
     lines = [head]
     for r in rows:
-        lines.append([r["method"], str(r["dimensions"]), r["precision"], str(r["bytes_per_vector"]),
-                      f"{r['compression']:.0f}x"]
+        dims = "-" if r["dimensions"] is None else str(r["dimensions"])  # a hybrid row has two spaces
+        lines.append(([r.get("model", "")] if named else [])
+                     + [r["method"], dims, r["precision"], str(r["bytes_per_vector"]),
+                        f"{r['compression']:.0f}x" if r["compression"] else "-"]  # sparse rows: no dense base
                      + [f"{r[m]:.4f} {_pct(r[f'{m}_change'])}".strip() for m in METRICS]
-                     + [f"{r['k_occurrence_skew']:.2f}"])
+                     + [f"{r['k_occurrence_skew']:.2f}"]
+                     + ([_ms(r.get("query_ms"))] if timed else []))
     widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)).rstrip() for line in lines)
+
+
+def _ms(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2f}"
 
 
 def summary(rows: list[dict]) -> str:
