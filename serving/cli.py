@@ -56,15 +56,32 @@ def _add_queue_flags(p: argparse.ArgumentParser) -> None:
                    "10000; 4 times longer at low priority)")
 
 
-def _cmd_export(args: argparse.Namespace) -> int:
+def _installed_defaults() -> list[str]:
+    """The default models whose weights this installation has: one that ships in a package of an extra not
+    installed is left out, with a line saying which extra brings it."""
+    import zoo
     from zoo.defaults import default_model_names
+    from zoo.weights import missing_extra
+
+    names = []
+    for name in default_model_names():
+        extra = missing_extra(zoo.get_spec(name))
+        if extra:
+            _say(f"leaving out the default model {name}: it needs the {extra!r} extra "
+                 f"(pip install 'embedding-zoo[{extra}]')")
+        else:
+            names.append(name)
+    return names
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
     from zoo.extras import require
 
     require("serve", "zoo export")
 
     from .export import export
 
-    names = args.names or default_model_names()
+    names = args.names or _installed_defaults()
     if args.k8s:  # checked before the export, so a bad flag costs nothing
         from .k8s import K8sOptions, write_manifests
 
@@ -189,7 +206,6 @@ def _served_name(model: str) -> str:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    from zoo.defaults import default_model_names
     from zoo.extras import require
 
     require("serve", "zoo serve")
@@ -211,7 +227,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     else:  # a throw-away export, removed when the server stops
         repo = Path(tempfile.mkdtemp(prefix="zoo-repository-"))
         atexit.register(shutil.rmtree, repo, True)
-        export(args.names or default_model_names(), repo, instances=args.instances, kind=args.instance_kind,
+        export(args.names or _installed_defaults(), repo, instances=args.instances, kind=args.instance_kind,
                runtime=args.runtime, max_queue_size=args.max_queue_size, queue_timeout_ms=args.queue_timeout_ms)
     served = sorted(p.name for p in repo.iterdir() if (p / "config.pbtxt").is_file())
     aliases = _check_aliases(args, served) if args.openai_port else {}

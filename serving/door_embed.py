@@ -14,17 +14,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from zoo import kinds
-from zoo.errors import InputError, ZooError
+from zoo.errors import ZooError
 from zoo.spec import Modality
 
 from . import contract
 from .client import triton_name
 from .door_metrics import Exchange, failure_reason
-from .openai_api import ApiError, api_error, bad_request, too_long
+from .openai_api import TRUNCATE_CUTS, ApiError, api_error, bad_request
 from .openai_catalog import Catalog, public_name
 
 INLINE_TEXT_CHARS = 1 << 16  # text requests this small are serialized on the event loop (cheaper than a thread)
-TRUNCATE_CUTS = '"end" or "start"'  # the truncate values that take a text over the window (OpenAI's spelling)
 
 log = logging.getLogger(__name__)
 
@@ -55,25 +54,12 @@ async def served_embedder(catalog: Catalog, model: str, exchange: Exchange) -> A
     return embedder
 
 
-def item_error(err: BaseException, positions: list[int] | None = None, field: str = "input",
-               cuts: str = TRUNCATE_CUTS) -> ApiError:
-    """A model's or an item check's error as the door's :class:`ApiError`, an item named by the route's ``field``
-    (``input[3]``); ``positions`` maps an :class:`InputError`'s index within one modality's batch back to its place
-    in the request; ``cuts``: the truncate values that would take a text over the window, as the route spells
-    them. With the defaults it is :func:`serving.openai_api.api_error`."""
-    if isinstance(err, InputError):
-        index = positions[err.index] if positions is not None and 0 <= err.index < len(positions) else err.index
-        return (too_long(index, err.reason, place=f"{field}[{index}]", param=field, cuts=cuts)
-                or bad_request(f"{field}[{index}]: {err.reason}", param=field))
-    return api_error(err)
-
-
 async def embed_items(embedder: Any, model: str, items: list[tuple[Modality, Any]], opts: Any, exchange: Exchange,
                       *, field: str = "input", cuts: str = TRUNCATE_CUTS) -> Embedded:
     """Embed ``items`` (``(modality, item)`` as :func:`zoo.media.to_wire` takes them) with ``opts`` (the model's
     :meth:`options`): grouped by modality, one Triton request per group, concurrently, with ``exchange``'s priority
     and trace context; the items and tokens are written back to ``exchange``. ``model``: the name the caller used;
-    ``field`` and ``cuts``: how the route names an item and its truncate values (:func:`item_error`)."""
+    ``field`` and ``cuts``: how the route names an item and its truncate values (see :func:`api_error`)."""
     groups: dict[Modality, list[int]] = {}
     for i, (modality, _) in enumerate(items):
         groups.setdefault(modality, []).append(i)
@@ -91,7 +77,7 @@ async def embed_items(embedder: Any, model: str, items: list[tuple[Modality, Any
     try:
         wired = wire() if inline else await asyncio.to_thread(wire)
     except ZooError as err:
-        raise item_error(err, None, field, cuts) from None
+        raise api_error(err, None, field=field, cuts=cuts) from None
 
     async def one(modality: Modality) -> Any:
         try:
@@ -100,7 +86,8 @@ async def embed_items(embedder: Any, model: str, items: list[tuple[Modality, Any
         except Exception as err:  # the model's or tritonserver's doing: counted as the model's failure
             if not isinstance(err, ZooError):
                 log.exception("a model call failed")  # the caller gets a fixed message; the details stay here
-            answer = item_error(err if isinstance(err, ZooError) else RuntimeError(), groups[modality], field, cuts)
+            answer = api_error(err if isinstance(err, ZooError) else RuntimeError(), groups[modality], field=field,
+                               cuts=cuts)
             answer.failure = failure_reason(err)
             raise answer from None
 

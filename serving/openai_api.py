@@ -57,6 +57,7 @@ MAX_DEPTH = 6
 # Every JSON value of the largest valid body (2048 interleaved items of MAX_PARTS image parts, 4 values a part)
 # and some: a body of nothing but tiny values ([{}, {}, ...] is 24x its size as Python objects) stops here.
 MAX_VALUES = MAX_ITEMS * (4 * MAX_PARTS + 4) + 64
+TRUNCATE_CUTS = '"end" or "start"'  # the truncate values that take a text over the window (OpenAI's spelling)
 SHOWN_CHARS = 40  # of a value a caller sent, at most this much is quoted back in an error
 
 
@@ -345,7 +346,7 @@ def parse_request(body: Any) -> EmbeddingRequest:
 
 
 def too_long(index: int, reason: str, *, place: str | None = None, param: str = "input",
-             cuts: str = '"end" or "start"') -> ApiError | None:
+             cuts: str = TRUNCATE_CUTS) -> ApiError | None:
     """OpenAI's 400 for a text over the model's window (``truncate="none"``), worded like OpenAI's own, when
     ``reason`` is the core's message of one (:func:`zoo.long.too_long_counts` reads it); None otherwise. The text
     is ``input[index]`` unless ``place`` names it (another route's field, ``param``); ``cuts``: the truncate modes
@@ -361,14 +362,18 @@ def too_long(index: int, reason: str, *, place: str | None = None, param: str = 
                        "cut it to the window.", param=param, code="context_length_exceeded")
 
 
-def api_error(err: BaseException, positions: list[int] | None = None) -> ApiError:
+def api_error(err: BaseException, positions: list[int] | None = None, *, field: str = "input",
+              cuts: str = TRUNCATE_CUTS) -> ApiError:
     """A `zoo` error as the OpenAI error it is; ``positions`` maps an :class:`InputError`'s index within
-    one modality's batch back to its place in ``input``."""
+    one modality's batch back to its place in the request, an item named by the route's ``field``
+    (``input[3]``); ``cuts``: the truncate values that would take a text over the window, as the route spells
+    them."""
     if isinstance(err, ApiError):
         return err
     if isinstance(err, InputError):
         index = positions[err.index] if positions is not None and 0 <= err.index < len(positions) else err.index
-        return too_long(index, err.reason) or bad_request(f"input[{index}]: {err.reason}")
+        return (too_long(index, err.reason, place=f"{field}[{index}]", param=field, cuts=cuts)
+                or bad_request(f"{field}[{index}]: {err.reason}", param=field))
     if isinstance(err, UnsupportedModalityError):
         return bad_request(str(err))
     if isinstance(err, InvalidArgumentError):  # UnknownPromptError too: a bad field, not a missing resource

@@ -18,6 +18,7 @@ from pathlib import Path
 from serving.processes import child_pids as children
 from serving.server import free_ports
 
+_OUTPUT: dict[int, queue.Queue] = {}  # what each started process printed, read by a thread of its own
 REPO = str(Path(__file__).resolve().parent.parent / "model_repository")
 
 
@@ -39,6 +40,7 @@ def start_and_wait(args: list[str], ready_prefix: str, timeout: float = 300, env
                             stderr=subprocess.STDOUT, text=True, start_new_session=True,
                             env={**os.environ, **(env or {})})
     lines: queue.Queue = queue.Queue()
+    _OUTPUT[proc.pid] = lines
     threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()
     seen: list[str] = []
     deadline = time.monotonic() + timeout
@@ -55,6 +57,14 @@ def start_and_wait(args: list[str], ready_prefix: str, timeout: float = 300, env
     return proc, seen
 
 
+def output_since_start(proc: subprocess.Popen, last: int = 60) -> str:
+    """The last ``last`` lines the process printed after :func:`start_and_wait` returned (to explain a failure)."""
+    lines, out = _OUTPUT.get(proc.pid), []
+    while lines is not None and not lines.empty():
+        out.append(lines.get_nowait())
+    return "".join(out[-last:])
+
+
 def stop_group(proc: subprocess.Popen, timeout: float = 60) -> int | None:
     """SIGTERM the process group, SIGKILL it if still there after ``timeout``; the exit code."""
     try:
@@ -65,6 +75,30 @@ def stop_group(proc: subprocess.Popen, timeout: float = 60) -> int | None:
         return proc.wait(10)
     except ProcessLookupError:
         return proc.poll()
+
+
+def process_tree(pid: int) -> set[int]:
+    """``pid`` and every process under it (empty when it is gone)."""
+    import psutil
+
+    try:
+        return {pid} | {p.pid for p in psutil.Process(pid).children(recursive=True)}
+    except psutil.NoSuchProcess:
+        return set()
+
+
+def listeners(pids: set[int]) -> set[tuple[str, int, str]]:
+    """``(address, port, process name)`` of the TCP sockets that ``pids`` listen on."""
+    import psutil
+
+    found = set()
+    for conn in psutil.net_connections("tcp"):
+        if conn.status == psutil.CONN_LISTEN and conn.pid in pids:
+            try:
+                found.add((conn.laddr.ip, conn.laddr.port, psutil.Process(conn.pid).name()))
+            except psutil.NoSuchProcess:
+                pass
+    return found
 
 
 def cmdline(pid: int) -> str:

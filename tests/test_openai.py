@@ -21,7 +21,7 @@ from PIL import Image
 
 import zoo
 from serving import contract
-from zoo.defaults import default_model
+from zoo.defaults import SPARSE_TEXT_MODEL, default_model
 
 from .hostile import lying_flac
 from .processes import start_serve, stop_group
@@ -275,7 +275,8 @@ def test_models_health_and_no_cors(serve, client):
     """/v1/models lists each served model with its modalities and dimension; /health is ready; no CORS headers
     unless asked for."""
     listed = {m.id: m for m in client.models.list().data}
-    assert set(listed) == {TEXT, ALIGNED, ALIAS}
+    assert set(listed) == {TEXT, ALIGNED, SPARSE_TEXT_MODEL, ALIAS}
+    assert listed[SPARSE_TEXT_MODEL].dimension == 30522  # its vocabulary: the sparse rows' width
     assert listed[ALIGNED].modalities == ["text", "image", "audio", "interleaved", "video"]
     assert listed[TEXT].dimension == 384 and listed[TEXT].object == "model"
     assert listed[TEXT].max_input_tokens == 256 and listed[ALIGNED].max_input_tokens > 0
@@ -289,7 +290,7 @@ def test_models_health_and_no_cors(serve, client):
     with urllib.request.urlopen(serve.openai.removesuffix("/v1") + "/health", timeout=10) as reply:
         health = json.loads(reply.read())
     assert reply.status == 200 and health["status"] == "ready" and set(health["models"]) == {
-        contract.model_name(TEXT), contract.model_name(ALIGNED)}
+        contract.model_name(TEXT), contract.model_name(ALIGNED), contract.model_name(SPARSE_TEXT_MODEL)}
     body = json.dumps({"model": TEXT, "input": "x"}).encode()
     status, _, headers = post(serve, "/embeddings", body, {"Origin": "https://evil.example"})
     assert status == 200 and not any(h.lower().startswith("access-control") for h in headers)

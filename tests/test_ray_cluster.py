@@ -22,6 +22,9 @@ from pathlib import Path
 
 import pytest
 
+if __name__ != "__main__":  # as a script this file only runs the cluster, and needs none of the tests' helpers
+    from .processes import listeners, process_tree
+
 pytestmark = pytest.mark.timeout(300)
 
 MODEL = "sentence-transformers/all-MiniLM-L6-v2"  # the default text model
@@ -126,7 +129,7 @@ class RayCluster:
 
     def pids(self) -> set[int]:
         """The cluster process and every process under it (Ray's nodes and their workers)."""
-        return _tree(self.proc.pid)
+        return process_tree(self.proc.pid)
 
     def stop(self) -> None:
         """Stop the cluster; anything of it still there after that is killed by pid."""
@@ -145,29 +148,6 @@ class RayCluster:
             except psutil.NoSuchProcess:
                 pass
         self.proc.wait(10)
-
-
-def _tree(pid: int) -> set[int]:
-    import psutil
-
-    try:
-        return {pid} | {p.pid for p in psutil.Process(pid).children(recursive=True)}
-    except psutil.NoSuchProcess:
-        return set()
-
-
-def _listeners(pids: set[int]) -> set[tuple[str, int, str]]:
-    """``(address, port, process name)`` of the TCP sockets that ``pids`` listen on."""
-    import psutil
-
-    found = set()
-    for conn in psutil.net_connections("tcp"):
-        if conn.status == psutil.CONN_LISTEN and conn.pid in pids:
-            try:
-                found.add((conn.laddr.ip, conn.laddr.port, psutil.Process(conn.pid).name()))
-            except psutil.NoSuchProcess:
-                pass
-    return found
 
 
 @pytest.fixture(scope="module")
@@ -219,8 +199,8 @@ class Embed:
             if time.monotonic() > deadline:
                 self.kill()
                 raise AssertionError(f"zoo embed did not finish in {timeout} s:\n{self.text()[-3000:]}")
-            self.listeners |= _listeners(cluster.pids())
-            self.own |= _listeners(_tree(self.proc.pid))
+            self.listeners |= listeners(cluster.pids())
+            self.own |= listeners(process_tree(self.proc.pid))
             time.sleep(0.3)
 
     def finish(self, cluster: RayCluster, timeout: float = 120) -> int:

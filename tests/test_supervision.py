@@ -16,7 +16,7 @@ from serving.client import TritonEmbedder
 from serving.processes import child_pids as children
 from zoo.defaults import default_model
 
-from .processes import Serve, cmdline, start_serve, stop_group
+from .processes import Serve, cmdline, output_since_start, start_serve, stop_group
 
 pytestmark = pytest.mark.server
 TEXT_MODEL = contract.model_name(default_model("text"))
@@ -185,7 +185,7 @@ def test_killed_stub_under_load_is_reloaded(serve, local):
             t.join(60)
     print(f"not ready after {down} s, back after {back} s")
     assert down is not None and down <= 5, down
-    assert back is not None and back <= 30, back
+    assert back is not None and back <= 30, f"back after {back} s; zoo serve said:\n{output_since_start(serve.proc)}"
     back_at = killed_at + back
     text = [(t, r) for t, m, r in log if m == TEXT_MODEL]
     assert "WRONG" not in {r for _, m, r in log}
@@ -245,7 +245,8 @@ def test_hung_stub_is_noticed_by_the_probe_and_reloaded():
         print(f"hung stub: not ready after {down} s, back after {back} s")
         # probe_every (5 s) for the idle model to be probed, up to twice, plus the 3 s probe deadline
         assert down is not None and down <= 2 * 5 + 3 + 2, down
-        assert back is not None and back <= down + 30, back
+        assert back is not None and back <= down + 30, (f"back after {back} s; zoo serve said:\n"
+                                                        f"{output_since_start(s.proc)}")
         assert hung[0] not in s.stubs(TEXT_MODEL) and s.stubs(TEXT_MODEL)
         assert float(_cos(remote.encode(["a red circle"], "text"), want).min()) >= 0.9999
         triton_pid, prefix = s.triton_pid, s.shm_prefix

@@ -329,6 +329,38 @@ def test_zoo_demo_command_local_backend(tmp_path):
         stop_group(proc)
 
 
+def test_text_search_dense_sparse_and_hybrid_on_the_default_models(triton, searcher, corpus, tmp_path):
+    """Text search on real weights, as the main command serves them: dense (MiniLM), sparse (SPLADE-tiny, its
+    own model) and hybrid, where the dense model's ranking is fused with SPLADE-tiny's by reciprocal rank
+    fusion; the served models rank as in-process."""
+    from zoo import scoring
+    from zoo.defaults import SPARSE_TEXT_MODEL
+
+    text_model, query, k = default_model("text"), "a cat looking at the camera", 8
+    ids = [i.id for i in corpus.items if i.modality == "text"]
+    texts = [i.text for i in corpus.items if i.modality == "text"]
+    _, dense, _ = searcher.search(text_model, query, zoo.Modality.TEXT, "text", k, 0, "float32")
+    _, sparse, said = searcher.search(SPARSE_TEXT_MODEL, query, zoo.Modality.TEXT, "text", k, 0, "float32")
+    splade = zoo.create(SPARSE_TEXT_MODEL, device="cpu")
+    dots = scoring.sparse_dot(splade.encode([query], "text", prompt_name="query"),
+                              splade.encode(texts, "text"))[0]
+    assert [r["id"] for r in sparse] == [ids[j] for j in np.argsort(-dots, kind="stable")[:k]] and "sparse" in said
+    assert sparse[0]["label"] == "a tabby cat looking at the camera"
+    _, hybrid, said = searcher.search(text_model, query, zoo.Modality.TEXT, "text", k, 0, "float32", mode="hybrid")
+    fused = scoring.reciprocal_rank_fusion([[r["id"] for r in dense], [r["id"] for r in sparse]])[:k]
+    assert [r["id"] for r in hybrid] == [key for key, _ in fused]
+    assert f"dense+sparse of {SPARSE_TEXT_MODEL}" in said
+    with pytest.raises(zoo.InvalidArgumentError, match="no other model here gives sparse output for text → image"):
+        searcher.search(text_model, query, zoo.Modality.TEXT, "image", k, 0, "float32", mode="hybrid")
+
+    server, _ = triton
+    remote = Searcher(TritonBackend(server.grpc_url, server.admin_headers), corpus, tmp_path)
+    for model, mode, want in [(text_model, "auto", dense), (SPARSE_TEXT_MODEL, "auto", sparse),
+                              (text_model, "hybrid", hybrid)]:
+        _, got, _ = remote.search(model, query, zoo.Modality.TEXT, "text", k, 0, "float32", mode=mode)
+        assert [r["id"] for r in got] == [r["id"] for r in want], (model, mode)
+
+
 def test_triton_backend_without_a_server_says_what_to_do():
     with pytest.raises(zoo.ServerError, match="zoo serve.*--backend local"):
         TritonBackend(f"127.0.0.1:{free_ports().grpc}")

