@@ -137,7 +137,7 @@ def test_bounded_load_is_exact_and_does_not_grow_memory(serve, local):
 
 def test_killed_stub_under_load_is_reloaded(serve, local):
     """SIGKILL one model's stub while both models are under load: that model is reported not ready within
-    5 s (Triton's endpoint and zoo's /health), serves correct rows again within 30 s; the other model never
+    5 s (Triton's endpoint and zoo's /health), serves correct rows again within 60 s; the other model never
     fails; SIGTERM then ends everything within 20 s leaving no process, zombie or shm region."""
     assert serve.model_ready(TEXT_MODEL) and serve.health() == 200
     prefix, triton_pid = serve.shm_prefix, serve.triton_pid
@@ -169,7 +169,7 @@ def test_killed_stub_under_load_is_reloaded(serve, local):
         killed_at = time.monotonic()
         os.kill(victim[0], signal.SIGKILL)
         down = back = None
-        while time.monotonic() - killed_at < 60:
+        while time.monotonic() - killed_at < 120:  # past the bound below, so a failure says how long it took
             ready, health = serve.model_ready(TEXT_MODEL), serve.health()
             now = time.monotonic() - killed_at
             if down is None and not ready and health == 503:
@@ -185,7 +185,9 @@ def test_killed_stub_under_load_is_reloaded(serve, local):
             t.join(60)
     print(f"not ready after {down} s, back after {back} s")
     assert down is not None and down <= 5, down
-    assert back is not None and back <= 30, f"back after {back} s; zoo serve said:\n{output_since_start(serve.proc)}"
+    # 8 to 23 s here (idle, and with three busy loops beside it); the bound catches a model that never comes back
+    # or reloads in a loop, with room for a slower, shared machine
+    assert back is not None and back <= 60, f"back after {back} s; zoo serve said:\n{output_since_start(serve.proc)}"
     back_at = killed_at + back
     text = [(t, r) for t, m, r in log if m == TEXT_MODEL]
     assert "WRONG" not in {r for _, m, r in log}
