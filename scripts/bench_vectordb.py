@@ -1,6 +1,6 @@
 """Which vector database backs ``zoo embed --to`` and ``zoo demo --index``: candidates measured side by side.
 
-    python -m scripts.bench_vectordb [--n 100000] [--dim 384] [--queries 200] [--out docs]
+    python -m scripts.bench_vectordb [--n 100000] [--dim 384] [--queries 200] [--out docs] [--only NAME,NAME]
 
 Each candidate runs embedded in this process, as a user without a cluster would run it, on the same data:
 ``n`` unit vectors drawn around 1,000 random centres (a stand-in for a real corpus: real embeddings cluster,
@@ -8,6 +8,13 @@ and uniform random vectors are the worst case for graph indexes), and ``queries`
 same centres. Reported per candidate: insert rate (rows/s, index built and data flushed, until the first
 query can run), query latency (p50 / p99 of one query at a time, top 10) and recall@10 against exact inner
 product search (numpy). Writes ``docs/VECTORDB.md`` and ``docs/vectordb.json``.
+
+The candidates: exact search in numpy; ``zoo.store``'s embedded mode, Qdrant Edge (HNSW built with 2 threads,
+float32 and with Qdrant's int8 scalar and binary quantization, rescored by the float32 vectors), through
+``zoo.store.VectorStore`` exactly as ``zoo embed --to`` and the demo use it (uuid point ids, payloads); the
+store's former engine, qdrant-client's local mode; and Milvus Lite (HNSW and FLAT). ``--only`` runs just the
+candidates it names, comma-separated, as :data:`CANDIDATES` names them (exact search always runs): a run at
+1M vectors without the slow ones.
 """
 
 from __future__ import annotations
@@ -70,6 +77,26 @@ class Qdrant:
         self.client.close()
 
 
+class Edge:
+    """``zoo.store.VectorStore`` embedded: Qdrant Edge, one shard, HNSW (and ``precision``'s quantization)."""
+
+    def __init__(self, folder: str, dim: int, precision: str) -> None:
+        from zoo.store import VectorStore
+
+        self.name = "Qdrant Edge HNSW" + ("" if precision == "float32" else f" {precision}, rescored")
+        self.store = VectorStore(f"qdrant:{folder}", indexing_threads=2)
+        self.store.ensure("bench", "dense", dim, precision=precision)
+
+    def insert(self, x: np.ndarray) -> None:
+        self.store.upsert("bench", "dense", [str(i) for i in range(len(x))], list(x))  # the first search indexes
+
+    def search(self, q: np.ndarray) -> list[int]:
+        return [int(m.id) for m in self.store.search("bench", "dense", q, K)]
+
+    def close(self) -> None:
+        self.store.close()
+
+
 class Milvus:
     """Milvus Lite through pymilvus's ``MilvusClient`` (the same client talks to a Milvus server by URL)."""
 
@@ -100,6 +127,15 @@ class Milvus:
 
     def close(self) -> None:
         self.client.close()
+
+
+#: the candidates by name: each makes its database in a folder for vectors of a width
+CANDIDATES = {"Qdrant Edge HNSW": lambda f, d: Edge(f, d, "float32"),
+              "Qdrant Edge HNSW int8": lambda f, d: Edge(f, d, "int8"),
+              "Qdrant Edge HNSW binary": lambda f, d: Edge(f, d, "binary"),
+              "qdrant-client local": lambda f, d: Qdrant(f, d),
+              "Milvus Lite HNSW": lambda f, d: Milvus(f, d, "HNSW"),
+              "Milvus Lite FLAT": lambda f, d: Milvus(f, d, "FLAT")}
 
 
 def measure(db, corpus: np.ndarray, queries: np.ndarray, truth: np.ndarray) -> dict:
@@ -137,17 +173,23 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--dim", type=int, default=384)
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--out", default="docs")
+    ap.add_argument("--only", default="", help=f"comma-separated, of: {', '.join(CANDIDATES)}")
     args = ap.parse_args(argv)
+    only = [w.strip() for w in args.only.split(",") if w.strip()]
+    unknown = sorted(set(only) - set(CANDIDATES))
+    if unknown:
+        ap.error(f"unknown candidates {unknown}; choose from {list(CANDIDATES)}")
     data = clustered(args.n + args.queries, args.dim, seed=0)
     corpus, queries = data[: args.n], data[args.n:]
     truth = exact_top(corpus, queries)
     rows = [numpy_exact(corpus, queries)]
-    for make in (lambda f: Milvus(f, args.dim, "HNSW"), lambda f: Milvus(f, args.dim, "FLAT"),
-                 lambda f: Qdrant(f, args.dim)):
+    for name, make in CANDIDATES.items():
+        if only and name not in only:
+            continue
         with tempfile.TemporaryDirectory() as folder:
-            rows.append(measure(make(folder), corpus, queries, truth))
+            rows.append(measure(make(folder, args.dim), corpus, queries, truth))
             print(rows[-1], flush=True)
-    versions = {p: version(p) for p in ("pymilvus", "milvus-lite", "qdrant-client", "numpy")}
+    versions = {p: version(p) for p in ("qdrant-edge-py", "qdrant-client", "pymilvus", "milvus-lite", "numpy")}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "vectordb.json").write_text(json.dumps({"n": args.n, "dim": args.dim, "queries": args.queries,
@@ -159,7 +201,8 @@ def main(argv: list[str] | None = None) -> None:
     doc = out / "VECTORDB.md"
     kept = doc.read_text().partition(REASONS)[2] if doc.exists() else ""  # the written reasons stay
     doc.write_text(
-        f"# Vector database: the measurement\n\n`python -m scripts.bench_vectordb --n {args.n}` on "
+        f"# Vector database: the measurement\n\n`python -m scripts.bench_vectordb --n {args.n}"
+        + (f" --only {args.only}" if args.only else "") + "` on "
         f"{platform.processor() or platform.machine()}, Python {platform.python_version()}; "
         + ", ".join(f"{k} {v}" for k, v in versions.items())
         + f".\n\n{args.n:,} clustered unit vectors of {args.dim} dimensions, {args.queries} held-out queries, "

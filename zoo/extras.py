@@ -18,7 +18,7 @@ EXTRAS: dict[str, tuple[str, tuple[str, ...]]] = {
               ("pytriton", "tritonclient", "grpc", "fastapi", "uvicorn", "yaml", "psutil",
                "prometheus_client")),
     "ui": ("the Gradio retrieval demo", ("gradio", "faiss", "skimage", "pygame")),
-    "scale": ("zoo embed on Ray Data and the vector database", ("ray", "qdrant_client", "pyarrow")),
+    "scale": ("zoo embed on Ray Data and the vector database", ("ray", "qdrant_client", "qdrant_edge", "pyarrow")),
     "eval": ("zoo eval", ("pytrec_eval", "matplotlib", "mteb")),
     "trace": ("OpenTelemetry tracing of the door (zoo serve --otlp-endpoint)",
               ("opentelemetry.sdk", "opentelemetry.exporter.otlp.proto.http")),

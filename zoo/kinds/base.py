@@ -181,20 +181,23 @@ class OutputKind:
         """The handler whose vector-database layout this kind uses (see :attr:`store_as`)."""
         return get(self.store_as) if self.store_as else self
 
-    def store_collection(self, m: Any, dim: int) -> dict[str, Any]:
-        """``create_collection`` keywords of a collection for this kind (``m``: ``qdrant_client.models``):
-        vectors named by the kind, scored by inner product (zoo's rows are unit length by default, so this is
-        cosine, and it stays exact on rows a caller chose not to normalize)."""
-        return {"vectors_config": {self.name: m.VectorParams(size=int(dim), distance=m.Distance.DOT)}}
+    def store_collection(self, dim: int, precision: str = "float32") -> Any:
+        """The :class:`zoo.store.layout.Layout` of a collection for this kind: a vector named by the kind,
+        ``dim`` wide, scored by inner product (zoo's rows are unit length by default, so this is cosine, and it
+        stays exact on rows a caller chose not to normalize), quantized by Qdrant as ``precision`` asks."""
+        from ..store.layout import Layout, quantization
 
-    def store_fits(self, vectors: Mapping[str, Any], sparse: Iterable[str], dim: int) -> bool:
-        """Whether an existing collection (its dense ``vectors`` params by name, its ``sparse`` names) holds
-        this kind at width ``dim``."""
-        return self.name in vectors and vectors[self.name].size == dim
+        return Layout(self.name, int(dim), quantization=quantization(precision))
 
-    def store_vector(self, m: Any, row: Any) -> Any:
-        """One item (or query) as the vector the database takes."""
-        return np.asarray(row, dtype=np.float32).tolist()
+    def store_fits(self, existing: Mapping[str, Any], dim: int) -> bool:
+        """Whether an existing collection (its :class:`~zoo.store.layout.Layout` per vector name) holds this
+        kind at width ``dim``."""
+        want = self.store_collection(dim)
+        return want.fits(existing.get(want.name))
+
+    def store_vector(self, row: Any) -> Any:
+        """One item (or query) as the array the database takes (float32; each backend converts it)."""
+        return np.asarray(row, dtype=np.float32)
 
     def row_width(self, row: Any) -> int:
         """The width a collection needs for ``row`` (0 where the width is not fixed)."""

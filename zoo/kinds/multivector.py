@@ -119,11 +119,11 @@ class MultiVector(OutputKind):
         one = super().bytes_per_item(None, dim, dimensions, precision)
         return float(np.mean([len(x) for x in result])) * one
 
-    def store_collection(self, m: Any, dim: int) -> dict[str, Any]:
-        """Vectors per point, scored by MaxSim (each vector's best inner product, summed)."""
-        multi = m.MultiVectorConfig(comparator=m.MultiVectorComparator.MAX_SIM)
-        return {"vectors_config": {self.name: m.VectorParams(size=int(dim), distance=m.Distance.DOT,
-                                                             multivector_config=multi)}}
+    def store_collection(self, dim: int, precision: str = "float32") -> Any:
+        """Vectors per point, scored by MaxSim (each query vector's best inner product, summed)."""
+        from ..store.layout import Layout, quantization
+
+        return Layout(self.name, int(dim), multivector=True, quantization=quantization(precision))
 
     def parquet_fields(self, width: int, precision: str) -> list:
         """``embedding: list<fixed_size_list<T>[w]>`` (one vector per token or patch)."""

@@ -89,7 +89,7 @@ class Score(OutputKind):
         """One number."""
         return 1
 
-    def store_collection(self, m: Any, dim: int) -> dict[str, Any]:
+    def store_collection(self, dim: int, precision: str = "float32") -> Any:
         """Refused: scores are not stored in a vector database."""
         raise InvalidArgumentError(f"{SCORE!r} output is not stored in a vector database: a cross-encoder scores "
                                    "pairs, it does not embed items", "output")

@@ -154,18 +154,20 @@ class Sparse(OutputKind):
         """An int32 term id and a float32 weight per term, mean over the rows of ``result``."""
         return 8.0 * result.nnz / max(1, result.shape[0]) if result is not None else 0.0
 
-    def store_collection(self, m: Any, dim: int) -> dict[str, Any]:
-        """A sparse vector per point (any width)."""
-        return {"vectors_config": {}, "sparse_vectors_config": {self.name: m.SparseVectorParams()}}
+    def store_collection(self, dim: int, precision: str = "float32") -> Any:
+        """A sparse vector per point (any width; ``dim`` is not used). Qdrant does not quantize sparse
+        vectors, so a precision other than float32 is refused."""
+        from ..store.layout import Layout
 
-    def store_fits(self, vectors: Mapping[str, Any], sparse: Iterable[str], dim: int) -> bool:
-        """A sparse vector of this name."""
-        return self.name in set(sparse)
+        if precision != "float32":
+            raise InvalidArgumentError(f"sparse vectors are stored as float32 weights (Qdrant does not quantize "
+                                       f"them), not {precision!r}", "precision")
+        return Layout(self.name, sparse=True)
 
-    def store_vector(self, m: Any, row: Any) -> Any:
-        """``(indices, values)`` (or a ``1 × V`` row) as a Qdrant sparse vector."""
+    def store_vector(self, row: Any) -> Any:
+        """``(indices, values)`` (or a ``1 × V`` row) as ``uint32`` term ids and ``float32`` weights."""
         indices, values = self._terms(row)
-        return m.SparseVector(indices=np.asarray(indices).tolist(), values=np.asarray(values).tolist())
+        return np.asarray(indices, dtype=np.uint32), np.asarray(values, dtype=np.float32)
 
     def row_width(self, row: Any) -> int:
         """0: a sparse vector has no fixed width."""
