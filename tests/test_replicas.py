@@ -3,6 +3,7 @@ mid-run: no request lost, every row equal to in-process."""
 
 import asyncio
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -23,6 +24,17 @@ def _served(server: TritonServer) -> int:
     with grpcclient.InferenceServerClient(server.grpc_url) as c:
         stats = c.get_inference_statistics(triton_name(TEXT), as_json=True, headers=server.admin_headers)["model_stats"]
     return sum(int(s["inference_stats"]["success"].get("count", 0)) for s in stats)
+
+
+def _settled(servers: list[TritonServer], total: int, within: float = 10.0) -> list[int]:
+    """Each server's count once together they reach `total`: Triton counts a request after its answer is
+    sent, so a count read right after the last answer can lag by one."""
+    deadline = time.monotonic() + within
+    while True:
+        counts = [_served(s) for s in servers]
+        if sum(counts) >= total or time.monotonic() > deadline:
+            return counts
+        time.sleep(0.05)
 
 
 def test_replica_urls():
@@ -68,10 +80,11 @@ def test_two_replicas_spread_and_survive_a_stop(tmp_path, minilm):
     with a.start(timeout=600), b.start(timeout=600):
         threads_before = set(threading.enumerate())
         client = TritonEmbedder(TEXT, f"{a.grpc_url},{b.grpc_url}")
-        before = _served(a), _served(b)  # the client asked the first replica that answered for the spec
+        before = _settled([a, b], 1)  # the client asked the first replica that answered for the spec
         assert sorted(before) == [0, 1]
         warm = [client.encode(texts[4 * i: 4 * i + 4], "text") for i in range(8)]  # one at a time: round robin
-        assert _served(a) - before[0] == _served(b) - before[1] == 4
+        after = _settled([a, b], 1 + 8)
+        assert after[0] - before[0] == after[1] - before[1] == 4
         stopped = threading.Event()
         done = []
 
@@ -87,7 +100,7 @@ def test_two_replicas_spread_and_survive_a_stop(tmp_path, minilm):
             rows = list(pool.map(one, range(8, 48)))
         assert stopped.is_set() and b.process.poll() is not None
         np.testing.assert_allclose(np.concatenate(warm + rows), expected, atol=1e-4)
-        assert _served(a) > 4 + (40 - 6) // 2  # after the stop, a took everything
+        assert _settled([a], 4 + (40 - 6) // 2 + 1)[0] > 4 + (40 - 6) // 2  # after the stop, a took everything
 
         async def via_async() -> np.ndarray:  # the asyncio client fails over the same way
             aclient = AsyncTritonEmbedder(TEXT, [b.grpc_url, a.grpc_url])
