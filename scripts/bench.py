@@ -67,12 +67,16 @@ def machine(device: str) -> dict:
         info["gpu"] = torch.cuda.get_device_name(0)
     import onnxruntime
 
+    from zoo.runtime import cpu_isa
+
     info["onnxruntime"] = onnxruntime.__version__
+    info["isa"] = cpu_isa()  # int8 speed and exactness depend on these (VNNI or not)
     return info
 
 
-def text_section(args: argparse.Namespace, texts: list[str]) -> dict:
-    """sentence-transformers vs zoo on every runtime: items/s per batch size, and agreement with torch."""
+def text_section(args: argparse.Namespace, texts: list[str], short: list[str]) -> dict:
+    """sentence-transformers vs zoo on every runtime: items/s per batch size on the mixed corpus and at batch
+    32 on short sentences, and agreement with torch on both."""
     from sentence_transformers import SentenceTransformer
 
     import zoo
@@ -98,9 +102,13 @@ def text_section(args: argparse.Namespace, texts: list[str]) -> dict:
         for name in models:  # side by side: every path at this batch size before the next size
             run(name, items[:batch], batch)
             rows[name][f"batch_{batch}"] = _rate(partial(run, name, items, batch), len(items), args.repeat)
-    reference = run("zoo torch", texts, 32)
+    for name in models:
+        run(name, short[:32], 32)
+        rows[name]["short_batch_32"] = _rate(partial(run, name, short, 32), len(short), args.repeat)
+    reference, short_reference = run("zoo torch", texts, 32), run("zoo torch", short, 32)
     for name in models:
         rows[name]["agreement"] = agreement(reference, run(name, texts, 32))
+        rows[name]["short_agreement"] = agreement(short_reference, run(name, short, 32))
         tower = getattr(models[name], "_fast", {}).get("text")
         if tower is not None and getattr(tower, "check", None):
             rows[name]["export_check"] = tower.check
@@ -114,7 +122,7 @@ def text_section(args: argparse.Namespace, texts: list[str]) -> dict:
     profile = backend_profile(one, singles[:100])
     base = rows["sentence-transformers"]
     for row in rows.values():
-        row["vs_sentence_transformers"] = {k: row[k] / base[k] for k in base if k.startswith("batch_")}
+        row["vs_sentence_transformers"] = {k: row[k] / base[k] for k in base if "batch_" in k}
     return {"model": args.text_model, "rows": rows, "one_sentence_p50_ms": float(np.median(lat) * 1000),
             "backend_profile_ms": profile}
 
@@ -225,11 +233,21 @@ def table(results: dict) -> str:
     lines = []
     if "text" in results:
         lines += ["### Text in-process (items/s; × sentence-transformers in brackets)", "",
-                  "| path | batch 1 | batch 32 | batch 128 | least cos | top-10 overlap |", "|---|---|---|---|---|---|"]
+                  "Mixed corpus at batch 1 / 32 / 128, short sentences (6–16 words) at batch 32; agreement with zoo "
+                  "torch (least cosine / top-10 overlap) on each.", "",
+                  "| path | batch 1 | batch 32 | batch 128 | short b32 | mixed: cos / top-10 | short: cos / top-10 |",
+                  "|---|---|---|---|---|---|---|"]
         for name, row in results["text"]["rows"].items():
-            cells = [f"{row[f'batch_{b}']:.1f} ({row['vs_sentence_transformers'][f'batch_{b}']:.2f}×)" for b in BATCHES]
-            agree = row["agreement"]
-            lines.append(f"| {name} | {' | '.join(cells)} | {agree['min_cos']:.4f} | {agree['top10_overlap']:.3f} |")
+            keys = [f"batch_{b}" for b in BATCHES] + ["short_batch_32"]
+            cells = [f"{row[k]:.1f} ({row['vs_sentence_transformers'][k]:.2f}×)" for k in keys]
+            agree = [f"{row[k]['min_cos']:.4f} / {row[k]['top10_overlap']:.3f}"
+                     for k in ("agreement", "short_agreement")]
+            lines.append(f"| {name} | {' | '.join(cells)} | {' | '.join(agree)} |")
+        rows = results["text"]["rows"]
+        if "zoo onnx" in rows and "zoo onnx-int8" in rows:
+            cells = (("mixed b32", "batch_32"), ("mixed b128", "batch_128"), ("short b32", "short_batch_32"))
+            lines += ["", "onnx-int8 ÷ onnx: " + ", ".join(
+                f"{label} {rows['zoo onnx-int8'][k] / rows['zoo onnx'][k]:.2f}×" for label, k in cells)]
         lines += ["", f"One sentence in-process (zoo torch): p50 {results['text']['one_sentence_p50_ms']:.1f} ms", "",
                   "Served model's own time for one sentence (python backend `handle`, profiled, ms): "
                   + ", ".join(f"{k} {v:.2f}" for k, v in results["text"]["backend_profile_ms"].items()), ""]
@@ -281,13 +299,14 @@ def table(results: dict) -> str:
 def main() -> None:
     """Run the chosen sections, print the table, write the JSON and the markdown report."""
     import zoo
-    from zoo.data.sentences import corpus_id, mixed_sentences
+    from zoo.data.sentences import corpus_id, mixed_sentences, short_sentences
     from zoo.defaults import default_model
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sections", default="text,image,served")
     parser.add_argument("--text-model", default=default_model("text"))
     parser.add_argument("--n", type=int, default=2000, help="sentences in the text corpus")
+    parser.add_argument("--short", type=int, default=1000, help="short sentences timed at batch 32")
     parser.add_argument("--singles", type=int, default=200, help="sentences timed at batch 1")
     parser.add_argument("--images", type=int, default=256, help="images for the aligned model")
     parser.add_argument("--vit-images", type=int, default=96, help="images for ViT-B-32 (slow on a CPU)")
@@ -314,7 +333,7 @@ def main() -> None:
     results: dict = {"machine": machine(args.device), "command": " ".join(["python -m scripts.bench", *sys.argv[1:]]),
                      "corpus": {"sentences": len(texts), "id": corpus_id(texts)}, "zoo": zoo.__version__}
     if "text" in sections:
-        results["text"] = text_section(args, texts)
+        results["text"] = text_section(args, texts, short_sentences(args.short))
     if "image" in sections:
         results["image"] = image_section(args, images, vit)
     if "served" in sections:
@@ -333,6 +352,7 @@ def main() -> None:
     m = results["machine"]
     header = (f"## {m['cpu']} ({m['cores']} cores){', ' + m['gpu'] if 'gpu' in m else ''}\n\n"
               f"`{results['command']}`, torch {m['torch']}, onnxruntime {m['onnxruntime']}, Python {m['python']}, "
+              f"CPU features {m.get('isa') or 'unknown'}, "
               f"corpus {results['corpus']['sentences']} sentences (id {results['corpus']['id']}).\n\n")
     (out / f"{name}.md").write_text(header + report + "\n")
 

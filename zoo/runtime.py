@@ -8,11 +8,12 @@ tower for the chosen runtime. The ONNX files are exported once per weights and k
 weights' folder. Each export is checked against torch on the tower's check batches before it is used:
 
 - ``onnx``: every row's cosine to torch's ≥ :data:`FP32_MIN_COS`;
-- ``onnx-int8``: dynamic int8 weights (per output channel) with every row's cosine ≥ :data:`INT8_MIN_COS`
-  and the top-10 neighbours of each row among the check rows the same as torch's for ≥
-  :data:`INT8_MIN_OVERLAP` of them on average. Where quantizing every weight misses that (activation
-  outliers make some layers fragile), the matrix products are ranked by how far quantizing each alone
-  moves the rows, and the most sensitive go back to float32, a twelfth at a time, until it holds.
+- ``onnx-int8``: dynamic int8 weights (per output channel), activations smoothed into the weights first
+  (:mod:`zoo.int8`), with every row's cosine ≥ :data:`INT8_MIN_COS` and the top-10 neighbours of each row
+  among the check rows the same as torch's for ≥ :data:`INT8_MIN_OVERLAP` of them on average.
+
+The cache key holds the CPU's vector instruction sets besides the weights and the library versions: how int8
+products are computed, and so what passes the check, depends on them (VNNI or not).
 
 What was measured is written beside the files as ``check.json`` and is :attr:`OrtTower.check`.
 """
@@ -42,9 +43,8 @@ INT8_MIN_COS = 0.99
 INT8_MIN_OVERLAP = 0.95
 TOP_K = 10
 #: bump when the export recipe changes, so cached files made by an older one are not reused
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2
 OPSET = 18
-KEEP_STEPS = 12  # int8: the most sensitive products go back to float32 in about this many steps
 
 
 class RuntimeCheckError(ZooError, RuntimeError):
@@ -127,11 +127,32 @@ class HalfTower:
         return self.module(**cast).float()
 
 
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_int8", "asimddp",
+             "i8mm")
+
+
+def cpu_isa() -> str:
+    """The vector instruction sets of this CPU that ONNX Runtime's kernels choose between ("" where unknown)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        import platform
+
+        return platform.machine()
+    flags = set()
+    for line in text.splitlines():
+        if line.startswith(("flags", "Features")):
+            flags = set(line.partition(":")[2].split())
+            break
+    return ",".join(f for f in ISA_FLAGS if f in flags)
+
+
 def _key(tower: Tower, weights: str) -> str:
     import onnxruntime
     import torch
 
-    parts = [weights, tower.name, tower.tag, str(EXPORT_VERSION), torch.__version__, onnxruntime.__version__]
+    parts = [weights, tower.name, tower.tag, str(EXPORT_VERSION), torch.__version__, onnxruntime.__version__,
+             cpu_isa()]
     return hashlib.sha256("\0".join(parts).encode()).hexdigest()[:16]
 
 
@@ -170,6 +191,7 @@ def _export(tower: Tower, example: dict[str, Any], dest: Path) -> None:
     batch, length = torch.export.Dim("batch"), torch.export.Dim("length")
     shapes = {name: ({0: batch, 1: length} if name in tower.sequence else {0: batch}) for name in example}
     tmp = _private(dest)
+    tower.module.eval()  # a wrapper built in a family's __init__ starts in training mode; the export traces the mode
     with torch.inference_mode(False), torch.no_grad():
         program = torch.onnx.export(tower.module, (), kwargs=example, input_names=list(example),
                                     output_names=["rows"], dynamic_shapes=shapes, opset_version=OPSET,
@@ -180,43 +202,6 @@ def _export(tower: Tower, example: dict[str, Any], dest: Path) -> None:
 
 def _run(session: OrtTower, batches: list[dict[str, Any]]) -> np.ndarray:
     return np.concatenate([session(b).float().cpu().numpy() for b in batches])
-
-
-def _weighted_products(path: Path) -> list[str]:
-    """Names of the matrix products with constant weights (what dynamic quantization makes int8)."""
-    import onnx
-
-    graph = onnx.load(str(path)).graph
-    weights = {i.name for i in graph.initializer}
-    return [n.name for n in graph.node if n.op_type in ("MatMul", "Gemm") and n.input[1] in weights]
-
-
-def _by_sensitivity(fp32: Path, products: list[str], batches: list[dict[str, Any]], reference: np.ndarray,
-                    device: str, scratch: Path) -> list[str]:
-    """``products`` ordered by how far quantizing each one alone moves the rows (mean cosine), most first."""
-    loss = {}
-    for name in products:
-        _quantize(fp32, scratch, [], only=[name])
-        loss[name] = 1.0 - agreement(reference, _run(OrtTower(scratch, device), batches))["mean_cos"]
-    scratch.unlink(missing_ok=True)
-    return sorted(products, key=lambda n: -loss[n])
-
-
-def _quantize(src: Path, dest: Path, keep: list[str], only: list[str] | None = None) -> None:
-    from onnxruntime.quantization import QuantType, quantize_dynamic
-
-    tmp = _private(dest)
-    logging.disable(logging.WARNING)  # the quantizer logs advice on the root logger at every call
-    try:
-        quantize_dynamic(str(src), str(tmp), weight_type=QuantType.QInt8, per_channel=True, nodes_to_exclude=keep,
-                         nodes_to_quantize=only)
-    finally:
-        logging.disable(logging.NOTSET)
-    os.replace(tmp, dest)
-
-
-def _int8_passes(measured: dict[str, float]) -> bool:
-    return measured["min_cos"] >= INT8_MIN_COS and measured["top10_overlap"] >= INT8_MIN_OVERLAP
 
 
 def _make(tower: Tower, folder: Path, runtime: str, device: str) -> dict[str, Any]:
@@ -237,25 +222,9 @@ def _make(tower: Tower, folder: Path, runtime: str, device: str) -> dict[str, An
         raise RuntimeCheckError(f"the ONNX export of the {tower.name} tower differs from torch (least cosine "
                                 f"{check['onnx']['min_cos']:.6f} < {FP32_MIN_COS}); use runtime='torch'")
     if runtime == "onnx-int8":
-        int8 = folder / "int8.onnx"
-        # ranked on the shorter half of the check batches (cheap), judged on all of them
-        half = len(batches) // 2
-        rows = sum(len(next(iter(b.values()))) for b in batches[:half])
-        candidates = _by_sensitivity(fp32, _weighted_products(fp32), batches[half:], reference[rows:], device,
-                                     _private(folder / "scratch.onnx"))
-        step = max(1, len(candidates) // KEEP_STEPS)
-        for n_kept in [*range(0, len(candidates), step), len(candidates)]:
-            keep = candidates[:n_kept]
-            _quantize(fp32, int8, keep)
-            measured = agreement(reference, _run(OrtTower(int8, device), batches))
-            log.info("%s int8 with %d matrix products kept in float32: %s", tower.name, n_kept, measured)
-            if _int8_passes(measured):
-                check["onnx-int8"] = measured | {"float32_kept": len(keep), "int8": len(candidates) - len(keep)}
-                break
-        else:
-            int8.unlink(missing_ok=True)
-            raise RuntimeCheckError(f"no int8 weights for the {tower.name} tower reach least cosine {INT8_MIN_COS} "
-                                    f"and top-{TOP_K} overlap {INT8_MIN_OVERLAP}; use runtime='onnx'")
+        from .int8 import make_int8
+
+        check["onnx-int8"] = make_int8(fp32, folder / "int8.onnx", tower.name, batches, reference, device)
     return check
 
 

@@ -38,6 +38,21 @@ def mixed_sentences(n: int = 2000, seed: int = 0) -> list[str]:
     return out
 
 
+def short_sentences(n: int = 1000, seed: int = 0, words: tuple[int, int] = (6, 16)) -> list[str]:
+    """``n`` short items of ``words`` words each (windows of the docstrings): the one-sentence queries a
+    search serves, where padding costs nothing and per-call overhead shows."""
+    from .docstrings import docstring_pairs
+
+    pool = [w for _, body in docstring_pairs() for w in body.split()]
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        size = rng.randint(*words)
+        start = rng.randrange(len(pool) - size)
+        out.append(" ".join(pool[start : start + size]))
+    return out
+
+
 def corpus_id(texts: list[str]) -> str:
     """A short hash of a corpus, to tell in a report which one was measured."""
     return hashlib.sha256("\0".join(texts).encode()).hexdigest()[:12]
