@@ -293,8 +293,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="model repository folder to write")
     p.add_argument("--instances", type=int, default=1, help="instance_group count per model")
     p.add_argument("--instance-kind", choices=["cpu", "gpu"], default="cpu")
-    p.add_argument("--runtime", choices=RUNTIMES, default="torch",
-                   help="what the models run on, for those whose family offers it (the others run on torch)")
+    p.add_argument("--runtime", choices=RUNTIMES, default="auto",
+                   help="what the models run on, for those whose family offers it (the others run on torch); auto "
+                   "(the default) leaves it to each instance: $ZOO_RUNTIME where set, else the fastest exact "
+                   "runtime on its device")
     _add_queue_flags(p)
     p.add_argument("--k8s", metavar="DIR", help="also write Kubernetes manifests for replicas serving it here")
     p.add_argument("--k8s-image", default="embedding-zoo:latest", help="container image with zoo installed")
@@ -322,8 +324,10 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metrics-port", type=int, default=8002)
     p.add_argument("--instances", type=int, default=1)
     p.add_argument("--instance-kind", choices=["cpu", "gpu"], default="cpu")
-    p.add_argument("--runtime", choices=RUNTIMES, default="torch",
-                   help="what the models run on, for those whose family offers it (the others run on torch)")
+    p.add_argument("--runtime", choices=RUNTIMES, default="auto",
+                   help="what the models run on, for those whose family offers it (the others run on torch); auto "
+                   "(the default) leaves it to each instance: $ZOO_RUNTIME where set, else the fastest exact "
+                   "runtime on its device")
     _add_queue_flags(p)
     p.add_argument("--timeout", type=float, default=600, help="seconds to wait for READY")
     p.add_argument("--log", help="write the server log here")

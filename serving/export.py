@@ -166,13 +166,15 @@ def _check_replaceable(folder: Path, source: str, spec: EmbedderSpec) -> None:
 
 
 def export_model(name_or_path: str, out: Path, *, instances: int = 1, kind: str = "cpu",
-                 runtime: str = "torch", max_queue_size: int | None = None,
+                 runtime: str = "auto", max_queue_size: int | None = None,
                  queue_timeout_ms: int | None = None) -> Path:
-    """Write one model's folder into the repository ``out``; returns that folder. ``runtime`` applies when
-    the model's family offers it; otherwise the model runs on torch. ``max_queue_size`` / ``queue_timeout_ms``
-    bound the default priority level's queue (None: derived from the spec, see :func:`queue_policy`)."""
+    """Write one model's folder into the repository ``out``; returns that folder. ``runtime`` applies when the
+    model's family offers it, otherwise the model runs on torch; ``auto`` (the default) leaves the choice to each
+    instance where it starts (:meth:`serving.triton_model.TritonPythonModel.initialize`). ``max_queue_size`` /
+    ``queue_timeout_ms`` bound the default priority level's queue (None: derived from the spec, see
+    :func:`queue_policy`)."""
     spec = get_spec(name_or_path)
-    if runtime not in family_of(spec).runtimes:
+    if runtime not in (*family_of(spec).runtimes, "auto"):
         runtime = "torch"
     if os.path.isdir(name_or_path):  # a local folder: Triton name from the folder, load by path
         triton_name, source = Path(name_or_path).resolve().name, str(Path(name_or_path).resolve())
@@ -191,7 +193,7 @@ def export_model(name_or_path: str, out: Path, *, instances: int = 1, kind: str 
     return folder
 
 
-def export(names: list[str], out: Path, *, instances: int = 1, kind: str = "cpu", runtime: str = "torch",
+def export(names: list[str], out: Path, *, instances: int = 1, kind: str = "cpu", runtime: str = "auto",
            max_queue_size: int | None = None, queue_timeout_ms: int | None = None) -> list[Path]:
     """Write a model repository holding ``names`` (registry names or local folders); ``runtime`` applies
     to the models whose family offers it, the others run on torch; the queue settings to every model (None:

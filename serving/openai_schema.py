@@ -69,6 +69,8 @@ class ModelCard(BaseModel):
     max_batch_size: int | None = None
     max_input_tokens: int | None = Field(None, description="the most tokens a text may hold (prompt and special "
                                          "tokens included)")
+    runtime: str | None = Field(None, description="what the model runs on (torch, torch-fp16, onnx, onnx-int8): "
+                                "what `auto` chose on the server's device, or the runtime it was served with")
     root: str | None = Field(None, description="an alias (zoo serve --alias): the served model it names")
 
 

@@ -114,7 +114,8 @@ async def model_entry(catalog: Catalog, name: str, state: str, started: int) -> 
         details = dict(modalities=[m.value for m in spec.modalities], dimension=spec.dim,
                        matryoshka_dims=list(spec.matryoshka_dims), outputs=list(spec.outputs),
                        prompts=sorted(spec.prompts), default_prompt_name=spec.default_prompt_name,
-                       max_batch_size=spec.max_batch_size, max_input_tokens=embedder.max_input_tokens)
+                       max_batch_size=spec.max_batch_size, max_input_tokens=embedder.max_input_tokens,
+                       runtime=embedder.runtime)
     return ModelCard(id=public_name(name), object="model", created=started, owned_by="embedding-zoo",
                      ready=state == "READY", **details)
 

@@ -33,6 +33,7 @@ import numpy as np
 
 from zoo.errors import CODES, InvalidArgumentError, ZooError, code_of, to_wire
 from zoo.front import EncodeOptions, check_items
+from zoo.settings import settings
 from zoo.spec import Modality
 
 from . import contract
@@ -281,6 +282,8 @@ class TritonPythonModel:
         params = config["parameters"]
         source = params[contract.CONFIG_MODEL_KEY]["string_value"]
         runtime = params.get(contract.CONFIG_RUNTIME_KEY, {}).get("string_value") or "torch"
+        if runtime == "auto":  # the repository leaves it to the server: $ZOO_RUNTIME where set, else auto here
+            runtime = settings().runtime
         device = None  # CUDA when visible, else CPU
         if args.get("model_instance_kind") == "GPU":
             device = f"cuda:{args.get('model_instance_device_id', 0)}"
@@ -290,8 +293,9 @@ class TritonPythonModel:
         # every error names the model as its clients know it: a local folder's path never leaves the server
         self.embedder.spec = contract.served_spec(self.embedder.spec, args["model_name"])
         weights = params.get(contract.CONFIG_WEIGHTS_KEY, {}).get("string_value", "")
-        self.description = contract.description(self.embedder.spec, args["model_name"], weights, runtime,
-                                                self.embedder.max_input_tokens)
+        # the runtime that runs (``auto`` has resolved to one by now), as the clients, /v1/models and /info say it
+        self.description = contract.description(self.embedder.spec, args["model_name"], weights,
+                                                self.embedder.runtime, self.embedder.max_input_tokens)
         # zoo's protocol-neutral error codes → Triton's (gRPC INVALID_ARGUMENT / HTTP 400, …)
         self.codes = {"invalid_argument": pb_utils.TritonError.INVALID_ARG,
                       "not_found": pb_utils.TritonError.NOT_FOUND,

@@ -6,6 +6,8 @@ import sys
 
 import pytest
 
+import zoo
+
 
 def zoo_cli(*args):
     return subprocess.run([sys.executable, "-m", "zoo.cli", *args], capture_output=True, text=True,
@@ -19,6 +21,18 @@ def test_list_and_info():
     assert "384" in line and "apache-2.0" in line and line.split()[-1] == "yes"
     info = json.loads(zoo_cli("info", "sentence-transformers/all-MiniLM-L6-v2", "--json").stdout)
     assert info["dim"] == 384 and info["available_offline"] is True
+    assert info["runtime"] == "torch"  # the suite's $ZOO_RUNTIME (tests/conftest.py)
+    assert {"auto", "onnx", "onnx-int8"} <= set(info["runtimes"])
+
+
+def test_info_says_which_runtime_auto_picks(monkeypatch):
+    monkeypatch.delenv("ZOO_RUNTIME")
+    info = json.loads(zoo_cli("info", "sentence-transformers/all-MiniLM-L6-v2", "--json", "--device", "cpu").stdout)
+    assert info["runtime"] == "onnx (auto on cpu)"
+    info = json.loads(zoo_cli("info", "sentence-transformers/all-MiniLM-L6-v2", "--json", "--device", "cuda").stdout)
+    assert info["runtime"] == "torch-fp16 (auto on cuda)"
+    clap = next(n for n in zoo.list_models() if zoo.get_spec(n).family == "clap")
+    assert json.loads(zoo_cli("info", clap, "--json", "--device", "cpu").stdout)["runtime"] == "torch (auto on cpu)"
 
 
 def test_encode_json():

@@ -280,6 +280,7 @@ def test_models_health_and_no_cors(serve, client):
     assert listed[ALIGNED].modalities == ["text", "image", "audio", "interleaved", "video"]
     assert listed[TEXT].dimension == 384 and listed[TEXT].object == "model"
     assert listed[TEXT].max_input_tokens == 256 and listed[ALIGNED].max_input_tokens > 0
+    assert listed[TEXT].runtime == "torch"  # what runs: the suite's $ZOO_RUNTIME (tests/conftest.py)
     # an alias: the model's own card under the alias, naming the model it stands for
     assert listed[ALIAS].root == TEXT and listed[ALIAS].dimension == 384 and listed[ALIAS].max_input_tokens == 256
     assert client.models.retrieve(ALIGNED).id == ALIGNED

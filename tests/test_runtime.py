@@ -195,3 +195,90 @@ def test_export_records_the_runtime_and_shares_cores_among_instances(tiny_text, 
     folders = export([tiny_text, clip], tmp_path / "repo", runtime="onnx")
     written = [f.joinpath("config.pbtxt").read_text() for f in folders]
     assert 'string_value: "onnx"' in written[0] and 'string_value: "torch"' in written[1]
+
+
+# ---- auto: the default ----------------------------------------------------------------------------------------
+def test_auto_is_the_default_and_runs_onnx_on_the_cpu_up_to_its_length(tiny_text, cache, monkeypatch):
+    """Unasked, a text model runs on ONNX on the CPU; a batch longer than auto's length runs on torch (ONNX's
+    unfused attention is slower and bigger there), and both give torch's rows."""
+    monkeypatch.delenv("ZOO_RUNTIME")
+    monkeypatch.setattr(rt, "AUTO_ONNX_MAX_LENGTH", 12)  # the tiny model reads 64 tokens: room on both sides
+    model = zoo.create(tiny_text, device="cpu")
+    assert model.runtime == "onnx" and isinstance(model._fast["text"], rt.LengthSplit)
+    assert list(cache.glob("onnx/*/fp32.onnx")), "auto ran nothing it exported and checked"
+    lengths = []
+    session = model._fast["text"].fast
+    model._fast["text"].fast = lambda inputs: (lengths.append(inputs["input_ids"].shape[1]), session(inputs))[1]
+    torch_model = zoo.create(tiny_text, runtime="torch")
+    short, long = ["a cat", "two dogs"], [" ".join(["word"] * 40), " ".join(["other things"] * 30)]
+    for texts in (short, long):
+        assert_parity(model.encode(texts, "text"), torch_model.encode(texts, "text"), min_cos=rt.FP32_MIN_COS)
+    assert len(lengths) == 1 and lengths[0] <= 12, f"the session ran batches of {lengths} tokens"
+
+
+def test_auto_falls_back_to_torch_with_a_warning_where_onnx_cannot_be_made(tiny_text, cache, monkeypatch, caplog):
+    monkeypatch.delenv("ZOO_RUNTIME")
+
+    def refuse(*_args, **_kwargs):
+        raise RuntimeError("the exporter refuses this graph\nwith a long story")
+
+    monkeypatch.setattr(rt, "_export", refuse)
+    with caplog.at_level("WARNING", logger="zoo.runtime"):
+        model = zoo.create(tiny_text)
+    assert model.runtime == "torch" and not model.__dict__.get("_fast")
+    assert "onnx did not pass here (RuntimeError: the exporter refuses this graph); running on torch" in caplog.text
+    np.testing.assert_allclose(model.encode(TEXTS, "text"), zoo.create(tiny_text, runtime="torch").encode(
+        TEXTS, "text"), atol=1e-6)
+    with pytest.raises(RuntimeError, match="exporter refuses"):  # asked for by name, the failure is the caller's
+        zoo.create(tiny_text, runtime="onnx")
+
+
+def test_auto_on_cuda_takes_half_precision_where_it_keeps_the_rows(tiny_text, monkeypatch):
+    """auto's CUDA choice, made on the CPU's modules (the choice reads the device's name; the check runs the
+    modules where they are): float16 when its rows follow float32's, else float32 again, untouched."""
+    import torch
+
+    model = zoo.create(tiny_text, runtime="torch")
+    ref = model.encode(TEXTS, "text")
+    runtime, fast = rt._auto(model._towers(), model.weights_fingerprint, model.runtimes, "cuda", None)
+    assert runtime == "torch-fp16" and {p.dtype for p in model.encoder.parameters()} == {torch.float16}
+    model.runtime, model._fast = runtime, fast
+    assert_parity(model.encode(TEXTS, "text"), ref, min_cos=rt.FP16_MIN_COS, rtol=2e-3)
+
+    model = zoo.create(tiny_text, runtime="torch")
+    monkeypatch.setattr(rt, "FP16_MIN_COS", 1.5)  # no row can pass: the check must refuse and undo the halving
+    assert rt._auto(model._towers(), model.weights_fingerprint, model.runtimes, "cuda", None) == ("torch", {})
+    assert {p.dtype for p in model.encoder.parameters()} == {torch.float32}
+    np.testing.assert_allclose(model.encode(TEXTS, "text"), ref, atol=1e-6)
+
+
+def test_auto_is_torch_for_families_without_towers_and_the_setting_is_checked(tmp_path, monkeypatch):
+    monkeypatch.delenv("ZOO_RUNTIME")
+    clip = str(make_open_clip(tmp_path / "clip"))
+    assert zoo.create(clip).runtime == "torch" and zoo.create(clip, runtime="auto").runtime == "torch"
+    monkeypatch.setenv("ZOO_RUNTIME", "tensorrt")
+    with pytest.raises(zoo.InvalidArgumentError, match="unknown runtime 'tensorrt'"):
+        zoo.create(clip)
+
+
+def test_auto_is_resolved_by_each_served_instance_and_reported_as_what_runs(tiny_text, cache, tmp_path,
+                                                                           monkeypatch):
+    """The repository says auto, left to the server: the instance resolves it on its device (or takes the
+    server's $ZOO_RUNTIME); the model's description, which clients, /v1/models and /info read, says what runs."""
+    import sys
+
+    from serving.export import export
+    from serving.triton_model import TritonPythonModel
+    from tests.test_warm_start import _args, fake_pb_utils
+
+    (folder,) = export([tiny_text], tmp_path / "repo")
+    assert 'string_value: "auto"' in folder.joinpath("config.pbtxt").read_text()
+    monkeypatch.setitem(sys.modules, "triton_python_backend_utils", fake_pb_utils())
+    for server_setting, runs in (("torch", "torch"), (None, "onnx")):
+        if server_setting is None:
+            monkeypatch.delenv("ZOO_RUNTIME")
+        else:
+            monkeypatch.setenv("ZOO_RUNTIME", server_setting)
+        model = TritonPythonModel()
+        model.initialize(_args(tiny_text, runtime="auto"))
+        assert model.embedder.runtime == runs and json.loads(model.description)["runtime"] == runs

@@ -184,18 +184,25 @@ def test_many_threads_each_get_their_own_result(triton, local_models):
     assert not errors
     for i in range(len(texts)):
         assert np.allclose(results[i][0], expected[i], atol=1e-5), i
-    after = _stats(server, tname)
+    after = _stats(server, tname, at_least=stats_before["inference_count"] + 3 * len(texts))
     requests = after["inference_count"] - stats_before["inference_count"]
     executions = after["execution_count"] - stats_before["execution_count"]
     assert requests == 3 * len(texts)
     assert executions < requests  # the dynamic batcher really grouped requests into shared executions
 
 
-def _stats(server, tname):
-    stats = grpcclient.InferenceServerClient(server.grpc_url).get_inference_statistics(tname, as_json=True,
-                                                                                       headers=server.admin_headers)
-    s = stats["model_stats"][0]
-    return {"inference_count": int(s.get("inference_count", 0)), "execution_count": int(s.get("execution_count", 0))}
+def _stats(server, tname, at_least: int = 0, within: float = 10.0):
+    """The model's counts, read again (up to ``within`` s) until ``at_least`` requests are counted: Triton counts a
+    request after its answer is sent, so a read right after the last answer can lag."""
+    deadline = time.monotonic() + within
+    client = grpcclient.InferenceServerClient(server.grpc_url)
+    while True:
+        s = client.get_inference_statistics(tname, as_json=True, headers=server.admin_headers)["model_stats"][0]
+        counts = {"inference_count": int(s.get("inference_count", 0)),
+                  "execution_count": int(s.get("execution_count", 0))}
+        if counts["inference_count"] >= at_least or time.monotonic() > deadline:
+            return counts
+        time.sleep(0.05)
 
 
 def test_bad_request_among_good_fails_alone(triton, local_models):

@@ -30,12 +30,20 @@ def _cmd_list(args: argparse.Namespace) -> int:
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
+    from .base import pick_device
     from .registry import family_of, get_spec
+    from .runtime import auto_runtime
+    from .settings import settings
     from .weights import available_offline
 
     spec = get_spec(args.name)
+    runtimes = family_of(spec).runtimes
+    device = pick_device(args.device)
+    runtime = settings().runtime  # the default; auto is shown as what it picks on this device
+    shown = f"{auto_runtime(runtimes, device)} (auto on {device})" if runtime == "auto" else runtime
     info = spec.to_dict() | {"batch_tokens": spec.batch_tokens,  # the budget in force (max_batch_tokens or derived)
-                             "available_offline": available_offline(spec), "runtimes": list(family_of(spec).runtimes)}
+                             "available_offline": available_offline(spec), "runtimes": ["auto", *runtimes],
+                             "runtime": shown}
     if args.json:
         print(json.dumps(info, indent=2))
     else:
@@ -99,8 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pattern", help="wildcard filter on names, e.g. '*MiniLM*'")
     p.set_defaults(run=_cmd_list)
 
-    p = sub.add_parser("info", help="show one model's spec")
+    p = sub.add_parser("info", help="show one model's spec and the runtime it runs on by default")
     p.add_argument("name")
+    p.add_argument("--device", help="the device the default runtime is shown for (default: CUDA if present)")
     p.add_argument("--json", action="store_true")
     p.set_defaults(run=_cmd_info)
 

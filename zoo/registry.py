@@ -203,15 +203,19 @@ def family_of(spec: EmbedderSpec) -> type[Embedder]:
         raise UnknownFamilyError(spec.family, _FAMILIES, spec.name) from None
 
 
-def create(name_or_path: str, device: str | None = None, runtime: str = "torch",
+def create(name_or_path: str, device: str | None = None, runtime: str | None = None,
            threads: int | None = None) -> Embedder:
     """Load a model by registry name (hub id) or local folder; ``device`` defaults to CUDA if present.
 
-    ``runtime``: ``torch`` (default), ``torch-fp16``, or ``onnx`` / ``onnx-int8`` for families that offer
-    them (see :mod:`zoo.runtime`; ``threads`` sets ONNX Runtime's intra-op threads)."""
+    ``runtime``: ``auto`` (the default, unless ``$ZOO_RUNTIME`` says otherwise: the fastest exact runtime the
+    family offers on the device), ``torch``, ``torch-fp16``, or ``onnx`` / ``onnx-int8`` for families that offer
+    them (see :mod:`zoo.runtime`; ``threads`` sets ONNX Runtime's intra-op threads). ``model.runtime`` is the one
+    that runs."""
     from .runtime import check_offered
+    from .settings import settings
     from .weights import resolve
 
+    runtime = runtime or settings().runtime
     spec = get_spec(name_or_path)
     family = family_of(spec)
     check_offered(runtime, family.runtimes, spec)

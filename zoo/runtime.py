@@ -1,5 +1,5 @@
-"""Runtimes a model's towers run on: torch (the default), torch in half precision, or ONNX Runtime sessions
-exported from the same torch modules, in float32 or with int8 weights.
+"""Runtimes a model's towers run on: torch, torch in half precision, or ONNX Runtime sessions exported from the
+same torch modules, in float32 or with int8 weights; ``auto`` (the default) picks among them per device.
 
 A family that offers the other runtimes lists its towers (:class:`Tower`: a torch module from named
 tensors to ``[B, D]`` rows, and the batches to check it on). ``create(name, runtime=...)`` then swaps each
@@ -16,6 +16,20 @@ The cache key holds the CPU's vector instruction sets besides the weights and th
 products are computed, and so what passes the check, depends on them (VNNI or not).
 
 What was measured is written beside the files as ``check.json`` and is :attr:`OrtTower.check`.
+
+``auto`` (:data:`DEFAULT_RUNTIME`; :func:`auto_runtime`) is the fastest exact runtime a family offers on the
+device, as ``scripts.bench`` and ``scripts.bench_scaling`` measure it:
+
+- on the CPU, ``onnx`` (float32, checked as above), about 1.2-1.8x torch on short texts; a batch longer than
+  :data:`AUTO_ONNX_MAX_LENGTH` tokens runs on torch, because the exported graph computes attention unfused and
+  past that length is no faster than torch while its memory grows with the square of the length
+  (docs/SCALING.md);
+- on CUDA, ``torch-fp16`` when each tower's float16 rows keep every cosine to float32's
+  ≥ :data:`FP16_MIN_COS` on the check batches, else ``torch``;
+- ``torch`` for families without towers, and wherever the chosen runtime cannot be made (an export the exporter
+  refuses, a check that fails): a warning says why, and the model runs as it would on ``torch``.
+
+The model's :attr:`RuntimeTowers.runtime` is then what runs (``onnx``, say), never ``auto``.
 """
 
 from __future__ import annotations
@@ -36,9 +50,14 @@ from .settings import settings
 
 log = logging.getLogger(__name__)
 
-RUNTIMES = ("torch", "torch-fp16", "onnx", "onnx-int8")
-DEFAULT_RUNTIME = "torch"
+RUNTIMES = ("auto", "torch", "torch-fp16", "onnx", "onnx-int8")
+DEFAULT_RUNTIME = "auto"
+#: the runtimes a family's towers may offer (``auto`` is offered by every family: it resolves to one of these)
+TOWER_RUNTIMES = RUNTIMES[1:]
+#: under ``auto`` on the CPU, a batch padded past this many tokens runs on torch (see the module's text)
+AUTO_ONNX_MAX_LENGTH = 128
 FP32_MIN_COS = 0.9999
+FP16_MIN_COS = 0.999
 INT8_MIN_COS = 0.99
 INT8_MIN_OVERLAP = 0.95
 TOP_K = 10
@@ -59,8 +78,9 @@ def check_runtime(runtime: Any) -> str:
 
 
 def check_offered(runtime: Any, runtimes: tuple[str, ...], spec: Any) -> str:
-    """``runtime`` if it is known and one of ``runtimes`` (what ``spec``'s family offers), else an error."""
-    if check_runtime(runtime) not in runtimes:
+    """``runtime`` if it is known and one of ``runtimes`` (what ``spec``'s family offers) or ``auto``, else an
+    error."""
+    if check_runtime(runtime) not in (*runtimes, "auto"):
         raise InvalidArgumentError(f"model {spec.name!r} ({spec.family} family) runs on {choices(runtimes)}, "
                                    f"not {runtime!r}", "runtime")
     return runtime
@@ -245,6 +265,68 @@ def accelerate(tower: Tower, weights: str, runtime: str, device: str, threads: i
     return OrtTower(folder / name, device, threads, check={"runtime": runtime} | check[runtime])
 
 
+def auto_runtime(runtimes: tuple[str, ...], device: str) -> str:
+    """What ``auto`` picks among ``runtimes`` (a family's) on ``device``, before anything is made or checked:
+    ``onnx`` on the CPU, ``torch-fp16`` on CUDA, where offered; else ``torch``."""
+    choice = "torch-fp16" if str(device).startswith("cuda") else "onnx"
+    return choice if choice in runtimes else "torch"
+
+
+class LengthSplit:
+    """``auto``'s ONNX tower: a batch up to ``max_length`` tokens runs on the ONNX session, a longer one on the
+    torch module (see the module's text)."""
+
+    def __init__(self, fast: OrtTower, module: Any, sequence: tuple[str, ...], max_length: int) -> None:
+        self.fast, self.module, self.sequence, self.max_length = fast, module, sequence, max_length
+        self.check = fast.check
+
+    def __call__(self, inputs: Mapping[str, Any]) -> Any:
+        if any(inputs[name].shape[1] > self.max_length for name in self.sequence if name in inputs):
+            return self.module(**inputs)
+        return self.fast(inputs)
+
+
+def _halved(towers: list[Tower]) -> dict[str, Callable]:
+    """``torch-fp16`` for ``towers`` when every check row's float16 cosine to float32 is ≥ :data:`FP16_MIN_COS`,
+    else :class:`RuntimeCheckError` naming the tower that fell short. The check runs on a halved copy: halving
+    in place cannot be undone (float32 → float16 → float32 is not the weights any more)."""
+    import copy
+
+    import torch
+
+    for t in towers:
+        with torch.inference_mode():
+            reference = np.concatenate([t.module(**b).float().cpu().numpy() for b in t.batches()])
+            trial = HalfTower(copy.deepcopy(t.module))
+            rows = np.concatenate([trial(b).cpu().numpy() for b in t.batches()])
+        del trial
+        got = agreement(reference, rows)["min_cos"]
+        if got < FP16_MIN_COS:
+            raise RuntimeCheckError(f"the {t.name} tower in float16 differs from float32 (least cosine "
+                                    f"{got:.5f} < {FP16_MIN_COS})")
+    return {t.name: HalfTower(t.module) for t in towers}
+
+
+def _auto(towers: list[Tower], weights: str, runtimes: tuple[str, ...], device: str,
+          threads: int | None) -> tuple[str, dict[str, Callable]]:
+    """``auto``'s runtime for these towers and what stands in for each (see the module's text)."""
+    choice = auto_runtime(runtimes, device)
+    if choice == "torch" or not towers:
+        return "torch", {}
+    try:
+        if choice == "torch-fp16":
+            return choice, _halved(towers)
+        fast: dict[str, Callable] = {}
+        for t in towers:
+            session = accelerate(t, weights, choice, device, threads)
+            fast[t.name] = LengthSplit(session, t.module, t.sequence, AUTO_ONNX_MAX_LENGTH) if t.sequence else session
+        return choice, fast
+    except Exception as err:  # noqa: BLE001 — any failure to make the faster runtime leaves the exact one in use
+        log.warning("runtime auto: %s did not pass here (%s: %s); running on torch", choice, type(err).__name__,
+                    str(err).splitlines()[0][:300] if str(err) else "")
+        return "torch", {}
+
+
 class RuntimeTowers:
     """What lets a model's towers run on another runtime (a base of :class:`zoo.base.Embedder`): families with
     towers list the runtimes they take and return their towers from :meth:`_towers`."""
@@ -254,7 +336,7 @@ class RuntimeTowers:
     weights_fingerprint: str
     #: the runtimes this family's towers can run on (see :mod:`zoo.runtime`); families with towers widen it
     runtimes: tuple[str, ...] = ("torch",)
-    runtime: str = "torch"  # the runtime in use (set by :meth:`use_runtime`)
+    runtime: str = "torch"  # the runtime in use (set by :meth:`use_runtime`; ``auto`` resolves to one)
 
     def _towers(self) -> list[Tower]:
         """The towers another runtime can stand in for (families that list more than torch in ``runtimes``)."""
@@ -262,12 +344,18 @@ class RuntimeTowers:
 
     def use_runtime(self, runtime: str, threads: int | None = None) -> None:
         """Run this model's towers on ``runtime`` (see :mod:`zoo.runtime`; ``threads``: ONNX Runtime's
-        intra-op threads, default every core). ONNX files are exported and checked on first use."""
-        if check_offered(runtime, self.runtimes, self.spec) == self.runtime:
+        intra-op threads, default every core). ONNX files are exported and checked on first use; ``auto`` picks
+        the runtime (:func:`auto_runtime`) and falls back to torch, with a warning, where it cannot be made."""
+        if check_offered(runtime, self.runtimes, self.spec) in (self.runtime, self.__dict__.get("_asked")):
             return
         if self.runtime != "torch":  # torch-fp16 halved the modules in place: no way back from here
             raise InvalidArgumentError(f"model {self.spec.name!r} already runs on {self.runtime!r}; create it again "
                                        f"with runtime={runtime!r}", "runtime")
+        self._asked = runtime
+        if runtime == "auto":
+            self.runtime, self._fast = _auto(self._towers(), self.weights_fingerprint, self.runtimes, self.device,
+                                             threads)
+            return
         self._fast = {t.name: accelerate(t, self.weights_fingerprint, runtime, self.device, threads)
                       for t in self._towers()}
         self.runtime = runtime
@@ -276,4 +364,3 @@ class RuntimeTowers:
         """``module(**inputs)``, or what stands in for the tower ``name`` on the runtime in use."""
         fast = self.__dict__.get("_fast", {}).get(name)
         return module(**inputs) if fast is None else fast(inputs)
-

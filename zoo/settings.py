@@ -17,6 +17,8 @@ Each field, the variable it is read from, its default and what it sets:
 - `qdrant_api_key` (`QDRANT_API_KEY`): None. Sent to a Qdrant server (`qdrant+http(s)://` store URIs).
 - `ray_address` (`RAY_ADDRESS`): None, and `zoo embed` starts a local one-machine Ray; set, the job joins that
   cluster (Ray reads the variable itself as well).
+- `runtime` (`ZOO_RUNTIME`): `auto`. The runtime a model is created on, in-process and served, when no
+  `runtime=` / `--runtime` is given (`zoo.runtime.RUNTIMES`; `auto` picks the fastest exact one per device).
 
 Folders under `cache_dir` (properties, so they follow it): `eval` (`eval_cache_dir`, the embeddings `zoo eval`
 caches), `logs` (tritonserver's logs), `triton-backends` (the python backend assembled from the nvidia-pytriton
@@ -37,7 +39,7 @@ from pathlib import Path
 
 #: the variables :meth:`Settings.from_env` reads; no other module of zoo, serving or ui reads them
 ENV_VARS = ("ZOO_CACHE_DIR", "XDG_CACHE_HOME", "ZOO_DATA_DIR", "ZOO_MODELS_DIR", "HF_HUB_OFFLINE", "ZOO_OFFLINE",
-            "ZOO_API_KEY", "ZOO_TRITON_ADMIN_KEY", "QDRANT_API_KEY", "RAY_ADDRESS")
+            "ZOO_API_KEY", "ZOO_TRITON_ADMIN_KEY", "QDRANT_API_KEY", "RAY_ADDRESS", "ZOO_RUNTIME")
 OFF_VALUES = ("", "0", "false")  # what HF_HUB_OFFLINE / ZOO_OFFLINE may hold and still mean "online"
 _PATHS = ("cache_dir", "data_dir", "models_dir")  # fields given as str by a flag become Paths
 
@@ -55,6 +57,7 @@ class Settings:
     triton_admin_key: str | None = field(default=None, repr=False)
     qdrant_api_key: str | None = field(default=None, repr=False)
     ray_address: str | None = None
+    runtime: str = "auto"
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -75,6 +78,7 @@ class Settings:
             triton_admin_key=text("ZOO_TRITON_ADMIN_KEY"),
             qdrant_api_key=text("QDRANT_API_KEY"),
             ray_address=text("RAY_ADDRESS"),
+            runtime=text("ZOO_RUNTIME") or "auto",
         )
 
     def with_flags(self, **flags: object) -> Settings:

@@ -32,7 +32,7 @@ import numpy as np
 from ..base import Embedder
 from ..front import EncodeOptions
 from ..registry import create, register_checkpoints
-from ..runtime import RUNTIMES, Tower
+from ..runtime import TOWER_RUNTIMES, Tower
 from ..spec import EmbedderSpec, Modality
 from .common import cut_audio, folder_config
 
@@ -147,7 +147,7 @@ class AlignedEmbedder(Embedder):
     claims = frozenset({"zoo-aligned"})
 
     folder_priority = 10
-    runtimes = RUNTIMES
+    runtimes = TOWER_RUNTIMES
 
     def __init__(self, spec: EmbedderSpec, path: Path, device: str | None = None) -> None:
         super().__init__(spec, device)

@@ -27,7 +27,7 @@ from ..base import Embedder
 from ..errors import InvalidArgumentError
 from ..front import EncodeOptions
 from ..registry import register_checkpoints, register_refusals
-from ..runtime import RUNTIMES, Tower
+from ..runtime import TOWER_RUNTIMES, Tower
 from ..spec import EmbedderSpec, Modality
 from .common import (
     TokenizedText,
@@ -75,7 +75,7 @@ class TextEmbedder(TokenizedText, Embedder):
     """A transformers encoder with pooling; modality text only."""
 
     folder_priority = 100  # the fallback: other families claim their model_types first
-    runtimes = RUNTIMES
+    runtimes = TOWER_RUNTIMES
 
     def __init__(self, spec: EmbedderSpec, path: Path, device: str | None = None) -> None:
         super().__init__(spec, device)
