@@ -269,8 +269,9 @@ def table(results: dict) -> str:
             ratio = r.get("vs_in_process_batch_32")
             cells = [f"{r[k]:.1f}" for k in ("p50_ms", "p99_ms", "server_request_ms", "queue_ms", "compute_ms",
                                              "mean_batch")]
+            share = r.get("generator_cpu_share")
             lines.append(f"| {load} | {r['items_per_s']:.1f} | {'' if ratio is None else f'{ratio:.2f}×'} | "
-                         f"{' | '.join(cells)} | {r['generator_cpu_share']:.0%} |")
+                         f"{' | '.join(cells)} | {r.get('generator', '') if share is None else f'{share:.0%}'} |")
         lines.append("")
     if "peer" in results:
         peer = results["peer"]
@@ -313,6 +314,7 @@ def main() -> None:
     parser.add_argument("--served-items", type=int, default=640, help="text items per served load shape")
     parser.add_argument("--served-images", type=int, default=128, help="images per served load shape")
     parser.add_argument("--served-runtimes", default="torch,onnx-int8")
+    parser.add_argument("--served-instances", type=int, default=1, help="instances of each served model")
     parser.add_argument("--peer", choices=["infinity"], help="also load a peer server with the same text shapes")
     parser.add_argument("--peer-venv", default="~/.cache/zoo/bench-infinity-venv",
                         help="the throw-away virtual environment the peer is installed into")
@@ -332,12 +334,13 @@ def main() -> None:
     vit = save_vit_b32(Path(tempfile.mkdtemp(prefix="zoo-vit-")) / "vit-b-32")
     results: dict = {"machine": machine(args.device), "command": " ".join(["python -m scripts.bench", *sys.argv[1:]]),
                      "corpus": {"sentences": len(texts), "id": corpus_id(texts)}, "zoo": zoo.__version__}
+    short = short_sentences(args.short)
     if "text" in sections:
-        results["text"] = text_section(args, texts, short_sentences(args.short))
+        results["text"] = text_section(args, texts, short)
     if "image" in sections:
         results["image"] = image_section(args, images, vit)
     if "served" in sections:
-        results["served"] = served_section(args, texts, images, vit, results)
+        results["served"] = served_section(args, texts, images, vit, results, short)
     if "batcher" in sections:
         results["batcher"] = batcher_section(args, texts)
     if args.peer == "infinity":

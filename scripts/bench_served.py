@@ -1,6 +1,9 @@
 """The served sections of ``scripts/bench.py``: tritonserver per runtime under the load shapes, the
 dynamic-batcher delay sweep, and the infinity-emb peer; each load comes from ``scripts/bench_load.py`` in a
-process of its own."""
+process of its own. Where NVIDIA's ``perf_analyzer`` is found (``$PERF_ANALYZER``, else on ``PATH``; the
+recipe is in the environment notes), the served section also drives 16 concurrent one-sentence clients with
+it on the short sentences: a C++ load generator costs the server's cores almost nothing, so that row is the
+one compared with the in-process batch-32 throughput of the same runtime."""
 
 from __future__ import annotations
 
@@ -16,6 +19,35 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 LOADS = ((1, 1), (16, 1), (64, 1), (4, 32))  # (concurrent clients, items per request)
+PA_CLIENTS = 16  # perf_analyzer's concurrent one-sentence clients
+PA_REQUESTS = 1500  # requests per perf_analyzer measurement window
+
+
+def perf_analyzer() -> str | None:
+    """The ``perf_analyzer`` executable to drive the served models with, or None where there is none."""
+    import shutil
+
+    return os.environ.get("PERF_ANALYZER") or shutil.which("perf_analyzer")
+
+
+def _perf_analyzer_load(exe: str, server, triton: str, short: list[str], work: Path) -> dict:
+    """``PA_CLIENTS`` concurrent one-sentence clients from perf_analyzer on ``short``: items/s and latency."""
+    data = work / "short.json"
+    data.write_text(json.dumps({"data": [{"TEXT": {"content": [s], "shape": [1]}} for s in short]}))
+    report = work / f"pa-{triton}.csv"
+    headers = [a for k, v in server.admin_headers.items() for a in ("-H", f"{k}:{v}")]  # config and statistics
+    cmd = [exe, "-m", triton, "-i", "grpc", "-u", server.grpc_url, "--input-data", str(data), "-b", "1",
+           "--concurrency-range", str(PA_CLIENTS), "--measurement-mode", "count_windows",
+           "--measurement-request-count", str(PA_REQUESTS), "--stability-percentage", "100", "--max-trials", "3",
+           "-f", str(report), *headers]
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    if done.returncode != 0:
+        raise RuntimeError(f"perf_analyzer failed: {(done.stdout + done.stderr)[-2000:]}")
+    import csv
+
+    row = next(csv.DictReader(report.open()))
+    return {"items_per_s": float(row["Inferences/Second"]), "p50_ms": float(row["p50 latency"]) / 1000,
+            "p99_ms": float(row["p99 latency"]) / 1000, "generator": "perf_analyzer"}
 
 
 def _rss_mib(pids: list[int]) -> float:
@@ -62,8 +94,9 @@ def _split(before: dict, after: dict) -> dict:
 
 
 def served_section(args: argparse.Namespace, texts: list[str], images: list[bytes], vit: Path,
-                   in_process: dict) -> dict:
-    """Each runtime served in turn: cold start, memory, and every load shape for text and image."""
+                   in_process: dict, short: list[str] | None = None) -> dict:
+    """Each runtime served in turn: cold start, memory, every load shape for text and image, and (with
+    perf_analyzer) 16 one-sentence clients on ``short``."""
     import tritonclient.grpc as grpcclient
 
     from serving import contract
@@ -76,7 +109,7 @@ def served_section(args: argparse.Namespace, texts: list[str], images: list[byte
     out: dict = {}
     for runtime in args.served_runtimes.split(","):
         repo = work / f"repo-{runtime}"
-        export([args.text_model, str(vit)], repo, runtime=runtime)
+        export([args.text_model, str(vit)], repo, runtime=runtime, instances=args.served_instances)
         # export the ONNX files before timing the cold start: the first start of a runtime makes them once
         if runtime.startswith("onnx"):
             import zoo
@@ -105,6 +138,14 @@ def served_section(args: argparse.Namespace, texts: list[str], images: list[byte
                     if base and runtime in ("torch", "onnx", "onnx-int8"):
                         got["vs_in_process_batch_32"] = got["items_per_s"] / base
                     rows[f"{modality} {clients}x{per}"] = got
+                if modality == "text" and short and perf_analyzer():
+                    before = _stats(client, triton, server.admin_headers)
+                    got = _perf_analyzer_load(perf_analyzer(), server, triton, short, work)
+                    got |= _split(before, _stats(client, triton, server.admin_headers))
+                    base = in_process.get("text", {}).get("rows", {}).get(f"zoo {runtime}", {}).get("short_batch_32")
+                    if base:
+                        got["vs_in_process_batch_32"] = got["items_per_s"] / base
+                    rows[f"text {PA_CLIENTS}x1 short, perf_analyzer"] = got
             out[runtime] = {"cold_start_s": cold, "rss_mib": _rss_mib(pids), "loads": rows}
     one = out.get(args.served_runtimes.split(",")[0], {}).get("loads", {}).get("text 1x1")
     if one and "text" in in_process:
