@@ -33,7 +33,6 @@ import numpy as np
 
 from zoo.errors import CODES, InvalidArgumentError, ZooError, code_of, to_wire
 from zoo.front import EncodeOptions, check_items
-from zoo.settings import settings
 from zoo.spec import Modality
 
 from . import contract
@@ -282,8 +281,8 @@ class TritonPythonModel:
         params = config["parameters"]
         source = params[contract.CONFIG_MODEL_KEY]["string_value"]
         runtime = params.get(contract.CONFIG_RUNTIME_KEY, {}).get("string_value") or "torch"
-        if runtime == "auto":  # the repository leaves it to the server: $ZOO_RUNTIME where set, else auto here
-            runtime = settings().runtime
+        if runtime == "auto":  # the repository leaves it to the server: zoo's default ($ZOO_RUNTIME, else auto)
+            runtime = None
         device = None  # CUDA when visible, else CPU
         if args.get("model_instance_kind") == "GPU":
             device = f"cuda:{args.get('model_instance_device_id', 0)}"

@@ -10,10 +10,10 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never download
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # local Ray in the tests reports nothing anywhere
 # the suite's models run on torch unless a test asks for another runtime: the default, auto, exports and checks
 # an ONNX graph per model (seconds each); tests/test_runtime.py and the served tests cover auto itself
-os.environ["ZOO_RUNTIME"] = "torch"  # local Ray in the tests reports nothing anywhere
+os.environ["ZOO_RUNTIME"] = "torch"
 from zoo.batch.job import ONE_MACHINE_RAY  # noqa: E402
 
 os.environ.update(ONE_MACHINE_RAY)  # before Ray is imported: a local Ray listens on 127.0.0.1 only

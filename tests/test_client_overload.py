@@ -243,6 +243,17 @@ def test_open_model_tells_a_backend_about_bulk(monkeypatch):
     assert made == [("m", "u", {}), ("m", "u", {"bulk": True})]
 
 
+def test_open_model_gives_an_in_process_model_its_threads(monkeypatch):
+    """``zoo embed``'s actors each compute on their share of the cores: ONNX Runtime's threads too, not every core."""
+    import zoo.registry
+    from zoo import backends
+
+    asked = []
+    monkeypatch.setattr(zoo.registry, "create", lambda name, **kw: asked.append((name, kw)))
+    backends.open_model("m", "local", "", None, bulk=True, threads=3)
+    assert asked == [("m", {"device": None, "threads": 3})]
+
+
 # ---- a real tritonserver ----------------------------------------------------------------------------------
 SLOW_MODEL = '''"""zoo's backend model, with a pause in each execute so that the queue fills on cue: 2.5 s when a
 request holds the item "slow", 0.3 s otherwise (the model's description, asked with an empty item, at once)."""

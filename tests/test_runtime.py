@@ -167,7 +167,7 @@ def test_unknown_or_unoffered_runtime_is_a_clear_error(tiny_text, tmp_path):
         zoo.create(clip, runtime="onnx")
 
 
-def test_aligned_model_runs_its_image_and_text_towers_on_onnx(tmp_path, cache):
+def test_aligned_model_runs_its_image_and_text_towers_on_onnx(tmp_path, cache, monkeypatch):
     folder = str(make_aligned(tmp_path / "aligned"))
     rng = np.random.default_rng(3)
     images = [shapes.render(shapes.sample_scene(rng), rng) for _ in range(5)]
@@ -176,6 +176,16 @@ def test_aligned_model_runs_its_image_and_text_towers_on_onnx(tmp_path, cache):
     for items, modality in ((images, "image"), (TEXTS, "text"), ([["a red circle", images[0]], [images[1]]],
                                                                  "interleaved")):
         assert_parity(onnx_model.encode(items, modality), torch_model.encode(items, modality), what=modality)
+
+    # the default (auto) moves both towers to ONNX, and a runtime asked for by name moves both too: the text model
+    # inside is made on torch and follows its image tower (it once resolved auto itself, and refused "torch")
+    monkeypatch.delenv("ZOO_RUNTIME")
+    auto_model = zoo.create(folder)
+    assert (auto_model.runtime, auto_model.text.runtime) == ("onnx", "onnx")
+    assert (torch_model.runtime, torch_model.text.runtime) == ("torch", "torch")
+    monkeypatch.setattr(rt, "accelerate", lambda *a, **k: pytest.fail("runtime='torch' made an ONNX session"))
+    asked = zoo.create(folder, runtime="torch")
+    assert (asked.runtime, asked.text.runtime) == ("torch", "torch")
 
 
 def test_export_records_the_runtime_and_shares_cores_among_instances(tiny_text, tmp_path):
@@ -231,6 +241,29 @@ def test_auto_falls_back_to_torch_with_a_warning_where_onnx_cannot_be_made(tiny_
         TEXTS, "text"), atol=1e-6)
     with pytest.raises(RuntimeError, match="exporter refuses"):  # asked for by name, the failure is the caller's
         zoo.create(tiny_text, runtime="onnx")
+    # remembered: the next load goes straight to torch instead of tracing again
+    tries = []
+    monkeypatch.setattr(rt, "_export", lambda *a, **k: tries.append(1))
+    caplog.clear()
+    with caplog.at_level("INFO", logger="zoo.runtime"):
+        assert zoo.create(tiny_text).runtime == "torch"
+    assert not tries and "onnx was refused here before (RuntimeError: the exporter refuses this graph)" in caplog.text
+
+
+def test_auto_leaves_a_tower_too_big_for_one_onnx_file_on_torch(tiny_text, cache, monkeypatch):
+    monkeypatch.delenv("ZOO_RUNTIME")
+    monkeypatch.setattr(rt, "AUTO_ONNX_MAX_BYTES", 1024)
+    monkeypatch.setattr(rt, "_export", lambda *a, **k: pytest.fail("a tower over the limit was traced"))
+    assert zoo.create(tiny_text).runtime == "torch"
+    assert rt.auto_runtime(("torch", "onnx"), "mps") == "torch"  # ONNX Runtime would compute on the CPU there
+
+
+def test_an_onnx_model_can_go_back_to_torch(tiny_text, cache):
+    model = zoo.create(tiny_text, runtime="onnx")
+    model.use_runtime("torch")
+    assert model.runtime == "torch" and not model._fast
+    np.testing.assert_allclose(model.encode(TEXTS, "text"), zoo.create(tiny_text, runtime="torch").encode(
+        TEXTS, "text"), atol=1e-6)
 
 
 def test_auto_on_cuda_takes_half_precision_where_it_keeps_the_rows(tiny_text, monkeypatch):
@@ -256,6 +289,8 @@ def test_auto_is_torch_for_families_without_towers_and_the_setting_is_checked(tm
     monkeypatch.delenv("ZOO_RUNTIME")
     clip = str(make_open_clip(tmp_path / "clip"))
     assert zoo.create(clip).runtime == "torch" and zoo.create(clip, runtime="auto").runtime == "torch"
+    monkeypatch.setenv("ZOO_RUNTIME", "onnx")  # a default the family does not offer: torch, not an error
+    assert zoo.create(clip).runtime == "torch"
     monkeypatch.setenv("ZOO_RUNTIME", "tensorrt")
     with pytest.raises(zoo.InvalidArgumentError, match="unknown runtime 'tensorrt'"):
         zoo.create(clip)

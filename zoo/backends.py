@@ -29,15 +29,17 @@ def check_backend(backend: str) -> str:
     return backend
 
 
-def open_model(name: str, backend: str, url: str, device: str | None, bulk: bool = False) -> Any:
+def open_model(name: str, backend: str, url: str, device: str | None, bulk: bool = False,
+               threads: int | None = None) -> Any:
     """An object with zoo's ``encode()`` for ``name``: in-process, or a client of an installed backend.
 
     ``bulk``: the work is a bulk job (``zoo embed``), which a served model should put after interactive
     requests; the backend is told (``bulk=True``) and decides what that means for its requests (Triton's: low
-    priority, retries, small chunks). A backend called without it need not know the argument."""
+    priority, retries, small chunks). A backend called without it need not know the argument. ``threads``: the
+    cores an in-process model computes on (torch's and ONNX Runtime's threads alike), default every core."""
     if check_backend(backend) == LOCAL:
         from .registry import create
 
-        return create(name, device=device)
+        return create(name, device=device, threads=threads)
     factory = installed()[backend].load()
     return factory(name, url, bulk=True) if bulk else factory(name, url)

@@ -208,16 +208,18 @@ def create(name_or_path: str, device: str | None = None, runtime: str | None = N
     """Load a model by registry name (hub id) or local folder; ``device`` defaults to CUDA if present.
 
     ``runtime``: ``auto`` (the default, unless ``$ZOO_RUNTIME`` says otherwise: the fastest exact runtime the
-    family offers on the device), ``torch``, ``torch-fp16``, or ``onnx`` / ``onnx-int8`` for families that offer
-    them (see :mod:`zoo.runtime`; ``threads`` sets ONNX Runtime's intra-op threads). ``model.runtime`` is the one
-    that runs."""
-    from .runtime import check_offered
+    family offers on the device; a default the family does not offer means torch), ``torch``, ``torch-fp16``,
+    or ``onnx`` / ``onnx-int8`` for families that offer them (see :mod:`zoo.runtime`; ``threads`` sets ONNX
+    Runtime's intra-op threads). ``model.runtime`` is the one that runs."""
+    from .runtime import check_offered, check_runtime
     from .settings import settings
     from .weights import resolve
 
-    runtime = runtime or settings().runtime
     spec = get_spec(name_or_path)
     family = family_of(spec)
+    if runtime is None:  # the default ($ZOO_RUNTIME, else auto) applies where the family offers it, else torch
+        runtime = check_runtime(settings().runtime)
+        runtime = runtime if runtime in (*family.runtimes, "auto") else "torch"
     check_offered(runtime, family.runtimes, spec)
     path = Path(name_or_path) if os.path.isdir(name_or_path) else resolve(spec)
     model = family.load(spec, path, device)

@@ -34,6 +34,7 @@ The model's :attr:`RuntimeTowers.runtime` is then what runs (``onnx``, say), nev
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -56,6 +57,8 @@ DEFAULT_RUNTIME = "auto"
 TOWER_RUNTIMES = RUNTIMES[1:]
 #: under ``auto`` on the CPU, a batch padded past this many tokens runs on torch (see the module's text)
 AUTO_ONNX_MAX_LENGTH = 128
+#: under ``auto``, a tower with more parameter bytes than this stays on torch (one ONNX file holds 2 GiB at most)
+AUTO_ONNX_MAX_BYTES = 1 << 30
 FP32_MIN_COS = 0.9999
 FP16_MIN_COS = 0.999
 INT8_MIN_COS = 0.99
@@ -267,8 +270,10 @@ def accelerate(tower: Tower, weights: str, runtime: str, device: str, threads: i
 
 def auto_runtime(runtimes: tuple[str, ...], device: str) -> str:
     """What ``auto`` picks among ``runtimes`` (a family's) on ``device``, before anything is made or checked:
-    ``onnx`` on the CPU, ``torch-fp16`` on CUDA, where offered; else ``torch``."""
-    choice = "torch-fp16" if str(device).startswith("cuda") else "onnx"
+    ``onnx`` on the CPU, ``torch-fp16`` on CUDA, where offered; else ``torch`` (other devices included: ONNX
+    Runtime would compute on the CPU there)."""
+    device = str(device)
+    choice = "torch-fp16" if device.startswith("cuda") else "onnx" if device.startswith("cpu") else "torch"
     return choice if choice in runtimes else "torch"
 
 
@@ -288,42 +293,76 @@ class LengthSplit:
 
 def _halved(towers: list[Tower]) -> dict[str, Callable]:
     """``torch-fp16`` for ``towers`` when every check row's float16 cosine to float32 is ≥ :data:`FP16_MIN_COS`,
-    else :class:`RuntimeCheckError` naming the tower that fell short. The check runs on a halved copy: halving
-    in place cannot be undone (float32 → float16 → float32 is not the weights any more)."""
-    import copy
-
+    else :class:`RuntimeCheckError` naming the tower that fell short, with every module as it was: halving
+    cannot be undone by casting back (float32 → float16 → float32 is not the weights any more), so the float32
+    weights wait in host memory until the check has passed."""
     import torch
 
-    for t in towers:
-        with torch.inference_mode():
-            reference = np.concatenate([t.module(**b).float().cpu().numpy() for b in t.batches()])
-            trial = HalfTower(copy.deepcopy(t.module))
-            rows = np.concatenate([trial(b).cpu().numpy() for b in t.batches()])
-        del trial
-        got = agreement(reference, rows)["min_cos"]
-        if got < FP16_MIN_COS:
-            raise RuntimeCheckError(f"the {t.name} tower in float16 differs from float32 (least cosine "
-                                    f"{got:.5f} < {FP16_MIN_COS})")
-    return {t.name: HalfTower(t.module) for t in towers}
+    saved = {t.name: {k: v.detach().to("cpu", copy=True) for k, v in t.module.state_dict().items()} for t in towers}
+    with torch.inference_mode():
+        reference = {t.name: np.concatenate([t.module(**b).float().cpu().numpy() for b in t.batches()])
+                     for t in towers}
+    fast = {t.name: HalfTower(t.module) for t in towers}
+    try:
+        for t in towers:
+            with torch.inference_mode():
+                rows = np.concatenate([fast[t.name](b).cpu().numpy() for b in t.batches()])
+            got = agreement(reference[t.name], rows)["min_cos"]
+            if got < FP16_MIN_COS:
+                raise RuntimeCheckError(f"the {t.name} tower in float16 differs from float32 (least cosine "
+                                        f"{got:.5f} < {FP16_MIN_COS})")
+    except BaseException:
+        for t in towers:
+            t.module.float()
+            t.module.load_state_dict(saved[t.name])
+        raise
+    return fast
+
+
+def _tower_bytes(tower: Tower) -> int:
+    return sum(p.numel() * p.element_size() for p in tower.module.parameters())
 
 
 def _auto(towers: list[Tower], weights: str, runtimes: tuple[str, ...], device: str,
           threads: int | None) -> tuple[str, dict[str, Callable]]:
-    """``auto``'s runtime for these towers and what stands in for each (see the module's text)."""
+    """``auto``'s runtime for these towers and what stands in for each (see the module's text). An ONNX graph
+    that could not be made is remembered in the cache (``refused.json`` beside where it would be), so later
+    loads go straight to torch instead of tracing again."""
     choice = auto_runtime(runtimes, device)
     if choice == "torch" or not towers:
         return "torch", {}
+    if choice == "onnx":
+        too_big = [t.name for t in towers if _tower_bytes(t) > AUTO_ONNX_MAX_BYTES]
+        if too_big:  # one protobuf file holds at most 2 GiB, and tracing a model that size takes minutes
+            log.info("runtime auto: the %s tower is over %d MiB; running on torch", too_big[0],
+                     AUTO_ONNX_MAX_BYTES >> 20)
+            return "torch", {}
+        for t in towers:
+            refused = settings().onnx_dir / _key(t, weights) / "refused.json"
+            if refused.is_file():
+                log.info("runtime auto: onnx was refused here before (%s); running on torch",
+                         json.loads(refused.read_text()).get("reason", ""))
+                return "torch", {}
+    fast: dict[str, Callable] = {}
+    tower = towers[0]
     try:
         if choice == "torch-fp16":
             return choice, _halved(towers)
-        fast: dict[str, Callable] = {}
-        for t in towers:
-            session = accelerate(t, weights, choice, device, threads)
-            fast[t.name] = LengthSplit(session, t.module, t.sequence, AUTO_ONNX_MAX_LENGTH) if t.sequence else session
+        for tower in towers:
+            session = accelerate(tower, weights, choice, device, threads)
+            fast[tower.name] = (LengthSplit(session, tower.module, tower.sequence, AUTO_ONNX_MAX_LENGTH)
+                                if tower.sequence else session)
         return choice, fast
     except Exception as err:  # noqa: BLE001 — any failure to make the faster runtime leaves the exact one in use
-        log.warning("runtime auto: %s did not pass here (%s: %s); running on torch", choice, type(err).__name__,
-                    str(err).splitlines()[0][:300] if str(err) else "")
+        reason = f"{type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}"
+        log.warning("runtime auto: %s did not pass here (%s); running on torch", choice, reason)
+        if choice == "onnx":
+            with contextlib.suppress(OSError):
+                folder = settings().onnx_dir / _key(tower, weights)
+                folder.mkdir(parents=True, exist_ok=True)
+                tmp = _private(folder / "refused.json")
+                tmp.write_text(json.dumps({"reason": reason}))
+                os.replace(tmp, folder / "refused.json")
         return "torch", {}
 
 
@@ -348,10 +387,13 @@ class RuntimeTowers:
         the runtime (:func:`auto_runtime`) and falls back to torch, with a warning, where it cannot be made."""
         if check_offered(runtime, self.runtimes, self.spec) in (self.runtime, self.__dict__.get("_asked")):
             return
-        if self.runtime != "torch":  # torch-fp16 halved the modules in place: no way back from here
+        if self.runtime == "torch-fp16":  # the modules were halved in place: no way back from here
             raise InvalidArgumentError(f"model {self.spec.name!r} already runs on {self.runtime!r}; create it again "
                                        f"with runtime={runtime!r}", "runtime")
+        self._fast, self.runtime = {}, "torch"  # the ONNX sessions stood beside the untouched torch modules
         self._asked = runtime
+        if runtime == "torch":
+            return
         if runtime == "auto":
             self.runtime, self._fast = _auto(self._towers(), self.weights_fingerprint, self.runtimes, self.device,
                                              threads)

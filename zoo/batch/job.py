@@ -136,7 +136,7 @@ class ShardWorker:
 
             torch.set_num_threads(threads)
         self.settings, self.dest, self.schema, self.batch_size = settings, Path(dest), schema, batch_size
-        self.model = open_model(settings.model, settings.backend, settings.url, None, bulk=True)
+        self.model = open_model(settings.model, settings.backend, settings.url, None, bulk=True, threads=threads)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         done = []

@@ -156,7 +156,8 @@ class AlignedEmbedder(Embedder):
 
         cfg = json.loads((path / "config.json").read_text())
         self.config = cfg
-        self.text = create(cfg["text_model"], device=self.device)
+        # on torch here: the model's own use_runtime moves the text model with its image tower (and threads)
+        self.text = create(cfg["text_model"], device=self.device, runtime="torch")
         dim = self.text.spec.dim
         state = load_file(path / "model.safetensors")
         self.image_tower = build_image_tower(dim, cfg["image_width"])
