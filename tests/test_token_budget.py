@@ -174,10 +174,10 @@ def test_the_default_budget_is_derived_and_shown_by_zoo_info(capsys):
     assert zoo.get_spec("Alibaba-NLP/gme-Qwen2-VL-7B-Instruct").batch_tokens == round(16384 * 1024 / 3584)
     assert zoo.get_spec("naver/splade-v3").batch_tokens == 2048  # set by its family, not derived from its vocab
     assert zoo.get_spec("vidore/colpali-v1.3-hf").batch_tokens == 8192  # Gemma 2B's width, not the 128-d rows
-    _cmd_info(argparse.Namespace(name=MINILM, json=True))
+    _cmd_info(argparse.Namespace(name=MINILM, json=True, device="cpu"))
     info = json.loads(capsys.readouterr().out)
     assert info["batch_tokens"] == DEFAULT_BATCH_TOKENS and info["max_batch_tokens"] is None
-    _cmd_info(argparse.Namespace(name=MINILM, json=False))
+    _cmd_info(argparse.Namespace(name=MINILM, json=False, device="cpu"))
     assert any(line.split() == ["batch_tokens", str(DEFAULT_BATCH_TOKENS)]
                for line in capsys.readouterr().out.splitlines())
 
