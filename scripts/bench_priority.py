@@ -189,12 +189,12 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="zoo-bench-priority-"))
     results: dict[str, dict] = {}
     with serve(args, work).start(timeout=600) as server:
-        import tritonclient.grpc as grpcclient
 
         from scripts.bench_served import _stats
+        from serving.channels import grpc_client
         from serving.client import triton_name
 
-        admin = grpcclient.InferenceServerClient(server.grpc_url)
+        admin = grpc_client(server.grpc_url)
         interactive(args.model, server.grpc_url, args.interactive, 3.0)  # warm up
         for phase in phases:
             before = _stats(admin, triton_name(args.model), server.admin_headers)

@@ -97,9 +97,9 @@ def served_section(args: argparse.Namespace, texts: list[str], images: list[byte
                    in_process: dict, short: list[str] | None = None) -> dict:
     """Each runtime served in turn: cold start, memory, every load shape for text and image, and (with
     perf_analyzer) 16 one-sentence clients on ``short``."""
-    import tritonclient.grpc as grpcclient
 
     from serving import contract
+    from serving.channels import grpc_client
     from serving.export import export
     from serving.server import TritonServer, free_ports
 
@@ -120,7 +120,7 @@ def served_section(args: argparse.Namespace, texts: list[str], images: list[byte
         with server.start():
             cold = time.perf_counter() - t
             pids = [server.process.pid] + [s.pid for s in server.stubs()]
-            client = grpcclient.InferenceServerClient(server.grpc_url)
+            client = grpc_client(server.grpc_url)
             rows = {}
             for modality, name, items_file in (("text", args.text_model, work / "texts.pkl"),
                                                ("image", str(vit), work / "images.pkl")):

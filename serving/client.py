@@ -265,9 +265,9 @@ class AsyncTritonEmbedder(_Core):
     def _channel(self, url: str) -> Any:
         """The asyncio channel to a replica, made on first use (it must be made inside the running loop)."""
         if url not in self._clients:
-            import tritonclient.grpc.aio as aioclient
+            from .channels import aio_client
 
-            self._clients[url] = aioclient.InferenceServerClient(url)
+            self._clients[url] = aio_client(url)
         return self._clients[url]
 
     async def _run(self, plan: Plan[T]) -> T:

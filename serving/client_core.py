@@ -56,6 +56,7 @@ from zoo.ranking import pair_chars
 from zoo.spec import Modality
 
 from . import contract
+from .channels import grpc_client
 from .client_config import ServedConfig, fetch_config, fetch_spec  # noqa: F401  (their home before client_config)
 from .client_routing import (  # noqa: F401  (REPLICA_COOLDOWN_S and the rest: what callers import from here)
     BACKOFF_CAP_S,
@@ -210,7 +211,7 @@ class _Core(EncodeFront):
         self.device = f"triton://{self.url}"
         # one blocking channel per replica (a single keep-alive channel would pin every request to one pod):
         # the spec look-up, and the sync client's requests
-        self._channels = {u: grpcclient.InferenceServerClient(u) for u in self.replicas.urls}
+        self._channels = {u: grpc_client(u) for u in self.replicas.urls}
         config = self._first_config(priority_level(priority))
         self.spec, self.weights_fingerprint, self.runtime = config
         self._max_input_tokens = getattr(config, "max_input_tokens", None)

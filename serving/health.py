@@ -37,9 +37,9 @@ class TritonProbe:
     def _get(self) -> Any:
         with self._lock:
             if self._client is None:
-                import tritonclient.grpc as grpcclient
+                from .channels import grpc_client
 
-                self._client = grpcclient.InferenceServerClient(self.url)
+                self._client = grpc_client(self.url)
             return self._client
 
     def ready(self) -> bool:

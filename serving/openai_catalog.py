@@ -55,11 +55,12 @@ class Catalog:
 
     async def repository(self) -> dict[str, str]:
         """Triton model name → its state (``READY``, ``UNAVAILABLE``, …)."""
-        import tritonclient.grpc.aio as aioclient
         from tritonclient.utils import InferenceServerException
 
+        from .channels import aio_client
+
         if self._client is None:
-            self._client = aioclient.InferenceServerClient(self.url)
+            self._client = aio_client(self.url)
         try:
             index = await self._client.get_model_repository_index(as_json=True, headers=self.admin_headers)
         except InferenceServerException:

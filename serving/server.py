@@ -284,9 +284,9 @@ class TritonServer:
 
     def wait_ready(self, timeout: float) -> None:
         """Block until the server reports ready; raise with its log if it exits or times out."""
-        import tritonclient.grpc as grpcclient
+        from .channels import grpc_client
 
-        client = grpcclient.InferenceServerClient(self.grpc_url)
+        client = grpc_client(self.grpc_url)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:

@@ -107,7 +107,7 @@ class Supervisor:
         max_execution: float | None = None, load_timeout: float = 600.0,
         on_event: Callable[[str], None] | None = None,
     ) -> None:
-        import tritonclient.grpc as grpcclient
+        from .channels import grpc_client
 
         self.server = server
         self.interval, self.probe_every, self.hang_timeout = interval, probe_every, hang_timeout
@@ -115,7 +115,7 @@ class Supervisor:
         self.max_execution = max_execution if max_execution is not None else 10 * hang_timeout
         self.load_timeout = load_timeout
         self.on_event = on_event or (lambda msg: log.warning("%s", msg))
-        self._client = grpcclient.InferenceServerClient(server.grpc_url)
+        self._client = grpc_client(server.grpc_url)
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -232,10 +232,12 @@ class Supervisor:
         import tritonclient.grpc as grpcclient
         from tritonclient.utils import InferenceServerException
 
+        from .channels import grpc_client
+
         tensor_name, element = probe_item(self.specs[name])
         tensor = grpcclient.InferInput(tensor_name, [1, 1], contract.INPUT_DATATYPE)
         tensor.set_data_from_numpy(np.array([[element]], dtype=object))
-        client = grpcclient.InferenceServerClient(self.server.grpc_url)
+        client = grpc_client(self.server.grpc_url)
         try:
             # served first: a probe stuck behind a full queue of bulk work would say nothing of the model
             client.infer(name, [tensor], client_timeout=self.max_execution + self.hang_timeout,

@@ -66,7 +66,7 @@ def server(monkeypatch) -> FakeServer:
 
     def channel(asynchronous: bool) -> type:
         class Channel:
-            def __init__(self, url: str) -> None:
+            def __init__(self, url: str, **options) -> None:  # options: serving.channels' channel_args
                 self.url = url
 
             def infer(self, model, inputs, outputs=None, parameters=None, priority=0, headers=None, request_id=""):

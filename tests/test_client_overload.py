@@ -49,7 +49,7 @@ class Answer:
 def offline(monkeypatch):
     """Clients made without a server: channels that are never called, the spec answered in place."""
     class Channel:
-        def __init__(self, url: str) -> None:
+        def __init__(self, url: str, **options) -> None:  # options: serving.channels' channel_args
             self.url = url
 
         def close(self) -> None:
@@ -177,7 +177,7 @@ def test_both_drivers_pause_as_the_plan_asks(monkeypatch, offline):
     sent = []
 
     class Channel:
-        def __init__(self, url: str) -> None:
+        def __init__(self, url: str, **options) -> None:  # options: serving.channels' channel_args
             self.url = url
 
         def infer(self, model, inputs, outputs=None, parameters=None, priority=0, headers=None, request_id=""):

@@ -66,14 +66,14 @@ class TritonBackend:
     kind = "triton"
 
     def __init__(self, url: str = "127.0.0.1:8001", admin_headers: dict[str, str] | None = None) -> None:
-        import tritonclient.grpc as grpcclient
         from tritonclient.utils import InferenceServerException
 
+        from serving.channels import grpc_client
         from zoo.errors import ServerError
 
         self.url = url
         self.admin_headers = admin_headers  # the model list is an admin API of Triton's (serving.server)
-        self._client = grpcclient.InferenceServerClient(url)
+        self._client = grpc_client(url)
         self._cache: dict[str, Embedder] = {}
         self._lock = threading.Lock()
         try:
