@@ -90,6 +90,39 @@ def test_smoothing_keeps_the_float_graph_and_moves_ranges_into_the_weights(tiny_
     assert after.max() / after.min() < before.max() / before.min()
 
 
+def test_the_ranking_probe_computes_what_the_quantizer_makes(tiny_text, cache):
+    """The one-session probe the sensitivity ranking runs: every switch off gives the float graph's rows, and
+    one switch on gives the rows of ONNX Runtime's own dynamic int8 of that product alone."""
+    import onnxruntime as ort
+
+    from zoo import int8
+
+    zoo.create(tiny_text, runtime="onnx")
+    (fp32,) = cache.glob("onnx/*/fp32.onnx")
+    batches = zoo.create(tiny_text)._towers()[0].batches()[:4]
+    products = int8.weighted_products(fp32)
+    probe = fp32.with_name("probe-test.onnx")
+    switches = int8._probe_graph(fp32, products, probe)
+    session = ort.InferenceSession(str(probe), providers=["CPUExecutionProvider"])
+    feeds = [{i.name: b[i.name].numpy() for i in session.get_inputs() if i.name not in switches} for b in batches]
+
+    def rows(on: str | None) -> np.ndarray:
+        flags = {s: np.array(s == on) for s in switches}
+        return np.concatenate([session.run(None, {**x, **flags})[0] for x in feeds])
+
+    floats = rows(None)
+    np.testing.assert_allclose(floats, rt._run(rt.OrtTower(fp32, "cpu"), batches), atol=1e-5)
+    for product, switch in list(zip(products, switches))[:3]:
+        alone = fp32.with_name("alone-test.onnx")
+        int8.quantize(fp32, alone, [], only=[product])
+        real = rt._run(rt.OrtTower(alone, "cpu"), batches)
+        moved = np.linalg.norm(real - floats)
+        assert moved > 1e-3  # int8 moved the rows
+        # what the probe gets wrong is a sliver of what int8 moves (1e-4 here; 0.4-0.9 with either half of the
+        # rounding left out)
+        assert np.linalg.norm(rows(switch) - real) / moved < 0.01
+
+
 def test_minilm_int8_quantizes_all_but_three_products_and_follows_sentence_transformers(minilm_dir, cache):
     """The real MiniLM: smoothed, all but three of its 36 weighted products are int8, and the published bar
     holds on 500 short sentences the check rows do not contain, against sentence-transformers on the same
