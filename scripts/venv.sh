@@ -32,7 +32,9 @@ if [ "$(cat "$venv/.zoo-lock" 2>/dev/null || true)" != "$want_lock" ]; then
   fi
   echo "creating $venv with $PY from $(basename "$lock") (first run takes a few minutes)" >&2
   "$PY" -m venv "$venv"
-  run_logged "$venv/bin/python" -m pip install --no-input --require-hashes --no-deps -r "$lock"
+  # ZOO_VENV_NO_COMPILE=1: no .pyc files at install (a throw-away environment that imports a few modules once)
+  compile=$([ -n "${ZOO_VENV_NO_COMPILE:-}" ] && echo --no-compile || echo --compile)
+  run_logged "$venv/bin/python" -m pip install --no-input "$compile" --require-hashes --no-deps -r "$lock"
   echo "$want_lock" >"$venv/.zoo-lock"
   rm -f "$venv/.zoo-project"
 fi
