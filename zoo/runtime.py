@@ -208,6 +208,18 @@ def _private(dest: Path) -> Path:
     return dest.with_name(f"{dest.name}.{os.getpid()}.tmp")
 
 
+def _write_json(dest: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` to ``dest``, which appears whole (see :func:`_private`)."""
+    tmp = _private(dest)
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, dest)
+
+
+def _folder(tower: Tower, weights: str) -> Path:
+    """The cache folder of ``tower``'s ONNX files for these weights on this CPU."""
+    return settings().onnx_dir / _key(tower, weights)
+
+
 def _export(tower: Tower, example: dict[str, Any], dest: Path) -> None:
     import torch
 
@@ -256,15 +268,13 @@ def accelerate(tower: Tower, weights: str, runtime: str, device: str, threads: i
     Runtime session made on first use and kept in the cache folder for these weights (onnx, onnx-int8)."""
     if runtime == "torch-fp16":
         return HalfTower(tower.module)
-    folder = settings().onnx_dir / _key(tower, weights)
+    folder = _folder(tower, weights)
     record = folder / "check.json"
     check = json.loads(record.read_text()) if record.is_file() else {}
     name = "int8.onnx" if runtime == "onnx-int8" else "fp32.onnx"
     if runtime not in check or not (folder / name).is_file():
         check = check | _make(tower, folder, runtime, device)
-        tmp = _private(record)
-        tmp.write_text(json.dumps(check, indent=2))
-        os.replace(tmp, record)
+        _write_json(record, check)
     return OrtTower(folder / name, device, threads, check={"runtime": runtime} | check[runtime])
 
 
@@ -338,7 +348,7 @@ def _auto(towers: list[Tower], weights: str, runtimes: tuple[str, ...], device: 
                      AUTO_ONNX_MAX_BYTES >> 20)
             return "torch", {}
         for t in towers:
-            refused = settings().onnx_dir / _key(t, weights) / "refused.json"
+            refused = _folder(t, weights) / "refused.json"
             if refused.is_file():
                 log.info("runtime auto: onnx was refused here before (%s); running on torch",
                          json.loads(refused.read_text()).get("reason", ""))
@@ -358,11 +368,9 @@ def _auto(towers: list[Tower], weights: str, runtimes: tuple[str, ...], device: 
         log.warning("runtime auto: %s did not pass here (%s); running on torch", choice, reason)
         if choice == "onnx":
             with contextlib.suppress(OSError):
-                folder = settings().onnx_dir / _key(tower, weights)
+                folder = _folder(tower, weights)
                 folder.mkdir(parents=True, exist_ok=True)
-                tmp = _private(folder / "refused.json")
-                tmp.write_text(json.dumps({"reason": reason}))
-                os.replace(tmp, folder / "refused.json")
+                _write_json(folder / "refused.json", {"reason": reason})
         return "torch", {}
 
 
