@@ -3,7 +3,7 @@ dynamic-batcher delay sweep, and the infinity-emb peer; each load comes from ``s
 process of its own. Where NVIDIA's ``perf_analyzer`` is found (``$PERF_ANALYZER``, else on ``PATH``; the
 recipe is in the environment notes), the served section also drives 16 concurrent one-sentence clients with
 it on the short sentences: a C++ load generator costs the server's cores almost nothing, so that row is the
-one compared with the in-process batch-32 throughput of the same runtime."""
+one compared with the in-process batch-32 throughput of the same runtime, measured right before and after it."""
 
 from __future__ import annotations
 
@@ -93,6 +93,14 @@ def _split(before: dict, after: dict) -> dict:
             "mean_batch": (after["items"] - before["items"]) / runs}
 
 
+def _in_process_short(model, short: list[str]) -> float:
+    """``model``'s items/s at batch 32 on ``short``, measured now (beside the served row it is compared with)."""
+    model.encode(short[:32], "text", batch_size=32)
+    start = time.perf_counter()
+    model.encode(short, "text", batch_size=32)
+    return len(short) / (time.perf_counter() - start)
+
+
 def served_section(args: argparse.Namespace, texts: list[str], images: list[bytes], vit: Path,
                    in_process: dict, short: list[str] | None = None) -> dict:
     """Each runtime served in turn: cold start, memory, every load shape for text and image, and (with
@@ -139,12 +147,18 @@ def served_section(args: argparse.Namespace, texts: list[str], images: list[byte
                         got["vs_in_process_batch_32"] = got["items_per_s"] / base
                     rows[f"{modality} {clients}x{per}"] = got
                 if modality == "text" and short and perf_analyzer():
+                    # the same runtime in-process right before and right after, on the same machine and load:
+                    # the ratio is taken against their mean (the machine is shared, its speed drifts)
+                    import zoo
+
+                    local = zoo.create(args.text_model, runtime=runtime)
+                    first = _in_process_short(local, short)
                     before = _stats(client, triton, server.admin_headers)
                     got = _perf_analyzer_load(perf_analyzer(), server, triton, short, work)
                     got |= _split(before, _stats(client, triton, server.admin_headers))
-                    base = in_process.get("text", {}).get("rows", {}).get(f"zoo {runtime}", {}).get("short_batch_32")
-                    if base:
-                        got["vs_in_process_batch_32"] = got["items_per_s"] / base
+                    base = (first + _in_process_short(local, short)) / 2
+                    del local
+                    got |= {"in_process_short_batch_32": base, "vs_in_process_batch_32": got["items_per_s"] / base}
                     rows[f"text {PA_CLIENTS}x1 short, perf_analyzer"] = got
             out[runtime] = {"cold_start_s": cold, "rss_mib": _rss_mib(pids), "loads": rows}
     one = out.get(args.served_runtimes.split(",")[0], {}).get("loads", {}).get("text 1x1")

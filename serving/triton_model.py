@@ -304,6 +304,9 @@ class TritonPythonModel:
         from .warmup import warm_up
 
         warmed = warm_up(self.embedder)
+        from .late_send import LateSender, enabled
+
+        self.late = LateSender(f"zoo-late-send-{args.get('model_instance_name', '')}") if enabled() else None
         took = time.perf_counter() - start
         self.metrics.warmed(took)
         message = (f"zoo warm-up of {args['model_name']} ({args.get('model_instance_name', '')}, {runtime}): "
@@ -314,7 +317,8 @@ class TritonPythonModel:
             log.warning(message)
 
     def execute(self, requests: list) -> list:
-        """Answer a dynamic batch: exactly one response per request, in order."""
+        """Answer a dynamic batch: exactly one response per request, in order; the last one is sent just after
+        this returns (its place in the list is ``None``; see :mod:`serving.late_send`)."""
         import triton_python_backend_utils as pb_utils
 
         parsed = []
@@ -340,9 +344,17 @@ class TritonPythonModel:
             self.metrics.count(parsed, results)
         except Exception:  # a metric that cannot be updated must not fail the answers
             log.exception("could not update the model's metrics")
-        return responses
+        # the last answer goes out once this returns, so the batcher hears of its client's next request
+        # (serving.late_send); the others are returned, and Triton sends them
+        if not responses or self.late is None:
+            return responses
+        last = requests[-1]
+        self.late.send(last.get_response_sender(), responses[-1], pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+        return responses[:-1] + [None]
 
     def finalize(self) -> None:
-        """Release the model and the metrics."""
+        """Send the last answer still queued, then release the model and the metrics."""
+        if getattr(self, "late", None) is not None:
+            self.late.close()
         self.embedder = None
         self.metrics.close()

@@ -198,14 +198,14 @@ def test_backend_errors_name_the_served_model_not_its_folder(tiny_folder, monkey
     description carries the backend's own max_input_tokens (the tokenizer's limit, finding 9)."""
     import sys
 
-    from tests.test_warm_start import FakeRequest, _args, fake_pb_utils
+    from tests.test_warm_start import FakeRequest, _args, answered, fake_pb_utils
 
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", fake_pb_utils(with_metrics=False))
     model = TritonPythonModel()
     model.initialize(_args(tiny_folder))
     try:
         tokenize = {contract.TASK: contract.TOKENIZE, "prompt_name": "nope"}
-        answers = model.execute([FakeRequest({"TEXT": [b"x"]}, {"prompt_name": "nope"}),
+        answers = answered(model, [FakeRequest({"TEXT": [b"x"]}, {"prompt_name": "nope"}),
                                  FakeRequest({"TEXT": [b"x"]}, tokenize),
                                  FakeRequest({"TEXT": [b"x"]}, {contract.DESCRIBE: True})])
         for bad in answers[:2]:

@@ -4,6 +4,7 @@ ONNX export), fails initialize when it cannot, and counts its own failed respons
 import json
 import re
 import sys
+import threading
 import types
 import urllib.request
 
@@ -67,9 +68,29 @@ class FakeFamily:
         return self.metrics.setdefault(tuple(sorted(labels.items())), FakeMetric())
 
 
+class FakeSender:
+    """The python backend's response sender: keeps what was sent, and with which flags."""
+
+    def __init__(self):
+        self.sent, self.done = [], threading.Event()
+
+    def send(self, response=None, flags=0):
+        assert not self.done.is_set(), "a response after the final one"
+        self.sent.append(response)
+        if flags == FINAL:
+            self.done.set()
+
+
+FINAL = 1  # pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+
+
 class FakeRequest:
     def __init__(self, inputs, params=None, outputs=()):
         self.inputs, self.params, self.outputs = inputs, params or {}, list(outputs)
+        self.sender = FakeSender()
+
+    def get_response_sender(self):
+        return self.sender
 
     def parameters(self):
         return json.dumps(self.params)
@@ -113,10 +134,22 @@ def fake_pb_utils(with_metrics=True):
 
     pb.TritonError, pb.Tensor, pb.InferenceResponse, pb.Logger = TritonError, Tensor, InferenceResponse, Logger
     pb.get_input_tensor_by_name = get_input_tensor_by_name
+    pb.TRITONSERVER_RESPONSE_COMPLETE_FINAL = FINAL
     if with_metrics:
         FakeFamily.made = {}
         pb.MetricFamily = FakeFamily
     return pb
+
+
+def answered(model, requests, within: float = 60.0):
+    """``model.execute(requests)``'s responses: the last one comes through its request's response sender once
+    execute has returned (serving.late_send); the others are returned, and their senders get nothing."""
+    returned = model.execute(requests)
+    assert len(returned) == len(requests) and returned[-1] is None
+    assert all(r is not None for r in returned[:-1])
+    assert requests[-1].sender.done.wait(within), "the last request got no final response"
+    assert len(requests[-1].sender.sent) == 1 and not any(r.sender.sent for r in requests[:-1])
+    return returned[:-1] + requests[-1].sender.sent
 
 
 def _args(folder, runtime="torch"):
@@ -149,7 +182,7 @@ def test_export_happens_at_initialize_and_never_in_a_request(tiny_text, tmp_path
     assert pb.Logger.lines and "text/dense" in pb.Logger.lines[-1] and "at full length" in pb.Logger.lines[-1]
     calls.clear()
     texts = [b"a first request", b"then another one"]
-    [response] = model.execute([FakeRequest({"TEXT": texts})])
+    [response] = answered(model, [FakeRequest({"TEXT": texts})])
     assert calls == [], "a request did what initialize should have done"
     np.testing.assert_allclose(response.outputs[contract.OUTPUT],
                                model.embedder.encode([t.decode() for t in texts], "text"), atol=1e-6)
@@ -186,7 +219,7 @@ def test_failures_are_counted_by_reason(tiny_text, monkeypatch):
         return FakeFamily.made[name].metrics[tuple(sorted({"model": "tiny", **labels}.items()))].value
 
     assert metric(Metrics.WARMUP) > 0 and metric(Metrics.REQUESTS) == 0
-    responses = model.execute([FakeRequest({"TEXT": [b"good", b"also good"]}), FakeRequest({"TEXT": [b"\xff"]}),
+    responses = answered(model, [FakeRequest({"TEXT": [b"good", b"also good"]}), FakeRequest({"TEXT": [b"\xff"]}),
                                FakeRequest({"TEXT": [b"x"]}, {"colour": "blue"}),
                                FakeRequest({"TEXT": [b"x"]}, {contract.DESCRIBE: True})])
     assert [r.error is None for r in responses] == [True, False, False, True]
@@ -199,7 +232,7 @@ def test_a_backend_without_custom_metrics_still_serves(tiny_text, monkeypatch):
     monkeypatch.setitem(sys.modules, "triton_python_backend_utils", fake_pb_utils(with_metrics=False))
     model = TritonPythonModel()
     model.initialize(_args(tiny_text))
-    [ok, bad] = model.execute([FakeRequest({"TEXT": [b"fine"]}), FakeRequest({"TEXT": [b"\xff"]})])
+    [ok, bad] = answered(model, [FakeRequest({"TEXT": [b"fine"]}), FakeRequest({"TEXT": [b"\xff"]})])
     assert ok.error is None and bad.error is not None
     model.finalize()
 
