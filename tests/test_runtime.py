@@ -350,3 +350,24 @@ def test_auto_is_resolved_by_each_served_instance_and_reported_as_what_runs(tiny
         model = TritonPythonModel()
         model.initialize(_args(tiny_text, runtime="auto"))
         assert model.embedder.runtime == runs and json.loads(model.description)["runtime"] == runs
+
+
+def test_io_binding_gives_what_session_run_gives(tiny_text, cache):
+    """zoo.iobinding, the CUDA provider's path, bound to host memory here: the same output as session.run, for
+    non-contiguous inputs too; a tower on the CPU provider is not bound."""
+    import torch
+
+    from zoo.iobinding import run_bound
+
+    model = zoo.create(tiny_text, runtime="onnx")
+    tower = model._fast["text"]
+    tower = getattr(tower, "fast", tower)  # LengthSplit keeps the ONNX tower as .fast
+    assert isinstance(tower, rt.OrtTower) and not tower.bound
+    ids = torch.randint(5, 90, (11, 3)).t()  # a view whose memory is not in row order
+    inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "token_type_ids": torch.zeros_like(ids)}
+    inputs = {k: v for k, v in inputs.items() if k in tower.input_names}
+    assert not inputs["input_ids"].is_contiguous()
+    want = tower.session.run(None, {k: v.contiguous().numpy() for k, v in inputs.items()})[0]
+    got = run_bound(tower.session, inputs, tower.input_names, "cpu")
+    assert isinstance(got, torch.Tensor) and got.shape == want.shape
+    np.testing.assert_allclose(got.numpy(), want, atol=1e-6)
