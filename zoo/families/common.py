@@ -66,14 +66,20 @@ def pooled_encoder(model: Any, pooling: str) -> Any:
     runtime stands in for (see :mod:`zoo.runtime`)."""
     import torch
 
+    from ..packed import packable, packed_hidden
+
     class PooledEncoder(torch.nn.Module):
         def __init__(self) -> None:
             super().__init__()
             self.model = model
+            self.packed = packable(model)  # padding-free batches (zoo.packed) on torch; never in an export
 
         def forward(self, input_ids, attention_mask, token_type_ids=None):
-            extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
-            hidden = self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
+            if self.packed and not (torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export()):
+                hidden = packed_hidden(self.model, input_ids, attention_mask, token_type_ids)
+            else:
+                extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+                hidden = self.model(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
             return pool(hidden, attention_mask, pooling)
 
     return PooledEncoder()
