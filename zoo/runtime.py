@@ -123,6 +123,9 @@ class OrtTower:
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads or 0  # 0: ORT's default, every core
         options.inter_op_num_threads = 1
+        # no spinning after a run: its threads would hold the cores that torch (a LengthSplit's other half) and,
+        # served, Triton's own threads need next
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         providers: list[Any] = ["CPUExecutionProvider"]
         if self.device.startswith("cuda"):
             if "CUDAExecutionProvider" in ort.get_available_providers():
