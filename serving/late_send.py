@@ -24,7 +24,6 @@ ending a hung one) does not. ``ZOO_LATE_ANSWER=0`` in the server's environment r
 from __future__ import annotations
 
 import logging
-import os
 import queue
 import threading
 import time
@@ -37,8 +36,10 @@ DELAY_S = 0.001
 
 
 def enabled() -> bool:
-    """Whether one response per batch goes out late (``$ZOO_LATE_ANSWER``, default on)."""
-    return os.environ.get("ZOO_LATE_ANSWER", "1") != "0"
+    """Whether one response per batch goes out late (``$ZOO_LATE_ANSWER``, default on; :mod:`zoo.settings`)."""
+    from zoo.settings import Settings
+
+    return Settings.from_env().late_answer
 
 
 class LateSender:

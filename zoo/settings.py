@@ -19,6 +19,9 @@ Each field, the variable it is read from, its default and what it sets:
   cluster (Ray reads the variable itself as well).
 - `runtime` (`ZOO_RUNTIME`): `auto`. The runtime a model is created on, in-process and served, when no
   `runtime=` / `--runtime` is given (`zoo.runtime.RUNTIMES`; `auto` picks the fastest exact one per device).
+- `late_answer` (`ZOO_LATE_ANSWER`): True; `0` or `false` turn it off. A served model sends one answer per
+  batch 1 ms after its `execute` returns, so that Triton's batcher hears of the next request
+  (`serving.late_send`); off, every answer is returned from `execute`.
 
 Folders under `cache_dir` (properties, so they follow it): `eval` (`eval_cache_dir`, the embeddings `zoo eval`
 caches), `logs` (tritonserver's logs), `triton-backends` (the python backend assembled from the nvidia-pytriton
@@ -39,7 +42,8 @@ from pathlib import Path
 
 #: the variables :meth:`Settings.from_env` reads; no other module of zoo, serving or ui reads them
 ENV_VARS = ("ZOO_CACHE_DIR", "XDG_CACHE_HOME", "ZOO_DATA_DIR", "ZOO_MODELS_DIR", "HF_HUB_OFFLINE", "ZOO_OFFLINE",
-            "ZOO_API_KEY", "ZOO_TRITON_ADMIN_KEY", "QDRANT_API_KEY", "RAY_ADDRESS", "ZOO_RUNTIME")
+            "ZOO_API_KEY", "ZOO_TRITON_ADMIN_KEY", "QDRANT_API_KEY", "RAY_ADDRESS", "ZOO_RUNTIME",
+            "ZOO_LATE_ANSWER")
 OFF_VALUES = ("", "0", "false")  # what HF_HUB_OFFLINE / ZOO_OFFLINE may hold and still mean "online"
 _PATHS = ("cache_dir", "data_dir", "models_dir")  # fields given as str by a flag become Paths
 
@@ -58,6 +62,7 @@ class Settings:
     qdrant_api_key: str | None = field(default=None, repr=False)
     ray_address: str | None = None
     runtime: str = "auto"
+    late_answer: bool = True
 
     @classmethod
     def from_env(cls) -> Settings:
@@ -79,6 +84,7 @@ class Settings:
             qdrant_api_key=text("QDRANT_API_KEY"),
             ray_address=text("RAY_ADDRESS"),
             runtime=text("ZOO_RUNTIME") or "auto",
+            late_answer=env.get("ZOO_LATE_ANSWER", "1").strip().lower() not in ("0", "false"),
         )
 
     def with_flags(self, **flags: object) -> Settings:
