@@ -9,7 +9,6 @@ import torch
 import zoo
 from tests.tiny_models import TEXTS, make_tiny_text_folder
 from zoo import packed
-from zoo import runtime as rt
 
 
 @pytest.fixture(scope="module")
@@ -60,19 +59,3 @@ def test_only_bert_encoders_are_packed():
     assert not packed.packable(DistilBertModel(DistilBertConfig(vocab_size=100, dim=16, n_layers=1, n_heads=2,
                                                                 hidden_dim=32)))
     assert not packed.packable(object())
-
-
-def test_auto_sends_batches_of_many_rows_to_the_packed_module_and_few_to_onnx(tiny_text, tmp_path, monkeypatch):
-    monkeypatch.setenv("ZOO_CACHE_DIR", str(tmp_path / "cache"))
-    model = zoo.create(tiny_text, runtime="auto", device="cpu")
-    split = model._fast["text"]
-    assert model.runtime == "onnx" and isinstance(split, rt.LengthSplit) and split.packed
-    calls = []
-    fast, module = split.fast, split.module
-    split.fast = lambda inputs: (calls.append("onnx"), fast(inputs))[1]
-    split.module = lambda **inputs: (calls.append("torch"), module(**inputs))[1]
-    texts = [f"text number {i} about a thing" for i in range(rt.AUTO_PACKED_MIN_ROWS)]  # one length: one batch
-    few = model.encode(texts[:-1], "text", batch_size=64)
-    many = model.encode(texts, "text", batch_size=64)
-    assert calls == ["onnx", "torch"]
-    np.testing.assert_allclose(many[: len(few)], few, atol=1e-5)  # the same rows, whichever runs them

@@ -23,9 +23,9 @@ device, as ``scripts.bench`` and ``scripts.bench_scaling`` measure it:
 - on the CPU, ``onnx`` (float32, checked as above), about 1.2-1.8x padded torch on short texts; a batch longer
   than :data:`AUTO_ONNX_MAX_LENGTH` tokens runs on torch, because the exported graph computes attention unfused
   and past that length is no faster than torch while its memory grows with the square of the length
-  (docs/SCALING.md); and where torch computes a text tower padding-free (:mod:`zoo.packed`: BERT encoders),
-  a batch of :data:`AUTO_PACKED_MIN_ROWS` rows or more runs on torch too, 1.4-2.3x ONNX there, while ONNX
-  stays faster for a few texts at a time (``docs/benchmarks.md``);
+  (docs/SCALING.md); torch computes a BERT text tower padding-free (:mod:`zoo.packed`), which from 8 texts a
+  batch measured 1.4-2.3x ONNX in-process, but ``auto`` does not route to it yet (a served stub that ran both
+  grew its memory under overload, ``docs/benchmarks.md``);
 - on CUDA, ``torch-fp16`` when each tower's float16 rows keep every cosine to float32's
   ≥ :data:`FP16_MIN_COS` on the check batches, else ``torch``;
 - ``torch`` for families without towers, and wherever the chosen runtime cannot be made (an export the exporter
@@ -59,8 +59,6 @@ DEFAULT_RUNTIME = "auto"
 TOWER_RUNTIMES = RUNTIMES[1:]
 #: under ``auto`` on the CPU, a batch padded past this many tokens runs on torch (see the module's text)
 AUTO_ONNX_MAX_LENGTH = 128
-#: under ``auto`` on the CPU, a batch of this many rows or more runs on torch where torch packs it (zoo.packed)
-AUTO_PACKED_MIN_ROWS = 8
 #: under ``auto``, a tower with more parameter bytes than this stays on torch (one ONNX file holds 2 GiB at most)
 AUTO_ONNX_MAX_BYTES = 1 << 30
 FP32_MIN_COS = 0.9999
@@ -302,18 +300,14 @@ def auto_runtime(runtimes: tuple[str, ...], device: str) -> str:
 
 class LengthSplit:
     """``auto``'s ONNX tower: a batch up to ``max_length`` tokens runs on the ONNX session, a longer one on the
-    torch module, and so does a batch of :data:`AUTO_PACKED_MIN_ROWS` rows or more where the module computes
-    padding-free (see the module's text)."""
+    torch module (see the module's text)."""
 
     def __init__(self, fast: OrtTower, module: Any, sequence: tuple[str, ...], max_length: int) -> None:
         self.fast, self.module, self.sequence, self.max_length = fast, module, sequence, max_length
         self.check = fast.check
-        self.packed = bool(getattr(module, "packed", False))
 
     def __call__(self, inputs: Mapping[str, Any]) -> Any:
-        shapes = [inputs[name].shape for name in self.sequence if name in inputs]
-        if any(shape[1] > self.max_length for shape in shapes) or (
-                self.packed and any(shape[0] >= AUTO_PACKED_MIN_ROWS for shape in shapes)):
+        if any(inputs[name].shape[1] > self.max_length for name in self.sequence if name in inputs):
             return self.module(**inputs)
         return self.fast(inputs)
 
