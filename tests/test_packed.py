@@ -44,7 +44,8 @@ def test_packed_hidden_states_equal_the_padded_ones(tiny_text, attention, monkey
 
 def test_the_text_encoder_packs_and_gives_what_padded_batches_give(tiny_text):
     model = zoo.create(tiny_text, runtime="torch")
-    assert model.encoder.packed
+    assert model.encoder.packable and not model.encoder.packed  # opt-in
+    model.encoder.packed = True
     got = model.encode(TEXTS, "text", batch_size=4)
     model.encoder.packed = False
     np.testing.assert_allclose(got, model.encode(TEXTS, "text", batch_size=4), atol=1e-5)

@@ -23,9 +23,9 @@ device, as ``scripts.bench`` and ``scripts.bench_scaling`` measure it:
 - on the CPU, ``onnx`` (float32, checked as above), about 1.2-1.8x padded torch on short texts; a batch longer
   than :data:`AUTO_ONNX_MAX_LENGTH` tokens runs on torch, because the exported graph computes attention unfused
   and past that length is no faster than torch while its memory grows with the square of the length
-  (docs/SCALING.md); torch computes a BERT text tower padding-free (:mod:`zoo.packed`), which from 8 texts a
-  batch measured 1.4-2.3x ONNX in-process, but ``auto`` does not route to it yet (a served stub that ran both
-  grew its memory under overload, ``docs/benchmarks.md``);
+  (docs/SCALING.md); torch can compute a BERT text tower padding-free (:mod:`zoo.packed`, opt-in), which from 8
+  texts a batch measured 1.4-2.3x ONNX in-process, but it is not used by default yet (a served stub that ran
+  it grew its memory under overload, ``docs/benchmarks.md``);
 - on CUDA, ``torch-fp16`` when each tower's float16 rows keep every cosine to float32's
   ≥ :data:`FP16_MIN_COS` on the check batches, else ``torch``;
 - ``torch`` for families without towers, and wherever the chosen runtime cannot be made (an export the exporter

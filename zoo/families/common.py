@@ -72,10 +72,13 @@ def pooled_encoder(model: Any, pooling: str) -> Any:
         def __init__(self) -> None:
             super().__init__()
             self.model = model
-            self.packed = packable(model)  # padding-free batches (zoo.packed) on torch; never in an export
+            # padding-free batches (zoo.packed), opted into by setting this; never in an export. Not the default
+            # yet: a served stub running them grew its memory past the overload test's bound
+            self.packed = False
+            self.packable = packable(model)
 
         def forward(self, input_ids, attention_mask, token_type_ids=None):
-            if self.packed and not (torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export()):
+            if self.packed and self.packable and not (torch.compiler.is_compiling() or torch.onnx.is_in_onnx_export()):
                 hidden = packed_hidden(self.model, input_ids, attention_mask, token_type_ids)
             else:
                 extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
