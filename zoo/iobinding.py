@@ -9,13 +9,16 @@ is how the tests check it against ``session.run`` without a GPU.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from functools import cache
 from typing import Any
 
 import numpy as np
 
 
+@cache
 def _numpy_type(dtype: Any) -> type:
-    """The numpy scalar type of a torch dtype (what ``bind_input`` names an element type by)."""
+    """The numpy scalar type of a torch dtype (what ``bind_input`` names an element type by), worked out once per
+    dtype rather than on every forward pass."""
     import torch
 
     return torch.empty(0, dtype=dtype).numpy().dtype.type
