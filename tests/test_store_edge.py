@@ -68,6 +68,45 @@ def test_hnsw_and_quantization_recall_against_exact_search(small_index, tmp_path
     store.close()
 
 
+@pytest.mark.filterwarnings("ignore:Local mode performs exact")
+@pytest.mark.parametrize("backend", ["embedded", "server"])
+def test_a_filtered_search_cut_off_in_the_graph_scores_every_match(small_index, tmp_path, monkeypatch, backend):
+    """Qdrant's filtered HNSW walk only steps onto points the filter admits, and on some parallel index builds
+    it is cut off after one (1 of 1,000 matches found, about one build in five here). Fewer hits than ``k``
+    while more items match is such a cut: the store then scores every match, so the caller gets exact
+    search's top ``k`` among them, not one item."""
+    n, dim = 3000, 64
+    data = clustered(n + 5, dim, seed=0)
+    corpus, queries = data[:n], data[n:]
+    ids = [f"i{i}" for i in range(n)]
+    store = VectorStore(f"qdrant:{tmp_path / 'db'}", indexing_threads=2)
+    if backend == "server":
+        store.backend.close()
+        store.backend = ServerBackend({"location": ":memory:"})
+    store.ensure("c", "dense", dim)
+    store.upsert("c", "dense", ids, list(corpus), [{"part": i % 3} for i in range(n)])
+    graph_walks = []
+    search = type(store.backend).search
+
+    def cut_off(self, collection, layout, query, k, where, *, exact=False):
+        hits = search(self, collection, layout, query, k, where, exact=exact)
+        if where and not exact:
+            graph_walks.append(len(hits))
+            return hits[:1]  # what a cut-off walk returns
+        return hits
+
+    monkeypatch.setattr(type(store.backend), "search", cut_off)
+    for q in queries:
+        got = store.search("c", "dense", q, K, where={"part": 2})
+        exact = np.where(np.arange(n) % 3 == 2, corpus @ q, -np.inf)
+        assert [h.id for h in got] == [ids[j] for j in np.argsort(-exact)[:K]]
+        np.testing.assert_allclose([h.score for h in got], np.sort(exact)[::-1][:K], atol=1e-4)
+    assert graph_walks == [K] * len(queries)
+    few = store.search("c", "dense", queries[0], K, where={"part": 2, "missing": 1})  # nothing matches: one walk
+    assert few == [] and graph_walks[-1] == 0 and len(graph_walks) == len(queries) + 1
+    store.close()
+
+
 def test_multivector_and_sparse_past_the_threshold_match_exact_search(small_index, tmp_path):
     """MaxSim over an indexed multi-vector collection recalls exact MaxSim's top 10; sparse search (an
     inverted index once optimized) is exact: the same items with the same scores."""

@@ -137,7 +137,12 @@ class VectorStore:
         whose metadata has these values."""
         handler = _layout(kind)
         layout = handler.store_collection(handler.row_width(query))
-        hits = self.backend.search(collection, layout, handler.store_vector(query), int(k), where or {})
+        vector, k, where = handler.store_vector(query), int(k), where or {}
+        hits = self.backend.search(collection, layout, vector, k, where)
+        if where and len(hits) < k and self.backend.count(collection, where) > len(hits):
+            # A filtered walk of the HNSW graph only steps onto points the filter admits, so it can be cut off
+            # from them (Qdrant then returns as few as one of a thousand matches): score the matches instead.
+            hits = self.backend.search(collection, layout, vector, k, where, exact=True)
         return [Match(payload["id"], float(score), payload.get("metadata") or {}) for payload, score in hits]
 
     def count(self, collection: str) -> int:

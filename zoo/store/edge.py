@@ -158,26 +158,32 @@ class EdgeBackend:
         self._call(collection, shard.update, op)
         self._dirty.add(collection)
 
-    def search(self, collection: str, layout: Layout, query: Any, k: int, where: dict) -> list[tuple[dict, float]]:
-        """``(payload, score)`` of the ``k`` best points, best first, after building what the writes left."""
+    def _filter(self, where: dict) -> Any:
+        """Edge's ``Filter`` for metadata equal to ``where``'s values (None for no condition)."""
+        E = self._E
+        return E.Filter(must=[E.FieldCondition(key=f"metadata.{key}", match=E.MatchValue(value))
+                              for key, value in where.items()]) if where else None
+
+    def search(self, collection: str, layout: Layout, query: Any, k: int, where: dict, *,
+               exact: bool = False) -> list[tuple[dict, float]]:
+        """``(payload, score)`` of the ``k`` best points, best first, after building what the writes left;
+        ``exact``: score every point ``where`` admits instead of walking the HNSW graph."""
         from . import OVERSAMPLING, SEARCH_EF
 
         E = self._E
         shard = self._open(collection)
         self.optimize(collection)
-        where_filter = E.Filter(must=[E.FieldCondition(key=f"metadata.{key}", match=E.MatchValue(value))
-                                      for key, value in where.items()]) if where else None
         stored = self.layouts(collection).get(layout.name)
         quant = stored and stored.quantization
-        params = E.SearchParams(hnsw_ef=max(SEARCH_EF, k), quantization=E.QuantizationSearchParams(
+        params = E.SearchParams(hnsw_ef=max(SEARCH_EF, k), exact=exact, quantization=E.QuantizationSearchParams(
             rescore=True, oversampling=OVERSAMPLING[quant]) if quant in OVERSAMPLING else None)
         request = E.QueryRequest(query=E.Query.Nearest(self._vector(layout, query), using=layout.name), limit=k,
-                                 filter=where_filter, params=params, with_payload=True, with_vector=False)
+                                 filter=self._filter(where), params=params, with_payload=True, with_vector=False)
         return [(p.payload, p.score) for p in self._call(collection, shard.query, request)]
 
-    def count(self, collection: str) -> int:
-        """Points in the collection."""
-        return self._open(collection).count(self._E.CountRequest(exact=True))
+    def count(self, collection: str, where: dict | None = None) -> int:
+        """Points in the collection (those whose metadata has ``where``'s values)."""
+        return self._open(collection).count(self._E.CountRequest(exact=True, filter=self._filter(where or {})))
 
     def info(self, collection: str) -> Any:
         """Edge's ``ShardInfo`` (points, segments, indexed vectors) of the collection."""

@@ -74,26 +74,33 @@ class ServerBackend:
         """Write ``(point id, vector, payload)`` triples."""
         self.client.upsert(collection, points=self.points(layout, points))
 
-    def search(self, collection: str, layout: Layout, query: Any, k: int, where: dict) -> list[tuple[dict, float]]:
-        """``(payload, score)`` of the ``k`` best points, best first."""
+    def _filter(self, where: dict) -> Any:
+        """qdrant-client's ``Filter`` for metadata equal to ``where``'s values (None for no condition)."""
+        m = self.m
+        return m.Filter(must=[m.FieldCondition(key=f"metadata.{key}", match=m.MatchValue(value=value))
+                              for key, value in where.items()]) if where else None
+
+    def search(self, collection: str, layout: Layout, query: Any, k: int, where: dict, *,
+               exact: bool = False) -> list[tuple[dict, float]]:
+        """``(payload, score)`` of the ``k`` best points, best first; ``exact``: score every point ``where``
+        admits instead of walking the HNSW graph."""
         from . import OVERSAMPLING, SEARCH_EF
 
         m = self.m
-        where_filter = m.Filter(must=[m.FieldCondition(key=f"metadata.{key}", match=m.MatchValue(value=value))
-                                      for key, value in where.items()]) if where else None
         if collection not in self._layouts:
             self._layouts[collection] = self.layouts(collection)
         stored = self._layouts[collection].get(layout.name)
         quant = stored and stored.quantization
-        params = m.SearchParams(hnsw_ef=max(SEARCH_EF, k), quantization=m.QuantizationSearchParams(
+        params = m.SearchParams(hnsw_ef=max(SEARCH_EF, k), exact=exact, quantization=m.QuantizationSearchParams(
             rescore=True, oversampling=OVERSAMPLING[quant]) if quant in OVERSAMPLING else None)
         hits = self.client.query_points(collection, query=self.vector(layout, query), using=layout.name, limit=k,
-                                        query_filter=where_filter, search_params=params, with_payload=True).points
+                                        query_filter=self._filter(where), search_params=params,
+                                        with_payload=True).points
         return [(h.payload, h.score) for h in hits]
 
-    def count(self, collection: str) -> int:
-        """Points in the collection."""
-        return self.client.count(collection, exact=True).count
+    def count(self, collection: str, where: dict | None = None) -> int:
+        """Points in the collection (those whose metadata has ``where``'s values)."""
+        return self.client.count(collection, count_filter=self._filter(where or {}), exact=True).count
 
     def snapshot(self, collection: str, dest: Path) -> Path:
         """Refused: a server makes its own snapshots."""
