@@ -16,6 +16,7 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 LOCK = Path(os.environ.get("ZOO_LOCK", ROOT / "requirements.lock"))
 CORE_LOCK = Path(os.environ.get("ZOO_CORE_LOCK", ROOT / "requirements-core.lock"))
+GPU_LOCK = Path(os.environ.get("ZOO_GPU_LOCK", ROOT / "requirements-gpu.lock"))
 CLIENTS_LOCK = Path(os.environ.get("ZOO_CLIENTS_LOCK", ROOT / "requirements-clients.lock"))
 CLIENTS_VENV = Path(os.environ.get("ZOO_CLIENTS_VENV", ROOT / ".venv-clients"))
 UNLOCKED = {"pip", "embedding-zoo"}  # the venv's own installer, and the project itself (installed --no-deps)
@@ -78,6 +79,23 @@ def test_the_core_lock_is_the_full_lock_restricted_to_the_core():
                                                                        if full.get(n) != v}
     assert not {"gradio", "tritonclient", "nvidia-pytriton", "ray", "qdrant-client", "mteb", "resemblyzer",
                 "faiss-cpu", "pytest"} & set(core)
+
+
+def test_the_gpu_lock_is_the_full_lock_with_onnxruntime_gpu():
+    """requirements-gpu.lock (what scripts/env.sh installs where a GPU is seen) is requirements.lock with the
+    [gpu] extra's onnxruntime-gpu in place of onnxruntime: both install the module ``onnxruntime``, so the two
+    may not meet in one environment, and every other package stays at the version the suite passed with."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+
+    gpu, full = pins(GPU_LOCK), pins(LOCK)
+    assert "onnxruntime" not in gpu and "onnxruntime-gpu" not in full
+    assert {n: v for n, v in gpu.items() if n != "onnxruntime-gpu"} == {n: v for n, v in full.items()
+                                                                          if n != "onnxruntime"}
+    extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["gpu"]
+    wanted = {canonical(r.name): r for r in map(Requirement, extra)}
+    assert set(wanted) == {"onnxruntime-gpu"} and wanted["onnxruntime-gpu"].specifier.contains(gpu["onnxruntime-gpu"])
 
 
 MINILM = "sentence-transformers/all-MiniLM-L6-v2"

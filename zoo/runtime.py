@@ -130,7 +130,8 @@ class OrtTower:
                 index = int(self.device.partition(":")[2] or 0)
                 providers.insert(0, ("CUDAExecutionProvider", {"device_id": index}))
             else:
-                log.warning("onnxruntime has no CUDA provider here (install onnxruntime-gpu); %s runs on the CPU",
+                log.warning("onnxruntime has no CUDA provider here (the [gpu] extra, requirements-gpu.lock, has it); "
+                            "%s runs on the CPU",
                             self.path.name)
         self.session = ort.InferenceSession(str(self.path), options, providers=providers)
         self.input_names = [i.name for i in self.session.get_inputs()]
