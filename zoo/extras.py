@@ -12,7 +12,8 @@ import importlib.util
 
 from .errors import MissingExtraError
 
-#: extra -> (what it adds, the import names it provides)
+#: extra -> (what it adds, the import names it provides); ``gpu`` is not here: its onnxruntime-gpu replaces the
+#: core's onnxruntime under the same import name, and a missing CUDA provider is a warning (zoo.runtime)
 EXTRAS: dict[str, tuple[str, tuple[str, ...]]] = {
     "serve": ("tritonserver, the gRPC client and the OpenAI-compatible door",
               ("pytriton", "tritonclient", "grpc", "fastapi", "uvicorn", "yaml", "psutil",
