@@ -86,7 +86,6 @@ def test_the_gpu_lock_is_the_full_lock_with_onnxruntime_gpu():
     [gpu] extra's onnxruntime-gpu in place of onnxruntime: both install the module ``onnxruntime``, so the two
     may not meet in one environment, and every other package stays at the version the suite passed with."""
     import tomllib
-
     from packaging.requirements import Requirement
 
     gpu, full = pins(GPU_LOCK), pins(LOCK)

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from . import batching, kinds, media, truncation
+from . import ahead, batching, kinds, media, truncation
 from . import long as lg
 from .batching import LENGTH_GAP, LENGTH_SPREAD, length_batches  # noqa: F401  (their home before zoo.batching)
 from .errors import InputError
@@ -100,6 +100,10 @@ class Embedder(TokenizerTools, batching.TokenCounting, RuntimeTowers, EncodeFron
             controls, derived kinds).
         """
         raise NotImplementedError(f"{type(self).__name__} implements no forward()")
+
+    def prepare_ahead(self, batch: list[Any], modality: Modality, opts: EncodeOptions) -> None:
+        """Start preparing the inputs of ``batch``, the next :meth:`forward` of this call, on a thread (see
+        :mod:`zoo.ahead`), while the batch before it runs. The default prepares nothing."""
 
     def is_query(self, modality: Modality, opts: EncodeOptions) -> bool:
         """Whether a call's items are queries (see :mod:`zoo.kinds`): ``prompt_name == "query"`` unless the
@@ -273,11 +277,14 @@ class Embedder(TokenizerTools, batching.TokenCounting, RuntimeTowers, EncodeFron
             from tqdm.auto import tqdm
 
             batches = tqdm(batches, desc=f"encode {modality.value}", unit="batch")
-        for start, end in batches:
-            idx = order[start:end]
-            got = self.forward([items[i] for i in idx], modality, opts, kind)
-            for i, one in zip(idx, got):
-                out[i] = one
+        with ahead.call():
+            for (start, end), upcoming in ahead.with_next(batches):
+                if upcoming is not None:
+                    self.prepare_ahead([items[i] for i in order[upcoming[0]:upcoming[1]]], modality, opts)
+                idx = order[start:end]
+                got = self.forward([items[i] for i in idx], modality, opts, kind)
+                for i, one in zip(idx, got):
+                    out[i] = one
         return out
 
     def _finish(self, outputs: list[Any], modality: Modality, opts: EncodeOptions, kind: str) -> Any:

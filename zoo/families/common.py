@@ -7,8 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from .. import truncation
+from .. import ahead, truncation
 from ..media.text import is_cut, marked_like
+from ..spec import Modality
 
 
 def read_json(path: Path) -> dict[str, Any] | None:
@@ -237,10 +238,25 @@ class TokenizedText:
                                 len(ids) > limit or is_cut(text)))
         return views
 
+    #: tokenize a call's next batch on a thread while the current one runs (:mod:`zoo.ahead`); None: on CUDA
+    #: only, where the CPU waits for the device (on the CPU the cores are the model's)
+    tokenize_ahead: bool | None = None
+
+    def prepare_ahead(self, batch: list[Any], modality: Modality, opts: Any) -> None:
+        """Text batches are tokenized ahead (into host memory) where :attr:`tokenize_ahead` says so."""
+        on = self.tokenize_ahead if self.tokenize_ahead is not None else str(self.device).startswith("cuda")
+        if on and modality is Modality.TEXT:
+            ahead.submit((opts.prompt, tuple(batch)), lambda: self._tokenized_on(batch, opts.prompt, "cpu"))
+
     def _tokenized(self, texts: list[str], prompt: str | None):
-        """``texts`` under ``prompt``, tokenized (see :func:`tokenize_texts`)."""
+        """``texts`` under ``prompt``, tokenized on the model's device (see :func:`tokenize_texts`), or taken
+        from what :meth:`prepare_ahead` made of them."""
+        ready = ahead.take((prompt, tuple(texts)))
+        return ready.to(self.device) if ready is not None else self._tokenized_on(texts, prompt, self.device)
+
+    def _tokenized_on(self, texts: list[str], prompt: str | None, device: str):
         texts, firsts, limit = self._text_args(texts, prompt)
-        return tokenize_texts(self.tokenizer, texts, limit, self.device, firsts)
+        return tokenize_texts(self.tokenizer, texts, limit, device, firsts)
 
     def _check_batches(self, n: int = CHECK_ITEMS, batch_size: int = 32) -> list[dict[str, Any]]:
         """Batches of the benchmark corpus (:mod:`zoo.data.sentences`), longest first, that a text tower
