@@ -74,6 +74,24 @@ def machine(device: str) -> dict:
     return info
 
 
+#: bench-only names beside the runtimes: torch with padding-free batches (zoo.packed), and with tokenization in
+#: line instead of ahead on a thread (zoo.ahead; ahead is the default on CUDA)
+VARIANTS = {"torch-packed": ("torch", {"packed": True}), "torch-inline": ("torch", {"tokenize_ahead": False})}
+
+
+def zoo_model(folder: str, device: str, name: str):
+    """The zoo model a bench row named ``name`` times: a runtime, or one of :data:`VARIANTS`."""
+    import zoo
+
+    runtime, settings = VARIANTS.get(name, (name, {}))
+    model = zoo.create(folder, device=device, runtime=runtime)
+    if settings.get("packed"):
+        model.encoder.packed = True
+    if "tokenize_ahead" in settings:
+        model.tokenize_ahead = settings["tokenize_ahead"]
+    return model
+
+
 def text_section(args: argparse.Namespace, texts: list[str], short: list[str]) -> dict:
     """sentence-transformers vs zoo on every runtime: items/s per batch size on the mixed corpus and at batch
     32 on short sentences, and agreement with torch on both."""
@@ -87,8 +105,7 @@ def text_section(args: argparse.Namespace, texts: list[str], short: list[str]) -
     st = {"sentence-transformers": SentenceTransformer(folder, device=args.device)}
     if "torch-fp16" in args.runtimes:
         st["sentence-transformers fp16"] = SentenceTransformer(folder, device=args.device).half()
-    models = dict.fromkeys(st) | {f"zoo {r}": zoo.create(folder, device=args.device, runtime=r)
-                                  for r in args.runtimes.split(",")}
+    models = dict.fromkeys(st) | {f"zoo {r}": zoo_model(folder, args.device, r) for r in args.runtimes.split(",")}
     singles = texts[: args.singles]
 
     def run(name: str, items: list[str], batch: int) -> np.ndarray:
