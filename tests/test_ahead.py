@@ -99,3 +99,15 @@ def test_calls_from_two_threads_keep_their_own_batches(spied):
         t.join(120)
     for k in (0, 1):
         np.testing.assert_allclose(got[k], want[k], atol=1e-6)
+
+
+def test_a_large_call_with_its_progress_bar_prepares_ahead_too(spied):
+    """From 1,000 items a call shows a progress bar over its batches; the batches are still prepared ahead."""
+    model, calls = spied
+    model.tokenize_ahead = True
+    texts = [f"{t} ({k})" for k in range(9) for t in TEXTS[:120]]  # 1,080 distinct short texts
+    got = model.encode(texts, "text", batch_size=128)
+    names = [name for name, _ in calls]
+    assert len(names) >= 9 and sum(name.startswith("zoo-ahead") for name in names) == len(names) - 1
+    model.tokenize_ahead = False
+    np.testing.assert_allclose(got, model.encode(texts, "text", batch_size=128), atol=1e-5)

@@ -13,7 +13,7 @@ prepared batch noted of its truncation is noted again when the batch is taken, i
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -66,10 +66,14 @@ def call() -> Iterator[Ahead]:
         ahead.close()
 
 
-def with_next(batches: Sequence[Any]) -> Iterator[tuple[Any, Any]]:
-    """Each batch with the one after it (None after the last)."""
-    for k, batch in enumerate(batches):
-        yield batch, batches[k + 1] if k + 1 < len(batches) else None
+def with_next(batches: Iterable[Any]) -> Iterator[tuple[Any, Any]]:
+    """Each batch with the one after it (None after the last); the next is read before the current is given."""
+    it = iter(batches)
+    current = next(it, None)
+    while current is not None:
+        upcoming = next(it, None)
+        yield current, upcoming
+        current = upcoming
 
 
 def submit(key: Hashable, prepare: Callable[[], Any]) -> bool:

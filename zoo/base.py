@@ -273,12 +273,13 @@ class Embedder(TokenizerTools, batching.TokenCounting, RuntimeTowers, EncodeFron
             [lengths[i] for i in order], batch_size, self.spec.batch_tokens,
             self._token_sizes([items[i] for i in order], modality, opts.prompt),
             lambda at: self._token_sizes([items[order[k]] for k in at], modality, opts.prompt, exact=True))
+        pairs: Any = ahead.with_next(batches)
         if show_progress:
             from tqdm.auto import tqdm
 
-            batches = tqdm(batches, desc=f"encode {modality.value}", unit="batch")
+            pairs = tqdm(pairs, total=len(batches), desc=f"encode {modality.value}", unit="batch")
         with ahead.call():
-            for (start, end), upcoming in ahead.with_next(batches):
+            for (start, end), upcoming in pairs:
                 if upcoming is not None:
                     self.prepare_ahead([items[i] for i in order[upcoming[0]:upcoming[1]]], modality, opts)
                 idx = order[start:end]
