@@ -34,6 +34,7 @@ import time
 from functools import partial
 from io import BytesIO
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -79,7 +80,7 @@ def machine(device: str) -> dict:
 VARIANTS = {"torch-packed": ("torch", {"packed": True}), "torch-inline": ("torch", {"tokenize_ahead": False})}
 
 
-def zoo_model(folder: str, device: str, name: str):
+def zoo_model(folder: str, device: str, name: str) -> Any:
     """The zoo model a bench row named ``name`` times: a runtime, or one of :data:`VARIANTS`."""
     import zoo
 

@@ -13,7 +13,8 @@ if [ -z "$gpu" ]; then
 fi
 LOCK="$ROOT/requirements.lock"
 [ "$gpu" = 1 ] && LOCK="$ROOT/requirements-gpu.lock"
-"$ROOT/scripts/venv.sh" "$VENV" "${ZOO_LOCK:-$LOCK}"
+export ZOO_ENV_LOCK="${ZOO_LOCK:-$LOCK}"  # the lock this environment holds (tests/test_install.py checks it)
+"$ROOT/scripts/venv.sh" "$VENV" "$ZOO_ENV_LOCK"
 export PATH="$VENV/bin:$PATH"
 export HF_HUB_DISABLE_TELEMETRY=1
 cd "$ROOT"

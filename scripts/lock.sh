@@ -30,6 +30,7 @@ sed -i "s#-c $tmp/#-c #" "$tmp/requirements-core.lock" "$tmp/requirements-gpu.lo
 "$uv" pip compile --group pyproject.toml:clients --python-version 3.11 --python-platform x86_64-manylinux_2_36 \
   --generate-hashes --no-header --quiet -o "$tmp/requirements-clients.lock"
 ZOO_VENV="$tmp/venv" ZOO_LOCK="$tmp/requirements.lock" ZOO_CORE_LOCK="$tmp/requirements-core.lock" \
+  ZOO_GPU=0 ZOO_GPU_LOCK="$tmp/requirements-gpu.lock" \
   ZOO_CLIENTS_VENV="$tmp/venv-clients" ZOO_CLIENTS_LOCK="$tmp/requirements-clients.lock" \
   "$ROOT/scripts/test.sh" "$@"
 cp "$tmp/requirements.lock" "$tmp/requirements-core.lock" "$tmp/requirements-clients.lock" \

@@ -111,3 +111,24 @@ def test_a_large_call_with_its_progress_bar_prepares_ahead_too(spied):
     assert len(names) >= 9 and sum(name.startswith("zoo-ahead") for name in names) == len(names) - 1
     model.tokenize_ahead = False
     np.testing.assert_allclose(got, model.encode(texts, "text", batch_size=128), atol=1e-5)
+
+
+def test_a_call_holds_at_most_two_prepared_batches_and_only_families_that_take_them_prepare():
+    """A prepared batch no forward took is dropped once the next after it is asked for, so a call never holds
+    more than two; families whose forward() tokenizes otherwise (ColBERT, CLIP) are never asked to prepare."""
+    from zoo import ahead
+    from zoo.families.clip import HFClipEmbedder
+    from zoo.families.colbert import ColbertEmbedder
+    from zoo.families.common import TokenizedText
+
+    started = threading.Event()
+    with ahead.call() as call:
+        for k in range(5):
+            ahead.submit(k, lambda k=k: started.wait(5) and k)
+            assert len(call.ready) <= 2
+        assert list(call.ready) == [3, 4]
+        started.set()
+        assert ahead.take(4) == 4 and ahead.take(0) is None
+    assert ahead.take(3) is None  # outside the call: nothing
+    assert not TokenizedText.tokenized_in_forward
+    assert not ColbertEmbedder.tokenized_in_forward and not HFClipEmbedder.tokenized_in_forward

@@ -32,13 +32,18 @@ class Ahead:
         self.ready: dict[Hashable, Future] = {}
 
     def submit(self, key: Hashable, prepare: Callable[[], Any]) -> None:
+        """Start ``prepare()`` under ``key``. Only the newest earlier batch is kept besides: one a forward did
+        not take (it read its batch otherwise) is dropped, so a call holds two prepared batches at most."""
         if key in self.ready:
             return
+        for stale in list(self.ready)[:-1]:
+            self.ready.pop(stale).cancel()
         if self.pool is None:
             self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="zoo-ahead")
         self.ready[key] = self.pool.submit(_noted, prepare)
 
     def close(self) -> None:
+        """End the call: drop what was not taken and let the thread go."""
         self.ready.clear()  # a batch an error left unrun is not waited for
         if self.pool is not None:
             self.pool.shutdown(wait=False, cancel_futures=True)

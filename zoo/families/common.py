@@ -3,7 +3,9 @@ cutting audio to a model's window."""
 
 from __future__ import annotations
 
+import collections
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -186,6 +188,8 @@ def tokenizer_max_length(spec_max: int, path: Path, tokenizer: Any, spec_rules: 
 
 
 CHECK_ITEMS = 256  # rows an exported tower is checked on
+#: one lock per tokenizer object, for the padded batches of :meth:`TokenizedText._tokenized_on`
+_TOKENIZER_LOCKS: collections.defaultdict[int, threading.Lock] = collections.defaultdict(threading.Lock)
 
 
 class TokenizedText:
@@ -238,6 +242,9 @@ class TokenizedText:
                                 len(ids) > limit or is_cut(text)))
         return views
 
+    #: whether forward() reads its text batch through :meth:`_tokenized` (``_tokenized(batch, opts.prompt)``),
+    #: so that a batch tokenized ahead is taken; families that tokenize otherwise leave it False
+    tokenized_in_forward = False
     #: tokenize a call's next batch on a thread while the current one runs (:mod:`zoo.ahead`); None: on CUDA
     #: only, where the CPU waits for the device (on the CPU the cores are the model's)
     tokenize_ahead: bool | None = None
@@ -245,7 +252,7 @@ class TokenizedText:
     def prepare_ahead(self, batch: list[Any], modality: Modality, opts: Any) -> None:
         """Text batches are tokenized ahead (into host memory) where :attr:`tokenize_ahead` says so."""
         on = self.tokenize_ahead if self.tokenize_ahead is not None else str(self.device).startswith("cuda")
-        if on and modality is Modality.TEXT:
+        if on and self.tokenized_in_forward and modality is Modality.TEXT:
             ahead.submit((opts.prompt, tuple(batch)), lambda: self._tokenized_on(batch, opts.prompt, "cpu"))
 
     def _tokenized(self, texts: list[str], prompt: str | None):
@@ -255,8 +262,11 @@ class TokenizedText:
         return ready.to(self.device) if ready is not None else self._tokenized_on(texts, prompt, self.device)
 
     def _tokenized_on(self, texts: list[str], prompt: str | None, device: str):
+        """:meth:`_tokenized` on ``device``, one thread at a time: a fast tokenizer's padding and truncation
+        are settings of the one Rust object, set by each call."""
         texts, firsts, limit = self._text_args(texts, prompt)
-        return tokenize_texts(self.tokenizer, texts, limit, device, firsts)
+        with _TOKENIZER_LOCKS[id(self.tokenizer)]:
+            return tokenize_texts(self.tokenizer, texts, limit, device, firsts)
 
     def _check_batches(self, n: int = CHECK_ITEMS, batch_size: int = 32) -> list[dict[str, Any]]:
         """Batches of the benchmark corpus (:mod:`zoo.data.sentences`), longest first, that a text tower

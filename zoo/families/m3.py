@@ -46,6 +46,8 @@ def _linear(path: Path):
 class M3Embedder(SparseTerms, TokenizedText, Embedder):
     """An encoder with BGE-M3's ColBERT and sparse heads."""
 
+    tokenized_in_forward = True  # its forward() takes a batch tokenized ahead (zoo.ahead)
+
     folder_priority = 15
 
     def __init__(self, spec: EmbedderSpec, path: Path, device: str | None = None) -> None:

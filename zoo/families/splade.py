@@ -49,6 +49,8 @@ def splade_config(path: Path) -> dict[str, Any]:
 class SpladeEmbedder(SparseTerms, TokenizedText, Embedder):
     """An MLM transformer with SPLADE pooling: one sparse row of term weights per text."""
 
+    tokenized_in_forward = True  # its forward() takes a batch tokenized ahead (zoo.ahead)
+
     folder_priority = 20
 
     def __init__(self, spec: EmbedderSpec, path: Path, device: str | None = None) -> None:

@@ -74,6 +74,8 @@ def folder_pooling(path: Path) -> str | None:
 class TextEmbedder(TokenizedText, Embedder):
     """A transformers encoder with pooling; modality text only."""
 
+    tokenized_in_forward = True  # its forward() takes a batch tokenized ahead (zoo.ahead)
+
     folder_priority = 100  # the fallback: other families claim their model_types first
     runtimes = TOWER_RUNTIMES
 

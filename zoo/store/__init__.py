@@ -139,7 +139,8 @@ class VectorStore:
         layout = handler.store_collection(handler.row_width(query))
         vector, k, where = handler.store_vector(query), int(k), where or {}
         hits = self.backend.search(collection, layout, vector, k, where)
-        if where and len(hits) < k and self.backend.count(collection, where) > len(hits):
+        # (sparse search scores only the items sharing a term with the query: fewer hits is its answer)
+        if where and not layout.sparse and len(hits) < k and self.backend.count(collection, where) > len(hits):
             # A filtered walk of the HNSW graph only steps onto points the filter admits, so it can be cut off
             # from them (Qdrant then returns as few as one of a thousand matches): score the matches instead.
             hits = self.backend.search(collection, layout, vector, k, where, exact=True)
