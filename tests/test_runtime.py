@@ -192,6 +192,15 @@ def test_half_precision_runtime(tiny_text):
         half.use_runtime("torch")  # its modules were halved in place
 
 
+def test_half_precision_that_overflows_to_nan_is_refused(tiny_text, monkeypatch):
+    """NaN rows (float16 overflowing) fail the float16 check instead of passing it (a NaN cosine compares
+    false with every bar)."""
+    halved = rt.HalfTower.__call__
+    monkeypatch.setattr(rt.HalfTower, "__call__", lambda self, inputs: halved(self, inputs) * float("nan"))
+    with pytest.raises(rt.RuntimeCheckError, match="float16 differs from float32 .least cosine nan"):
+        rt._halved(zoo.create(tiny_text, device="cpu")._towers())
+
+
 def test_unknown_or_unoffered_runtime_is_a_clear_error(tiny_text, tmp_path):
     with pytest.raises(zoo.InvalidArgumentError, match="unknown runtime 'tensorrt'"):
         zoo.create(tiny_text, runtime="tensorrt")
