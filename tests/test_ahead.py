@@ -101,16 +101,19 @@ def test_calls_from_two_threads_keep_their_own_batches(spied):
         np.testing.assert_allclose(got[k], want[k], atol=1e-6)
 
 
-def test_a_large_call_with_its_progress_bar_prepares_ahead_too(spied):
-    """From 1,000 items a call shows a progress bar over its batches; the batches are still prepared ahead."""
+def test_a_call_with_a_progress_bar_over_its_batches_prepares_ahead_too(spied):
+    """``embed_decoded`` (a served group's one call) shows a bar over its batches when asked or from 1,000
+    items; the batches are still prepared ahead, and the bar counts every batch."""
+    from zoo.spec import Modality
+
     model, calls = spied
     model.tokenize_ahead = True
-    texts = [f"{t} ({k})" for k in range(9) for t in TEXTS[:120]]  # 1,080 distinct short texts
-    got = model.encode(texts, "text", batch_size=128)
+    got = model.embed_decoded(TEXTS[:60], Modality.TEXT, model.options(), batch_size=8, show_progress=True)
     names = [name for name, _ in calls]
-    assert len(names) >= 9 and sum(name.startswith("zoo-ahead") for name in names) == len(names) - 1
+    assert len(names) >= 8 and sum(name.startswith("zoo-ahead") for name in names) == len(names) - 1
     model.tokenize_ahead = False
-    np.testing.assert_allclose(got, model.encode(texts, "text", batch_size=128), atol=1e-5)
+    np.testing.assert_allclose(got, model.embed_decoded(TEXTS[:60], Modality.TEXT, model.options(), batch_size=8),
+                               atol=1e-6)
 
 
 def test_a_call_holds_at_most_two_prepared_batches_and_only_families_that_take_them_prepare():
